@@ -1,0 +1,119 @@
+"""The raw table's contract: the Kaggle "Comprehensive Banking Database" column names, order and vocabularies.
+
+Shared by the generator (which writes exactly this layout) and the reader/validator (which accepts it).
+"""
+
+from __future__ import annotations
+
+RAW_COLUMNS: tuple[str, ...] = (
+    "Customer ID",
+    "First Name",
+    "Last Name",
+    "Age",
+    "Gender",
+    "Address",
+    "City",
+    "Contact Number",
+    "Email",
+    "Account Type",
+    "Account Balance",
+    "Date Of Account Opening",
+    "Last Transaction Date",
+    "TransactionID",
+    "Transaction Date",
+    "Transaction Type",
+    "Transaction Amount",
+    "Account Balance After Transaction",
+    "Branch ID",
+    "Loan ID",
+    "Loan Amount",
+    "Loan Type",
+    "Interest Rate",
+    "Loan Term",
+    "Approval/Rejection Date",
+    "Loan Status",
+    "CardID",
+    "Card Type",
+    "Credit Limit",
+    "Credit Card Balance",
+    "Minimum Payment Due",
+    "Payment Due Date",
+    "Last Credit Card Payment Date",
+    "Rewards Points",
+    "Feedback ID",
+    "Feedback Date",
+    "Feedback Type",
+    "Resolution Status",
+    "Resolution Date",
+    "Anomaly",
+)
+
+CATEGORIES: dict[str, tuple[str, ...]] = {
+    "Gender": ("Male", "Female", "Other"),
+    "Account Type": ("Savings", "Current"),
+    "Transaction Type": ("Deposit", "Withdrawal", "Transfer"),
+    "Loan Type": ("Mortgage", "Auto", "Personal"),
+    "Loan Status": ("Approved", "Closed", "Rejected"),
+    "Card Type": ("MasterCard", "AMEX", "Visa"),
+    "Feedback Type": ("Suggestion", "Complaint", "Praise"),
+    "Resolution Status": ("Pending", "Resolved"),
+}
+
+CITIES: tuple[str, ...] = (
+    "New York",
+    "Los Angeles",
+    "Chicago",
+    "Houston",
+    "Phoenix",
+    "Philadelphia",
+    "San Antonio",
+    "San Diego",
+    "Dallas",
+    "San Jose",
+    "Austin",
+    "Jacksonville",
+    "Fort Worth",
+    "Columbus",
+    "Charlotte",
+    "San Francisco",
+    "Indianapolis",
+    "Seattle",
+    "Denver",
+    "Washington",
+    "Boston",
+    "El Paso",
+    "Nashville",
+    "Detroit",
+    "Oklahoma City",
+    "Portland",
+    "Las Vegas",
+    "Memphis",
+    "Louisville",
+    "Baltimore",
+    "Milwaukee",
+    "Albuquerque",
+    "Tucson",
+    "Fresno",
+    "Mesa",
+    "Sacramento",
+    "Atlanta",
+    "Kansas City",
+    "Colorado Springs",
+    "Miami",
+)
+
+DATE_FORMAT = "%m/%d/%Y"  # written without leading zeros (12/7/2023); %m/%d parse both forms
+
+DATE_COLUMNS: tuple[str, ...] = (
+    "Date Of Account Opening",
+    "Last Transaction Date",
+    "Transaction Date",
+    "Approval/Rejection Date",
+    "Payment Due Date",
+    "Last Credit Card Payment Date",
+    "Feedback Date",
+    "Resolution Date",
+)
+
+TARGET_SOURCE = "Transaction Amount"
+TRANSACTION_ID = "TransactionID"

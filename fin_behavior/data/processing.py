@@ -1,0 +1,93 @@
+"""The processed_dataset stage as plain functions: raw file -> (processed rows, quarantined rows)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from fin_behavior.data.features import build_features
+from fin_behavior.data.ingest import parse_raw, read_raw_csv
+
+
+class DataQualityError(ValueError):
+    """Too much of the raw file is invalid to train on; the message names the problems and the setting."""
+
+
+@dataclass(frozen=True)
+class ProcessedData:
+    dataset: pd.DataFrame
+    quarantine: pd.DataFrame
+    total_rows: int
+
+    @property
+    def invalid_fraction(self) -> float:
+        return len(self.quarantine) / self.total_rows
+
+
+def process_raw_file(path: str | os.PathLike[str], target_quantile: float) -> ProcessedData:
+    parsed = parse_raw(read_raw_csv(path))
+    dataset = build_features(parsed.valid, target_quantile) if len(parsed.valid) else pd.DataFrame()
+    return ProcessedData(dataset=dataset, quarantine=parsed.quarantine, total_rows=parsed.total_rows)
+
+
+def problem_counts(quarantine: pd.DataFrame) -> dict[str, int]:
+    """Rows with a problem, per column, most frequent first."""
+    counts: Counter[str] = Counter()
+    for reason in quarantine.get("reason", []):
+        counts.update({part.split(":", 1)[0] for part in reason.split("; ")})
+    return dict(counts.most_common())
+
+
+def enforce_invalid_fraction(data: ProcessedData, max_invalid_fraction: float, quarantine_path: Path) -> None:
+    bad = len(data.quarantine)
+    if bad == 0 or (data.invalid_fraction <= max_invalid_fraction and len(data.dataset)):
+        return
+    columns = ", ".join(f"{col} ({n} rows)" for col, n in list(problem_counts(data.quarantine).items())[:6])
+    lines = ", ".join(str(n) for n in data.quarantine["line"].head(10))
+    limit = (
+        "no valid rows remain"
+        if not len(data.dataset)
+        else (f"more than max_invalid_fraction={max_invalid_fraction:.2%}")
+    )
+    raise DataQualityError(
+        f"{bad} of {data.total_rows} rows ({data.invalid_fraction:.2%}) failed validation, {limit}. "
+        f"Problems by column: {columns}. First bad lines: "
+        f"{lines}. Each rejected row and its reason: {quarantine_path}. Fix the file, or allow more with run "
+        "config `ops: processed_dataset: config: max_invalid_fraction` or FIN_BEHAVIOR_MAX_INVALID_FRACTION. "
+        "The previous processed_dataset was left untouched."
+    )
+
+
+def dataset_version(dataset: pd.DataFrame) -> str:
+    """Content hash: same rows and columns -> same version, so unchanged data keeps children fresh."""
+    digest = hashlib.sha256("\x1f".join(map(str, dataset.columns)).encode())
+    digest.update(pd.util.hash_pandas_object(dataset, index=False).to_numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _atomic(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+def write_parquet_atomic(frame: pd.DataFrame, path: Path) -> None:
+    tmp = _atomic(path)
+    try:
+        frame.to_parquet(tmp, index=False)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_csv_atomic(frame: pd.DataFrame, path: Path) -> None:
+    tmp = _atomic(path)
+    try:
+        frame.to_csv(tmp, index=False)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -1,0 +1,61 @@
+"""Every tunable of the platform, with defaults that work on a fresh clone.
+
+Each field can be set with an environment variable `FIN_BEHAVIOR_<FIELD>` (e.g. `FIN_BEHAVIOR_RAW_DATA_PATH`),
+and the per-run ones are also Dagster run config (their defaults in the launchpad come from here).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _project_root() -> Path:
+    """The checkout when installed editable (the normal case), else the working directory."""
+    checkout = Path(__file__).resolve().parent.parent
+    return checkout if (checkout / "pyproject.toml").exists() else Path.cwd()
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FIN_BEHAVIOR_", frozen=True)
+
+    # Where state lives: data, artifacts, the MLflow store. Git-ignored.
+    var_dir: Path = Field(default_factory=lambda: _project_root() / "var")
+    # Input CSV. Empty means the embedded synthetic data at <var_dir>/data/transactions.csv, made on first use.
+    raw_data_path: Path | None = None
+    default_rows: int = Field(5_000, ge=1)
+    default_seed: int = 42
+
+    # processed_dataset
+    target_quantile: float = Field(0.95, gt=0, lt=1)
+    max_invalid_fraction: float = Field(0.01, ge=0, le=1)
+    min_rows: int = Field(1_000, ge=1)
+    min_positive_rate: float = Field(0.01, ge=0, le=1)
+    max_positive_rate: float = Field(0.25, ge=0, le=1)
+    max_single_feature_auc: float = Field(0.95, gt=0.5, le=1)
+
+    @model_validator(mode="after")
+    def _positive_band_is_ordered(self) -> Settings:
+        if self.min_positive_rate > self.max_positive_rate:
+            raise ValueError("min_positive_rate must not exceed max_positive_rate")
+        return self
+
+    @property
+    def default_raw_data_path(self) -> Path:
+        return self.var_dir / "data" / "transactions.csv"
+
+    @property
+    def input_path(self) -> Path:
+        return self.raw_data_path or self.default_raw_data_path
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.var_dir / "artifacts"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
