@@ -4,8 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export DAGSTER_HOME := $(CURDIR)/dagster_home
+MLFLOW_STORE ?= sqlite:///$(CURDIR)/var/mlflow/mlflow.db
 
-.PHONY: setup demo test dev lint lock clean
+.PHONY: setup demo test dev mlflow-ui lint lock clean
 
 setup: $(STAMP)
 
@@ -25,6 +26,9 @@ test: setup  ## lint, then run the test suite
 
 dev: setup  ## open the Dagster UI on http://127.0.0.1:3000
 	$(BIN)/dagster dev -h 127.0.0.1 -p 3000
+
+mlflow-ui: setup  ## MLflow UI on the local tracking store: http://127.0.0.1:5000
+	$(BIN)/mlflow ui --backend-store-uri "$(MLFLOW_STORE)" --host 127.0.0.1 --port 5000
 
 lint: setup
 	$(BIN)/ruff check fin_behavior fin_behavior_tests benchmarks

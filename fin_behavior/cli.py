@@ -15,6 +15,23 @@ def _generate_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _verify_env(args: argparse.Namespace) -> int:
+    from fin_behavior.environments.builder import EnvironmentBuildError
+    from fin_behavior.environments.spec import EnvironmentSpecError
+    from fin_behavior.environments.verify import current_model_info, environment_report
+    from fin_behavior.settings import get_settings
+
+    settings = get_settings()
+    try:
+        report = environment_report(settings, current_model_info(settings))
+    except (EnvironmentBuildError, EnvironmentSpecError) as exc:
+        print(f"fin-behavior verify-env: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"serving environment: {settings.serving_environment}\n")
+    print(report.render())
+    return 0 if report.ok else 1
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -32,6 +49,12 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
     generate.add_argument("--out", required=True, help="CSV path to write (parent folders are created)")
     generate.set_defaults(handler=_generate_data)
+    verify = commands.add_parser(
+        "verify-env",
+        help="compare project pins, the training environment, the current compatible model and the serving "
+        "environment spec; exit 1 on any mismatch, with the command that fixes it",
+    )
+    verify.set_defaults(handler=_verify_env)
     return parser
 
 

@@ -2,12 +2,19 @@
 
 import dagster as dg
 
-from fin_behavior.defs import dataset, jobs
-from fin_behavior.defs.resources import StorageResource
+from fin_behavior.defs import compatible, dataset, jobs, model
+from fin_behavior.defs.resources import MlflowTracking, StorageResource
 
 defs = dg.Definitions(
-    assets=[dataset.raw_transactions, dataset.processed_dataset],
-    asset_checks=[dataset.processed_dataset_checks],
+    assets=[
+        dataset.raw_transactions,
+        dataset.processed_dataset,
+        model.trained_model,
+        compatible.training_environment,
+        compatible.serving_environment,
+        compatible.compatible_model,
+    ],
+    asset_checks=[dataset.processed_dataset_checks, model.trained_model_gates, compatible.compatible_model_checks],
     jobs=[jobs.full_pipeline],
-    resources={"storage": StorageResource()},
+    resources={"storage": StorageResource(), "mlflow": MlflowTracking()},
 )

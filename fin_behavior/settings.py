@@ -37,6 +37,28 @@ class Settings(BaseSettings):
     max_positive_rate: float = Field(0.25, ge=0, le=1)
     max_single_feature_auc: float = Field(0.95, gt=0.5, le=1)
 
+    # trained_model: search and quality gates
+    n_iter: int = Field(20, ge=1)
+    cv: int = Field(3, ge=2)
+    search_max_rows: int = Field(20_000, ge=100)
+    min_roc_auc: float = Field(0.75, ge=0, le=1)
+    min_accuracy: float = Field(0.8, ge=0, le=1)
+    min_balanced_accuracy_margin: float = Field(0.05, ge=0, le=1)
+    max_latency_ms: float = Field(100.0, gt=0)
+
+    # compatible_model: the serving environment the model must load in
+    serving_environment: str = "local"
+    serving_environments_file: Path = Field(
+        default_factory=lambda: Path(__file__).parent / "environments" / "serving_environments.toml"
+    )
+    parity_tolerance: float = Field(0.02, ge=0, le=1)
+    # Built serving environments (hundreds of MB each). Empty = <var_dir>/envs.
+    envs_dir: Path | None = None
+
+    # MLflow tracking and registry. Empty URI = a SQLite store at <var_dir>/mlflow/mlflow.db.
+    mlflow_tracking_uri: str = ""
+    mlflow_experiment: str = "financial-behavior"
+
     @model_validator(mode="after")
     def _positive_band_is_ordered(self) -> Settings:
         if self.min_positive_rate > self.max_positive_rate:
@@ -54,6 +76,10 @@ class Settings(BaseSettings):
     @property
     def artifacts_dir(self) -> Path:
         return self.var_dir / "artifacts"
+
+    @property
+    def tracking_uri(self) -> str:
+        return self.mlflow_tracking_uri or f"sqlite:///{self.var_dir.resolve() / 'mlflow' / 'mlflow.db'}"
 
 
 @lru_cache(maxsize=1)

@@ -9,7 +9,14 @@ import dagster as dg
 
 from fin_behavior.definitions import defs
 
-EXPECTED_ASSETS = {"raw_transactions", "processed_dataset"}
+EXPECTED_ASSETS = {
+    "raw_transactions",
+    "processed_dataset",
+    "trained_model",
+    "training_environment",
+    "serving_environment",
+    "compatible_model",
+}
 EXPECTED_JOBS = {"full_pipeline"}
 
 

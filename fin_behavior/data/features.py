@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from fin_behavior.data.schemas import FEATURES, KEY, NUMERIC_FEATURES, TARGET
+from fin_behavior.data.columns import FEATURES, KEY, NUMERIC_FEATURES, TARGET
 
 _RENAMES = {
     "Age": "age",

@@ -2,25 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import pandas as pd
 import pandera.errors
 
-from fin_behavior.data.schemas import CATEGORICAL_FEATURES, FEATURES, KEY, TARGET, ProcessedDataset
+from fin_behavior.data.columns import CATEGORICAL_FEATURES, FEATURES, KEY, TARGET
+from fin_behavior.data.schemas import ProcessedDataset
+from fin_behavior.outcome import Outcome
 
 _LEAKAGE_SAMPLE_ROWS = 200_000
 _NUMERIC_BINS = 50
 _FOLDS = 5
-
-
-@dataclass(frozen=True)
-class Outcome:
-    passed: bool
-    actual: float | int
-    threshold: float | int | str
-    message: str
 
 
 def schema_conformance(dataset: pd.DataFrame) -> Outcome:

@@ -8,38 +8,6 @@ from pandera.typing import Series
 
 from fin_behavior.data.columns import CATEGORIES
 
-TARGET = "HighAmount"
-KEY = "transaction_id"
-
-NUMERIC_FEATURES: tuple[str, ...] = (
-    "age",
-    "account_balance",
-    "loan_amount",
-    "interest_rate",
-    "loan_term",
-    "credit_limit",
-    "credit_card_balance",
-    "minimum_payment_due",
-    "rewards_points",
-    "account_age_days",
-    "days_since_last_transaction",
-    "credit_utilisation",
-    "transaction_month",
-    "transaction_day_of_week",
-)
-CATEGORICAL_FEATURES: tuple[str, ...] = (
-    "gender",
-    "city",
-    "account_type",
-    "transaction_type",
-    "loan_type",
-    "loan_status",
-    "card_type",
-    "feedback_type",
-    "resolution_status",
-)
-FEATURES: tuple[str, ...] = NUMERIC_FEATURES + CATEGORICAL_FEATURES
-
 
 def _in(column: str) -> list[str]:
     return list(CATEGORIES[column])

@@ -4,6 +4,7 @@ import dagster as dg
 import pandas as pd
 
 from fin_behavior.data import quality
+from fin_behavior.data.columns import TARGET
 from fin_behavior.data.fingerprint import file_fingerprint
 from fin_behavior.data.ingest import RawDataError
 from fin_behavior.data.processing import (
@@ -15,7 +16,7 @@ from fin_behavior.data.processing import (
     write_csv_atomic,
     write_parquet_atomic,
 )
-from fin_behavior.data.schemas import TARGET
+from fin_behavior.defs.checks import check_result, check_specs
 from fin_behavior.defs.resources import StorageResource
 from fin_behavior.settings import get_settings
 
@@ -101,13 +102,7 @@ def processed_dataset(
     )
 
 
-@dg.multi_asset_check(
-    specs=[
-        dg.AssetCheckSpec(name, asset=processed_dataset, blocking=blocking, description=description)
-        for name, (blocking, description) in _CHECKS.items()
-    ],
-    can_subset=True,
-)
+@dg.multi_asset_check(specs=check_specs(processed_dataset, _CHECKS), can_subset=True)
 def processed_dataset_checks(context: dg.AssetCheckExecutionContext, storage: StorageResource):
     settings = get_settings()
     dataset = pd.read_parquet(storage.processed_path)
@@ -121,12 +116,4 @@ def processed_dataset_checks(context: dg.AssetCheckExecutionContext, storage: St
         "no_target_leakage": lambda: quality.target_leakage(dataset, settings.max_single_feature_auc),
     }
     for key in context.selected_asset_check_keys:
-        outcome = outcomes[key.name]()
-        yield dg.AssetCheckResult(
-            check_name=key.name,
-            asset_key=key.asset_key,
-            passed=outcome.passed,
-            severity=dg.AssetCheckSeverity.ERROR if _CHECKS[key.name][0] else dg.AssetCheckSeverity.WARN,
-            description=outcome.message,
-            metadata={"actual": outcome.actual, "threshold": str(outcome.threshold)},
-        )
+        yield check_result(key, outcomes[key.name](), blocking=_CHECKS[key.name][0])

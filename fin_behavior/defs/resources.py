@@ -1,6 +1,9 @@
 """Where the platform keeps its files. One resource, so a run (or a deployment) can point all of it elsewhere."""
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 
 import dagster as dg
 from pydantic import Field
@@ -51,3 +54,80 @@ class StorageResource(dg.ConfigurableResource):
 
     def quarantine_path(self, run_id: str) -> Path:
         return self.artifacts / "processed_dataset" / "quarantine" / f"{run_id}.csv"
+
+    @property
+    def trained_models(self) -> Path:
+        return self.artifacts / "trained_model"
+
+    @property
+    def compatible_models(self) -> Path:
+        return self.artifacts / "compatible_model"
+
+    @property
+    def environments(self) -> Path:
+        return get_settings().envs_dir or self.root / "envs"
+
+    @property
+    def scratch(self) -> Path:
+        return self.root / "tmp"
+
+    @property
+    def mlflow_artifacts(self) -> Path:
+        return self.root / "mlflow" / "artifacts"
+
+
+class MlflowTracking(dg.ConfigurableResource):
+    """MLflow through dagster-mlflow, with the run's life in the asset's hands.
+
+    dagster-mlflow's own resource starts its MLflow run when Dagster initialises resources (at the start
+    of an in-process run, even if training never happens), re-uses whatever run is already active in the
+    process (so the next Dagster run writes into a run left open), and its end-of-run hook only closes the
+    run when the job's last node is an op (not when it is an asset check). Here the asset opens the run with
+    dagster-mlflow's `MlFlow` (experiment, tagging with the Dagster run id) and always closes it itself.
+    """
+
+    tracking_uri: str = Field(
+        default="",
+        description="MLflow tracking URI; empty = FIN_BEHAVIOR_MLFLOW_TRACKING_URI "
+        "or a SQLite store in the var directory",
+    )
+    experiment_name: str = Field(default="", description="empty = FIN_BEHAVIOR_MLFLOW_EXPERIMENT")
+
+    @property
+    def uri(self) -> str:
+        uri = self.tracking_uri or get_settings().tracking_uri
+        if uri.startswith("sqlite:///"):
+            Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        return uri
+
+    @property
+    def experiment(self) -> str:
+        return self.experiment_name or get_settings().mlflow_experiment
+
+    @contextmanager
+    def start_run(self, context: dg.AssetExecutionContext, artifact_dir: Path) -> Iterator[str]:
+        """An MLflow run for this step, tagged with the Dagster run id; FINISHED or FAILED when the block ends."""
+        import mlflow  # lazy: ~5 s of imports that loading the code location must not pay
+        from dagster_mlflow.resources import MlFlow
+
+        from fin_behavior.ml.tracking import ensure_experiment
+
+        while (stale := mlflow.active_run()) is not None:  # ended in the store it belongs to, before switching
+            context.log.warning(f"ending MLflow run {stale.info.run_id} left active by earlier work in this process")
+            mlflow.end_run(status="KILLED")
+        mlflow.set_tracking_uri(self.uri)
+        ensure_experiment(self.experiment, artifact_dir if self.uri.startswith("sqlite:") else None)
+        init = SimpleNamespace(
+            log=context.log,
+            dagster_run=context.run,
+            run_id=context.run.run_id,
+            resource_config={"mlflow_tracking_uri": self.uri, "experiment_name": self.experiment},
+        )
+        tracker = MlFlow(init)
+        run_id = tracker.active_run().info.run_id
+        try:
+            yield run_id
+        except BaseException:
+            mlflow.end_run(status="FAILED")
+            raise
+        mlflow.end_run(status="FINISHED")

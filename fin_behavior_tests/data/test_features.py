@@ -3,9 +3,9 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
+from fin_behavior.data.columns import FEATURES, KEY, TARGET
 from fin_behavior.data.features import build_features
 from fin_behavior.data.ingest import parse_raw
-from fin_behavior.data.schemas import FEATURES, KEY, TARGET
 
 
 def _raw_row(**overrides: str) -> dict[str, str]:

@@ -7,10 +7,9 @@ import pandas as pd
 import pytest
 
 from fin_behavior.data import generate
-from fin_behavior.data.columns import CATEGORIES, DATE_COLUMNS, RAW_COLUMNS
+from fin_behavior.data.columns import CATEGORICAL_FEATURES, CATEGORIES, DATE_COLUMNS, FEATURES, RAW_COLUMNS, TARGET
 from fin_behavior.data.features import build_features
 from fin_behavior.data.ingest import parse_raw, read_raw_csv
-from fin_behavior.data.schemas import CATEGORICAL_FEATURES, FEATURES, TARGET
 
 
 def test_layout_matches_the_kaggle_export(banking_csv):

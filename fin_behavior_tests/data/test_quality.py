@@ -3,8 +3,8 @@ from __future__ import annotations
 import pytest
 
 from fin_behavior.data import quality
+from fin_behavior.data.columns import FEATURES, KEY, TARGET
 from fin_behavior.data.processing import process_raw_file
-from fin_behavior.data.schemas import FEATURES, KEY, TARGET
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,160 @@
+"""Real, isolated serving environments built with uv, cached by the fingerprint of their resolved packages.
+
+An environment lives at `<root>/<name>-<fingerprint>` and is reused while its resolution is unchanged; it
+is built in a staging directory and moved into place only when complete, so a failed build leaves nothing
+half-made. The project's own (light) modules are made importable in it through a `.pth` file, not
+installed, so the environment holds exactly the packages the spec pins.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from fin_behavior.environments.spec import EnvironmentSpec
+
+_COMPLETE = "fin_behavior_env.json"
+_PROJECT_ROOT = Path(__file__).resolve().parents[2]  # the directory holding the fin_behavior package
+
+
+class EnvironmentBuildError(RuntimeError):
+    """The environment cannot be built; the message says what was asked for and what is available."""
+
+
+@dataclass(frozen=True)
+class BuiltEnvironment:
+    spec: EnvironmentSpec
+    path: Path
+    fingerprint: str
+    pins: tuple[str, ...]
+
+    @property
+    def python(self) -> Path:
+        return self.path / "bin" / "python"
+
+    def version_of(self, package: str) -> str | None:
+        prefix = f"{package.lower()}=="
+        return next((pin.split("==", 1)[1] for pin in self.pins if pin.lower().startswith(prefix)), None)
+
+
+def uv_binary() -> str:
+    from uv import find_uv_bin
+
+    return find_uv_bin()
+
+
+def python_version(executable: str) -> str | None:
+    try:
+        out = subprocess.run(
+            [executable, "-c", "import sys; print('%d.%d.%d' % sys.version_info[:3])"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def installed_pythons() -> dict[str, str]:
+    """Working interpreters on this machine: version -> path (pyenv shims that only redirect are skipped)."""
+    candidates = [shutil.which(f"python3.{minor}") for minor in range(8, 15)]
+    candidates += sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.*/bin/python3.*[0-9]")))
+    candidates += sorted(glob.glob("/usr/bin/python3.*[0-9]") + glob.glob("/usr/local/bin/python3.*[0-9]"))
+    found: dict[str, str] = {}
+    for candidate in filter(None, candidates):
+        version = python_version(candidate)
+        if version and version not in found:
+            found[version] = candidate
+    return found
+
+
+def find_python(requested: str) -> str:
+    """An interpreter whose version starts with `requested` (e.g. "3.10")."""
+    pythons = installed_pythons()
+    for version, path in sorted(pythons.items(), reverse=True):
+        if version == requested or version.startswith(f"{requested}."):
+            return path
+    available = ", ".join(f"{v} ({p})" for v, p in sorted(pythons.items())) or "none found"
+    raise EnvironmentBuildError(
+        f"Python {requested} is not available on this machine, and this platform does not download "
+        f"interpreters. Installed: {available}. Install Python {requested} (e.g. `pyenv install {requested}`) "
+        "or change the environment's `python` in the serving environments file."
+    )
+
+
+def _uv(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([uv_binary(), *args], input=stdin, capture_output=True, text=True, timeout=1_800)
+
+
+def resolve(spec: EnvironmentSpec, python: str) -> tuple[str, ...]:
+    """Exact `name==version` pins for the spec's packages on `python`."""
+    result = _uv(
+        "pip",
+        "compile",
+        "--quiet",
+        "--no-header",
+        "--no-annotate",
+        "--python",
+        python,
+        "-",
+        stdin="\n".join(spec.packages),
+    )
+    if result.returncode != 0:
+        raise EnvironmentBuildError(
+            f"the packages of serving environment {spec.name!r} cannot be resolved for Python "
+            f"{python_version(python)}: {result.stderr.strip()[-1500:]}\nRequested: {', '.join(spec.packages)}"
+        )
+    return tuple(line.strip() for line in result.stdout.splitlines() if "==" in line)
+
+
+def fingerprint(python_version: str, pins: tuple[str, ...]) -> str:
+    return hashlib.sha256(json.dumps([python_version, sorted(p.lower() for p in pins)]).encode()).hexdigest()[:16]
+
+
+def build(spec: EnvironmentSpec, root: Path) -> BuiltEnvironment:
+    """The environment for `spec`, built with uv unless an identical one is already there."""
+    python = find_python(spec.python)
+    pins = resolve(spec, python)
+    interpreter = python_version(python) or spec.python
+    digest = fingerprint(interpreter, pins)
+    final = root / f"{spec.name}-{digest}"
+    env = BuiltEnvironment(spec, final, digest, pins)
+    if (final / _COMPLETE).exists():
+        return env
+    staging = root / f".staging-{spec.name}-{digest}-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        for step in (
+            ("venv", "--quiet", "--relocatable", "--python", python, str(staging)),
+            ("pip", "install", "--quiet", "--python", str(staging / "bin" / "python"), *pins),
+        ):
+            result = _uv(*step)
+            if result.returncode != 0:
+                raise EnvironmentBuildError(
+                    f"building serving environment {spec.name!r} failed at `uv {' '.join(step[:2])}`: "
+                    f"{result.stderr.strip()[-1500:]}"
+                )
+        site = subprocess.run(
+            [str(staging / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        Path(site, "fin_behavior_project.pth").write_text(f"{_PROJECT_ROOT}\n")
+        (staging / _COMPLETE).write_text(json.dumps({"fingerprint": digest, "python": interpreter, "pins": pins}))
+        final.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.replace(staging, final)
+        except OSError:
+            if not (final / _COMPLETE).exists():  # not merely another build of the same env finishing first
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return env

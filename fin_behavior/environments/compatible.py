@@ -1,0 +1,197 @@
+"""Making a trained model safe to serve: rebuild it with the serving environment's libraries when they
+differ from training's, verify every artifact there, and describe the bundle in `model_info.json`.
+
+This is the seeds' failure made impossible to ship: a forest pickled by scikit-learn 1.7 crashed a
+container with 1.0.2. Here the original pickle is also tried in the serving environment, so the report
+shows whether it would have failed, and why.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from fin_behavior.data.columns import FEATURES, KEY, NUMERIC_FEATURES, TARGET
+from fin_behavior.environments.builder import BuiltEnvironment
+from fin_behavior.outcome import Outcome
+
+BUNDLE_MODEL, BUNDLE_ONNX, MODEL_INFO, VERIFICATION = (
+    "model.joblib",
+    "model.onnx",
+    "model_info.json",
+    "verification.json",
+)
+
+
+class ServingTaskError(RuntimeError):
+    """A task inside the serving environment failed; the message carries its traceback tail."""
+
+
+@dataclass(frozen=True)
+class TrainedInputs:
+    model_path: Path
+    best_params: dict[str, Any]
+    random_state: int
+    sklearn_version: str
+    trained_version: str
+    data_version: str
+    roc_auc: float
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _run_task(env: BuiltEnvironment, task: str, workdir: Path) -> dict:
+    proc = subprocess.run(
+        [str(env.python), "-m", "fin_behavior.environments.serving_tasks", task, str(workdir)],
+        capture_output=True,
+        text=True,
+        timeout=3_600,
+    )
+    output = workdir / f"{task}.json"
+    if proc.returncode != 0 or not output.exists():
+        error_file = workdir / f"{task}.error"
+        detail = error_file.read_text() if error_file.exists() else proc.stderr
+        raise ServingTaskError(
+            f"`{task}` failed inside serving environment {env.spec.name!r} ({env.path}):\n{detail.strip()[-3000:]}"
+        )
+    return json.loads(output.read_text())
+
+
+def _write_split(dataset: pd.DataFrame, holdout_ids: pd.Series, workdir: Path) -> pd.DataFrame:
+    test_mask = dataset[KEY].isin(set(holdout_ids))
+    columns = [*FEATURES, TARGET]
+    dataset.loc[~test_mask, columns].to_csv(workdir / "train.csv", index=False)
+    test = dataset.loc[test_mask, columns]
+    test.to_csv(workdir / "test.csv", index=False)
+    return test
+
+
+def build_bundle(
+    env: BuiltEnvironment, trained: TrainedInputs, dataset: pd.DataFrame, holdout_ids: pd.Series, workdir: Path
+) -> dict[str, Any]:
+    """Build and verify the bundle in `workdir/bundle`; returns the verification report."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    test = _write_split(dataset, holdout_ids, workdir)
+    reuse = env.version_of("scikit-learn") == trained.sklearn_version
+    request = {
+        "runtime": env.spec.runtime,
+        "best_params": trained.best_params,
+        "random_state": trained.random_state,
+        "reuse_model": str(trained.model_path) if reuse else None,
+    }
+    (workdir / "request.json").write_text(json.dumps(request))
+    built = _run_task(env, "build", workdir)
+
+    bundle = workdir / "bundle"
+    to_verify = {"original_training_pickle": str(trained.model_path), BUNDLE_MODEL: str(bundle / BUNDLE_MODEL)}
+    if env.spec.runtime == "onnx":
+        to_verify[BUNDLE_ONNX] = str(bundle / BUNDLE_ONNX)
+    (workdir / "request.json").write_text(json.dumps(request | {"verify": to_verify}))
+    report = _run_task(env, "verify", workdir)
+    report |= {"refit": built["refit"], "categories": built["categories"], "y_test": test[TARGET].tolist()}
+    (bundle / VERIFICATION).write_text(json.dumps(report))
+    return report
+
+
+def model_info(env: BuiltEnvironment, trained: TrainedInputs, report: dict[str, Any], bundle: Path) -> dict[str, Any]:
+    artifacts = sorted(p.name for p in bundle.iterdir() if p.name not in (MODEL_INFO, VERIFICATION))
+    return {
+        "serving_environment": env.spec.name,
+        "runtime": env.spec.runtime,
+        "environment_fingerprint": env.fingerprint,
+        "package_versions": report["versions"],
+        "training_package_versions": {"scikit-learn": trained.sklearn_version},
+        "refit_in_serving_environment": report["refit"],
+        "scaler_folded_into_trees": True,  # see fin_behavior.ml.export
+        "features": [
+            {
+                "name": name,
+                "dtype": "float" if name in NUMERIC_FEATURES else "string",
+                **({"categories": report["categories"][name]} if name in report["categories"] else {}),
+            }
+            for name in FEATURES
+        ],
+        "target": TARGET,
+        "trained_model_version": trained.trained_version,
+        "data_version": trained.data_version,
+        "built_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "sha256": {name: sha256(bundle / name) for name in artifacts},
+    }
+
+
+def write_model_info(info: dict[str, Any], bundle: Path) -> None:
+    (bundle / MODEL_INFO).write_text(json.dumps(info, indent=2, sort_keys=True))
+
+
+# Checks on a verification report -------------------------------------------------------------------------
+
+
+def loads_cleanly(report: dict[str, Any]) -> Outcome:
+    shipped = {k: v for k, v in report["artifacts"].items() if k != "original_training_pickle"}
+    failures = {k: v["error"] for k, v in shipped.items() if not v["loads_cleanly"]}
+    original = report["artifacts"]["original_training_pickle"]
+    history = (
+        "the training pickle also loads there"
+        if original["loads_cleanly"]
+        else (f"the training pickle alone would have failed there ({original['error'][:300]})")
+    )
+    if failures:
+        detail = "; ".join(f"{k}: {v[:300]}" for k, v in failures.items())
+        return Outcome(
+            False, len(failures), 0, f"artifacts that do not load cleanly in the serving environment: {detail}"
+        )
+    return Outcome(True, 0, 0, f"every artifact loads with warnings as errors and predicts; {history}")
+
+
+def quality_parity(report: dict[str, Any], trained_roc_auc: float, tolerance: float) -> Outcome:
+    from sklearn.metrics import roc_auc_score
+
+    proba = report["artifacts"][BUNDLE_MODEL].get("proba")
+    if proba is None:
+        return Outcome(False, float("nan"), tolerance, "the bundle's model did not predict in the serving environment")
+    auc = float(roc_auc_score(report["y_test"], proba))
+    delta = abs(auc - trained_roc_auc)
+    message = (
+        f"serving ROC-AUC {auc:.4f} vs trained {trained_roc_auc:.4f}: |delta| {delta:.4f} "
+        f"(tolerance {tolerance}, setting parity_tolerance / FIN_BEHAVIOR_PARITY_TOLERANCE)"
+    )
+    return Outcome(delta <= tolerance, round(delta, 6), tolerance, message)
+
+
+def onnx_parity(report: dict[str, Any], max_abs_diff: float = 1e-4, min_agreement: float = 0.999) -> Outcome:
+    if BUNDLE_ONNX not in report["artifacts"]:
+        return Outcome(True, 0.0, max_abs_diff, "runtime is sklearn: no ONNX artifact to compare")
+    reference = report["artifacts"][BUNDLE_MODEL].get("proba")
+    onnx = report["artifacts"][BUNDLE_ONNX].get("proba")
+    if reference is None or onnx is None:
+        return Outcome(False, float("nan"), max_abs_diff, "the ONNX model or the joblib model did not predict")
+    a, b = np.asarray(reference), np.asarray(onnx)
+    diff = float(np.max(np.abs(a - b))) if len(a) else 0.0
+    agreement = float(np.mean((a >= 0.5) == (b >= 0.5))) if len(a) else 1.0
+    passed = diff <= max_abs_diff and agreement >= min_agreement
+    return Outcome(
+        passed,
+        diff,
+        max_abs_diff,
+        f"max |ONNX - joblib| probability {diff:.2e} (limit {max_abs_diff:.0e}); labels agree on "
+        f"{agreement:.4%} of {len(a)} rows (minimum {min_agreement:.1%})",
+    )
+
+
+def copy_bundle(src: Path, dst: Path) -> None:
+    shutil.copytree(src, dst, dirs_exist_ok=True)

@@ -1,0 +1,63 @@
+"""Evaluation plots as PNG files: ROC, precision-recall, confusion matrix, feature importances."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.pipeline import Pipeline
+
+
+def _figure():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; no display on a server
+    import matplotlib.pyplot as plt
+
+    return plt, *plt.subplots(figsize=(5, 4), dpi=100)
+
+
+def _save(plt, fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+    plt.close(fig)
+    return path
+
+
+def feature_importances(pipeline: Pipeline) -> pd.Series:
+    """Impurity importances summed back onto the business-form features (one-hot columns folded)."""
+    names = pipeline.named_steps["features"].get_feature_names_out()
+    raw = pd.Series(pipeline.named_steps["clf"].feature_importances_, index=names)
+    original = [n.split("__", 1)[1] for n in names]
+    categorical = pipeline.named_steps["features"].transformers_[1][2]
+    folded = [next((c for c in categorical if o.startswith(f"{c}_")), o) for o in original]
+    return raw.groupby(folded).sum().sort_values(ascending=False)
+
+
+def write_evaluation_plots(pipeline: Pipeline, y_true: pd.Series, proba: np.ndarray, out_dir: Path) -> dict[str, Path]:
+    from sklearn.metrics import ConfusionMatrixDisplay, PrecisionRecallDisplay, RocCurveDisplay
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths: dict[str, Path] = {}
+
+    plt, fig, ax = _figure()
+    RocCurveDisplay.from_predictions(y_true, proba, ax=ax, name="model", plot_chance_level=True)
+    ax.set_title("ROC curve (hold-out)")
+    paths["roc_curve"] = _save(plt, fig, out_dir / "roc_curve.png")
+
+    plt, fig, ax = _figure()
+    PrecisionRecallDisplay.from_predictions(y_true, proba, ax=ax, name="model", plot_chance_level=True)
+    ax.set_title("Precision-recall (hold-out)")
+    paths["precision_recall_curve"] = _save(plt, fig, out_dir / "precision_recall_curve.png")
+
+    plt, fig, ax = _figure()
+    ConfusionMatrixDisplay.from_predictions(y_true, (proba >= 0.5).astype(int), ax=ax, colorbar=False)
+    ax.set_title("Confusion matrix (threshold 0.5)")
+    paths["confusion_matrix"] = _save(plt, fig, out_dir / "confusion_matrix.png")
+
+    plt, fig, ax = _figure()
+    feature_importances(pipeline).head(15).iloc[::-1].plot.barh(ax=ax)
+    ax.set_title("Feature importances (top 15)")
+    paths["feature_importances"] = _save(plt, fig, out_dir / "feature_importances.png")
+    return paths

@@ -1,0 +1,59 @@
+"""A directory of model versions with an atomically switched CURRENT pointer: readers never see a half-written
+model, and a failed training run leaves the previous one in place."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+MODEL_FILE = "model.joblib"
+EVALUATION_FILE = "evaluation.json"
+HOLDOUT_FILE = "holdout_ids.parquet"
+
+
+class VersionStore:
+    def __init__(self, root: Path):
+        self.root = root
+
+    @property
+    def pointer(self) -> Path:
+        return self.root / "CURRENT"
+
+    def staging(self, version: str) -> Path:
+        """A fresh directory to write a version into; `publish` moves it into place."""
+        path = self.root / f".staging-{version}-{os.getpid()}"
+        shutil.rmtree(path, ignore_errors=True)
+        path.mkdir(parents=True)
+        return path
+
+    def publish(self, staging: Path, version: str) -> Path:
+        final = self.root / version
+        if final.exists():  # same inputs trained again: replace the old copy
+            retired = self.root / f".retired-{version}-{os.getpid()}"
+            os.replace(final, retired)
+            shutil.rmtree(retired)
+        os.replace(staging, final)
+        tmp = self.root / f".CURRENT.{os.getpid()}.tmp"
+        tmp.write_text(version)
+        os.replace(tmp, self.pointer)
+        return final
+
+    def current_version(self) -> str:
+        try:
+            return self.pointer.read_text().strip()
+        except FileNotFoundError:
+            raise FileNotFoundError(f"no model has been published under {self.root} yet") from None
+
+    def current(self) -> Path:
+        return self.root / self.current_version()
+
+
+def write_json(path: Path, payload: dict[str, Any]) -> None:
+    path.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text())

@@ -1,0 +1,71 @@
+"""What a training run writes to MLflow. Works on the active MLflow run; knows nothing of Dagster."""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from sklearn.pipeline import Pipeline
+
+TRACKED_PACKAGES = ("scikit-learn", "pandas", "numpy", "joblib", "mlflow", "dagster")
+
+
+def package_versions(names: tuple[str, ...] = TRACKED_PACKAGES) -> dict[str, str]:
+    return {"python": platform.python_version()} | {name: version(name) for name in names}
+
+
+def git_commit(repo: Path) -> str:
+    try:
+        out = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return out.stdout.strip() if out.returncode == 0 else "unknown"
+
+
+def ensure_experiment(name: str, artifact_dir: Path | None) -> str:
+    """Create the experiment if needed. With a local store, artifacts go under `artifact_dir` (MLflow's
+    default would be ./mlruns in whatever directory the process started in)."""
+    import mlflow
+
+    found = mlflow.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    if artifact_dir is None:
+        return mlflow.create_experiment(name)
+    artifact_dir.mkdir(parents=True, exist_ok=True)
+    return mlflow.create_experiment(name, artifact_location=artifact_dir.resolve().as_uri())
+
+
+def log_training(
+    *,
+    pipeline: Pipeline,
+    input_example: pd.DataFrame,
+    params: dict[str, Any],
+    metrics: dict[str, float],
+    tags: dict[str, str],
+    plots: dict[str, Path],
+    pip_requirements: list[str],
+) -> str:
+    """Log params, metrics, tags, plots and the model to the active run; returns the model URI."""
+    import mlflow
+    from mlflow.models import infer_signature
+
+    mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
+    mlflow.log_metrics(metrics)
+    mlflow.set_tags(tags)
+    for path in plots.values():
+        mlflow.log_artifact(str(path), artifact_path="plots")
+    signature = infer_signature(input_example, pipeline.predict_proba(input_example))
+    info = mlflow.sklearn.log_model(
+        pipeline,
+        name="model",
+        signature=signature,
+        input_example=input_example,
+        serialization_format="cloudpickle",  # the default (skops) refuses random forests without a trust list
+        pip_requirements=pip_requirements,  # inferring them costs ~12 s a call
+    )
+    return info.model_uri

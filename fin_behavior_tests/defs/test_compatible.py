@@ -1,0 +1,83 @@
+"""compatible_model through Dagster, in the real local serving environment, and verify-env on its result."""
+
+from __future__ import annotations
+
+import json
+
+import dagster as dg
+import pytest
+
+from fin_behavior.cli import main
+from fin_behavior.defs.compatible import (
+    compatible_model,
+    compatible_model_checks,
+    serving_environment,
+    training_environment,
+)
+from fin_behavior.defs.dataset import processed_dataset, raw_transactions
+from fin_behavior.defs.model import trained_model, trained_model_gates
+from fin_behavior.defs.resources import MlflowTracking, StorageResource
+from fin_behavior.environments.spec import DEFAULT_SPEC_FILE
+from fin_behavior.settings import get_settings
+from fin_behavior_tests.environments.test_compatible import ENVS
+
+FAST = {"n_iter": 2, "cv": 2, "search_max_rows": 1_500, "n_estimators": [10, 30]}
+
+
+@pytest.fixture
+def pipeline_run(isolated_settings, monkeypatch):
+    monkeypatch.setenv("FIN_BEHAVIOR_ENVS_DIR", str(ENVS))
+    get_settings.cache_clear()
+    with dg.instance_for_test() as instance:
+        result = dg.materialize(
+            [raw_transactions, processed_dataset, trained_model, trained_model_gates, training_environment,
+             serving_environment, compatible_model, compatible_model_checks],
+            instance=instance,
+            resources={"storage": StorageResource(), "mlflow": MlflowTracking()},
+            run_config={"ops": {"trained_model": {"config": FAST}}},
+            selection=dg.AssetSelection.all(include_sources=True) | dg.AssetSelection.all_asset_checks(),
+        )
+        yield result, instance
+
+
+def test_compatible_model_is_rebuilt_verified_and_described(pipeline_run, isolated_settings):
+    result, instance = pipeline_run
+    checks = {e.check_name: e for e in result.get_asset_check_evaluations()
+              if e.asset_key.path == ["compatible_model"]}
+    assert set(checks) == {"loads_cleanly", "quality_parity", "onnx_parity", "environment_consistency"}
+    assert all(c.passed for c in checks.values()), {k: c.description for k, c in checks.items()}
+    assert checks["onnx_parity"].metadata["actual"].value <= 1e-4
+
+    event = instance.get_latest_materialization_event(dg.AssetKey("compatible_model")).asset_materialization
+    meta = {k: v.value for k, v in event.metadata.items()}
+    assert meta["sklearn_training"].startswith("1.9.") and meta["sklearn_serving"] == "1.8.0"
+    assert meta["refit_in_serving_environment"] is True
+    assert "InconsistentVersionWarning" in meta["training_pickle_in_serving_env"]
+    serving_version = instance.get_latest_data_version_record(dg.AssetKey("serving_environment"))
+    assert event.tags["dagster/input_data_version/serving_environment"] == meta["environment_fingerprint"]
+    assert serving_version is not None
+
+    bundle = isolated_settings / "artifacts" / "compatible_model" / meta["model_version"]
+    info = json.loads((bundle / "model_info.json").read_text())
+    assert info["environment_fingerprint"] == meta["environment_fingerprint"]
+    assert set(info["sha256"]) == {"model.joblib", "model.onnx"}
+    assert {f["name"] for f in info["features"]} >= {"age", "city"}
+
+
+def test_verify_env_exit_codes(pipeline_run, tmp_path, monkeypatch, capsys):
+    assert main(["verify-env"]) == 0
+    assert "OK:" in capsys.readouterr().out
+
+    # The serving spec moves to another scikit-learn: the bundle no longer matches it.
+    changed = tmp_path / "envs.toml"
+    changed.write_text(DEFAULT_SPEC_FILE.read_text().replace("scikit-learn==1.8.0", "scikit-learn==1.7.2"))
+    monkeypatch.setenv("FIN_BEHAVIOR_SERVING_ENVIRONMENTS_FILE", str(changed))
+    get_settings.cache_clear()
+    assert main(["verify-env"]) == 1
+    out = capsys.readouterr().out
+    assert "MISMATCH" in out and "compatible_model" in out and "1.7.2" in out
+
+    monkeypatch.setenv("FIN_BEHAVIOR_SERVING_ENVIRONMENT", "no-such-env")
+    get_settings.cache_clear()
+    assert main(["verify-env"]) == 2
+    assert "no serving environment named 'no-such-env'" in capsys.readouterr().err

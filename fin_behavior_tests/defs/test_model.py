@@ -1,0 +1,169 @@
+"""trained_model through Dagster with a real MLflow SQLite store: tracking, lifecycle and gates."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+import mlflow
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from fin_behavior.defs.dataset import processed_dataset, processed_dataset_checks, raw_transactions
+from fin_behavior.defs.model import trained_model, trained_model_gates
+from fin_behavior.defs.resources import MlflowTracking, StorageResource
+from fin_behavior.ml import evaluate
+from fin_behavior.ml.store import VersionStore
+
+FAST = {"n_iter": 2, "cv": 2, "search_max_rows": 1_500, "n_estimators": [10, 30]}
+EXPERIMENT = "test-experiment"
+
+
+@dg.asset(deps=[trained_model])
+def model_consumer() -> None:
+    """Stands in for the next stage: must never run behind a failed gate."""
+
+
+def _materialize(instance, var: Path, raw: Path | None = None, **training):
+    resources = {
+        "storage": StorageResource(var_dir=str(var), raw_data_path=str(raw or "")),
+        "mlflow": MlflowTracking(tracking_uri=f"sqlite:///{var}/mlflow.db", experiment_name=EXPERIMENT),
+    }
+    return dg.materialize(
+        [
+            raw_transactions,
+            processed_dataset,
+            processed_dataset_checks,
+            trained_model,
+            trained_model_gates,
+            model_consumer,
+        ],
+        instance=instance,
+        resources=resources,
+        run_config={"ops": {"trained_model": {"config": FAST | training}}},
+        selection=dg.AssetSelection.all(include_sources=True) | dg.AssetSelection.all_asset_checks(),
+        raise_on_error=False,
+    )
+
+
+def _runs(var: Path) -> list:
+    client = MlflowClient(tracking_uri=f"sqlite:///{var}/mlflow.db")
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    return client.search_runs([experiment.experiment_id]) if experiment else []
+
+
+def _gates(result) -> dict[str, dg.AssetCheckEvaluation]:
+    return {e.check_name: e for e in result.get_asset_check_evaluations() if e.asset_key.path == ["trained_model"]}
+
+
+@pytest.fixture
+def instance():
+    with dg.instance_for_test() as inst:
+        yield inst
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory):
+    var = tmp_path_factory.mktemp("var")
+    with dg.instance_for_test() as inst:
+        result = _materialize(inst, var)
+        event = inst.get_latest_materialization_event(dg.AssetKey("trained_model"))
+        second = _materialize(inst, var)
+        event2 = inst.get_latest_materialization_event(dg.AssetKey("trained_model"))
+    return var, result, event.asset_materialization, second, event2.asset_materialization
+
+
+def test_trains_passes_gates_and_feeds_downstream(first_run):
+    _, result, materialization, *_ = first_run
+    assert result.success
+    assert all(g.passed for g in _gates(result).values()) and len(_gates(result)) == 3
+    assert result.output_for_node("model_consumer") is None  # it ran
+    meta = materialization.metadata
+    assert 0.75 <= meta["roc_auc"].value <= 0.95
+    assert "| accuracy |" in meta["metrics_vs_baseline"].value and "0.9500" in meta["metrics_vs_baseline"].value
+    assert meta["plots"].value.count("data:image/png;base64,") == 4
+    assert meta["mlflow_run"].value.endswith(meta["mlflow_run_id"].value)
+    assert materialization.tags["dagster/code_version"] == "trained-v1"
+    assert Path(meta["model_path"].value).exists()
+
+
+def test_one_finished_mlflow_run_per_dagster_run_with_evidence(first_run):
+    var, result, materialization, second, _ = first_run
+    runs = _runs(var)
+    assert len(runs) == 2  # two Dagster runs in one process -> two MLflow runs, never shared
+    assert {r.data.tags["dagster_run_id"] for r in runs} == {result.run_id, second.run_id}
+    assert all(r.info.status == "FINISHED" for r in runs)  # even though asset checks ran last
+    run = next(r for r in runs if r.info.run_id == materialization.metadata["mlflow_run_id"].value)
+    assert {"roc_auc", "pr_auc", "accuracy", "balanced_accuracy", "baseline_accuracy", "latency_p95_ms"} <= set(
+        run.data.metrics
+    )
+    assert {"best.n_estimators", "space.max_depth", "n_iter", "search_rows"} <= set(run.data.params)
+    for tag in ("data_version", "code_version", "git_commit", "version.python", "version.scikit-learn"):
+        assert run.data.tags[tag]
+    client = MlflowClient(tracking_uri=f"sqlite:///{var}/mlflow.db")
+    plots = {Path(a.path).name for a in client.list_artifacts(run.info.run_id, "plots")}
+    assert plots == {"roc_curve.png", "precision_recall_curve.png", "confusion_matrix.png", "feature_importances.png"}
+    mlflow.set_tracking_uri(f"sqlite:///{var}/mlflow.db")
+    model = mlflow.pyfunc.load_model(materialization.metadata["mlflow_model_uri"].value)
+    assert model.metadata.signature is not None
+    example = pd.read_parquet(var / "artifacts" / "processed_dataset" / "processed_dataset.parquet").head(3)
+    assert len(model.predict(example.drop(columns=["transaction_id", "HighAmount"]))) == 3
+
+
+def test_identical_retrain_keeps_the_model_version(first_run):
+    *_, first, _, second = first_run
+    assert first.tags["dagster/data_version"] == second.tags["dagster/data_version"]
+
+
+def test_a_run_left_active_in_the_process_is_not_reused(instance, tmp_path):
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    mlflow.set_experiment("elsewhere")
+    stale = mlflow.start_run()  # as dagster-mlflow's own resource leaves one behind
+    result = _materialize(instance, tmp_path)
+    assert result.success and mlflow.active_run() is None
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    assert client.get_run(stale.info.run_id).info.status == "KILLED"
+    ours = [r for r in _runs(tmp_path) if r.data.tags.get("dagster_run_id") == result.run_id]
+    assert len(ours) == 1 and ours[0].info.run_id != stale.info.run_id and ours[0].info.status == "FINISHED"
+
+
+def test_failure_during_training_marks_the_run_failed_and_keeps_the_old_model(instance, tmp_path, monkeypatch):
+    assert _materialize(instance, tmp_path).success
+    store = VersionStore(tmp_path / "artifacts" / "trained_model")
+    before = store.current_version()
+
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("evaluation blew up")
+
+    monkeypatch.setattr(evaluate, "holdout_metrics", broken)
+    result = _materialize(instance, tmp_path, n_iter=3)  # other settings -> would be a new version
+    assert not result.success
+    statuses = {r.data.tags["dagster_run_id"]: r.info.status for r in _runs(tmp_path)}
+    assert statuses[result.run_id] == "FAILED"
+    assert "RUNNING" not in statuses.values()
+    assert store.current_version() == before
+
+
+def test_each_gate_failing_blocks_downstream_and_says_why(instance, tmp_path):
+    result = _materialize(instance, tmp_path, min_roc_auc=0.99, min_accuracy=0.99, max_latency_ms=0.001)
+    assert not result.success
+    failed = _gates(result)
+    assert not any(g.passed for g in failed.values())
+    assert "below min_roc_auc 0.99" in failed["roc_auc_gate"].description
+    assert "below min_accuracy 0.99" in failed["accuracy_gate"].description
+    assert "over max_latency_ms 0.001" in failed["latency_gate"].description
+    assert failed["roc_auc_gate"].metadata["threshold"].value == "0.99"
+    assert instance.get_latest_materialization_event(dg.AssetKey("model_consumer")) is None
+
+
+def test_data_without_signal_fails_honestly(instance, tmp_path, banking_csv):
+    frame = pd.read_csv(banking_csv, dtype=str)
+    # Like the public export: the amount is independent of everything else.
+    frame["Transaction Amount"] = frame["Transaction Amount"].sample(frac=1, random_state=0).to_numpy()
+    frame.to_csv(tmp_path / "random.csv", index=False)
+    result = _materialize(instance, tmp_path, raw=tmp_path / "random.csv")
+    gate = _gates(result)["roc_auc_gate"]
+    assert not gate.passed and gate.metadata["actual"].value < 0.65
+    assert "guessing" in gate.description
+    assert instance.get_latest_materialization_event(dg.AssetKey("model_consumer")) is None

@@ -1,0 +1,124 @@
+"""The seeds' failure, reproduced and prevented, with real uv-built serving environments.
+
+Environments are cached across runs under var/test-envs (FIN_BEHAVIOR_TEST_ENVS to move them)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import joblib
+import pytest
+
+from fin_behavior.data.processing import process_raw_file
+from fin_behavior.environments import builder, compatible
+from fin_behavior.environments.spec import get_spec
+from fin_behavior.ml.train import SearchSpace, TrainingOptions, train
+
+ENVS = Path(os.environ.get("FIN_BEHAVIOR_TEST_ENVS", Path(__file__).resolve().parents[2] / "var" / "test-envs"))
+FAST = TrainingOptions(n_iter=2, cv=2, search_max_rows=1_500, space=SearchSpace(n_estimators=(20, 40)))
+
+
+@pytest.fixture(scope="session")
+def local_env():
+    return builder.build(get_spec("local"), ENVS)
+
+
+@pytest.fixture(scope="session")
+def azure_env():
+    try:
+        return builder.build(get_spec("azureml-sklearn-1.5"), ENVS)
+    except builder.EnvironmentBuildError as exc:  # e.g. no Python 3.10 on this machine: say so, loudly
+        pytest.skip(f"azureml-sklearn-1.5 cannot be built here: {exc}")
+
+
+@pytest.fixture(scope="module")
+def trained(banking_csv, tmp_path_factory):
+    """A model pickled by the training environment (scikit-learn 1.9.x), as the seeds' was."""
+    dataset = process_raw_file(banking_csv, 0.95).dataset
+    model = train(dataset, FAST)
+    path = tmp_path_factory.mktemp("trained") / "model.joblib"
+    joblib.dump(model.pipeline, path)
+    from sklearn import __version__ as sklearn_version
+    from sklearn.metrics import roc_auc_score
+
+    inputs = compatible.TrainedInputs(
+        model_path=path, best_params=model.search.best_params, random_state=42, sklearn_version=sklearn_version,
+        trained_version="t1", data_version="d1",
+        roc_auc=roc_auc_score(model.split.y_test, model.pipeline.predict_proba(model.split.x_test)[:, 1]),
+    )
+    return inputs, dataset, model.split.test_ids
+
+
+def test_environment_is_built_once_and_reused(local_env):
+    marker = local_env.path / "fin_behavior_env.json"
+    before = marker.stat().st_mtime_ns
+    again = builder.build(local_env.spec, ENVS)
+    assert again.path == local_env.path and marker.stat().st_mtime_ns == before
+    assert local_env.version_of("scikit-learn") == "1.8.0"
+    assert json.loads(marker.read_text())["fingerprint"] == local_env.fingerprint
+
+
+def test_seed_failure_is_detected_and_the_rebuild_passes(azure_env, trained, tmp_path):
+    inputs, dataset, test_ids = trained
+    assert azure_env.version_of("scikit-learn").startswith("1.5.")
+    report = compatible.build_bundle(azure_env, inputs, dataset, test_ids, tmp_path)
+
+    original = report["artifacts"]["original_training_pickle"]
+    assert not original["loads_cleanly"]  # what crashed the seeds' container
+    assert "InconsistentVersionWarning" in original["error"] or "Error" in original["error"]
+
+    assert report["refit"] is True and report["versions"]["scikit-learn"].startswith("1.5.")
+    assert compatible.loads_cleanly(report).passed
+    assert compatible.quality_parity(report, inputs.roc_auc, 0.02).passed
+    assert compatible.onnx_parity(report).passed  # sklearn runtime: nothing to compare, says so
+    assert not (tmp_path / "bundle" / compatible.BUNDLE_ONNX).exists()
+
+
+def test_onnx_bundle_matches_and_tampering_is_caught(local_env, trained, tmp_path):
+    inputs, dataset, test_ids = trained
+    report = compatible.build_bundle(local_env, inputs, dataset, test_ids, tmp_path / "good")
+    assert compatible.loads_cleanly(report).passed
+    parity = compatible.onnx_parity(report)
+    assert parity.passed and parity.actual <= 1e-4
+    info = compatible.model_info(local_env, inputs, report, tmp_path / "good" / "bundle")
+    assert set(info["sha256"]) == {"model.joblib", "model.onnx"}
+    assert info["package_versions"]["scikit-learn"] == "1.8.0" and info["training_package_versions"]
+    city = next(f for f in info["features"] if f["name"] == "city")
+    assert city["dtype"] == "string" and "Boston" in city["categories"]
+
+    # Swap in the ONNX of another model: parity must fail.
+    other_inputs = compatible.TrainedInputs(**{**inputs.__dict__, "best_params": {**inputs.best_params,
+                                               "max_depth": 3, "n_estimators": 5}})
+    other = compatible.build_bundle(local_env, other_inputs, dataset, test_ids, tmp_path / "other")
+    tampered = tmp_path / "tampered"
+    shutil.copytree(tmp_path / "good", tampered)
+    shutil.copy(tmp_path / "other" / "bundle" / "model.onnx", tampered / "bundle" / "model.onnx")
+    request = json.loads((tampered / "request.json").read_text())
+    request["verify"] = {k: v.replace(str(tmp_path / "good"), str(tampered)) for k, v in request["verify"].items()}
+    (tampered / "request.json").write_text(json.dumps(request))
+    swapped = compatible._run_task(local_env, "verify", tampered) | {"y_test": report["y_test"]}
+    assert not compatible.onnx_parity(swapped).passed
+    assert other["artifacts"]["model.joblib"]["loads_cleanly"]
+
+    # Truncate the joblib file: it no longer loads, and the check says which artifact.
+    data = (tampered / "bundle" / "model.joblib").read_bytes()
+    (tampered / "bundle" / "model.joblib").write_bytes(data[: len(data) // 2])
+    truncated = compatible._run_task(local_env, "verify", tampered) | {"y_test": report["y_test"]}
+    outcome = compatible.loads_cleanly(truncated)
+    assert not outcome.passed and "model.joblib" in outcome.message
+
+
+def test_quality_parity_fails_outside_the_tolerance(trained):
+    inputs, *_ = trained
+    report = {"artifacts": {"model.joblib": {"proba": [0.9, 0.1, 0.8, 0.2]}}, "y_test": [0, 1, 0, 1]}
+    outcome = compatible.quality_parity(report, inputs.roc_auc, 0.02)
+    assert not outcome.passed and "parity_tolerance" in outcome.message
+
+
+def test_serving_tasks_report_their_own_failure(local_env, tmp_path):
+    (tmp_path / "request.json").write_text(json.dumps({"runtime": "onnx", "verify": {}}))
+    with pytest.raises(compatible.ServingTaskError, match=r"`verify` failed inside serving environment 'local'"):
+        compatible._run_task(local_env, "verify", tmp_path)  # no test.csv
