@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from fin_behavior.defs import compatible, dataset, jobs, model
+from fin_behavior.defs import compatible, dataset, jobs, model, registry
 from fin_behavior.defs.resources import MlflowTracking, StorageResource
 
 defs = dg.Definitions(
@@ -13,8 +13,14 @@ defs = dg.Definitions(
         compatible.training_environment,
         compatible.serving_environment,
         compatible.compatible_model,
+        registry.registered_model_version,
     ],
-    asset_checks=[dataset.processed_dataset_checks, model.trained_model_gates, compatible.compatible_model_checks],
+    asset_checks=[
+        dataset.processed_dataset_checks,
+        model.trained_model_gates,
+        compatible.compatible_model_checks,
+        registry.registered_model_version_checks,
+    ],
     jobs=[jobs.full_pipeline],
     resources={"storage": StorageResource(), "mlflow": MlflowTracking()},
 )

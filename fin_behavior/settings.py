@@ -58,6 +58,7 @@ class Settings(BaseSettings):
     # MLflow tracking and registry. Empty URI = a SQLite store at <var_dir>/mlflow/mlflow.db.
     mlflow_tracking_uri: str = ""
     mlflow_experiment: str = "financial-behavior"
+    registered_model_name: str = "financial-behavior-model"
 
     @model_validator(mode="after")
     def _positive_band_is_ordered(self) -> Settings:

@@ -16,6 +16,7 @@ EXPECTED_ASSETS = {
     "training_environment",
     "serving_environment",
     "compatible_model",
+    "registered_model_version",
 }
 EXPECTED_JOBS = {"full_pipeline"}
 

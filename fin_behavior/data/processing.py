@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,24 +71,20 @@ def dataset_version(dataset: pd.DataFrame) -> str:
     return digest.hexdigest()[:16]
 
 
-def _atomic(path: Path) -> Path:
+def _write_atomic(path: Path, write: Callable[[Path], object]) -> None:
+    """Write through a temporary sibling and rename: readers see the old file or the new one, never half."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def write_parquet_atomic(frame: pd.DataFrame, path: Path) -> None:
-    tmp = _atomic(path)
-    try:
-        frame.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    _write_atomic(path, lambda tmp: frame.to_parquet(tmp, index=False))
 
 
 def write_csv_atomic(frame: pd.DataFrame, path: Path) -> None:
-    tmp = _atomic(path)
-    try:
-        frame.to_csv(tmp, index=False)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    _write_atomic(path, lambda tmp: frame.to_csv(tmp, index=False))

@@ -8,7 +8,6 @@ shows whether it would have failed, and why.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import subprocess
@@ -21,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from fin_behavior.data.columns import FEATURES, KEY, NUMERIC_FEATURES, TARGET
+from fin_behavior.data.fingerprint import sha256_file
 from fin_behavior.environments.builder import BuiltEnvironment
 from fin_behavior.outcome import Outcome
 
@@ -45,14 +45,6 @@ class TrainedInputs:
     trained_version: str
     data_version: str
     roc_auc: float
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _run_task(env: BuiltEnvironment, task: str, workdir: Path) -> dict:
@@ -109,7 +101,7 @@ def build_bundle(
 
 
 def model_info(env: BuiltEnvironment, trained: TrainedInputs, report: dict[str, Any], bundle: Path) -> dict[str, Any]:
-    artifacts = sorted(p.name for p in bundle.iterdir() if p.name not in (MODEL_INFO, VERIFICATION))
+    artifacts = sorted(p.name for p in bundle.iterdir() if p.name in (BUNDLE_MODEL, BUNDLE_ONNX))
     return {
         "serving_environment": env.spec.name,
         "runtime": env.spec.runtime,
@@ -130,7 +122,7 @@ def model_info(env: BuiltEnvironment, trained: TrainedInputs, report: dict[str, 
         "trained_model_version": trained.trained_version,
         "data_version": trained.data_version,
         "built_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "sha256": {name: sha256(bundle / name) for name in artifacts},
+        "sha256": {name: sha256_file(bundle / name) for name in artifacts},
     }
 
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import platform
 from dataclasses import dataclass, field
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+
+from fin_behavior.environments.versions import installed_versions
 
 TRAINING_PACKAGES = ("scikit-learn", "numpy", "pandas", "joblib", "scipy")
 FIX_INSTALL = "make setup  (re-installs the training environment from requirements.lock)"
@@ -24,13 +24,7 @@ FIX_RETRAIN = (
 
 
 def training_versions() -> dict[str, str]:
-    found = {"python": platform.python_version()}
-    for name in TRAINING_PACKAGES:
-        try:
-            found[name] = version(name)
-        except PackageNotFoundError:
-            found[name] = "not installed"
-    return found
+    return {name: "not installed" for name in TRAINING_PACKAGES} | installed_versions(TRAINING_PACKAGES)
 
 
 def versions_fingerprint(versions: dict[str, str]) -> str:

@@ -9,30 +9,19 @@ Dagster, MLflow or pandera: only what a serving environment has. Input and outpu
 from __future__ import annotations
 
 import json
-import platform
 import sys
 import traceback
 import warnings
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from fin_behavior.data.columns import CATEGORICAL_FEATURES, FEATURES, NUMERIC_FEATURES, TARGET
+from fin_behavior.environments.versions import installed_versions
 
 MISSING_CATEGORY = ""  # ONNX string inputs cannot be null; like NaN in scikit-learn, "" is an unknown category
 REPORTED_PACKAGES = ("scikit-learn", "numpy", "pandas", "joblib", "scipy", "onnxruntime", "skl2onnx")
-
-
-def package_versions() -> dict[str, str]:
-    found = {"python": platform.python_version()}
-    for name in REPORTED_PACKAGES:
-        try:
-            found[name] = version(name)
-        except PackageNotFoundError:
-            continue
-    return found
 
 
 def read_rows(path: Path) -> pd.DataFrame:
@@ -83,7 +72,11 @@ def build(workdir: Path) -> dict:
     categories = {
         name: sorted(map(str, cats)) for name, cats in zip(CATEGORICAL_FEATURES, encoder.categories_, strict=True)
     }
-    return {"refit": not request.get("reuse_model"), "categories": categories, "versions": package_versions()}
+    return {
+        "refit": not request.get("reuse_model"),
+        "categories": categories,
+        "versions": installed_versions(REPORTED_PACKAGES),
+    }
 
 
 def _load_cleanly(loader, *args):
@@ -102,7 +95,7 @@ def verify(workdir: Path) -> dict:
     request = json.loads((workdir / "request.json").read_text())
     test = read_rows(workdir / "test.csv")
     x = test[list(FEATURES)]
-    report: dict = {"versions": package_versions(), "artifacts": {}}
+    report: dict = {"versions": installed_versions(REPORTED_PACKAGES), "artifacts": {}}
     for name, path in request["verify"].items():
         if name.endswith(".onnx"):
             import onnxruntime as ort

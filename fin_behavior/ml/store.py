@@ -36,10 +36,17 @@ class VersionStore:
             os.replace(final, retired)
             shutil.rmtree(retired)
         os.replace(staging, final)
+        return self.activate(version)
+
+    def activate(self, version: str) -> Path:
+        """Point CURRENT at an already published version."""
         tmp = self.root / f".CURRENT.{os.getpid()}.tmp"
         tmp.write_text(version)
         os.replace(tmp, self.pointer)
-        return final
+        return self.root / version
+
+    def published(self, version: str, *required: str) -> bool:
+        return all((self.root / version / name).is_file() for name in required)
 
     def current_version(self) -> str:
         try:

@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-import platform
 import subprocess
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 from sklearn.pipeline import Pipeline
 
+from fin_behavior.environments.versions import installed_versions
+
 TRACKED_PACKAGES = ("scikit-learn", "pandas", "numpy", "joblib", "mlflow", "dagster")
 
 
 def package_versions(names: tuple[str, ...] = TRACKED_PACKAGES) -> dict[str, str]:
-    return {"python": platform.python_version()} | {name: version(name) for name in names}
+    return installed_versions(names)
 
 
 def git_commit(repo: Path) -> str:

@@ -16,6 +16,7 @@ from fin_behavior.defs.compatible import (
 )
 from fin_behavior.defs.dataset import processed_dataset, raw_transactions
 from fin_behavior.defs.model import trained_model, trained_model_gates
+from fin_behavior.defs.registry import registered_model_version, registered_model_version_checks
 from fin_behavior.defs.resources import MlflowTracking, StorageResource
 from fin_behavior.environments.spec import DEFAULT_SPEC_FILE
 from fin_behavior.settings import get_settings
@@ -24,26 +25,54 @@ from fin_behavior_tests.environments.test_compatible import ENVS
 FAST = {"n_iter": 2, "cv": 2, "search_max_rows": 1_500, "n_estimators": [10, 30]}
 
 
+ASSETS = [
+    raw_transactions,
+    processed_dataset,
+    trained_model,
+    trained_model_gates,
+    training_environment,
+    serving_environment,
+    compatible_model,
+    compatible_model_checks,
+    registered_model_version,
+    registered_model_version_checks,
+]
+
+
+def _materialize(instance, **compatible_config):
+    return dg.materialize(
+        ASSETS,
+        instance=instance,
+        resources={"storage": StorageResource(), "mlflow": MlflowTracking()},
+        run_config={"ops": {"trained_model": {"config": FAST}, "compatible_model": {"config": compatible_config}}},
+        selection=dg.AssetSelection.all(include_sources=True) | dg.AssetSelection.all_asset_checks(),
+    )
+
+
+@pytest.fixture(scope="module")
+def state(tmp_path_factory):
+    """One pipeline run through registration, shared by this module's tests (it takes ~30 s)."""
+    var = tmp_path_factory.mktemp("var")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("FIN_BEHAVIOR_VAR_DIR", str(var))
+        patch.setenv("FIN_BEHAVIOR_ENVS_DIR", str(ENVS))
+        get_settings.cache_clear()
+        with dg.instance_for_test() as instance:
+            yield _materialize(instance), instance, var
+
+
 @pytest.fixture
-def pipeline_run(isolated_settings, monkeypatch):
+def pipeline_run(state, monkeypatch):
+    _, _, var = state
+    monkeypatch.setenv("FIN_BEHAVIOR_VAR_DIR", str(var))
     monkeypatch.setenv("FIN_BEHAVIOR_ENVS_DIR", str(ENVS))
     get_settings.cache_clear()
-    with dg.instance_for_test() as instance:
-        result = dg.materialize(
-            [raw_transactions, processed_dataset, trained_model, trained_model_gates, training_environment,
-             serving_environment, compatible_model, compatible_model_checks],
-            instance=instance,
-            resources={"storage": StorageResource(), "mlflow": MlflowTracking()},
-            run_config={"ops": {"trained_model": {"config": FAST}}},
-            selection=dg.AssetSelection.all(include_sources=True) | dg.AssetSelection.all_asset_checks(),
-        )
-        yield result, instance
+    return state
 
 
-def test_compatible_model_is_rebuilt_verified_and_described(pipeline_run, isolated_settings):
-    result, instance = pipeline_run
-    checks = {e.check_name: e for e in result.get_asset_check_evaluations()
-              if e.asset_key.path == ["compatible_model"]}
+def test_compatible_model_is_rebuilt_verified_and_described(pipeline_run):
+    result, instance, var = pipeline_run
+    checks = {e.check_name: e for e in result.get_asset_check_evaluations() if e.asset_key.path == ["compatible_model"]}
     assert set(checks) == {"loads_cleanly", "quality_parity", "onnx_parity", "environment_consistency"}
     assert all(c.passed for c in checks.values()), {k: c.description for k, c in checks.items()}
     assert checks["onnx_parity"].metadata["actual"].value <= 1e-4
@@ -57,7 +86,7 @@ def test_compatible_model_is_rebuilt_verified_and_described(pipeline_run, isolat
     assert event.tags["dagster/input_data_version/serving_environment"] == meta["environment_fingerprint"]
     assert serving_version is not None
 
-    bundle = isolated_settings / "artifacts" / "compatible_model" / meta["model_version"]
+    bundle = var / "artifacts" / "compatible_model" / meta["model_version"]
     info = json.loads((bundle / "model_info.json").read_text())
     assert info["environment_fingerprint"] == meta["environment_fingerprint"]
     assert set(info["sha256"]) == {"model.joblib", "model.onnx"}
@@ -81,3 +110,28 @@ def test_verify_env_exit_codes(pipeline_run, tmp_path, monkeypatch, capsys):
     get_settings.cache_clear()
     assert main(["verify-env"]) == 2
     assert "no serving environment named 'no-such-env'" in capsys.readouterr().err
+
+
+def test_bundle_is_registered_once_as_candidate(pipeline_run):
+    from mlflow import MlflowClient
+
+    result, instance, var = pipeline_run
+    check = next(e for e in result.get_asset_check_evaluations() if e.check_name == "candidate_is_current_bundle")
+    assert check.passed
+    meta = instance.get_latest_materialization_event(dg.AssetKey("registered_model_version")).asset_materialization
+    assert meta.metadata["newly_registered"].value is True and meta.metadata["production_version"].value == "none"
+    client = MlflowClient(tracking_uri=f"sqlite:///{var.resolve()}/mlflow/mlflow.db")
+    version = client.get_model_version_by_alias("financial-behavior-model", "candidate")
+    assert version.version == meta.metadata["version"].value
+    bundles = var / "artifacts" / "compatible_model"
+    info = json.loads((bundles / (bundles / "CURRENT").read_text().strip() / "model_info.json").read_text())
+    assert version.tags["sha256.model.onnx"] == info["sha256"]["model.onnx"]
+    assert version.tags["environment_fingerprint"] == info["environment_fingerprint"]
+
+    again = _materialize(instance)  # same data, same model, same bundle: no new version
+    second = instance.get_latest_materialization_event(dg.AssetKey("registered_model_version")).asset_materialization
+    assert again.success and second.metadata["newly_registered"].value is False
+    rebuilt = instance.get_latest_materialization_event(dg.AssetKey("compatible_model")).asset_materialization
+    assert rebuilt.metadata["reused_existing_bundle"].value is True
+    assert second.metadata["version"].value == meta.metadata["version"].value
+    assert second.tags["dagster/data_version"] == meta.tags["dagster/data_version"]

@@ -45,8 +45,12 @@ def trained(banking_csv, tmp_path_factory):
     from sklearn.metrics import roc_auc_score
 
     inputs = compatible.TrainedInputs(
-        model_path=path, best_params=model.search.best_params, random_state=42, sklearn_version=sklearn_version,
-        trained_version="t1", data_version="d1",
+        model_path=path,
+        best_params=model.search.best_params,
+        random_state=42,
+        sklearn_version=sklearn_version,
+        trained_version="t1",
+        data_version="d1",
         roc_auc=roc_auc_score(model.split.y_test, model.pipeline.predict_proba(model.split.x_test)[:, 1]),
     )
     return inputs, dataset, model.split.test_ids
@@ -90,8 +94,9 @@ def test_onnx_bundle_matches_and_tampering_is_caught(local_env, trained, tmp_pat
     assert city["dtype"] == "string" and "Boston" in city["categories"]
 
     # Swap in the ONNX of another model: parity must fail.
-    other_inputs = compatible.TrainedInputs(**{**inputs.__dict__, "best_params": {**inputs.best_params,
-                                               "max_depth": 3, "n_estimators": 5}})
+    other_inputs = compatible.TrainedInputs(
+        **{**inputs.__dict__, "best_params": {**inputs.best_params, "max_depth": 3, "n_estimators": 5}}
+    )
     other = compatible.build_bundle(local_env, other_inputs, dataset, test_ids, tmp_path / "other")
     tampered = tmp_path / "tampered"
     shutil.copytree(tmp_path / "good", tampered)

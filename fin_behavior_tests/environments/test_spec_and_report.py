@@ -49,9 +49,12 @@ def test_fingerprint_follows_the_resolved_set():
 
 PINS = {"scikit-learn": "1.9.1", "numpy": "2.4.6", "pandas": "2.3.3", "joblib": "1.6.0", "scipy": "1.17.1"}
 INSTALLED = {"python": "3.11.7"} | PINS
-INFO = {"serving_environment": "local", "environment_fingerprint": "abc",
-        "package_versions": {"python": "3.11.7", "scikit-learn": "1.8.0"},
-        "training_package_versions": {"scikit-learn": "1.9.1"}}
+INFO = {
+    "serving_environment": "local",
+    "environment_fingerprint": "abc",
+    "package_versions": {"python": "3.11.7", "scikit-learn": "1.8.0"},
+    "training_package_versions": {"scikit-learn": "1.9.1"},
+}
 
 
 def test_report_agrees_when_everything_matches():

@@ -1,0 +1,68 @@
+"""Registry lifecycle against a real MLflow SQLite store."""
+
+from __future__ import annotations
+
+import json
+
+import mlflow
+import pytest
+from mlflow import MlflowClient
+
+from fin_behavior.ml import registry
+
+
+@pytest.fixture
+def client(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment("registry-test")
+    return MlflowClient(tracking_uri=uri)
+
+
+def _bundle(tmp_path, name: str, content: bytes):
+    bundle = tmp_path / name
+    bundle.mkdir()
+    (bundle / "model.onnx").write_bytes(content)
+    import hashlib
+
+    (bundle / "model_info.json").write_text(json.dumps({"sha256": {"model.onnx": hashlib.sha256(content).hexdigest()}}))
+    return bundle
+
+
+def _register(client, bundle):
+    with mlflow.start_run():
+        return registry.register_bundle(client, "m", bundle, {"data_version": "d"})
+
+
+def test_identical_content_is_registered_once(client, tmp_path):
+    first = _register(client, _bundle(tmp_path, "a", b"model-1"))
+    again = _register(client, _bundle(tmp_path, "b", b"model-1"))  # same bytes, other folder
+    other = _register(client, _bundle(tmp_path, "c", b"model-2"))
+    assert first.created and not again.created and other.created
+    assert again.version == first.version and other.version != first.version
+    assert [v.version for v in client.search_model_versions("name='m'")] == sorted(
+        [first.version, other.version], key=int, reverse=True
+    )
+    assert client.get_model_version("m", first.version).tags["data_version"] == "d"
+
+
+def test_aliases_carry_the_lifecycle(client, tmp_path):
+    v1 = _register(client, _bundle(tmp_path, "a", b"model-1")).version
+    assert registry.alias_version(client, "m", registry.CANDIDATE) == v1
+    assert registry.alias_version(client, "m", registry.PRODUCTION) is None  # nothing deployed yet
+
+    assert registry.promote(client, "m", v1) is None
+    v2 = _register(client, _bundle(tmp_path, "b", b"model-2")).version
+    assert registry.alias_version(client, "m", registry.CANDIDATE) == v2
+    assert registry.alias_version(client, "m", registry.PRODUCTION) == v1  # until v2 is deployed
+
+    assert registry.promote(client, "m", v2) == v1
+    assert registry.alias_version(client, "m", registry.PRODUCTION) == v2
+    assert registry.alias_version(client, "m", registry.PREVIOUS) == v1
+    served = mlflow.artifacts.download_artifacts("models:/m@production", dst_path=str(tmp_path / "dl"))
+    assert (tmp_path / "dl" / "model.onnx").read_bytes() == b"model-2" and served
+
+
+def test_registering_needs_a_run_for_the_artifacts(client, tmp_path):
+    with pytest.raises(RuntimeError, match="needs an active MLflow run"):
+        registry.register_bundle(client, "m", _bundle(tmp_path, "a", b"x"), {})
