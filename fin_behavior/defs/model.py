@@ -113,7 +113,7 @@ def trained_model(
     store = VersionStore(storage.trained_models)
     staging = store.staging(version)
 
-    with mlflow.start_run(context, storage.mlflow_artifacts) as run_id:
+    with mlflow.start_run(context, storage.mlflow_artifacts) as run:
         try:
             model = train.train(dataset, options, context.log.info)
         except ValueError as exc:
@@ -123,39 +123,20 @@ def trained_model(
         latency = evaluate.single_row_latency_ms(model.pipeline.predict_proba, model.split.x_test)
         plot_paths = plots.write_evaluation_plots(model.pipeline, model.split.y_test, proba, staging / "plots")
         versions = tracking.package_versions()
-        tags = {
-            "dagster_run_id": context.run.run_id,
-            "data_version": data_version,
-            "code_version": MODEL_CODE_VERSION,
-            "model_version": version,
-            "git_commit": tracking.git_commit(Path(__file__).resolve().parents[2]),
-        } | {f"version.{k}": v for k, v in versions.items()}
-        params = {f"best.{k}": v for k, v in model.search.best_params.items()}
-        params |= {f"space.{k}": v for k, v in options.space.describe().items()}
-        params |= {
-            "n_iter": options.n_iter,
-            "cv": options.cv,
-            "search_rows": model.search.search_rows,
-            "train_rows": len(model.split.x_train),
-            "test_rows": len(model.split.x_test),
-        }
-        model_uri = tracking.log_training(
-            pipeline=model.pipeline,
-            input_example=model.split.x_test.head(5),
-            params=params,
-            metrics=metrics | latency | {"best_cv_roc_auc": model.search.best_cv_roc_auc},
-            tags=tags,
+        model_uri = tracking.log_training_run(
+            model,
+            options,
+            metrics=metrics | latency,
             plots=plot_paths,
-            pip_requirements=[
-                f"scikit-learn=={versions['scikit-learn']}",
-                f"pandas=={versions['pandas']}",
-                f"numpy=={versions['numpy']}",
-                f"joblib=={versions['joblib']}",
-            ],
+            versions=versions,
+            tags={
+                "dagster_run_id": context.run.run_id,
+                "data_version": data_version,
+                "code_version": MODEL_CODE_VERSION,
+                "model_version": version,
+                "git_commit": tracking.git_commit(Path(__file__).resolve().parents[2]),
+            },
         )
-        import mlflow as mlflow_lib
-
-        experiment_id = mlflow_lib.active_run().info.experiment_id
 
     joblib.dump(model.pipeline, staging / MODEL_FILE)
     pd.DataFrame({"transaction_id": model.split.test_ids}).to_parquet(staging / HOLDOUT_FILE, index=False)
@@ -169,8 +150,8 @@ def trained_model(
         "best_cv_roc_auc": model.search.best_cv_roc_auc,
         "training": config.training_fields(),
         "mlflow": {
-            "run_id": run_id,
-            "experiment_id": experiment_id,
+            "run_id": run.run_id,
+            "experiment_id": run.experiment_id,
             "model_uri": model_uri,
             "tracking_uri": mlflow.uri,
         },
@@ -196,8 +177,8 @@ def trained_model(
             f"in {model.search.seconds:.1f} s; final fit on {len(model.split.x_train)} rows in "
             f"{model.fit_seconds:.1f} s",
             "plots": dg.MetadataValue.md("\n\n".join(_png(final / "plots" / p.name) for p in plot_paths.values())),
-            "mlflow_run_id": run_id,
-            "mlflow_run": dg.MetadataValue.url(_run_link(mlflow.uri, experiment_id, run_id)),
+            "mlflow_run_id": run.run_id,
+            "mlflow_run": dg.MetadataValue.url(_run_link(mlflow.uri, run.experiment_id, run.run_id)),
             "mlflow_model_uri": model_uri,
             "model_path": dg.MetadataValue.path(str(final / MODEL_FILE)),
             "data_version": data_version,

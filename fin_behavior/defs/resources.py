@@ -4,12 +4,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
+from typing import TYPE_CHECKING
 
 import dagster as dg
 from pydantic import Field
 
 from fin_behavior.data.generate import generate_csv
 from fin_behavior.settings import get_settings
+
+if TYPE_CHECKING:
+    from mlflow.entities import RunInfo
 
 
 class StorageResource(dg.ConfigurableResource):
@@ -105,7 +109,7 @@ class MlflowTracking(dg.ConfigurableResource):
         return self.experiment_name or get_settings().mlflow_experiment
 
     @contextmanager
-    def start_run(self, context: dg.AssetExecutionContext, artifact_dir: Path) -> Iterator[str]:
+    def start_run(self, context: dg.AssetExecutionContext, artifact_dir: Path) -> Iterator["RunInfo"]:
         """An MLflow run for this step, tagged with the Dagster run id; FINISHED or FAILED when the block ends."""
         import mlflow  # lazy: ~5 s of imports that loading the code location must not pay
         from dagster_mlflow.resources import MlFlow
@@ -124,9 +128,8 @@ class MlflowTracking(dg.ConfigurableResource):
             resource_config={"mlflow_tracking_uri": self.uri, "experiment_name": self.experiment},
         )
         tracker = MlFlow(init)
-        run_id = tracker.active_run().info.run_id
         try:
-            yield run_id
+            yield tracker.active_run().info
         except BaseException:
             mlflow.end_run(status="FAILED")
             raise

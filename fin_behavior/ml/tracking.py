@@ -10,6 +10,7 @@ import pandas as pd
 from sklearn.pipeline import Pipeline
 
 from fin_behavior.environments.versions import installed_versions
+from fin_behavior.ml.train import TrainedModel, TrainingOptions
 
 TRACKED_PACKAGES = ("scikit-learn", "pandas", "numpy", "joblib", "mlflow", "dagster")
 
@@ -69,3 +70,34 @@ def log_training(
         pip_requirements=pip_requirements,  # inferring them costs ~12 s a call
     )
     return info.model_uri
+
+
+def log_training_run(
+    model: TrainedModel,
+    options: TrainingOptions,
+    *,
+    metrics: dict[str, float],
+    plots: dict[str, Path],
+    versions: dict[str, str],
+    tags: dict[str, str],
+) -> str:
+    """Everything a training run records: search space and best parameters, metrics, tags with package
+    versions, plots and the model."""
+    params = {f"best.{k}": v for k, v in model.search.best_params.items()}
+    params |= {f"space.{k}": v for k, v in options.space.describe().items()}
+    params |= {
+        "n_iter": options.n_iter,
+        "cv": options.cv,
+        "search_rows": model.search.search_rows,
+        "train_rows": len(model.split.x_train),
+        "test_rows": len(model.split.x_test),
+    }
+    return log_training(
+        pipeline=model.pipeline,
+        input_example=model.split.x_test.head(5),
+        params=params,
+        metrics=metrics | {"best_cv_roc_auc": model.search.best_cv_roc_auc},
+        tags=tags | {f"version.{k}": v for k, v in versions.items()},
+        plots=plots,
+        pip_requirements=[f"{name}=={versions[name]}" for name in ("scikit-learn", "pandas", "numpy", "joblib")],
+    )
