@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from fin_behavior.defs import compatible, dataset, jobs, model, registry
+from fin_behavior.defs import compatible, dataset, jobs, model, registry, sensors
 from fin_behavior.defs.resources import MlflowTracking, StorageResource
 
 defs = dg.Definitions(
@@ -21,6 +21,8 @@ defs = dg.Definitions(
         compatible.compatible_model_checks,
         registry.registered_model_version_checks,
     ],
-    jobs=[jobs.full_pipeline],
+    jobs=[jobs.full_pipeline, jobs.retrain, jobs.rebuild_compatible],
+    sensors=[sensors.data_version_sensor, sensors.environment_drift_sensor],
     resources={"storage": StorageResource(), "mlflow": MlflowTracking()},
+    executor=dg.in_process_executor,
 )

@@ -52,6 +52,8 @@ class Settings(BaseSettings):
         default_factory=lambda: Path(__file__).parent / "environments" / "serving_environments.toml"
     )
     parity_tolerance: float = Field(0.02, ge=0, le=1)
+    # How long the environment sensor trusts a resolution of the serving spec before asking the index again.
+    resolution_max_age_seconds: float = Field(3_600, ge=0)
     # Built serving environments (hundreds of MB each). Empty = <var_dir>/envs.
     envs_dir: Path | None = None
 

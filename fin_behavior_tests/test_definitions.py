@@ -18,7 +18,7 @@ EXPECTED_ASSETS = {
     "compatible_model",
     "registered_model_version",
 }
-EXPECTED_JOBS = {"full_pipeline"}
+EXPECTED_JOBS = {"full_pipeline", "retrain", "rebuild_compatible"}
 
 
 def test_definitions_load_and_every_job_resolves():

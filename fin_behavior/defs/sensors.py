@@ -1,0 +1,112 @@
+"""Sensors that notice change and rebuild from the stage it affects. On by default in `dagster dev`."""
+
+import json
+
+import dagster as dg
+
+from fin_behavior.data.fingerprint import file_fingerprint
+from fin_behavior.defs import jobs
+from fin_behavior.defs.dataset import processed_dataset
+from fin_behavior.defs.resources import StorageResource
+from fin_behavior.environments.builder import EnvironmentBuildError
+from fin_behavior.environments.report import versions_fingerprint
+from fin_behavior.environments.spec import EnvironmentSpecError
+from fin_behavior.environments.verify import cached_serving_resolution, training_drift
+from fin_behavior.ml.store import EVALUATION_FILE, VersionStore
+from fin_behavior.settings import get_settings
+
+_IN_PROGRESS = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+]
+
+
+def _run_in_progress(instance: dg.DagsterInstance, job_name: str) -> str | None:
+    runs = instance.get_runs(dg.RunsFilter(job_name=job_name, statuses=_IN_PROGRESS), limit=1)
+    return runs[0].run_id if runs else None
+
+
+def _read_current(store: VersionStore, name: str) -> dict | None:
+    try:
+        return json.loads((store.current() / name).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+@dg.sensor(job=jobs.retrain, default_status=dg.DefaultSensorStatus.RUNNING, minimum_interval_seconds=30)
+def data_version_sensor(context: dg.SensorEvaluationContext, storage: StorageResource):
+    """A new or changed raw file -> one `retrain` run per data version (run key = the version)."""
+    path = storage.ensure_raw_data()
+    if not path.is_file():
+        return dg.SkipReason(f"no raw data file at {path}; set FIN_BEHAVIOR_RAW_DATA_PATH")
+    version = file_fingerprint(path, storage.fingerprint_cache)[:16]  # stat first; hashes only on change
+    latest = context.instance.get_latest_materialization_event(processed_dataset.key)
+    built_from = (
+        latest.asset_materialization.tags.get("dagster/input_data_version/raw_transactions") if latest else None
+    )
+    if version == built_from:
+        return dg.SkipReason(f"raw data {path} is version {version}, the one processed_dataset was built from")
+    if version == context.cursor:
+        return dg.SkipReason(f"raw data version {version} was already requested (run key data-{version})")
+    running = _run_in_progress(context.instance, jobs.retrain.name)
+    if running:
+        return dg.SkipReason(
+            f"raw data version {version} is new, but retrain run {running} is still queued or "
+            "running; comparing again after it"
+        )
+    context.update_cursor(version)
+    return dg.RunRequest(
+        run_key=f"data-{version}",
+        tags={"fin_behavior/trigger": "data_version", "fin_behavior/raw_data_version": version},
+    )
+
+
+@dg.sensor(
+    jobs=[jobs.retrain, jobs.rebuild_compatible],
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=60,
+)
+def environment_drift_sensor(context: dg.SensorEvaluationContext, storage: StorageResource):
+    """Training packages differ from what the current model was trained with -> `retrain`; the serving spec
+    resolves to another fingerprint than the current bundle was built for -> `rebuild_compatible`."""
+    settings = get_settings()
+    evaluation = _read_current(VersionStore(storage.trained_models), EVALUATION_FILE)
+    bundle = _read_current(VersionStore(storage.compatible_models), "model_info.json")
+    if evaluation is None or bundle is None:
+        return dg.SkipReason("no trained model or compatible bundle yet: nothing to compare against")
+
+    drift = training_drift(evaluation["package_versions"])
+    if drift:
+        changes = ", ".join(f"{name} {was} -> {now}" for name, (was, now) in drift.items())
+        fingerprint = versions_fingerprint({name: now for name, (_, now) in drift.items()})
+        running = _run_in_progress(context.instance, jobs.retrain.name)
+        if running:
+            return dg.SkipReason(f"training environment changed ({changes}) but retrain run {running} is running")
+        return dg.RunRequest(
+            job_name=jobs.retrain.name,
+            run_key=f"training-{fingerprint}",
+            tags={"fin_behavior/trigger": "training_environment", "fin_behavior/drift": changes[:200]},
+        )
+
+    try:
+        _, fingerprint = cached_serving_resolution(
+            settings, storage.root / "cache" / "serving_resolution.json", settings.resolution_max_age_seconds
+        )
+    except (EnvironmentBuildError, EnvironmentSpecError) as exc:
+        return dg.SkipReason(f"cannot resolve the serving environment: {exc}")
+    if fingerprint != bundle["environment_fingerprint"]:
+        running = _run_in_progress(context.instance, jobs.rebuild_compatible.name)
+        if running:
+            return dg.SkipReason(f"serving environment now resolves to {fingerprint}; rebuild run {running} is running")
+        return dg.RunRequest(
+            job_name=jobs.rebuild_compatible.name,
+            run_key=f"serving-{fingerprint}",
+            tags={"fin_behavior/trigger": "serving_environment", "fin_behavior/environment_fingerprint": fingerprint},
+        )
+    return dg.SkipReason(
+        f"training packages match trained model {evaluation['version']} ({len(evaluation['package_versions'])} "
+        f"versions compared); serving environment {settings.serving_environment} resolves to {fingerprint}, the "
+        f"fingerprint bundle {bundle['trained_model_version']}/{fingerprint} was built for"
+    )

@@ -1,0 +1,132 @@
+"""The drift sensors: what they compare, when they ask for a run, and when they hold back."""
+
+from __future__ import annotations
+
+import shutil
+
+import dagster as dg
+import pytest
+
+from fin_behavior.data.generate import generate_csv
+from fin_behavior.definitions import defs
+from fin_behavior.defs.dataset import processed_dataset, raw_transactions
+from fin_behavior.defs.resources import StorageResource
+from fin_behavior.defs.sensors import data_version_sensor, environment_drift_sensor
+from fin_behavior.environments import verify
+from fin_behavior.environments.versions import installed_versions
+from fin_behavior.ml.store import VersionStore, write_json
+from fin_behavior.settings import get_settings
+
+
+@pytest.fixture
+def instance():
+    with dg.instance_for_test() as inst:
+        yield inst
+
+
+def _tick(sensor, instance, storage, cursor=None):
+    context = dg.build_sensor_context(instance=instance, cursor=cursor, resources={"storage": storage})
+    return sensor(context), context.cursor
+
+
+def test_data_sensor_requests_one_run_per_new_version(instance, tmp_path, banking_csv):
+    raw = tmp_path / "raw.csv"
+    shutil.copy(banking_csv, raw)
+    storage = StorageResource(raw_data_path=str(raw))
+
+    first, cursor = _tick(data_version_sensor, instance, storage)
+    assert isinstance(first, dg.RunRequest) and first.run_key == f"data-{cursor}"  # never processed yet
+
+    dg.materialize(
+        [raw_transactions, processed_dataset],
+        instance=instance,
+        resources={"storage": storage},
+        selection=dg.AssetSelection.all(include_sources=True),
+    )
+    unchanged, _ = _tick(data_version_sensor, instance, storage, cursor)
+    assert isinstance(unchanged, dg.SkipReason)
+    assert "the one processed_dataset was built from" in unchanged.skip_message
+
+    generate_csv(raw, rows=2_000, seed=7)  # the file is replaced with new data
+    changed, new_cursor = _tick(data_version_sensor, instance, storage, cursor)
+    assert isinstance(changed, dg.RunRequest) and changed.run_key == f"data-{new_cursor}" != f"data-{cursor}"
+    assert changed.tags["fin_behavior/raw_data_version"] == new_cursor
+
+    again, _ = _tick(data_version_sensor, instance, storage, new_cursor)  # second tick: nothing more
+    assert isinstance(again, dg.SkipReason) and "already requested" in again.skip_message
+
+
+def test_data_sensor_waits_for_a_run_in_progress(instance, tmp_path, banking_csv):
+    raw = tmp_path / "raw.csv"
+    shutil.copy(banking_csv, raw)
+    storage = StorageResource(raw_data_path=str(raw))
+    running = instance.create_run_for_job(job_def=defs.resolve_job_def("retrain"), status=dg.DagsterRunStatus.STARTED)
+    held, cursor = _tick(data_version_sensor, instance, storage)
+    assert isinstance(held, dg.SkipReason) and running.run_id in held.skip_message and cursor is None
+
+
+def _publish(root, name, payload):
+    store = VersionStore(root)
+    staging = store.staging("v1")
+    write_json(staging / name, payload)
+    store.publish(staging, "v1")
+
+
+@pytest.fixture
+def built_state(isolated_settings):
+    """What the sensor reads: the current trained model's versions and the current bundle's fingerprint."""
+    _, fingerprint = verify.serving_resolution(get_settings())
+    versions = installed_versions(("scikit-learn", "numpy", "pandas", "joblib"))
+    _publish(
+        isolated_settings / "artifacts" / "trained_model",
+        "evaluation.json",
+        {"version": "t1", "package_versions": versions},
+    )
+    _publish(
+        isolated_settings / "artifacts" / "compatible_model",
+        "model_info.json",
+        {"environment_fingerprint": fingerprint, "trained_model_version": "t1"},
+    )
+    return isolated_settings, versions, fingerprint
+
+
+def test_environment_sensor_skips_and_says_what_it_compared(instance, built_state):
+    _, _, fingerprint = built_state
+    result, _ = _tick(environment_drift_sensor, instance, StorageResource())
+    assert isinstance(result, dg.SkipReason)
+    assert "training packages match trained model t1" in result.skip_message and fingerprint in result.skip_message
+
+
+def test_training_drift_requests_a_retrain(instance, built_state):
+    var, versions, _ = built_state
+    _publish(
+        var / "artifacts" / "trained_model",
+        "evaluation.json",
+        {"version": "t1", "package_versions": versions | {"scikit-learn": "1.0.2"}},
+    )
+    result, _ = _tick(environment_drift_sensor, instance, StorageResource())
+    assert isinstance(result, dg.RunRequest) and result.job_name == "retrain"
+    assert result.run_key.startswith("training-")
+    assert f"scikit-learn 1.0.2 -> {versions['scikit-learn']}" in result.tags["fin_behavior/drift"]
+
+
+def test_serving_drift_requests_a_rebuild_and_resolution_is_cached(instance, built_state, monkeypatch):
+    var, _, fingerprint = built_state
+    _publish(
+        var / "artifacts" / "compatible_model",
+        "model_info.json",
+        {"environment_fingerprint": "built-for-older", "trained_model_version": "t1"},
+    )
+    calls = []
+    real = verify.serving_resolution
+    monkeypatch.setattr(verify, "serving_resolution", lambda s: calls.append(1) or real(s))
+    for _ in range(2):
+        result, _ = _tick(environment_drift_sensor, instance, StorageResource())
+        assert isinstance(result, dg.RunRequest) and result.job_name == "rebuild_compatible"
+        assert result.run_key == f"serving-{fingerprint}"
+    assert len(calls) == 1  # the second tick used the cached resolution
+
+
+def test_environment_sensor_without_a_model_has_nothing_to_compare(instance):
+    result, _ = _tick(environment_drift_sensor, instance, StorageResource())
+    assert isinstance(result, dg.SkipReason) and "nothing to compare" in result.skip_message

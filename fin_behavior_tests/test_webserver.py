@@ -1,0 +1,93 @@
+"""What a user sees in `dagster dev`: the real webserver on loopback, asked through its GraphQL API."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+QUERY = """{
+  assetNodes { assetKey { path } groupName isObservable
+    assetChecksOrError { ... on AssetChecks { checks { name blocking } } } }
+  repositoriesOrError { ... on RepositoryConnection { nodes {
+    jobs { name }
+    sensors { name sensorState { status } } } } }
+}"""
+
+
+@pytest.fixture(scope="module")
+def graphql(tmp_path_factory):
+    home = tmp_path_factory.mktemp("dagster_home")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    webserver = Path(sys.executable).with_name("dagster-webserver")
+    log = (home / "webserver.log").open("w")
+    process = subprocess.Popen(
+        [str(webserver), "-h", "127.0.0.1", "-p", str(port), "-m", "fin_behavior.definitions"],
+        env=os.environ | {"DAGSTER_HOME": str(home)},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}/graphql"
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                answer = httpx.post(url, json={"query": QUERY}, timeout=30).json()
+                if answer.get("data", {}).get("assetNodes"):
+                    yield answer["data"]
+                    return
+            except (httpx.TransportError, ValueError):
+                pass
+            time.sleep(1)
+        raise RuntimeError(f"webserver did not answer: {(home / 'webserver.log').read_text()[-2000:]}")
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def test_assets_in_groups_with_their_checks(graphql):
+    assets = {"/".join(n["assetKey"]["path"]): n for n in graphql["assetNodes"]}
+    groups = {name: node["groupName"] for name, node in assets.items()}
+    assert groups == {
+        "raw_transactions": "data",
+        "processed_dataset": "data",
+        "trained_model": "model",
+        "compatible_model": "model",
+        "training_environment": "environments",
+        "serving_environment": "environments",
+        "registered_model_version": "deployment",
+    }
+    assert {name for name, node in assets.items() if node["isObservable"]} == {
+        "raw_transactions",
+        "training_environment",
+        "serving_environment",
+    }
+    checks = {
+        name: {c["name"]: c["blocking"] for c in node["assetChecksOrError"]["checks"]} for name, node in assets.items()
+    }
+    assert checks["processed_dataset"]["no_target_leakage"] is True
+    assert checks["processed_dataset"]["min_row_count"] is False
+    assert set(checks["trained_model"]) == {"roc_auc_gate", "accuracy_gate", "latency_gate"}
+    assert set(checks["compatible_model"]) == {
+        "loads_cleanly",
+        "quality_parity",
+        "onnx_parity",
+        "environment_consistency",
+    }
+    assert checks["registered_model_version"] == {"candidate_is_current_bundle": True}
+
+
+def test_sensors_are_on_by_default_and_jobs_are_there(graphql):
+    repository = graphql["repositoriesOrError"]["nodes"][0]
+    sensors = {s["name"]: s["sensorState"]["status"] for s in repository["sensors"]}
+    assert sensors == {"data_version_sensor": "RUNNING", "environment_drift_sensor": "RUNNING"}
+    jobs = {j["name"] for j in repository["jobs"]}
+    assert {"full_pipeline", "retrain", "rebuild_compatible"} <= jobs
