@@ -28,6 +28,22 @@ def _run_in_progress(instance: dg.DagsterInstance, job_name: str) -> str | None:
     return runs[0].run_id if runs else None
 
 
+def _request_unless_running(
+    context: dg.SensorEvaluationContext,
+    job_name: str,
+    change: str,
+    run_key: str,
+    tags: dict[str, str],
+) -> dg.RunRequest | dg.SkipReason:
+    """One run per change; none while the same job is still queued or running (it would redo the same work)."""
+    running = _run_in_progress(context.instance, job_name)
+    if running:
+        return dg.SkipReason(
+            f"{change}, but {job_name} run {running} is still queued or running; comparing again after it"
+        )
+    return dg.RunRequest(job_name=job_name, run_key=run_key, tags=tags)
+
+
 def _read_current(store: VersionStore, name: str) -> dict | None:
     try:
         return json.loads((store.current() / name).read_text())
@@ -50,17 +66,16 @@ def data_version_sensor(context: dg.SensorEvaluationContext, storage: StorageRes
         return dg.SkipReason(f"raw data {path} is version {version}, the one processed_dataset was built from")
     if version == context.cursor:
         return dg.SkipReason(f"raw data version {version} was already requested (run key data-{version})")
-    running = _run_in_progress(context.instance, jobs.retrain.name)
-    if running:
-        return dg.SkipReason(
-            f"raw data version {version} is new, but retrain run {running} is still queued or "
-            "running; comparing again after it"
-        )
-    context.update_cursor(version)
-    return dg.RunRequest(
-        run_key=f"data-{version}",
-        tags={"fin_behavior/trigger": "data_version", "fin_behavior/raw_data_version": version},
+    result = _request_unless_running(
+        context,
+        jobs.retrain.name,
+        f"raw data version {version} is new",
+        f"data-{version}",
+        {"fin_behavior/trigger": "data_version", "fin_behavior/raw_data_version": version},
     )
+    if isinstance(result, dg.RunRequest):
+        context.update_cursor(version)
+    return result
 
 
 @dg.sensor(
@@ -81,13 +96,12 @@ def environment_drift_sensor(context: dg.SensorEvaluationContext, storage: Stora
     if drift:
         changes = ", ".join(f"{name} {was} -> {now}" for name, (was, now) in drift.items())
         fingerprint = versions_fingerprint({name: now for name, (_, now) in drift.items()})
-        running = _run_in_progress(context.instance, jobs.retrain.name)
-        if running:
-            return dg.SkipReason(f"training environment changed ({changes}) but retrain run {running} is running")
-        return dg.RunRequest(
-            job_name=jobs.retrain.name,
-            run_key=f"training-{fingerprint}",
-            tags={"fin_behavior/trigger": "training_environment", "fin_behavior/drift": changes[:200]},
+        return _request_unless_running(
+            context,
+            jobs.retrain.name,
+            f"training environment changed ({changes})",
+            f"training-{fingerprint}",
+            {"fin_behavior/trigger": "training_environment", "fin_behavior/drift": changes[:200]},
         )
 
     try:
@@ -97,13 +111,12 @@ def environment_drift_sensor(context: dg.SensorEvaluationContext, storage: Stora
     except (EnvironmentBuildError, EnvironmentSpecError) as exc:
         return dg.SkipReason(f"cannot resolve the serving environment: {exc}")
     if fingerprint != bundle["environment_fingerprint"]:
-        running = _run_in_progress(context.instance, jobs.rebuild_compatible.name)
-        if running:
-            return dg.SkipReason(f"serving environment now resolves to {fingerprint}; rebuild run {running} is running")
-        return dg.RunRequest(
-            job_name=jobs.rebuild_compatible.name,
-            run_key=f"serving-{fingerprint}",
-            tags={"fin_behavior/trigger": "serving_environment", "fin_behavior/environment_fingerprint": fingerprint},
+        return _request_unless_running(
+            context,
+            jobs.rebuild_compatible.name,
+            f"serving environment now resolves to {fingerprint}",
+            f"serving-{fingerprint}",
+            {"fin_behavior/trigger": "serving_environment", "fin_behavior/environment_fingerprint": fingerprint},
         )
     return dg.SkipReason(
         f"training packages match trained model {evaluation['version']} ({len(evaluation['package_versions'])} "
