@@ -18,6 +18,15 @@ def isolated_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     get_settings.cache_clear()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def nothing_written_to_the_working_directory():
+    """MLflow puts artifacts in ./mlruns when an experiment has no location: no test may do that."""
+    stray = Path.cwd() / "mlruns"
+    existed = stray.exists()
+    yield
+    assert existed or not stray.exists(), f"a test wrote MLflow artifacts into {stray}"
+
+
 @pytest.fixture(scope="session")
 def banking_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """5,000 generated rows (seed 42), shared read-only by the tests."""

@@ -118,7 +118,7 @@ def test_identical_retrain_keeps_the_model_version(first_run):
 
 def test_a_run_left_active_in_the_process_is_not_reused(instance, tmp_path):
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
-    mlflow.set_experiment("elsewhere")
+    mlflow.set_experiment(experiment_id=mlflow.create_experiment("elsewhere", (tmp_path / "art").as_uri()))
     stale = mlflow.start_run()  # as dagster-mlflow's own resource leaves one behind
     result = _materialize(instance, tmp_path)
     assert result.success and mlflow.active_run() is None

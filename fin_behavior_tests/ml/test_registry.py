@@ -15,7 +15,8 @@ from fin_behavior.ml import registry
 def client(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     mlflow.set_tracking_uri(uri)
-    mlflow.set_experiment("registry-test")
+    # An explicit artifact location: MLflow's default is ./mlruns in whatever directory pytest runs from.
+    mlflow.set_experiment(experiment_id=mlflow.create_experiment("registry-test", (tmp_path / "art").as_uri()))
     return MlflowClient(tracking_uri=uri)
 
 
