@@ -8,6 +8,6 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class Outcome:
     passed: bool
-    actual: float | int
+    actual: float | int | str
     threshold: float | int | str
     message: str

@@ -14,7 +14,7 @@ from fin_behavior.defs.resources import StorageResource
 from fin_behavior.environments import builder, compatible
 from fin_behavior.environments.report import training_versions, versions_fingerprint
 from fin_behavior.environments.spec import EnvironmentSpecError, get_spec
-from fin_behavior.environments.verify import environment_report, serving_resolution
+from fin_behavior.environments.verify import cached_resolution, environment_report
 from fin_behavior.ml.store import EVALUATION_FILE, HOLDOUT_FILE, MODEL_FILE, VersionStore, read_json, write_json
 from fin_behavior.outcome import Outcome
 from fin_behavior.settings import get_settings
@@ -28,6 +28,14 @@ def _spec(name: str):
     try:
         return get_spec(name, get_settings().serving_environments_file)
     except EnvironmentSpecError as exc:
+        raise dg.Failure(str(exc), allow_retries=False) from None
+
+
+def _resolution(spec, storage: StorageResource) -> builder.Resolution:
+    """The one resolution of `spec` that observation, build and checks share (cached per spec digest)."""
+    try:
+        return cached_resolution(spec, storage.resolution_cache, get_settings().resolution_max_age_seconds)
+    except builder.EnvironmentBuildError as exc:
         raise dg.Failure(str(exc), allow_retries=False) from None
 
 
@@ -48,16 +56,12 @@ def training_environment() -> dg.ObserveResult:
     description="The serving environment spec as it "
     "resolves today; data version = fingerprint of Python and the resolved packages.",
 )
-def serving_environment() -> dg.ObserveResult:
-    settings = get_settings()
-    spec = _spec(settings.serving_environment)
-    try:
-        resolved, fingerprint = serving_resolution(settings)
-    except builder.EnvironmentBuildError as exc:
-        raise dg.Failure(str(exc), allow_retries=False) from None
+def serving_environment(storage: StorageResource) -> dg.ObserveResult:
+    spec = _spec(get_settings().serving_environment)
+    resolution = _resolution(spec, storage)
     return dg.ObserveResult(
-        data_version=dg.DataVersion(fingerprint),
-        metadata={"name": spec.name, "runtime": spec.runtime, "resolved": dg.MetadataValue.json(resolved)},
+        data_version=dg.DataVersion(resolution.fingerprint),
+        metadata={"name": spec.name, "runtime": spec.runtime, "resolved": dg.MetadataValue.json(resolution.versions())},
     )
 
 
@@ -78,7 +82,7 @@ def compatible_model(
 ) -> dg.MaterializeResult:
     spec = _spec(config.serving_environment)
     try:
-        env = builder.build(spec, storage.environments)
+        env = builder.build(spec, storage.environments, _resolution(spec, storage))
     except builder.EnvironmentBuildError as exc:
         raise dg.Failure(str(exc), allow_retries=False) from None
     trained_dir = VersionStore(storage.trained_models).current()
@@ -98,8 +102,6 @@ def compatible_model(
     )
     key = json.dumps([trained.trained_version, env.fingerprint, COMPATIBLE_CODE_VERSION])
     version = hashlib.sha256(key.encode()).hexdigest()[:16]
-    dataset = pd.read_parquet(storage.processed_path)
-    holdout = pd.read_parquet(trained_dir / HOLDOUT_FILE)["transaction_id"]
 
     store = VersionStore(storage.compatible_models)
     reused = store.published(version, compatible.MODEL_INFO, compatible.VERIFICATION)
@@ -108,9 +110,11 @@ def compatible_model(
         # Reusing it keeps its bytes (and sha256s) identical, so the registry sees the same content.
         context.log.info(f"bundle {version} already built for these inputs; reusing it")
         final = store.activate(version)
-        report = json.loads((final / compatible.VERIFICATION).read_text())
-        info = json.loads((final / compatible.MODEL_INFO).read_text())
+        report = read_json(final / compatible.VERIFICATION)
+        info = read_json(final / compatible.MODEL_INFO)
     else:
+        dataset = pd.read_parquet(storage.processed_path)
+        holdout = pd.read_parquet(trained_dir / HOLDOUT_FILE)["transaction_id"]
         staging = store.staging(version)
         storage.scratch.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=storage.scratch) as work:
@@ -153,12 +157,13 @@ _CHECKS = {
 @dg.multi_asset_check(specs=check_specs(compatible_model, _CHECKS), can_subset=True)
 def compatible_model_checks(context: dg.AssetCheckExecutionContext, storage: StorageResource):
     bundle = VersionStore(storage.compatible_models).current()
-    report = json.loads((bundle / compatible.VERIFICATION).read_text())
-    info = json.loads((bundle / compatible.MODEL_INFO).read_text())
+    report = read_json(bundle / compatible.VERIFICATION)
+    info = read_json(bundle / compatible.MODEL_INFO)
     gates = read_json(bundle / GATES_FILE)
 
     def consistency():
-        env_report = environment_report(get_settings(), info)
+        built_for = _spec(info["serving_environment"])
+        env_report = environment_report(get_settings(), info, _resolution(built_for, storage))
         problems = "; ".join(f"{p} -> {fix}" for p, fix in env_report.problems)
         return Outcome(env_report.ok, len(env_report.problems), 0, problems or "all versions agree")
 

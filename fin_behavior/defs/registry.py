@@ -1,13 +1,12 @@
 """Dagster wiring of the registry stage: the verified bundle becomes an MLflow model version (`candidate`)."""
 
-import json
-
 import dagster as dg
 
 from fin_behavior.defs.checks import check_result, check_specs
 from fin_behavior.defs.compatible import compatible_model
 from fin_behavior.defs.resources import MlflowTracking, StorageResource
-from fin_behavior.ml.store import VersionStore
+from fin_behavior.environments.compatible import MODEL_INFO
+from fin_behavior.ml.store import VersionStore, read_json
 from fin_behavior.outcome import Outcome
 from fin_behavior.settings import get_settings
 
@@ -47,7 +46,7 @@ def registered_model_version(
     from fin_behavior.ml import registry
 
     bundle = VersionStore(storage.compatible_models).current()
-    info = json.loads((bundle / "model_info.json").read_text())
+    info = read_json(bundle / MODEL_INFO)
     with mlflow.start_run(context, storage.mlflow_artifacts):
         client = MlflowClient(tracking_uri=mlflow.uri)
         registration = registry.register_bundle(client, config.model_name, bundle, _tags(info, context.run.run_id))
@@ -81,7 +80,7 @@ def registered_model_version_checks(
 
     from fin_behavior.ml import registry
 
-    info = json.loads((VersionStore(storage.compatible_models).current() / "model_info.json").read_text())
+    info = read_json(VersionStore(storage.compatible_models).current() / MODEL_INFO)
     client = MlflowClient(tracking_uri=mlflow.uri)
     materialization = context.instance.get_latest_materialization_event(registered_model_version.key)
     name = materialization.asset_materialization.metadata["model_name"].value  # as configured for that run

@@ -72,6 +72,10 @@ class StorageResource(dg.ConfigurableResource):
         return get_settings().envs_dir or self.root / "envs"
 
     @property
+    def resolution_cache(self) -> Path:
+        return self.root / "cache" / "serving_resolution.json"
+
+    @property
     def scratch(self) -> Path:
         return self.root / "tmp"
 

@@ -1,7 +1,5 @@
 """Sensors that notice change and rebuild from the stage it affects. On by default in `dagster dev`."""
 
-import json
-
 import dagster as dg
 
 from fin_behavior.data.fingerprint import file_fingerprint
@@ -9,10 +7,11 @@ from fin_behavior.defs import jobs
 from fin_behavior.defs.dataset import processed_dataset
 from fin_behavior.defs.resources import StorageResource
 from fin_behavior.environments.builder import EnvironmentBuildError
+from fin_behavior.environments.compatible import MODEL_INFO
 from fin_behavior.environments.report import versions_fingerprint
-from fin_behavior.environments.spec import EnvironmentSpecError
-from fin_behavior.environments.verify import cached_serving_resolution, training_drift
-from fin_behavior.ml.store import EVALUATION_FILE, VersionStore
+from fin_behavior.environments.spec import EnvironmentSpecError, get_spec
+from fin_behavior.environments.verify import cached_resolution, training_drift
+from fin_behavior.ml.store import EVALUATION_FILE, VersionStore, read_json
 from fin_behavior.settings import get_settings
 
 _IN_PROGRESS = [
@@ -46,7 +45,7 @@ def _request_unless_running(
 
 def _read_current(store: VersionStore, name: str) -> dict | None:
     try:
-        return json.loads((store.current() / name).read_text())
+        return read_json(store.current() / name)
     except (OSError, ValueError):
         return None
 
@@ -88,7 +87,7 @@ def environment_drift_sensor(context: dg.SensorEvaluationContext, storage: Stora
     resolves to another fingerprint than the current bundle was built for -> `rebuild_compatible`."""
     settings = get_settings()
     evaluation = _read_current(VersionStore(storage.trained_models), EVALUATION_FILE)
-    bundle = _read_current(VersionStore(storage.compatible_models), "model_info.json")
+    bundle = _read_current(VersionStore(storage.compatible_models), MODEL_INFO)
     if evaluation is None or bundle is None:
         return dg.SkipReason("no trained model or compatible bundle yet: nothing to compare against")
 
@@ -105,9 +104,8 @@ def environment_drift_sensor(context: dg.SensorEvaluationContext, storage: Stora
         )
 
     try:
-        _, fingerprint = cached_serving_resolution(
-            settings, storage.root / "cache" / "serving_resolution.json", settings.resolution_max_age_seconds
-        )
+        spec = get_spec(settings.serving_environment, settings.serving_environments_file)
+        fingerprint = cached_resolution(spec, storage.resolution_cache, settings.resolution_max_age_seconds).fingerprint
     except (EnvironmentBuildError, EnvironmentSpecError) as exc:
         return dg.SkipReason(f"cannot resolve the serving environment: {exc}")
     if fingerprint != bundle["environment_fingerprint"]:

@@ -118,12 +118,37 @@ def fingerprint(python_version: str, pins: tuple[str, ...]) -> str:
     return hashlib.sha256(json.dumps([python_version, sorted(p.lower() for p in pins)]).encode()).hexdigest()[:16]
 
 
-def build(spec: EnvironmentSpec, root: Path) -> BuiltEnvironment:
-    """The environment for `spec`, built with uv unless an identical one is already there."""
+@dataclass(frozen=True)
+class Resolution:
+    """What a spec resolves to on this machine: the interpreter and the exact package set."""
+
+    python: str  # interpreter path
+    python_version: str
+    pins: tuple[str, ...]
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint(self.python_version, self.pins)
+
+    def versions(self) -> dict[str, str]:
+        return {pin.split("==")[0].lower(): pin.split("==")[1] for pin in self.pins} | {"python": self.python_version}
+
+
+def resolve_spec(spec: EnvironmentSpec) -> Resolution:
     python = find_python(spec.python)
-    pins = resolve(spec, python)
-    interpreter = python_version(python) or spec.python
-    digest = fingerprint(interpreter, pins)
+    return Resolution(python, python_version(python) or spec.python, resolve(spec, python))
+
+
+def build(spec: EnvironmentSpec, root: Path, resolution: Resolution | None = None) -> BuiltEnvironment:
+    """The environment for `spec` (as `resolution` says, or resolved now), built with uv unless an identical
+    one is already there."""
+    resolution = resolution or resolve_spec(spec)
+    python, pins, interpreter, digest = (
+        resolution.python,
+        resolution.pins,
+        resolution.python_version,
+        resolution.fingerprint,
+    )
     final = root / f"{spec.name}-{digest}"
     env = BuiltEnvironment(spec, final, digest, pins)
     if (final / _COMPLETE).exists():

@@ -12,7 +12,7 @@ from fin_behavior.definitions import defs
 from fin_behavior.defs.dataset import processed_dataset, raw_transactions
 from fin_behavior.defs.resources import StorageResource
 from fin_behavior.defs.sensors import data_version_sensor, environment_drift_sensor
-from fin_behavior.environments import verify
+from fin_behavior.environments import builder, verify
 from fin_behavior.environments.versions import installed_versions
 from fin_behavior.ml.store import VersionStore, write_json
 from fin_behavior.settings import get_settings
@@ -75,7 +75,7 @@ def _publish(root, name, payload):
 @pytest.fixture
 def built_state(isolated_settings):
     """What the sensor reads: the current trained model's versions and the current bundle's fingerprint."""
-    _, fingerprint = verify.serving_resolution(get_settings())
+    fingerprint = verify.serving_resolution(get_settings()).fingerprint
     versions = installed_versions(("scikit-learn", "numpy", "pandas", "joblib"))
     _publish(
         isolated_settings / "artifacts" / "trained_model",
@@ -118,8 +118,8 @@ def test_serving_drift_requests_a_rebuild_and_resolution_is_cached(instance, bui
         {"environment_fingerprint": "built-for-older", "trained_model_version": "t1"},
     )
     calls = []
-    real = verify.serving_resolution
-    monkeypatch.setattr(verify, "serving_resolution", lambda s: calls.append(1) or real(s))
+    real = builder.resolve_spec
+    monkeypatch.setattr(builder, "resolve_spec", lambda spec: calls.append(1) or real(spec))
     for _ in range(2):
         result, _ = _tick(environment_drift_sensor, instance, StorageResource())
         assert isinstance(result, dg.RunRequest) and result.job_name == "rebuild_compatible"
