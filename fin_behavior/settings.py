@@ -69,14 +69,6 @@ class Settings(BaseSettings):
         return self
 
     @property
-    def default_raw_data_path(self) -> Path:
-        return self.var_dir / "data" / "transactions.csv"
-
-    @property
-    def input_path(self) -> Path:
-        return self.raw_data_path or self.default_raw_data_path
-
-    @property
     def artifacts_dir(self) -> Path:
         return self.var_dir / "artifacts"
 

@@ -9,16 +9,15 @@ from fin_behavior.environments import builder
 from fin_behavior.environments.compatible import MODEL_INFO
 from fin_behavior.environments.report import EnvironmentReport, compare, lock_pins, training_versions
 from fin_behavior.environments.spec import EnvironmentSpec, get_spec
+from fin_behavior.ml.store import VersionStore, read_json
 from fin_behavior.settings import Settings
 
 LOCK_FILE = Path(__file__).resolve().parents[2] / "requirements.lock"
 
 
 def current_model_info(settings: Settings) -> dict | None:
-    root = settings.artifacts_dir / "compatible_model"
     try:
-        version = (root / "CURRENT").read_text().strip()
-        return json.loads((root / version / MODEL_INFO).read_text())
+        return read_json(VersionStore(settings.artifacts_dir / "compatible_model").current() / MODEL_INFO)
     except (OSError, ValueError):
         return None
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from fin_behavior.environments import builder
-from fin_behavior.environments.report import compare, lock_pins
+from fin_behavior.environments.report import FIX_REBUILD, compare, lock_pins
 from fin_behavior.environments.spec import EnvironmentSpec, EnvironmentSpecError, get_spec, load_specs
 
 
@@ -75,7 +75,8 @@ def test_report_names_each_mismatch_and_its_fix():
     assert "MISMATCH" in spec_changed.render()
 
     nothing_built = compare(PINS, INSTALLED, None, None, {}, "abc")
-    assert nothing_built.problems == [("no compatible model has been built yet", nothing_built.problems[0][1])]
+    assert nothing_built.problems == [("no compatible model has been built yet", FIX_REBUILD)]
+    assert "--select 'compatible_model*'" in FIX_REBUILD
 
 
 def test_lock_pins_reads_the_project_lock(tmp_path):
