@@ -28,19 +28,37 @@ class EnvironmentBuildError(RuntimeError):
 
 
 @dataclass(frozen=True)
+class Resolution:
+    """What a spec resolves to on this machine: the interpreter and the exact package set."""
+
+    python: str  # interpreter path
+    python_version: str
+    pins: tuple[str, ...]
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint(self.python_version, self.pins)
+
+    def versions(self) -> dict[str, str]:
+        return {pin.split("==")[0].lower(): pin.split("==")[1] for pin in self.pins} | {"python": self.python_version}
+
+
+@dataclass(frozen=True)
 class BuiltEnvironment:
     spec: EnvironmentSpec
     path: Path
-    fingerprint: str
-    pins: tuple[str, ...]
+    resolution: Resolution
 
     @property
     def python(self) -> Path:
         return self.path / "bin" / "python"
 
+    @property
+    def fingerprint(self) -> str:
+        return self.resolution.fingerprint
+
     def version_of(self, package: str) -> str | None:
-        prefix = f"{package.lower()}=="
-        return next((pin.split("==", 1)[1] for pin in self.pins if pin.lower().startswith(prefix)), None)
+        return self.resolution.versions().get(package.lower())
 
 
 def uv_binary() -> str:
@@ -118,22 +136,6 @@ def fingerprint(python_version: str, pins: tuple[str, ...]) -> str:
     return hashlib.sha256(json.dumps([python_version, sorted(p.lower() for p in pins)]).encode()).hexdigest()[:16]
 
 
-@dataclass(frozen=True)
-class Resolution:
-    """What a spec resolves to on this machine: the interpreter and the exact package set."""
-
-    python: str  # interpreter path
-    python_version: str
-    pins: tuple[str, ...]
-
-    @property
-    def fingerprint(self) -> str:
-        return fingerprint(self.python_version, self.pins)
-
-    def versions(self) -> dict[str, str]:
-        return {pin.split("==")[0].lower(): pin.split("==")[1] for pin in self.pins} | {"python": self.python_version}
-
-
 def resolve_spec(spec: EnvironmentSpec) -> Resolution:
     python = find_python(spec.python)
     return Resolution(python, python_version(python) or spec.python, resolve(spec, python))
@@ -143,22 +145,17 @@ def build(spec: EnvironmentSpec, root: Path, resolution: Resolution | None = Non
     """The environment for `spec` (as `resolution` says, or resolved now), built with uv unless an identical
     one is already there."""
     resolution = resolution or resolve_spec(spec)
-    python, pins, interpreter, digest = (
-        resolution.python,
-        resolution.pins,
-        resolution.python_version,
-        resolution.fingerprint,
-    )
+    digest = resolution.fingerprint
     final = root / f"{spec.name}-{digest}"
-    env = BuiltEnvironment(spec, final, digest, pins)
+    env = BuiltEnvironment(spec, final, resolution)
     if (final / _COMPLETE).exists():
         return env
     staging = root / f".staging-{spec.name}-{digest}-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     try:
         for step in (
-            ("venv", "--quiet", "--relocatable", "--python", python, str(staging)),
-            ("pip", "install", "--quiet", "--python", str(staging / "bin" / "python"), *pins),
+            ("venv", "--quiet", "--relocatable", "--python", resolution.python, str(staging)),
+            ("pip", "install", "--quiet", "--python", str(staging / "bin" / "python"), *resolution.pins),
         ):
             result = _uv(*step)
             if result.returncode != 0:
@@ -173,7 +170,8 @@ def build(spec: EnvironmentSpec, root: Path, resolution: Resolution | None = Non
             check=True,
         ).stdout.strip()
         Path(site, "fin_behavior_project.pth").write_text(f"{_PROJECT_ROOT}\n")
-        (staging / _COMPLETE).write_text(json.dumps({"fingerprint": digest, "python": interpreter, "pins": pins}))
+        marker = {"fingerprint": digest, "python": resolution.python_version, "pins": resolution.pins}
+        (staging / _COMPLETE).write_text(json.dumps(marker))
         final.parent.mkdir(parents=True, exist_ok=True)
         try:
             os.replace(staging, final)
