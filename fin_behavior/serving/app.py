@@ -52,9 +52,15 @@ def _reject_constant(token: str) -> Any:
 
 
 def read_keys(path: Path) -> list[str]:
-    keys = json.loads(path.read_text())["keys"]
-    if not keys or not all(isinstance(k, str) and len(k) >= 16 for k in keys):
-        raise ValueError(f'{path} must hold {{"keys": [...]}} with keys of 16+ characters')
+    expected = f'{path} must hold {{"keys": ["...", ...]}} with keys of 16+ characters'
+    try:
+        keys = json.loads(path.read_text()).get("keys")
+    except OSError as exc:
+        raise ValueError(f"cannot read the API keys file: {exc}") from None
+    except (ValueError, AttributeError):
+        raise ValueError(f"{expected}; it is not such a JSON object") from None
+    if not keys or not isinstance(keys, list) or not all(isinstance(k, str) and len(k) >= 16 for k in keys):
+        raise ValueError(expected)
     return keys
 
 
@@ -250,16 +256,18 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     import uvicorn
 
-    app = create_app(
-        ServiceSettings(
-            args.bundle,
-            args.keys_file,
-            args.model_version,
-            max_rows=args.max_rows,
-            max_in_flight=args.max_in_flight,
-            prediction_log=args.prediction_log,
-        )
+    settings = ServiceSettings(
+        args.bundle,
+        args.keys_file,
+        args.model_version,
+        max_rows=args.max_rows,
+        max_in_flight=args.max_in_flight,
+        prediction_log=args.prediction_log,
     )
+    try:
+        app = create_app(settings)
+    except ValueError as exc:  # an unusable keys file: say so instead of a traceback
+        parser.exit(2, f"fin_behavior.serving.app: error: {exc}\n")
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
 
 

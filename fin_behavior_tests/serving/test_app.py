@@ -138,3 +138,40 @@ def test_tampered_bundle_is_refused_and_the_service_stays_not_ready(serving_env,
         service.process.terminate()
         service.process.wait(timeout=10)
     assert "model bundle refused" in service.log.read_text()
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "cannot read the API keys file"),
+        ("not json", "it is not such a JSON object"),
+        ('{"keys": ["short"]}', "keys of 16+ characters"),
+    ],
+    ids=["missing", "not-json", "short-key"],
+)
+def test_unusable_keys_file_is_a_clear_start_up_error(serving_env, bundle, tmp_path, content, message):
+    import subprocess
+
+    keys = tmp_path / "keys.json"
+    if content is not None:
+        keys.write_text(content)
+    started = subprocess.run(
+        [
+            str(serving_env.python),
+            "-m",
+            "fin_behavior.serving.app",
+            "--bundle",
+            str(bundle[0]),
+            "--keys-file",
+            str(keys),
+            "--model-version",
+            "1",
+            "--port",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert started.returncode == 2 and message in started.stderr
+    assert "Traceback" not in started.stderr
