@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export DAGSTER_HOME := $(CURDIR)/dagster_home
 MLFLOW_STORE ?= sqlite:///$(CURDIR)/var/mlflow/mlflow.db
 
-.PHONY: setup demo test dev mlflow-ui lint lock clean
+.PHONY: setup demo test dev mlflow-ui lint lock clean bench-tools endpoint-status
 
 setup: $(STAMP)
 
@@ -29,6 +29,12 @@ dev: setup  ## open the Dagster UI on http://127.0.0.1:3000
 
 mlflow-ui: setup  ## MLflow UI on the local tracking store: http://127.0.0.1:5000
 	$(BIN)/mlflow ui --backend-store-uri "$(MLFLOW_STORE)" --host 127.0.0.1 --port 5000
+
+bench-tools:  ## the serving benchmark's load generator (autocannon, pinned in benchmarks/package-lock.json)
+	npm ci --prefix benchmarks --no-audit --no-fund
+
+endpoint-status: setup  ## where the model serves, which version, which processes
+	$(BIN)/fin-behavior endpoint status
 
 lint: setup
 	$(BIN)/ruff check fin_behavior fin_behavior_tests benchmarks

@@ -32,6 +32,74 @@ def _verify_env(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def _endpoint(args: argparse.Namespace) -> int:
+    from fin_behavior.serving.deploy import make_target
+    from fin_behavior.settings import get_settings
+
+    settings = get_settings()
+    if args.action == "rollback":
+        return _endpoint_rollback(settings)
+    if settings.deployment_target != "local":
+        print(
+            f"fin-behavior endpoint {args.action}: manages the local target; for {settings.deployment_target} use "
+            "its own tools (e.g. `az ml online-endpoint show`)",
+            file=sys.stderr,
+        )
+        return 2
+    target = make_target(settings)
+    if args.action == "status":
+        return _endpoint_status(target)
+    if args.action == "logs":
+        colors = target.status()["colors"]
+        live = target.live()
+        color = args.color or (live.color if live else None) or next(iter(colors), None)
+        if color is None:
+            print("nothing has been deployed yet", file=sys.stderr)
+            return 1
+        print(target.logs(target.slot(color), args.lines))
+        return 0
+    target.stop_all()
+    print(f"stopped every color; nothing serves at {target.url}")
+    return 0
+
+
+def _endpoint_status(target) -> int:
+    state = target.status()
+    live = state["live"]
+    print(f"url:  {state['url']}")
+    print(f"live: {live or 'none'}")
+    for color, entry in sorted(state["colors"].items()):
+        marker = "*" if color == live else " "
+        running = "running" if entry["running"] else "not running"
+        print(
+            f" {marker} {color:<5} v{entry['version']:<4} {entry['status']:<8} {running:<11} "
+            f"pid {entry['pid']} private port {entry['port']}"
+        )
+    serving = live is not None and state["colors"][live]["running"] and target.ready(None)
+    print("serving" if serving else "NOT serving")
+    return 0 if serving else 1
+
+
+def _endpoint_rollback(settings) -> int:
+    from mlflow import MlflowClient
+
+    from fin_behavior.ml.registry import PREVIOUS
+    from fin_behavior.serving.deploy import DeployError, deploy, make_target, releases_dir
+    from fin_behavior.serving.rollout import RolloutError
+
+    client = MlflowClient(tracking_uri=settings.tracking_uri)
+    try:
+        target = make_target(settings)
+        done = deploy(
+            client, settings, settings.registered_model_name, PREVIOUS, target, releases_dir(settings), log=print
+        )
+    except (DeployError, RolloutError) as exc:
+        print(f"fin-behavior endpoint rollback: failed, nothing changed: {exc}", file=sys.stderr)
+        return 1
+    print(f"v{done.release.version} is production again at {target.url}; v{done.replaced_production} is previous")
+    return 0
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -55,6 +123,15 @@ def build_parser() -> argparse.ArgumentParser:
         "environment spec; exit 1 on any mismatch, with the command that fixes it",
     )
     verify.set_defaults(handler=_verify_env)
+    endpoint = commands.add_parser("endpoint", help="manage the local model endpoint (status, logs, stop, rollback)")
+    actions = endpoint.add_subparsers(dest="action", required=True)
+    actions.add_parser("status", help="URL, colors, versions, processes; exit 1 when nothing serves")
+    logs = actions.add_parser("logs", help="the last lines of a color's service log (default: the live color)")
+    logs.add_argument("--color", choices=("blue", "green"))
+    logs.add_argument("--lines", type=_positive_int, default=50)
+    actions.add_parser("stop", help="stop every color; the URL stops answering")
+    actions.add_parser("rollback", help="put the `previous` version back in service through the same gates")
+    endpoint.set_defaults(handler=_endpoint)
     return parser
 
 

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from fin_behavior.defs import compatible, dataset, jobs, model, registry, sensors
+from fin_behavior.defs import compatible, dataset, deployment, jobs, model, registry, sensors
 from fin_behavior.defs.resources import MlflowTracking, StorageResource
 
 defs = dg.Definitions(
@@ -14,14 +14,16 @@ defs = dg.Definitions(
         compatible.serving_environment,
         compatible.compatible_model,
         registry.registered_model_version,
+        deployment.live_deployment,
     ],
     asset_checks=[
         dataset.processed_dataset_checks,
         model.trained_model_gates,
         compatible.compatible_model_checks,
         registry.registered_model_version_checks,
+        deployment.live_deployment_checks,
     ],
-    jobs=[jobs.full_pipeline, jobs.retrain, jobs.rebuild_compatible],
+    jobs=[jobs.full_pipeline, jobs.retrain, jobs.rebuild_compatible, jobs.deploy, jobs.rollback],
     sensors=[sensors.data_version_sensor, sensors.environment_drift_sensor],
     resources={"storage": StorageResource(), "mlflow": MlflowTracking()},
     executor=dg.in_process_executor,

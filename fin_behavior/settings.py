@@ -62,6 +62,31 @@ class Settings(BaseSettings):
     mlflow_experiment: str = "financial-behavior"
     registered_model_name: str = "financial-behavior-model"
 
+    # live_deployment: where the model serves, and the gates a new version passes before it gets traffic
+    deployment_target: str = "local"
+    endpoint_host: str = "127.0.0.1"
+    endpoint_port: int = Field(8080, ge=1, le=65535)
+    # Endpoint state, keys, logs and downloaded releases. Empty = <var_dir>/endpoint.
+    endpoint_dir: Path | None = None
+    deploy_start_timeout_seconds: float = Field(60.0, gt=0)
+    # How long a replaced color keeps answering its open keep-alive connections (with Connection: close).
+    drain_seconds: float = Field(10.0, ge=0)
+    keep_old_color: bool = False
+    serving_parity_tolerance: float = Field(1e-4, ge=0)
+    gate_latency_requests: int = Field(50, ge=1)
+
+    # deployment_target = "azureml": the workspace (else AZURE_SUBSCRIPTION_ID / AZURE_RESOURCE_GROUP /
+    # AZURE_WORKSPACE_NAME, else an Azure ML config.json), the endpoint and its deployments
+    azure_subscription_id: str = ""
+    azure_resource_group: str = ""
+    azure_workspace_name: str = ""
+    azure_config_file: Path = Path("config.json")
+    azure_endpoint_name: str = "fin-behavior"
+    azure_instance_type: str = "Standard_F4s_v2"
+    azure_instance_count: int = Field(1, ge=1)
+    azure_request_timeout_ms: int = Field(90_000, ge=1_000)
+    azure_max_concurrent_requests_per_instance: int = Field(4, ge=1)
+
     @model_validator(mode="after")
     def _positive_band_is_ordered(self) -> Settings:
         if self.min_positive_rate > self.max_positive_rate:

@@ -17,8 +17,9 @@ EXPECTED_ASSETS = {
     "serving_environment",
     "compatible_model",
     "registered_model_version",
+    "live_deployment",
 }
-EXPECTED_JOBS = {"full_pipeline", "retrain", "rebuild_compatible"}
+EXPECTED_JOBS = {"full_pipeline", "retrain", "rebuild_compatible", "deploy", "rollback"}
 
 
 def test_definitions_load_and_every_job_resolves():

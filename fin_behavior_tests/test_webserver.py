@@ -64,6 +64,7 @@ def test_assets_in_groups_with_their_checks(graphql):
         "training_environment": "environments",
         "serving_environment": "environments",
         "registered_model_version": "deployment",
+        "live_deployment": "deployment",
     }
     assert {name for name, node in assets.items() if node["isObservable"]} == {
         "raw_transactions",
@@ -83,6 +84,9 @@ def test_assets_in_groups_with_their_checks(graphql):
         "environment_consistency",
     }
     assert checks["registered_model_version"] == {"candidate_is_current_bundle": True}
+    assert checks["live_deployment"] == dict.fromkeys(
+        ["health", "smoke", "served_version_is_production", "latency_p95"], False
+    )
 
 
 def test_sensors_are_on_by_default_and_jobs_are_there(graphql):
@@ -90,4 +94,4 @@ def test_sensors_are_on_by_default_and_jobs_are_there(graphql):
     sensors = {s["name"]: s["sensorState"]["status"] for s in repository["sensors"]}
     assert sensors == {"data_version_sensor": "RUNNING", "environment_drift_sensor": "RUNNING"}
     jobs = {j["name"] for j in repository["jobs"]}
-    assert {"full_pipeline", "retrain", "rebuild_compatible"} <= jobs
+    assert {"full_pipeline", "retrain", "rebuild_compatible", "deploy", "rollback"} <= jobs

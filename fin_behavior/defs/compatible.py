@@ -19,7 +19,7 @@ from fin_behavior.ml.store import EVALUATION_FILE, HOLDOUT_FILE, MODEL_FILE, Ver
 from fin_behavior.outcome import Outcome
 from fin_behavior.settings import get_settings
 
-COMPATIBLE_CODE_VERSION = "compatible-v1"
+COMPATIBLE_CODE_VERSION = "compatible-v2"
 GATES_FILE = "gates.json"  # check thresholds of the latest materialization; not part of the bundle
 _settings = get_settings()
 
@@ -104,7 +104,7 @@ def compatible_model(
     version = hashlib.sha256(key.encode()).hexdigest()[:16]
 
     store = VersionStore(storage.compatible_models)
-    reused = store.published(version, compatible.MODEL_INFO, compatible.VERIFICATION)
+    reused = store.published(version, compatible.MODEL_INFO, compatible.VERIFICATION, compatible.EXPECTED)
     if reused:
         # Same trained model, same serving environment, same code: the bundle is already built and verified.
         # Reusing it keeps its bytes (and sha256s) identical, so the registry sees the same content.

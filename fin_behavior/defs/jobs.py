@@ -6,6 +6,7 @@ import dagster as dg
 
 from fin_behavior.defs.compatible import serving_environment, training_environment
 from fin_behavior.defs.dataset import processed_dataset, raw_transactions
+from fin_behavior.defs.deployment import live_deployment
 
 full_pipeline = dg.define_asset_job(
     "full_pipeline",
@@ -25,4 +26,18 @@ rebuild_compatible = dg.define_asset_job(
     selection=dg.AssetSelection.assets(training_environment.key, serving_environment.key)
     | dg.AssetSelection.assets("compatible_model").downstream(),
     description="Rebuild the serving bundle and everything after it for a changed serving environment.",
+)
+
+deploy = dg.define_asset_job(
+    "deploy",
+    selection=dg.AssetSelection.assets(live_deployment),
+    description="Put a registered version in service through the gates, with no training: the `candidate` by "
+    "default; set ops.live_deployment.config.release to an alias or a version number.",
+)
+
+rollback = dg.define_asset_job(
+    "rollback",
+    selection=dg.AssetSelection.assets(live_deployment),
+    config={"ops": {"live_deployment": {"config": {"release": "previous"}}}},
+    description="Put the `previous` version back in service through the same gates.",
 )

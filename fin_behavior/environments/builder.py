@@ -141,12 +141,26 @@ def resolve_spec(spec: EnvironmentSpec) -> Resolution:
     return Resolution(python, python_version(python) or spec.python, resolve(spec, python))
 
 
+def built_path(root: Path, name: str, fingerprint: str) -> Path:
+    """Where the environment `name` with this fingerprint is (or would be) built under `root`."""
+    return root / f"{name}-{fingerprint}"
+
+
+def built_resolution(path: Path) -> tuple[str, tuple[str, ...]] | None:
+    """(Python version, exact pins) a finished environment was built with; None if it is not built."""
+    try:
+        marker = json.loads((path / _COMPLETE).read_text())
+    except (OSError, ValueError):
+        return None
+    return marker["python"], tuple(marker["pins"])
+
+
 def build(spec: EnvironmentSpec, root: Path, resolution: Resolution | None = None) -> BuiltEnvironment:
     """The environment for `spec` (as `resolution` says, or resolved now), built with uv unless an identical
     one is already there."""
     resolution = resolution or resolve_spec(spec)
     digest = resolution.fingerprint
-    final = root / f"{spec.name}-{digest}"
+    final = built_path(root, spec.name, digest)
     env = BuiltEnvironment(spec, final, resolution)
     if (final / _COMPLETE).exists():
         return env

@@ -24,12 +24,14 @@ from fin_behavior.data.fingerprint import sha256_file
 from fin_behavior.environments.builder import BuiltEnvironment
 from fin_behavior.outcome import Outcome
 
-BUNDLE_MODEL, BUNDLE_ONNX, MODEL_INFO, VERIFICATION = (
+BUNDLE_MODEL, BUNDLE_ONNX, EXPECTED, MODEL_INFO, VERIFICATION = (
     "model.joblib",
     "model.onnx",
+    "expected.json",
     "model_info.json",
     "verification.json",
 )
+EXPECTED_RECORDS = 200  # hold-out rows a deployment must score exactly as verified here
 
 
 class ServingTaskError(RuntimeError):
@@ -97,11 +99,23 @@ def build_bundle(
     report = _run_task(env, "verify", workdir)
     report |= {"refit": built["refit"], "categories": built["categories"], "y_test": test[TARGET].tolist()}
     (bundle / VERIFICATION).write_text(json.dumps(report))
+    served = BUNDLE_ONNX if env.spec.runtime == "onnx" else BUNDLE_MODEL
+    write_expected(test, report["artifacts"][served].get("proba"), bundle / EXPECTED)
     return report
 
 
+def write_expected(test: pd.DataFrame, proba: list[float] | None, path: Path) -> None:
+    """Complete hold-out records and the probabilities the served artifact gave them in the serving
+    environment: a deployment's smoke and parity gates replay them against the running service."""
+    if proba is None:
+        return  # the artifact did not predict; loads_cleanly fails and nothing is deployed
+    rows = test[list(FEATURES)].assign(_proba=proba).dropna().head(EXPECTED_RECORDS)
+    records = rows[list(FEATURES)].to_dict("records")  # native Python scalars
+    path.write_text(json.dumps({"records": records, "probabilities": rows["_proba"].tolist()}))
+
+
 def model_info(env: BuiltEnvironment, trained: TrainedInputs, report: dict[str, Any], bundle: Path) -> dict[str, Any]:
-    artifacts = sorted(p.name for p in bundle.iterdir() if p.name in (BUNDLE_MODEL, BUNDLE_ONNX))
+    artifacts = sorted(p.name for p in bundle.iterdir() if p.name in (BUNDLE_MODEL, BUNDLE_ONNX, EXPECTED))
     return {
         "serving_environment": env.spec.name,
         "runtime": env.spec.runtime,

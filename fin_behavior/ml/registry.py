@@ -27,7 +27,7 @@ def bundle_digest(model_info: dict[str, Any]) -> str:
 
 def find_version(client, name: str, digest: str) -> str | None:
     found = client.search_model_versions(f"name='{name}' and tags.{BUNDLE_TAG}='{digest}'")
-    return min((v.version for v in found), key=int) if found else None
+    return str(min((v.version for v in found), key=int)) if found else None
 
 
 def register_bundle(client, name: str, bundle_dir: Path, tags: dict[str, str]) -> Registration:
@@ -58,6 +58,7 @@ def register_bundle(client, name: str, bundle_dir: Path, tags: dict[str, str]) -
     version = client.create_model_version(
         name, source=f"runs:/{run.info.run_id}/bundle", run_id=run.info.run_id, tags=tags | {BUNDLE_TAG: digest}
     ).version
+    version = str(version)  # MLflow answers int or str depending on the store
     client.set_registered_model_alias(name, CANDIDATE, version)
     return Registration(version, created=True)
 
@@ -66,7 +67,7 @@ def alias_version(client, name: str, alias: str) -> str | None:
     from mlflow.exceptions import MlflowException
 
     try:
-        return client.get_model_version_by_alias(name, alias).version
+        return str(client.get_model_version_by_alias(name, alias).version)
     except MlflowException:
         return None
 

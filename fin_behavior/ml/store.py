@@ -59,7 +59,10 @@ class VersionStore:
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> None:
-    path.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
+    """Atomically: a reader sees the old content or the new, never half of it."""
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    partial.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
+    os.replace(partial, path)
 
 
 def read_json(path: Path) -> dict[str, Any]:

@@ -31,7 +31,8 @@ from starlette.routing import Route
 
 from fin_behavior.serving.bundle import Bundle, BundleError, load_bundle
 from fin_behavior.serving.openapi import openapi_schema
-from fin_behavior.serving.validation import InputError, parse
+from fin_behavior.serving.scoring import score_request
+from fin_behavior.serving.validation import InputError
 
 log = logging.getLogger("fin_behavior.serving")
 
@@ -45,10 +46,6 @@ class ServiceSettings:
     max_body_bytes: int = 1 << 20
     max_in_flight: int = 64
     prediction_log: Path | None = None
-
-
-def _reject_constant(token: str) -> Any:
-    raise InputError(422, f"{token} is not a valid number here; send finite numbers only")
 
 
 def read_keys(path: Path) -> list[str]:
@@ -152,18 +149,7 @@ def create_app(settings: ServiceSettings) -> Starlette:
         status, rows, raw = 200, 0, b""
         try:
             raw = await read_body(request)
-            try:
-                body = json.loads(raw, parse_constant=_reject_constant)
-            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                raise InputError(400, f"body is not valid JSON: {exc}") from None
-            columns = parse(body, bundle.features, settings.max_rows)
-            rows = len(next(iter(columns.values())))
-            proba = bundle.predict_proba(columns)
-            payload = {
-                "predictions": [int(p >= 0.5) for p in proba],
-                "probabilities": [round(float(p), 6) for p in proba],
-                "model_version": settings.model_version,
-            }
+            payload, rows = score_request(bundle, raw, settings.max_rows, settings.model_version)
             return JSONResponse(payload, headers=version_header)
         except InputError as exc:
             status = exc.status
@@ -252,10 +238,10 @@ def main() -> None:
     parser.add_argument("--max-rows", type=int, default=1_000)
     parser.add_argument("--max-in-flight", type=int, default=64)
     parser.add_argument("--prediction-log", type=Path)
+    parser.add_argument("--control", type=Path, help="Unix socket for blue/green commands (see handoff.py)")
+    parser.add_argument("--drain-seconds", type=float, default=10.0)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    import uvicorn
-
     settings = ServiceSettings(
         args.bundle,
         args.keys_file,
@@ -268,7 +254,10 @@ def main() -> None:
         app = create_app(settings)
     except ValueError as exc:  # an unusable keys file: say so instead of a traceback
         parser.exit(2, f"fin_behavior.serving.app: error: {exc}\n")
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+    from fin_behavior.serving.handoff import ColorServer
+
+    log.info("serving model version %s on %s:%d", args.model_version, args.host, args.port)
+    ColorServer(app, args.host, args.port, args.control, args.drain_seconds).run()
 
 
 if __name__ == "__main__":

@@ -88,7 +88,12 @@ def test_onnx_bundle_matches_and_tampering_is_caught(local_env, trained, tmp_pat
     parity = compatible.onnx_parity(report)
     assert parity.passed and parity.actual <= 1e-4
     info = compatible.model_info(local_env, inputs, report, tmp_path / "good" / "bundle")
-    assert set(info["sha256"]) == {"model.joblib", "model.onnx"}
+    assert set(info["sha256"]) == {"model.joblib", "model.onnx", "expected.json"}
+    expected = json.loads((tmp_path / "good" / "bundle" / "expected.json").read_text())
+    records, probabilities = expected["records"], expected["probabilities"]
+    assert len(records) == len(probabilities) > 0 and all(None not in r.values() for r in records)
+    served = report["artifacts"]["model.onnx"]["proba"]  # what the ONNX artifact gave in the serving env
+    assert set(probabilities) <= {float(p) for p in served}
     assert info["package_versions"]["scikit-learn"] == "1.8.0" and info["training_package_versions"]
     city = next(f for f in info["features"] if f["name"] == "city")
     assert city["dtype"] == "string" and "Boston" in city["categories"]

@@ -41,7 +41,7 @@ def test_identical_content_is_registered_once(client, tmp_path):
     other = _register(client, _bundle(tmp_path, "c", b"model-2"))
     assert first.created and not again.created and other.created
     assert again.version == first.version and other.version != first.version
-    assert [v.version for v in client.search_model_versions("name='m'")] == sorted(
+    assert [str(v.version) for v in client.search_model_versions("name='m'")] == sorted(
         [first.version, other.version], key=int, reverse=True
     )
     assert client.get_model_version("m", first.version).tags["data_version"] == "d"

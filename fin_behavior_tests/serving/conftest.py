@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import collections
 import json
 import secrets
 import shutil
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import joblib
@@ -22,6 +25,9 @@ from fin_behavior.environments import builder, compatible
 from fin_behavior.environments.spec import get_spec
 from fin_behavior.ml.train import SearchSpace, TrainingOptions, train
 from fin_behavior_tests.environments.test_compatible import ENVS
+
+if TYPE_CHECKING:
+    from fin_behavior.serving.local import LocalTarget
 
 FAST = TrainingOptions(n_iter=1, cv=2, search_max_rows=1_000, space=SearchSpace(n_estimators=(20, 30)))
 
@@ -44,22 +50,37 @@ def serving_env():
 
 
 @pytest.fixture(scope="session")
-def bundle(serving_env, banking_csv, tmp_path_factory) -> tuple[Path, list[dict], list[float]]:
-    """(bundle dir, hold-out records, the joblib model's probabilities for them)."""
-    work = tmp_path_factory.mktemp("bundle")
+def trained(banking_csv, tmp_path_factory):
+    """(trained inputs, dataset, hold-out ids): one small model shared by the local and the Azure bundles."""
+    work = tmp_path_factory.mktemp("trained")
     dataset = process_raw_file(banking_csv, 0.95).dataset
     model = train(dataset, FAST)
     joblib.dump(model.pipeline, work / "trained.joblib")
     from sklearn import __version__
 
     inputs = compatible.TrainedInputs(work / "trained.joblib", model.search.best_params, 42, __version__, "t", "d", 0.8)
-    report = compatible.build_bundle(serving_env, inputs, dataset, model.split.test_ids, work)
-    compatible.write_model_info(compatible.model_info(serving_env, inputs, report, work / "bundle"), work / "bundle")
-    records = dataset[dataset["transaction_id"].isin(set(model.split.test_ids))][list(FEATURES)]
-    return work / "bundle", records.to_dict("records"), report["artifacts"]["model.joblib"]["proba"]
+    return inputs, dataset, model.split.test_ids
 
 
-def _free_port() -> int:
+def build_bundle(env, trained, work: Path) -> Path:
+    inputs, dataset, test_ids = trained
+    report = compatible.build_bundle(env, inputs, dataset, test_ids, work)
+    compatible.write_model_info(compatible.model_info(env, inputs, report, work / "bundle"), work / "bundle")
+    return work / "bundle"
+
+
+@pytest.fixture(scope="session")
+def bundle(serving_env, trained, tmp_path_factory) -> tuple[Path, list[dict], list[float]]:
+    """(bundle dir, hold-out records, the joblib model's probabilities for them)."""
+    work = tmp_path_factory.mktemp("bundle")
+    bundle_dir = build_bundle(serving_env, trained, work)
+    _, dataset, test_ids = trained
+    records = dataset[dataset["transaction_id"].isin(set(test_ids))][list(FEATURES)]
+    proba = json.loads((bundle_dir / compatible.VERIFICATION).read_text())["artifacts"]["model.joblib"]["proba"]
+    return bundle_dir, records.to_dict("records"), proba
+
+
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -69,7 +90,7 @@ def start_service(env, bundle_dir: Path, workdir: Path, *extra: str) -> Service:
     key = secrets.token_urlsafe(24)
     keys = workdir / "keys.json"
     keys.write_text(json.dumps({"keys": [key]}))
-    port, log, predictions = _free_port(), workdir / "service.log", workdir / "predictions.jsonl"
+    port, log, predictions = free_port(), workdir / "service.log", workdir / "predictions.jsonl"
     process = subprocess.Popen(
         [
             str(env.python),
@@ -119,3 +140,41 @@ def tampered_bundle(bundle, tmp_path) -> Path:
     onnx = copy / "model.onnx"
     onnx.write_bytes(onnx.read_bytes()[:-10])  # truncated
     return copy
+
+
+def served_version(target: LocalTarget) -> str:
+    response = httpx.post(f"{target.url}/score", json=[], headers={"X-API-Key": target.key()})
+    return response.headers["X-Model-Version"]  # a 422 for the empty list still names the version
+
+
+class Load:
+    """Clients scoring through the public URL on keep-alive connections until stopped."""
+
+    def __init__(self, target: LocalTarget, record: dict, clients: int = 6):
+        self.outcomes: collections.Counter = collections.Counter()
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, args=(target, record)) for _ in range(clients)]
+
+    def _run(self, target: LocalTarget, record: dict) -> None:
+        with httpx.Client(base_url=target.url, headers={"X-API-Key": target.key()}, timeout=10) as client:
+            while not self._stop.is_set():
+                try:
+                    response = client.post("/score", json=record)
+                    key = f"v{response.json()['model_version']}" if response.status_code == 200 else response.text
+                except httpx.HTTPError as exc:
+                    key = f"{type(exc).__name__}: {exc}"
+                self.outcomes[key] += 1
+
+    def __enter__(self) -> Load:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *_) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join()
+
+    @property
+    def failures(self) -> dict[str, int]:
+        return {k: n for k, n in self.outcomes.items() if not k.startswith("v")}

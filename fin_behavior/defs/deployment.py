@@ -1,0 +1,115 @@
+"""Dagster wiring of the last stage: a registered version serves behind the endpoint's stable URL, after
+passing its gates on the idle color. A failure leaves the old version serving and the aliases unmoved."""
+
+import dagster as dg
+from pydantic import Field
+
+from fin_behavior.defs.checks import check_result, check_specs
+from fin_behavior.defs.registry import registered_model_version
+from fin_behavior.defs.resources import MlflowTracking, StorageResource
+from fin_behavior.settings import get_settings
+
+DEPLOYMENT_CODE_VERSION = "deployment-v1"
+_settings = get_settings()
+
+
+class DeploymentConfig(dg.Config):
+    release: str = Field(
+        default="candidate",
+        description="What to put in service: an alias (candidate, production, previous) or a version number",
+    )
+    model_name: str = _settings.registered_model_name
+    keep_old_color: bool = Field(
+        default=_settings.keep_old_color, description="Keep the replaced color running, idle, after a success"
+    )
+    auto_approve: bool = Field(
+        default=False, description="Let traffic move on a non-local target (the local one needs no approval)"
+    )
+    skip: bool = Field(default=False, description="Stop after registration: deploy nothing, move no alias")
+
+
+@dg.asset(
+    deps=[registered_model_version],
+    group_name="deployment",
+    code_version=DEPLOYMENT_CODE_VERSION,
+    output_required=False,  # `skip` materializes nothing
+    description="The registered version serving at the endpoint's stable URL: started on the idle color, "
+    "gated (ready, smoke, parity with its verified predictions, latency), then given the traffic. "
+    "`production` moves to it only then.",
+)
+def live_deployment(
+    context: dg.AssetExecutionContext, config: DeploymentConfig, storage: StorageResource, mlflow: MlflowTracking
+):
+    if config.skip:
+        context.log.info("skip is set: stopping after registration; the endpoint and the aliases are unchanged")
+        return
+    from mlflow import MlflowClient
+
+    from fin_behavior.serving import deploy
+    from fin_behavior.serving.rollout import RolloutError
+
+    settings = get_settings()
+    target = deploy.make_target(settings, storage.root)
+    client = MlflowClient(tracking_uri=mlflow.uri)
+    try:
+        deployment = deploy.deploy(
+            client,
+            settings,
+            config.model_name,
+            config.release,
+            target,
+            deploy.releases_dir(settings, storage.root),
+            keep_old=config.keep_old_color,
+            approved=config.auto_approve or target.name == "local",
+            log=context.log.info,
+        )
+    except RolloutError as exc:
+        gates = {f"gate_{name}": outcome.message for name, outcome in exc.gates.items()}
+        raise dg.Failure(description=str(exc), metadata=gates, allow_retries=False) from None
+    except deploy.DeployError as exc:
+        raise dg.Failure(description=str(exc), allow_retries=False) from None
+    release, result = deployment.release, deployment.result
+    live = target.live()
+    metadata = {
+        "url": dg.MetadataValue.url(target.url),
+        "target": target.name,
+        "model_name": release.model_name,
+        "served_version": release.version,
+        "color": live.color if live else "none",
+        "rolled_out": result is not None,
+        "replaced_version": deployment.replaced_production or "none",
+        "model_uri": f"models:/{release.model_name}@production",
+    }
+    if result is not None:
+        metadata["rollout_seconds"] = round(result.seconds, 2)
+        metadata |= {f"gate_{name}": outcome.message for name, outcome in result.gates.items()}
+    yield dg.MaterializeResult(
+        data_version=dg.DataVersion(f"{release.model_name}-v{release.version}"), metadata=metadata
+    )
+
+
+_CHECKS = {
+    "health": (False, "The endpoint URL answers /ready."),
+    "smoke": (False, "Known records score through the endpoint URL with the live version."),
+    "served_version_is_production": (False, "The version answering at the URL is the registry's `production`."),
+    "latency_p95": (False, "p95 of single-row requests through the URL within max_latency_ms."),
+}
+
+
+@dg.multi_asset_check(specs=check_specs(live_deployment, _CHECKS), can_subset=True)
+def live_deployment_checks(context: dg.AssetCheckExecutionContext, storage: StorageResource, mlflow: MlflowTracking):
+    from mlflow import MlflowClient
+
+    from fin_behavior.ml import registry
+    from fin_behavior.serving import deploy
+
+    settings = get_settings()
+    target = deploy.make_target(settings, storage.root)
+    materialization = context.instance.get_latest_materialization_event(live_deployment.key)
+    name = materialization.asset_materialization.metadata["model_name"].value  # as configured for that run
+    production = registry.alias_version(MlflowClient(tracking_uri=mlflow.uri), name, registry.PRODUCTION)
+    outcomes = deploy.endpoint_checks(
+        target, deploy.live_release(target, settings, name, storage.root), production, settings
+    )
+    for key in context.selected_asset_check_keys:
+        yield check_result(key, outcomes[key.name], blocking=False)

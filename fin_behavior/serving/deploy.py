@@ -1,0 +1,184 @@
+"""Deploying a registered model version: fetch its bundle from the MLflow registry, roll it out on the
+configured target, and move the registry aliases only when it serves. Used by the live_deployment asset and
+by `fin-behavior endpoint rollback`."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from fin_behavior.environments.compatible import EXPECTED, MODEL_INFO
+from fin_behavior.ml import registry
+from fin_behavior.ml.store import read_json
+from fin_behavior.outcome import Outcome
+from fin_behavior.serving.local import LocalTarget
+from fin_behavior.serving.rollout import GateSettings, Release, RolloutResult, Target, latency, rollout, smoke
+from fin_behavior.settings import Settings
+
+ENDPOINT_CHECKS = ("health", "smoke", "served_version_is_production", "latency_p95")
+
+
+class DeployError(RuntimeError):
+    """Nothing to deploy, or it cannot be fetched; nothing was started."""
+
+
+@dataclass(frozen=True)
+class Deployment:
+    release: Release
+    result: RolloutResult | None  # None: that version was already serving, nothing moved
+    replaced_production: str | None
+
+
+def endpoint_dir(settings: Settings, var_dir: Path | None = None) -> Path:
+    return settings.endpoint_dir or (var_dir or settings.var_dir) / "endpoint"
+
+
+def releases_dir(settings: Settings, var_dir: Path | None = None) -> Path:
+    return endpoint_dir(settings, var_dir) / "releases"
+
+
+def make_target(settings: Settings, var_dir: Path | None = None) -> Target:
+    envs = settings.envs_dir or (var_dir or settings.var_dir) / "envs"
+    if settings.deployment_target == "azureml":
+        return azure_target(settings, envs, endpoint_dir(settings, var_dir) / "azureml")
+    if settings.deployment_target != "local":
+        raise DeployError(
+            f"unknown deployment target {settings.deployment_target!r} (setting deployment_target); "
+            "available: local, azureml"
+        )
+    return LocalTarget(
+        endpoint_dir(settings, var_dir),
+        envs,
+        host=settings.endpoint_host,
+        port=settings.endpoint_port,
+        start_timeout=settings.deploy_start_timeout_seconds,
+        drain_seconds=settings.drain_seconds,
+    )
+
+
+def azure_target(settings: Settings, envs: Path, workdir: Path) -> Target:
+    from fin_behavior.serving import azure
+
+    given = {
+        "subscription_id": settings.azure_subscription_id,
+        "resource_group": settings.azure_resource_group,
+        "workspace_name": settings.azure_workspace_name,
+    }
+    try:
+        workspace = azure.workspace_from(given, settings.azure_config_file)
+        client = azure.ml_client(*workspace)
+    except azure.AzureConfigError as exc:
+        raise DeployError(str(exc)) from None
+    config = azure.AzureConfig(
+        *workspace,
+        endpoint_name=settings.azure_endpoint_name,
+        instance_type=settings.azure_instance_type,
+        instance_count=settings.azure_instance_count,
+        request_timeout_ms=settings.azure_request_timeout_ms,
+        max_concurrent_requests_per_instance=settings.azure_max_concurrent_requests_per_instance,
+    )
+    return azure.AzureMLTarget(client, config, envs, workdir)
+
+
+def gate_settings(settings: Settings) -> GateSettings:
+    return GateSettings(settings.max_latency_ms, settings.serving_parity_tolerance, settings.gate_latency_requests)
+
+
+def resolve_version(client, name: str, ref: str) -> str:
+    """`ref` is an alias (candidate, production, previous) or a version number."""
+    if ref.isdigit():
+        return ref
+    version = registry.alias_version(client, name, ref)
+    if version is None:
+        raise DeployError(
+            f"no version of {name!r} has the alias {ref!r} yet; register one first (full_pipeline or retrain) "
+            "or name a version number"
+        )
+    return version
+
+
+def fetch_release(client, name: str, version: str, releases: Path) -> Release:
+    """The registered bundle, downloaded once into `releases/<version>` (whole or not at all)."""
+    from mlflow.exceptions import MlflowException
+
+    final = releases / version
+    if not (final / MODEL_INFO).exists():
+        releases.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=releases) as tmp:
+            try:
+                run_id = client.get_model_version(name, version).run_id
+                downloaded = client.download_artifacts(run_id, "bundle", tmp)
+            except MlflowException as exc:
+                raise DeployError(f"cannot fetch {name} version {version} from the registry: {exc.message}") from None
+            shutil.rmtree(final, ignore_errors=True)
+            Path(downloaded).rename(final)
+    if not (final / EXPECTED).exists():
+        raise DeployError(
+            f"{name} version {version} has no {EXPECTED} (registered before deployments existed); "
+            "re-register it: dagster job execute -m fin_behavior.definitions -j rebuild_compatible"
+        )
+    return load_release(name, version, final)
+
+
+def load_release(name: str, version: str, bundle: Path) -> Release:
+    return Release(name, version, bundle, read_json(bundle / MODEL_INFO), read_json(bundle / EXPECTED))
+
+
+def live_release(target: Target, settings: Settings, name: str, var_dir: Path | None = None) -> Release | None:
+    live = target.live()
+    bundle = releases_dir(settings, var_dir) / live.version if live else None
+    return load_release(name, live.version, bundle) if live and (bundle / EXPECTED).exists() else None
+
+
+def endpoint_checks(
+    target: Target, release: Release | None, production: str | None, settings: Settings
+) -> dict[str, Outcome]:
+    """What a client of the URL would see: ready, known records scored, the version, the latency."""
+    if release is None:
+        down = Outcome(False, "down", "serving", f"nothing serves at {target.url}; run the deploy job")
+        return dict.fromkeys(ENDPOINT_CHECKS, down)
+
+    def score(records: list[dict]) -> tuple[list[float], str]:
+        return target.score(None, records)
+
+    ready = target.ready(None)
+    smoked = smoke(score, release)
+    return {
+        "health": Outcome(ready, "ready" if ready else "not ready", "ready", f"{target.url}/ready"),
+        "smoke": smoked,
+        "served_version_is_production": Outcome(
+            smoked.actual == production,
+            smoked.actual,
+            production or "none",
+            f"the URL serves v{smoked.actual}; the registry's production is v{production}",
+        ),
+        "latency_p95": latency(score, release, settings.gate_latency_requests, settings.max_latency_ms),
+    }
+
+
+def deploy(
+    client,
+    settings: Settings,
+    name: str,
+    ref: str,
+    target: Target,
+    releases: Path,
+    *,
+    keep_old: bool = False,
+    approved: bool = True,
+    log: Callable[[str], None] = print,
+) -> Deployment:
+    """Put version `ref` in service through the gates; on success `production` moves to it (and what it
+    replaced becomes `previous`). A RolloutError leaves the aliases and the serving color as they were."""
+    release = fetch_release(client, name, resolve_version(client, name, ref), releases)
+    live = target.live()
+    result = None
+    if live is not None and live.version == release.version and target.ready(live):
+        log(f"v{release.version} already serves on {live.color} at {target.url}; nothing to roll out")
+    else:
+        result = rollout(target, release, gate_settings(settings), keep_old=keep_old, approved=approved, log=log)
+    replaced = registry.promote(client, name, release.version)
+    return Deployment(release, result, replaced)

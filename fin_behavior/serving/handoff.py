@@ -1,0 +1,181 @@
+"""One color of a blue/green endpoint: the scoring app on the color's own private port, plus the endpoint's
+public listening socket while the color is live. Runs inside the serving environment (stdlib + uvicorn).
+
+The stable URL is one listening socket, not a proxy: whichever process accepts on it gets the traffic. The
+socket passes between color processes over a Unix control socket as ancillary data (SCM_RIGHTS), the way
+HAProxy's seamless reload passes its listeners. The kernel socket, with its queue of connections not yet
+accepted, lives while any process holds it, so moving traffic loses no connection: the new color starts
+accepting, then the old one stops accepting and drains its keep-alive clients with `Connection: close`.
+
+Control commands, one line each; the answer is `ok` or `error <reason>`:
+  adopt     (the socket attached) start accepting on it
+  handover  answer with the socket attached
+  release   stop accepting; drain connections (at most drain_seconds); keep serving the private port
+  retire    release, then exit
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("fin_behavior.serving.handoff")
+_COMMAND_TIMEOUT = 60.0
+
+
+def _server(app: Any, **options: Any) -> Any:
+    import uvicorn  # here, so the deploying side can import send_command without it
+
+    return uvicorn.Server(uvicorn.Config(app, interface="asgi3", log_level="warning", access_log=False, **options))
+
+
+class ColorServer:
+    def __init__(self, app: Any, host: str, port: int, control: Path | None, drain_seconds: float = 10.0):
+        self.app = app
+        self.control = control
+        self.drain_seconds = drain_seconds
+        self.draining = False
+        self.private = _server(self._asgi, host=host, port=port)
+        self.public: Any = None  # a uvicorn.Server on the public socket while live
+        self.public_socket: socket.socket | None = None
+        self._public_task: asyncio.Task | None = None
+
+    async def _asgi(self, scope: dict, receive: Any, send: Any) -> None:
+        """The app, plus `Connection: close` on every response while draining, so clients reconnect (to the
+        color that now accepts) instead of finding their idle connection closed under them."""
+        if not self.draining or scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def send_closing(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), (b"connection", b"close")]}
+            await send(message)
+
+        await self.app(scope, receive, send_closing)
+
+    def run(self) -> None:
+        with asyncio.Runner(loop_factory=self.private.config.get_loop_factory()) as runner:  # uvloop if there
+            runner.run(self.serve())
+
+    async def serve(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        if self.control is not None:
+            listener = self._control_listener(self.control)
+            threading.Thread(target=self._control_loop, args=(listener,), daemon=True).start()
+        try:
+            await self.private.serve()
+        finally:
+            await self._stop_public()
+
+    # Commands, run on the event loop -------------------------------------------------------------------
+
+    async def adopt(self, fd: int) -> None:
+        if self.public is not None:
+            os.close(fd)
+            raise RuntimeError("already serving the public socket")
+        sock = socket.socket(fileno=fd)
+        # lifespan off: the app (and its model) is already started by the private server
+        self.public, self.public_socket = _server(self._asgi, lifespan="off"), sock
+        self._public_task = asyncio.create_task(self.public.serve(sockets=[sock]))
+        while not self.public.started:
+            if self._public_task.done():
+                raise RuntimeError(f"could not serve the public socket: {self._public_task.exception()}")
+            await asyncio.sleep(0.01)
+        log.info("accepting on the public socket %s", sock.getsockname())
+
+    async def release(self) -> None:
+        public = self.public
+        if public is None:
+            return
+        self.draining = True
+        for listener in public.servers:
+            listener.close()  # stop accepting; the socket itself lives on in the color that adopted it
+        deadline = time.monotonic() + self.drain_seconds
+        while public.server_state.connections and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        log.info(
+            "released the public socket; %d connection(s) left at the end of the drain",
+            len(public.server_state.connections),
+        )
+        await self._stop_public()
+
+    async def retire(self) -> None:
+        await self.release()
+        self.private.should_exit = True
+
+    async def _stop_public(self) -> None:
+        if self.public is None or self._public_task is None:
+            return
+        self.public.should_exit = True
+        with contextlib.suppress(Exception):
+            await self._public_task
+        self.public = self.public_socket = self._public_task = None
+
+    # The control socket, served by a thread (blocking calls, ancillary data) ----------------------------
+
+    @staticmethod
+    def _control_listener(path: Path) -> socket.socket:
+        if len(str(path)) > 100:
+            raise ValueError(f"control socket path too long for a Unix socket (max ~100 characters): {path}")
+        path.unlink(missing_ok=True)
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(str(path))
+        os.chmod(path, 0o600)  # only the owner may move traffic
+        listener.listen(8)
+        return listener
+
+    def _control_loop(self, listener: socket.socket) -> None:
+        while True:
+            conn, _ = listener.accept()
+            with conn:
+                try:
+                    message, fds, _, _ = socket.recv_fds(conn, 256, 1)
+                    self._answer(conn, message.decode().strip(), fds)
+                except Exception as exc:  # a bad command must not stop the control loop
+                    log.exception("control command failed")
+                    with contextlib.suppress(OSError):
+                        conn.sendall(f"error {exc}\n".encode())
+
+    def _answer(self, conn: socket.socket, command: str, fds: list[int]) -> None:
+        def run(coroutine) -> None:
+            asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(_COMMAND_TIMEOUT + self.drain_seconds)
+
+        if command == "adopt" and len(fds) == 1:
+            run(self.adopt(fds[0]))
+        elif command == "handover":
+            if self.public_socket is None:
+                raise RuntimeError("this color does not hold the public socket")
+            socket.send_fds(conn, [b"ok\n"], [self.public_socket.fileno()])
+            return
+        elif command in ("release", "retire"):
+            run(getattr(self, command)())
+        else:
+            for fd in fds:
+                os.close(fd)
+            raise ValueError(f"unknown command {command!r}")
+        conn.sendall(b"ok\n")
+
+
+def send_command(control: Path, command: str, fd: int | None = None, timeout: float = 90.0) -> int | None:
+    """Send one command to a color; returns the socket it hands over (for `handover`)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+        conn.settimeout(timeout)
+        conn.connect(str(control))
+        if fd is None:
+            conn.sendall(command.encode() + b"\n")
+        else:
+            socket.send_fds(conn, [command.encode() + b"\n"], [fd])
+        message, fds, _, _ = socket.recv_fds(conn, 1024, 1)
+    answer = message.decode().strip()
+    if answer != "ok":
+        for received in fds:
+            os.close(received)
+        raise RuntimeError(f"{command} refused by {control.name}: {answer.removeprefix('error ')}")
+    return fds[0] if fds else None

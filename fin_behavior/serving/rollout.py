@@ -1,0 +1,200 @@
+"""Blue/green rollout, the same for every target: start the new version on the idle color, gate it before it
+gets any traffic, move the traffic, and on any failure put everything back. Targets (local processes, Azure ML
+deployments) only adapt these steps to their platform; the order and the safety live here."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from fin_behavior.outcome import Outcome
+
+COLORS = ("blue", "green")
+SMOKE_RECORDS = 5
+
+
+@dataclass(frozen=True)
+class Release:
+    """A registered model version, its bundle downloaded, ready to be served."""
+
+    model_name: str
+    version: str
+    bundle: Path
+    info: dict[str, Any]  # model_info.json
+    expected: dict[str, list]  # expected.json: hold-out records and the probabilities verified for them
+
+
+@dataclass
+class Slot:
+    """One color of the endpoint serving one version; `detail` is the target's own (pid, port, deployment...)."""
+
+    color: str
+    version: str
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+class Target(Protocol):
+    name: str
+    url: str
+
+    def live(self) -> Slot | None: ...
+    def start(self, release: Release, color: str) -> Slot: ...  # started and ready, or raises
+    # slot None = through the public URL, as clients see it
+    def score(self, slot: Slot | None, records: list[dict]) -> tuple[list[float], str]: ...  # probas, version
+    def switch(self, new: Slot, old: Slot | None) -> None: ...  # all traffic to `new`
+    def switch_back(self, new: Slot, old: Slot | None) -> None: ...  # all traffic to `old` again
+    def ready(self, slot: Slot | None) -> bool: ...
+    def retire(self, slot: Slot, keep: bool) -> None: ...  # stop it (or keep it idle) after a success
+    def discard(self, slot: Slot) -> None: ...  # stop a color that failed
+    def logs(self, slot: Slot, lines: int) -> str: ...
+
+
+class RolloutError(RuntimeError):
+    """The new version did not take traffic; the old one (if any) still serves. Carries the new color's log."""
+
+    def __init__(self, reason: str, log_tail: str = "", gates: dict[str, Outcome] | None = None):
+        super().__init__(reason)
+        self.reason, self.log_tail, self.gates = reason, log_tail, gates or {}
+
+    def __str__(self) -> str:
+        tail = f"\n--- last lines of the new color's log ---\n{self.log_tail}" if self.log_tail else ""
+        return f"{self.reason}{tail}"
+
+
+@dataclass(frozen=True)
+class GateSettings:
+    max_latency_ms: float
+    parity_tolerance: float = 1e-4  # served vs verified probability, same runtime: only JSON rounding differs
+    latency_requests: int = 50
+
+
+@dataclass(frozen=True)
+class RolloutResult:
+    new: Slot
+    replaced: Slot | None
+    gates: dict[str, Outcome]
+    seconds: float
+
+
+Scorer = Callable[[list[dict]], tuple[list[float], str]]
+
+
+def smoke(score: Scorer, release: Release) -> Outcome:
+    records = release.expected["records"][:SMOKE_RECORDS]
+    try:
+        proba, version = score(records)
+    except Exception as exc:
+        return Outcome(False, "error", "200", f"scoring {len(records)} known records failed: {exc}")
+    problems = []
+    if version != release.version:
+        problems.append(f"it says it serves version {version}, not {release.version}")
+    if len(proba) != len(records) or not all(0.0 <= p <= 1.0 for p in proba):
+        problems.append(f"{len(proba)} probabilities for {len(records)} records, or some outside [0, 1]")
+    return Outcome(
+        not problems, version, release.version, "; ".join(problems) or f"{len(records)} known records scored"
+    )
+
+
+def parity(score: Scorer, release: Release, tolerance: float) -> Outcome:
+    records, expected = release.expected["records"], release.expected["probabilities"]
+    try:
+        proba, _ = score(records)
+    except Exception as exc:
+        return Outcome(False, "error", tolerance, f"scoring the {len(records)} parity records failed: {exc}")
+    diff = float(np.max(np.abs(np.asarray(proba) - np.asarray(expected)))) if records else 0.0
+    return Outcome(
+        diff <= tolerance,
+        diff,
+        tolerance,
+        f"max |served - verified| probability {diff:.2e} over {len(records)} hold-out records "
+        f"(tolerance {tolerance:.0e})",
+    )
+
+
+def latency(score: Scorer, release: Release, requests: int, max_latency_ms: float) -> Outcome:
+    record = release.expected["records"][:1]
+    times = []
+    try:
+        for _ in range(requests):
+            started = time.perf_counter()
+            score(record)
+            times.append((time.perf_counter() - started) * 1e3)
+    except Exception as exc:
+        return Outcome(False, "error", max_latency_ms, f"latency probe failed: {exc}")
+    p95 = float(np.percentile(times, 95))
+    return Outcome(
+        p95 <= max_latency_ms,
+        round(p95, 3),
+        max_latency_ms,
+        f"p95 {p95:.2f} ms over {requests} single-row requests (limit {max_latency_ms} ms, setting max_latency_ms)",
+    )
+
+
+def run_gates(score: Scorer, release: Release, settings: GateSettings) -> dict[str, Outcome]:
+    return {
+        "smoke": smoke(score, release),
+        "parity": parity(score, release, settings.parity_tolerance),
+        "latency": latency(score, release, settings.latency_requests, settings.max_latency_ms),
+    }
+
+
+def idle_color(live: Slot | None) -> str:
+    return COLORS[1] if live is not None and live.color == COLORS[0] else COLORS[0]
+
+
+def rollout(
+    target: Target,
+    release: Release,
+    gates: GateSettings,
+    *,
+    keep_old: bool = False,
+    approved: bool = True,
+    log: Callable[[str], None] = print,
+) -> RolloutResult:
+    """Put `release` in service on `target`, or raise RolloutError with the old color still serving."""
+    started = time.monotonic()
+    old = target.live()
+    color = idle_color(old)
+    log(
+        f"{target.name}: {'v' + old.version + ' serves on ' + old.color if old else 'nothing serves yet'}; "
+        f"starting v{release.version} on {color}"
+    )
+    new: Slot | None = None
+    outcomes: dict[str, Outcome] = {}
+    switched = False
+    try:
+        new = target.start(release, color)
+        outcomes = run_gates(lambda records: target.score(new, records), release, gates)
+        for name, outcome in outcomes.items():
+            log(f"gate {name}: {'passed' if outcome.passed else 'FAILED'}: {outcome.message}")
+        failed = [f"{name}: {o.message}" for name, o in outcomes.items() if not o.passed]
+        if failed:
+            raise RolloutError(f"v{release.version} failed its gates on {color}: " + "; ".join(failed))
+        if not approved:
+            raise RolloutError(
+                f"v{release.version} passed its gates on {color}, but {target.name} needs approval before traffic "
+                "moves: set auto_approve (run config) to let it"
+            )
+        target.switch(new, old)
+        switched = True
+        if not target.ready(new):
+            raise RolloutError(f"v{release.version} on {color} stopped being ready right after taking traffic")
+    except Exception as exc:
+        error = exc if isinstance(exc, RolloutError) else RolloutError(f"{type(exc).__name__}: {exc}")
+        if new is not None:
+            error.log_tail = target.logs(new, 40)
+            if switched:
+                target.switch_back(new, old)
+            target.discard(new)
+        error.gates = outcomes
+        log(f"rolled back: {error.reason}; {'v' + old.version + ' still serves' if old else 'nothing was serving'}")
+        raise error from None
+    if old is not None:
+        target.retire(old, keep_old)
+    log(f"v{release.version} serves on {color} at {target.url}")
+    return RolloutResult(new, old, outcomes, time.monotonic() - started)

@@ -1,0 +1,284 @@
+"""The Azure ML target without Azure: the adapter's exact calls against autospec'd `*Operations` (so SDK
+signature drift fails here), the shared rollout through an in-memory workspace that can fail at each step, and
+the generated score.py served for real by azureml-inference-server-http in the azureml-sklearn-1.5 env."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from unittest.mock import MagicMock, create_autospec
+
+import httpx
+import pytest
+from azure.ai.ml.operations import (
+    EnvironmentOperations,
+    ModelOperations,
+    OnlineDeploymentOperations,
+    OnlineEndpointOperations,
+)
+from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ResourceNotFoundError
+
+from fin_behavior.environments import builder
+from fin_behavior.environments.spec import get_spec
+from fin_behavior.serving import azure
+from fin_behavior.serving.rollout import GateSettings, RolloutError, rollout
+from fin_behavior_tests.environments.test_compatible import ENVS
+from fin_behavior_tests.serving.conftest import build_bundle, free_port
+from fin_behavior_tests.serving.test_rollout import release
+
+GATES = GateSettings(max_latency_ms=1_000.0, latency_requests=3)
+CONFIG = azure.AzureConfig("sub", "rg", "ws", endpoint_name="fin-test")
+
+
+def _done(value=None):
+    return SimpleNamespace(result=lambda: value)
+
+
+class FakeWorkspace:
+    """An in-memory workspace behind autospec'd operations, with Azure's rules: traffic sums to 0 or 100, a
+    deployment with traffic cannot be deleted. `fail` makes one step fail: provisioning, invoke, traffic."""
+
+    def __init__(self, fail: str | None = None):
+        self.fail = fail
+        self.endpoints: dict[str, SimpleNamespace] = {}
+        self.deployments: dict[str, SimpleNamespace] = {}
+        self.bundles: dict[str, dict] = {}  # model version -> expected.json of its bundle
+        self.client = MagicMock()
+        self.client.online_endpoints = endpoints = create_autospec(OnlineEndpointOperations, instance=True)
+        self.client.online_deployments = deployments = create_autospec(OnlineDeploymentOperations, instance=True)
+        self.client.models = create_autospec(ModelOperations, instance=True)
+        self.client.environments = create_autospec(EnvironmentOperations, instance=True)
+        endpoints.get.side_effect = self._get_endpoint
+        endpoints.begin_create_or_update.side_effect = self._put_endpoint
+        endpoints.invoke.side_effect = self._invoke
+        deployments.begin_create_or_update.side_effect = self._put_deployment
+        deployments.get.side_effect = lambda name, endpoint_name, **_: self.deployments[name]
+        deployments.begin_delete.side_effect = self._delete
+        deployments.get_logs.side_effect = lambda name, endpoint_name, lines, **_: f"{name}: container log tail"
+        self.client.models.create_or_update.side_effect = self._put_model
+        self.client.environments.create_or_update.side_effect = lambda environment: environment
+
+    def _get_endpoint(self, name, **_):
+        if name not in self.endpoints:
+            raise ResourceNotFoundError(f"endpoint {name} not found")
+        stored = self.endpoints[name]  # a copy, as from the service: changing it changes nothing until it is sent
+        return SimpleNamespace(**vars(stored) | {"traffic": dict(stored.traffic)})
+
+    def _put_endpoint(self, endpoint, **_):
+        traffic = dict(endpoint.traffic or {})
+        if sum(traffic.values()) not in (0, 100):
+            raise HttpResponseError(message=f"traffic must sum to 0 or 100: {traffic}")
+        if self.fail == "traffic" and any(v == 100 and k == "green" for k, v in traffic.items()):
+            raise HttpResponseError(message="(Conflict) traffic update refused: another operation is in progress")
+        stored = SimpleNamespace(
+            name=endpoint.name, traffic=traffic, provisioning_state="Succeeded", scoring_uri="https://fin-test/score"
+        )
+        self.endpoints[endpoint.name] = stored
+        return _done(stored)
+
+    def _put_model(self, model):
+        self.bundles[model.version] = json.loads(Path(model.path, "expected.json").read_text())
+        return model
+
+    def _put_deployment(self, deployment, **_):
+        state = "Failed" if self.fail == "provisioning" else "Succeeded"
+        self.deployments[deployment.name] = SimpleNamespace(
+            entity=deployment, tags=deployment.tags, provisioning_state=state
+        )
+        return _done(self.deployments[deployment.name])
+
+    def _delete(self, name, endpoint_name, **_):
+        if self.endpoints[endpoint_name].traffic.get(name, 0) > 0:
+            raise HttpResponseError(message=f"deployment {name} has traffic and cannot be deleted")
+        self.deployments.pop(name, None)
+        return _done()
+
+    def _invoke(self, endpoint_name, *, request_file=None, deployment_name=None, **_):
+        if deployment_name is None:
+            deployment_name = next(k for k, v in self.endpoints[endpoint_name].traffic.items() if v == 100)
+        if self.fail == "invoke" and deployment_name == "green":
+            raise HttpResponseError(message="(502) upstream request failed: model crashed")
+        version = self.deployments[deployment_name].tags["model_version"]
+        expected = self.bundles[version]
+        by_record = {
+            json.dumps(r, sort_keys=True): p
+            for r, p in zip(expected["records"], expected["probabilities"], strict=True)
+        }
+        records = json.loads(Path(request_file).read_text())
+        return json.dumps({"probabilities": [by_record[json.dumps(r, sort_keys=True)] for r in records],
+                           "model_version": version})  # fmt: skip
+
+
+@pytest.fixture
+def workspace():
+    return FakeWorkspace()
+
+
+def _target(workspace: FakeWorkspace, tmp_path: Path) -> azure.AzureMLTarget:
+    return azure.AzureMLTarget(workspace.client, CONFIG, ENVS, tmp_path / "azureml")
+
+
+def test_first_deployment_sends_exactly_the_entities_the_seeds_needed(workspace, bundle, tmp_path, serving_env):
+    target = _target(workspace, tmp_path)
+    result = rollout(target, release(bundle[0], "1"), GATES, log=lambda _: None)
+    assert result.new.color == "blue" and workspace.endpoints["fin-test"].traffic == {"blue": 100}
+
+    endpoint = workspace.client.online_endpoints.begin_create_or_update.call_args_list[0].args[0]
+    assert endpoint.name == "fin-test" and endpoint.auth_mode == "key"
+    model = workspace.client.models.create_or_update.call_args.args[0]
+    assert (model.name, model.version, model.type, model.path) == ("m", "1", "custom_model", str(bundle[0]))
+    assert model.tags["environment_fingerprint"] == serving_env.fingerprint
+    environment = workspace.client.environments.create_or_update.call_args.args[0]
+    assert environment.version == serving_env.fingerprint
+    assert environment.conda_file["dependencies"][2]["pip"] == list(serving_env.resolution.pins)
+
+    deployment = workspace.deployments["blue"].entity
+    assert (deployment.name, deployment.endpoint_name, deployment.instance_type) == (
+        "blue",
+        "fin-test",
+        "Standard_F4s_v2",
+    )
+    assert deployment.request_settings.request_timeout_ms == 90_000
+    assert deployment.request_settings.max_concurrent_requests_per_instance == 4
+    assert deployment.environment_variables["WORKER_COUNT"] == "4"
+    assert deployment.liveness_probe.initial_delay == 30 and deployment.readiness_probe.failure_threshold == 30
+    code = Path(deployment.code_configuration.code)
+    assert deployment.code_configuration.scoring_script == "score.py" and (code / "score.py").is_file()
+    assert (code / "fin_behavior" / "serving" / "bundle.py").is_file() and not (code / "fin_behavior" / "defs").exists()
+    invoked = workspace.client.online_endpoints.invoke.call_args_list[0]
+    assert invoked.kwargs["deployment_name"] == "blue"  # gated by name before it had any traffic
+
+
+def test_blue_green_moves_traffic_then_deletes_the_old_color(workspace, bundle, tmp_path):
+    target = _target(workspace, tmp_path)
+    rollout(target, release(bundle[0], "1"), GATES, log=lambda _: None)
+    result = rollout(target, release(bundle[0], "2"), GATES, log=lambda _: None)
+    assert result.new.color == "green" and result.replaced.version == "1"
+    assert workspace.endpoints["fin-test"].traffic == {"green": 100, "blue": 0}
+    assert set(workspace.deployments) == {"green"}
+    workspace.client.online_deployments.begin_delete.assert_called_with("blue", "fin-test")
+    assert target.score(None, bundle_records(workspace))[1] == "2"
+
+
+def bundle_records(workspace: FakeWorkspace) -> list[dict]:
+    return next(iter(workspace.bundles.values()))["records"][:2]
+
+
+@pytest.mark.parametrize(
+    ("fail", "reason"),
+    [("provisioning", "ended Failed"), ("invoke", "model crashed"), ("traffic", "traffic update refused")],
+)
+def test_each_failing_step_puts_traffic_back_on_the_old_color(fail, reason, bundle, tmp_path):
+    workspace = FakeWorkspace()
+    target = _target(workspace, tmp_path)
+    rollout(target, release(bundle[0], "1"), GATES, log=lambda _: None)
+    workspace.fail = fail
+    with pytest.raises(RolloutError) as raised:
+        rollout(target, release(bundle[0], "2"), GATES, log=lambda _: None)
+    assert reason in str(raised.value)
+    assert "green: container log tail" in raised.value.log_tail  # get_logs of the new deployment
+    assert workspace.endpoints["fin-test"].traffic.get("blue") == 100
+    assert not workspace.endpoints["fin-test"].traffic.get("green")
+    assert "green" not in workspace.deployments and target.live().version == "1"
+
+
+def test_non_local_target_moves_no_traffic_without_approval(workspace, bundle, tmp_path):
+    target = _target(workspace, tmp_path)
+    rollout(target, release(bundle[0], "1"), GATES, log=lambda _: None)
+    with pytest.raises(RolloutError, match="auto_approve"):
+        rollout(target, release(bundle[0], "2"), GATES, approved=False, log=lambda _: None)
+    assert workspace.endpoints["fin-test"].traffic == {"blue": 100}
+
+
+def test_missing_configuration_is_named(tmp_path, monkeypatch):
+    for name in ("AZURE_SUBSCRIPTION_ID", "AZURE_RESOURCE_GROUP", "AZURE_WORKSPACE_NAME"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(azure.AzureConfigError) as raised:
+        azure.workspace_from({}, tmp_path / "config.json")
+    message = str(raised.value)
+    assert all(v in message for v in ("AZURE_SUBSCRIPTION_ID", "AZURE_RESOURCE_GROUP", "AZURE_WORKSPACE_NAME"))
+
+    monkeypatch.setenv("AZURE_SUBSCRIPTION_ID", "from-env")
+    (tmp_path / "config.json").write_text(json.dumps({"resource_group": "rg", "workspace_name": "ws"}))
+    assert azure.workspace_from({}, tmp_path / "config.json") == ("from-env", "rg", "ws")
+    assert azure.workspace_from({"workspace_name": "set"}, tmp_path / "config.json")[2] == "set"
+
+
+def test_failed_authentication_is_a_clear_error(monkeypatch):
+    class NoCredential:
+        def __init__(self, *args, **kwargs): ...
+
+        def get_token(self, *args, **kwargs):
+            raise ClientAuthenticationError(message="DefaultAzureCredential failed to retrieve a token")
+
+        get_token_info = get_token
+
+    monkeypatch.setattr("azure.identity.DefaultAzureCredential", NoCredential)
+    with pytest.raises(azure.AzureConfigError, match="az login"):
+        azure.ml_client("00000000-0000-0000-0000-000000000000", "rg", "ws")
+
+
+# The generated score.py, served for real by Azure's own inference server ---------------------------------
+
+
+@pytest.fixture(scope="module")
+def azure_scoring_server(trained, tmp_path_factory):
+    try:
+        env = builder.build(get_spec("azureml-sklearn-1.5"), ENVS)
+    except builder.EnvironmentBuildError as exc:
+        pytest.skip(f"azureml-sklearn-1.5 cannot be built here: {exc}")
+    work = tmp_path_factory.mktemp("azure")
+    model_dir = work / "model"
+    build_bundle(env, trained, model_dir)  # AZUREML_MODEL_DIR/bundle, as Azure mounts a folder model
+    code = azure.write_scoring_code(work / "code")
+    port = free_port()
+    log = work / "server.log"
+    process = subprocess.Popen(
+        [str(env.path / "bin" / "azmlinfsrv"), "--entry_script", str(code / "score.py"), "--port", str(port)],
+        cwd=code,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        env=os.environ | {"AZUREML_MODEL_DIR": str(model_dir), "FIN_BEHAVIOR_MODEL_VERSION": "7", "WORKER_COUNT": "1"},
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                break
+        except httpx.TransportError:
+            time.sleep(0.3)
+    else:
+        raise RuntimeError(f"azmlinfsrv did not start: {log.read_text()[-3000:]}")
+    yield url, json.loads((model_dir / "bundle" / "expected.json").read_text())
+    process.terminate()
+    process.wait(30)
+
+
+def test_score_py_under_the_azure_inference_server_scores_like_the_local_service(azure_scoring_server, service):
+    url, expected = azure_scoring_server
+    records = expected["records"][:50]
+    answer = httpx.post(f"{url}/score", json=records, timeout=30)
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["model_version"] == "7"
+    assert body["probabilities"] == pytest.approx(expected["probabilities"][:50], abs=1e-6)
+
+    local = httpx.post(f"{service.url}/score", json=records, headers={"X-API-Key": service.key}).json()
+    assert body["predictions"] == local["predictions"]
+    assert body["probabilities"] == pytest.approx(local["probabilities"], abs=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("payload", "status", "names"),
+    [(b'{"age": 4', 400, "not valid JSON"), ([{"age": "x"}], 422, "'age' must be a number"), ([], 422, "no records")],
+)
+def test_score_py_answers_bad_input_with_the_local_services_messages(azure_scoring_server, payload, status, names):
+    url, _ = azure_scoring_server
+    content = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    answer = httpx.post(f"{url}/score", content=content, headers={"content-type": "application/json"}, timeout=30)
+    assert answer.status_code == status and names in answer.json()["error"]
