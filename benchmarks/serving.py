@@ -4,7 +4,7 @@ no hop) and `mlflow models serve` of the same trained pipeline. Every server is 
 generator (autocannon, from benchmarks/package-lock.json) to CPU 1.
 
     make bench-tools                                  # once: npm ci in benchmarks/
-    .venv/bin/python benchmarks/serving.py [--seconds 10] [--json out.json] [--profile]
+    .venv/bin/python benchmarks/serving.py [--seconds 10] [--repeat 3] [--json out.json] [--profile]
 
 --profile samples the live endpoint's process with py-spy (a dev dependency) during one more single-row run
 and prints the share of samples under each function: where a request's time goes.
@@ -94,6 +94,16 @@ def autocannon(url: str, body: dict, headers: dict[str, str], seconds: int, conn
     }
 
 
+def median_run(runs: list[dict]) -> dict:
+    """The run with the median throughput (its latencies with it), the range of all, and every error."""
+    ordered = sorted(runs, key=lambda r: r["req_per_s"])
+    return ordered[len(ordered) // 2] | {
+        "req_per_s_range": (ordered[0]["req_per_s"], ordered[-1]["req_per_s"]),
+        "errors": sum(r["errors"] for r in runs),
+        "runs": len(runs),
+    }
+
+
 def profile(pid: int, url: str, body: dict, headers: dict[str, str], top: int = 25) -> None:
     """Inclusive share of py-spy samples per function while autocannon loads the server."""
     import collections
@@ -127,6 +137,7 @@ def profile(pid: int, url: str, body: dict, headers: dict[str, str], top: int = 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--repeat", type=int, default=3, help="runs per measurement; the median is reported")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--profile", action="store_true")
     args = parser.parse_args()
@@ -181,13 +192,14 @@ def main() -> None:
                     {},
                 ),
             }
-            results = {}
-            for name, (url, shape, headers) in servers.items():
+            runs: dict[str, dict[str, list[dict]]] = {name: {"1 row": [], "100 rows": []} for name in servers}
+            for url, shape, headers in servers.values():
                 autocannon(url, shape(one), headers, 2)  # warm-up
-                results[name] = {
-                    "1 row": autocannon(url, shape(one), headers, args.seconds),
-                    "100 rows": autocannon(url, shape(hundred), headers, args.seconds),
-                }
+            for _ in range(args.repeat):  # rounds interleave the servers, so the host's noise hits all alike
+                for name, (url, shape, headers) in servers.items():
+                    for body, rows in (("1 row", one), ("100 rows", hundred)):
+                        runs[name][body].append(autocannon(url, shape(rows), headers, args.seconds))
+            results = {name: {body: median_run(r) for body, r in by_body.items()} for name, by_body in runs.items()}
             if args.profile:
                 profile(live.detail["pid"], f"{target.url}/score", one, key)
         finally:
@@ -196,15 +208,19 @@ def main() -> None:
                 process.wait(30)
             target.stop_all()
 
-    print(f"{args.seconds} s per measurement, 16 connections, server on CPU {SERVER_CPU}, load on CPU {LOAD_CPU}\n")
-    print("| server | body | req/s | rows/s | p50 ms | p97.5 ms | p99 ms | errors |")
+    print(
+        f"median of {args.repeat} runs of {args.seconds} s (range in brackets), 16 connections, server on CPU "
+        f"{SERVER_CPU}, load on CPU {LOAD_CPU}\n"
+    )
+    print("| server | body | req/s | rows/s | p50 ms | p97.5 ms | p99 ms | errors (all runs) |")
     print("|---|---|---:|---:|---:|---:|---:|---:|")
     for name, by_body in results.items():
         for body, r in by_body.items():
             rows = 100 if body == "100 rows" else 1
+            low, high = (f"{x * rows:,.0f}" for x in r["req_per_s_range"])
             print(
-                f"| {name} | {body} | {r['req_per_s']:,.0f} | {r['req_per_s'] * rows:,.0f} | {r['p50_ms']} | "
-                f"{r['p97_5_ms']} | {r['p99_ms']} | {r['errors']} |"
+                f"| {name} | {body} | {r['req_per_s']:,.0f} | {r['req_per_s'] * rows:,.0f} [{low}-{high}] | "
+                f"{r['p50_ms']} | {r['p97_5_ms']} | {r['p99_ms']} | {r['errors']} |"
             )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))

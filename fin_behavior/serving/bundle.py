@@ -26,15 +26,13 @@ class Bundle:
     def features(self) -> list[dict[str, Any]]:
         return self.info["features"]
 
+    def __post_init__(self) -> None:
+        self._onnx_inputs = [(f["name"], np.float32 if f["dtype"] == "float" else object) for f in self.features]
+
     def predict_proba(self, columns: dict[str, list]) -> np.ndarray:
         """Probability of HighAmount for each row; `columns` maps every feature to its values."""
         if self.runtime == "onnx":
-            inputs = {
-                f["name"]: np.asarray(
-                    columns[f["name"]], dtype=np.float32 if f["dtype"] == "float" else object
-                ).reshape(-1, 1)
-                for f in self.features
-            }
+            inputs = {name: np.array(columns[name], dtype=dtype).reshape(-1, 1) for name, dtype in self._onnx_inputs}
             return self._model.run(["probabilities"], inputs)[0][:, 1]
         import pandas as pd
 

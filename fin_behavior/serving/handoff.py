@@ -33,7 +33,9 @@ _COMMAND_TIMEOUT = 60.0
 def _server(app: Any, **options: Any) -> Any:
     import uvicorn  # here, so the deploying side can import send_command without it
 
-    return uvicorn.Server(uvicorn.Config(app, interface="asgi3", log_level="warning", access_log=False, **options))
+    return uvicorn.Server(
+        uvicorn.Config(app, interface="asgi3", log_level="warning", access_log=False, proxy_headers=False, **options)
+    )
 
 
 class ColorServer:

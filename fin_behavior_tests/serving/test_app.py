@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import socket
 import time
@@ -81,6 +82,10 @@ def test_bad_input_gets_a_clear_4xx_and_never_breaks_the_server(service, bundle)
             assert message in response.json()["error"], (name, response.json())
         oversized = client.post("/score", content=b"[" + b" " * (1 << 20) + b"]")
         assert oversized.status_code == 413 and "byte limit" in oversized.json()["error"]
+        chunked = client.post("/score", content=(b" " * (1 << 16) for _ in range(20)))  # no Content-Length
+        assert chunked.status_code == 413 and "byte limit" in chunked.json()["error"]
+        wrong_method = client.get("/score")
+        assert wrong_method.status_code == 405 and "POST" in wrong_method.json()["error"]
         assert client.post("/score", json=record).status_code == 200  # still serving
         metrics = client.get("/metrics").text
     assert 'fin_behavior_requests_total{endpoint="score",status="422"}' in metrics
@@ -96,14 +101,31 @@ def test_openapi_describes_the_model_fields(service):
     assert set(schema["paths"]) == {"/score", "/health", "/ready", "/version", "/metrics"}
 
 
+def _log_lines(path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
 def test_prediction_log_has_one_line_per_request_and_no_key(service, bundle):
+    bodies = [json.dumps(bundle[1][:2]).encode(), json.dumps(bundle[1][3]).encode(), b'{"age": "logged"}']
+    hashes = [hashlib.sha256(body).hexdigest()[:16] for body in bodies]
     with service.client() as client:
-        client.post("/score", json=bundle[1][:2])
-    time.sleep(0.3)  # written by a background thread
-    lines = [json.loads(line) for line in service.predictions.read_text().splitlines()]
-    last = lines[-1]
-    assert last["outcome"] == 200 and last["rows"] == 2 and last["model_version"] == "7"
-    assert last["latency_ms"] > 0 and len(last["inputs_sha256"]) == 16
+        statuses = [
+            client.post("/score", content=body, headers={"content-type": "application/json"}).status_code
+            for body in bodies
+        ]
+    assert statuses == [200, 200, 422]
+    deadline = time.monotonic() + 5  # buffered, flushed by the service every 0.5 s
+    while time.monotonic() < deadline:
+        ours = [line for line in _log_lines(service.predictions) if line["inputs_sha256"] in hashes]
+        if len(ours) >= 3:
+            break
+        time.sleep(0.1)
+    assert [(line["inputs_sha256"], line["outcome"], line["rows"]) for line in ours] == [
+        (hashes[0], 200, 2),
+        (hashes[1], 200, 1),
+        (hashes[2], 422, 0),
+    ]
+    assert all(line["model_version"] == "7" and line["latency_ms"] > 0 for line in ours)
     assert service.key not in service.predictions.read_text() and service.key not in service.log.read_text()
 
 
