@@ -26,6 +26,9 @@ class Settings(BaseSettings):
     var_dir: Path = Field(default_factory=lambda: _project_root() / "var")
     # Input CSV. Empty means the embedded synthetic data at <var_dir>/data/transactions.csv, made on first use.
     raw_data_path: Path | None = None
+    # Object storage for artifacts (fsspec URL, e.g. abfs://<container>/<path>), so steps share no disk;
+    # empty = artifacts live only under <var_dir>/artifacts. See fin_behavior/ml/remote.py.
+    artifact_store_url: str = ""
     default_rows: int = Field(5_000, ge=1)
     default_seed: int = 42
 

@@ -15,7 +15,7 @@ from fin_behavior.environments import builder, compatible
 from fin_behavior.environments.report import training_versions, versions_fingerprint
 from fin_behavior.environments.spec import EnvironmentSpecError, get_spec
 from fin_behavior.environments.verify import cached_resolution, environment_report
-from fin_behavior.ml.store import EVALUATION_FILE, HOLDOUT_FILE, MODEL_FILE, VersionStore, read_json, write_json
+from fin_behavior.ml.store import EVALUATION_FILE, HOLDOUT_FILE, MODEL_FILE, read_json, write_json
 from fin_behavior.outcome import Outcome
 from fin_behavior.settings import get_settings
 
@@ -85,7 +85,7 @@ def compatible_model(
         env = builder.build(spec, storage.environments, _resolution(spec, storage))
     except builder.EnvironmentBuildError as exc:
         raise dg.Failure(str(exc), allow_retries=False) from None
-    trained_dir = VersionStore(storage.trained_models).current()
+    trained_dir = storage.versions("trained_model").current()
     evaluation = read_json(trained_dir / EVALUATION_FILE)
     trained = compatible.TrainedInputs(
         model_path=trained_dir / MODEL_FILE,
@@ -103,7 +103,7 @@ def compatible_model(
     key = json.dumps([trained.trained_version, env.fingerprint, COMPATIBLE_CODE_VERSION])
     version = hashlib.sha256(key.encode()).hexdigest()[:16]
 
-    store = VersionStore(storage.compatible_models)
+    store = storage.versions("compatible_model")
     reused = store.published(version, compatible.MODEL_INFO, compatible.VERIFICATION, compatible.EXPECTED)
     if reused:
         # Same trained model, same serving environment, same code: the bundle is already built and verified.
@@ -113,7 +113,7 @@ def compatible_model(
         report = read_json(final / compatible.VERIFICATION)
         info = read_json(final / compatible.MODEL_INFO)
     else:
-        dataset = pd.read_parquet(storage.processed_path)
+        dataset = pd.read_parquet(storage.fetch_file(storage.processed_path))
         holdout = pd.read_parquet(trained_dir / HOLDOUT_FILE)["transaction_id"]
         staging = store.staging(version)
         storage.scratch.mkdir(parents=True, exist_ok=True)
@@ -156,7 +156,7 @@ _CHECKS = {
 
 @dg.multi_asset_check(specs=check_specs(compatible_model, _CHECKS), can_subset=True)
 def compatible_model_checks(context: dg.AssetCheckExecutionContext, storage: StorageResource):
-    bundle = VersionStore(storage.compatible_models).current()
+    bundle = storage.versions("compatible_model").current()
     report = read_json(bundle / compatible.VERIFICATION)
     info = read_json(bundle / compatible.MODEL_INFO)
     gates = read_json(bundle / GATES_FILE)

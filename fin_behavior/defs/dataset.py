@@ -76,10 +76,12 @@ def processed_dataset(
         data = process_raw_file(storage.ensure_raw_data(), config.target_quantile)
         if len(data.quarantine):
             write_csv_atomic(data.quarantine, quarantine_path)
+            storage.publish_file(quarantine_path)
         enforce_invalid_fraction(data, config.max_invalid_fraction, quarantine_path)
     except (RawDataError, DataQualityError, ValueError) as exc:
         raise dg.Failure(description=str(exc), allow_retries=False) from None
     write_parquet_atomic(data.dataset, storage.processed_path)
+    storage.publish_file(storage.processed_path)
     version = dataset_version(data.dataset)
     return dg.MaterializeResult(
         data_version=dg.DataVersion(version),
@@ -105,7 +107,7 @@ def processed_dataset(
 @dg.multi_asset_check(specs=check_specs(processed_dataset, _CHECKS), can_subset=True)
 def processed_dataset_checks(context: dg.AssetCheckExecutionContext, storage: StorageResource):
     settings = get_settings()
-    dataset = pd.read_parquet(storage.processed_path)
+    dataset = pd.read_parquet(storage.fetch_file(storage.processed_path))
     outcomes = {
         "schema_conformance": lambda: quality.schema_conformance(dataset),
         "min_row_count": lambda: quality.min_rows(dataset, settings.min_rows),

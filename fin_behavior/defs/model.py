@@ -12,7 +12,7 @@ from fin_behavior.defs.checks import check_result, check_specs
 from fin_behavior.defs.dataset import processed_dataset
 from fin_behavior.defs.resources import MlflowTracking, StorageResource
 from fin_behavior.ml import gates
-from fin_behavior.ml.store import EVALUATION_FILE, HOLDOUT_FILE, MODEL_FILE, VersionStore, read_json, write_json
+from fin_behavior.ml.store import EVALUATION_FILE, HOLDOUT_FILE, MODEL_FILE, read_json, write_json
 from fin_behavior.settings import get_settings
 
 MODEL_CODE_VERSION = "trained-v1"
@@ -107,10 +107,10 @@ def trained_model(
     from fin_behavior.ml import evaluate, plots, tracking, train
 
     options = _options(config)
-    dataset = pd.read_parquet(storage.processed_path)
+    dataset = pd.read_parquet(storage.fetch_file(storage.processed_path))
     data_version = dataset_version(dataset)
     version = _model_version(data_version, config, sklearn.__version__)
-    store = VersionStore(storage.trained_models)
+    store = storage.versions("trained_model")
     staging = store.staging(version)
 
     with mlflow.start_run(context, storage.mlflow_artifacts) as run:
@@ -196,7 +196,7 @@ _GATES = {
 
 @dg.multi_asset_check(specs=check_specs(trained_model, _GATES), can_subset=True)
 def trained_model_gates(context: dg.AssetCheckExecutionContext, storage: StorageResource):
-    evaluation = read_json(VersionStore(storage.trained_models).current() / EVALUATION_FILE)
+    evaluation = read_json(storage.versions("trained_model").current() / EVALUATION_FILE)
     metrics, thresholds = evaluation["metrics"], evaluation["gates"]
     outcomes = {
         "roc_auc_gate": lambda: gates.roc_auc_gate(metrics, thresholds["min_roc_auc"]),

@@ -6,7 +6,7 @@ from fin_behavior.defs.checks import check_result, check_specs
 from fin_behavior.defs.compatible import compatible_model
 from fin_behavior.defs.resources import MlflowTracking, StorageResource
 from fin_behavior.environments.compatible import MODEL_INFO
-from fin_behavior.ml.store import VersionStore, read_json
+from fin_behavior.ml.store import read_json
 from fin_behavior.outcome import Outcome
 from fin_behavior.settings import get_settings
 
@@ -45,7 +45,7 @@ def registered_model_version(
 
     from fin_behavior.ml import registry
 
-    bundle = VersionStore(storage.compatible_models).current()
+    bundle = storage.versions("compatible_model").current()
     info = read_json(bundle / MODEL_INFO)
     with mlflow.start_run(context, storage.mlflow_artifacts):
         client = MlflowClient(tracking_uri=mlflow.uri)
@@ -80,7 +80,7 @@ def registered_model_version_checks(
 
     from fin_behavior.ml import registry
 
-    info = read_json(VersionStore(storage.compatible_models).current() / MODEL_INFO)
+    info = read_json(storage.versions("compatible_model").current() / MODEL_INFO)
     client = MlflowClient(tracking_uri=mlflow.uri)
     materialization = context.instance.get_latest_materialization_event(registered_model_version.key)
     name = materialization.asset_materialization.metadata["model_name"].value  # as configured for that run

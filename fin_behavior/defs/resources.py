@@ -2,6 +2,7 @@
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import cached_property
 from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING
@@ -10,6 +11,8 @@ import dagster as dg
 from pydantic import Field
 
 from fin_behavior.data.generate import generate_csv
+from fin_behavior.ml.remote import RemoteArtifacts
+from fin_behavior.ml.store import VersionStore
 from fin_behavior.settings import get_settings
 
 if TYPE_CHECKING:
@@ -23,6 +26,11 @@ class StorageResource(dg.ConfigurableResource):
         default="", description="Input CSV; empty = FIN_BEHAVIOR_RAW_DATA_PATH or the embedded synthetic data"
     )
     var_dir: str = Field(default="", description="State directory; empty = FIN_BEHAVIOR_VAR_DIR or ./var")
+    artifact_store_url: str = Field(
+        default="",
+        description="Object storage for artifacts (fsspec URL, e.g. abfs://container/path); "
+        "empty = FIN_BEHAVIOR_ARTIFACT_STORE_URL, or local artifacts only",
+    )
 
     @property
     def root(self) -> Path:
@@ -52,20 +60,32 @@ class StorageResource(dg.ConfigurableResource):
     def artifacts(self) -> Path:
         return self.root / "artifacts"
 
+    @cached_property
+    def remote(self) -> RemoteArtifacts | None:
+        url = self.artifact_store_url or get_settings().artifact_store_url
+        return RemoteArtifacts(url, self.artifacts) if url else None
+
+    def versions(self, stage: str) -> VersionStore:
+        """The versions of a stage's artifact (trained_model, compatible_model), mirrored to the store."""
+        return VersionStore(self.artifacts / stage, self.remote)
+
+    def publish_file(self, path: Path) -> None:
+        """Upload an artifact file just written (nothing to do without an artifact store)."""
+        if self.remote is not None:
+            self.remote.push_file(path)
+
+    def fetch_file(self, path: Path) -> Path:
+        """The artifact file as the store holds it (the local copy without an artifact store)."""
+        if self.remote is not None and not self.remote.pull_file(path):
+            raise FileNotFoundError(f"{self.remote.remote(path)} is not in the artifact store {self.remote.url}")
+        return path
+
     @property
     def processed_path(self) -> Path:
         return self.artifacts / "processed_dataset" / "processed_dataset.parquet"
 
     def quarantine_path(self, run_id: str) -> Path:
         return self.artifacts / "processed_dataset" / "quarantine" / f"{run_id}.csv"
-
-    @property
-    def trained_models(self) -> Path:
-        return self.artifacts / "trained_model"
-
-    @property
-    def compatible_models(self) -> Path:
-        return self.artifacts / "compatible_model"
 
     @property
     def environments(self) -> Path:

@@ -86,8 +86,8 @@ def environment_drift_sensor(context: dg.SensorEvaluationContext, storage: Stora
     """Training packages differ from what the current model was trained with -> `retrain`; the serving spec
     resolves to another fingerprint than the current bundle was built for -> `rebuild_compatible`."""
     settings = get_settings()
-    evaluation = _read_current(VersionStore(storage.trained_models), EVALUATION_FILE)
-    bundle = _read_current(VersionStore(storage.compatible_models), MODEL_INFO)
+    evaluation = _read_current(storage.versions("trained_model"), EVALUATION_FILE)
+    bundle = _read_current(storage.versions("compatible_model"), MODEL_INFO)
     if evaluation is None or bundle is None:
         return dg.SkipReason("no trained model or compatible bundle yet: nothing to compare against")
 

@@ -1,5 +1,6 @@
 """A directory of model versions with an atomically switched CURRENT pointer: readers never see a half-written
-model, and a failed training run leaves the previous one in place."""
+model, and a failed training run leaves the previous one in place. With a remote artifact store, published
+versions and the pointer are uploaded too, and readers follow the remote pointer (see remote.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from fin_behavior.ml.remote import RemoteArtifacts
 
 MODEL_FILE = "model.joblib"
 EVALUATION_FILE = "evaluation.json"
@@ -15,8 +19,9 @@ HOLDOUT_FILE = "holdout_ids.parquet"
 
 
 class VersionStore:
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, remote: RemoteArtifacts | None = None):
         self.root = root
+        self.remote = remote
 
     @property
     def pointer(self) -> Path:
@@ -36,6 +41,8 @@ class VersionStore:
             os.replace(final, retired)
             shutil.rmtree(retired)
         os.replace(staging, final)
+        if self.remote is not None:
+            self.remote.push_dir(final)  # replaces a copy of the same version the store may hold
         return self.activate(version)
 
     def activate(self, version: str) -> Path:
@@ -43,19 +50,30 @@ class VersionStore:
         tmp = self.root / f".CURRENT.{os.getpid()}.tmp"
         tmp.write_text(version)
         os.replace(tmp, self.pointer)
+        if self.remote is not None:
+            if not self.remote.has(self.root / version):  # published here before the store was configured
+                self.remote.push_dir(self.root / version)
+            self.remote.push_file(self.pointer)  # after the version's files: readers never follow it early
         return self.root / version
 
     def published(self, version: str, *required: str) -> bool:
+        if self.remote is not None:
+            self.remote.pull_dir(self.root / version)
         return all((self.root / version / name).is_file() for name in required)
 
     def current_version(self) -> str:
+        if self.remote is not None:
+            self.remote.pull_file(self.pointer)
         try:
             return self.pointer.read_text().strip()
         except FileNotFoundError:
             raise FileNotFoundError(f"no model has been published under {self.root} yet") from None
 
     def current(self) -> Path:
-        return self.root / self.current_version()
+        version = self.current_version()
+        if self.remote is not None:
+            self.remote.pull_dir(self.root / version)
+        return self.root / version
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> None:

@@ -1,0 +1,103 @@
+"""Artifacts in object storage: two machines that share no disk, only the store (a file:// URL here; abfs://
+on Azure Blob goes through the same fsspec calls)."""
+
+from __future__ import annotations
+
+import dagster as dg
+import pandas as pd
+import pytest
+
+from fin_behavior.defs.dataset import processed_dataset, processed_dataset_checks, raw_transactions
+from fin_behavior.defs.resources import StorageResource
+from fin_behavior.ml.remote import ArtifactStoreError, RemoteArtifacts
+from fin_behavior.ml.store import VersionStore
+
+
+@pytest.fixture
+def store_url(tmp_path):
+    return (tmp_path / "object-store").as_uri()
+
+
+def _machine(tmp_path, name: str, url: str) -> VersionStore:
+    root = tmp_path / name / "artifacts"
+    return VersionStore(root / "trained_model", RemoteArtifacts(url, root))
+
+
+def _publish(store: VersionStore, version: str, files: dict[str, bytes]) -> None:
+    staging = store.staging(version)
+    for name, content in files.items():
+        (staging / name).parent.mkdir(parents=True, exist_ok=True)
+        (staging / name).write_bytes(content)
+    store.publish(staging, version)
+
+
+def test_a_version_published_on_one_machine_is_read_on_another(tmp_path, store_url):
+    writer, reader = _machine(tmp_path, "a", store_url), _machine(tmp_path, "b", store_url)
+    _publish(writer, "v1", {"model.joblib": b"one", "plots/roc.png": b"png"})
+    assert reader.current_version() == "v1"
+    assert (reader.current() / "model.joblib").read_bytes() == b"one"
+    assert (reader.current() / "plots" / "roc.png").read_bytes() == b"png"
+
+    _publish(writer, "v2", {"model.joblib": b"two"})
+    assert (reader.current() / "model.joblib").read_bytes() == b"two"  # follows the store's pointer
+    writer.activate("v1")  # e.g. a compatible bundle reused
+    assert reader.current_version() == "v1"
+    assert reader.published("v2", "model.joblib")  # found in the store
+
+
+def test_pointer_never_names_a_version_whose_upload_failed(tmp_path, store_url, monkeypatch):
+    writer, reader = _machine(tmp_path, "a", store_url), _machine(tmp_path, "b", store_url)
+    _publish(writer, "v1", {"model.joblib": b"one"})
+    real_put = writer.remote.fs.put_file
+    calls = []
+
+    def put_failing_on_second(lpath, rpath, **kwargs):
+        calls.append(rpath)
+        if len(calls) == 2:
+            raise OSError("connection reset by the store")
+        return real_put(lpath, rpath, **kwargs)
+
+    monkeypatch.setattr(writer.remote.fs, "put_file", put_failing_on_second)
+    with pytest.raises(OSError, match="connection reset"):
+        _publish(writer, "v2", {"a.bin": b"a", "model.joblib": b"two"})
+    assert reader.current_version() == "v1"
+    assert (reader.current() / "model.joblib").read_bytes() == b"one"
+
+
+def test_a_store_that_cannot_be_opened_says_what_to_set(tmp_path, monkeypatch):
+    for name in ("AZURE_STORAGE_ACCOUNT_NAME", "AZURE_STORAGE_CONNECTION_STRING", "AZURE_STORAGE_ACCOUNT_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(ArtifactStoreError, match="AZURE_STORAGE_ACCOUNT_NAME"):
+        RemoteArtifacts("abfs://models/fin-behavior", tmp_path)
+    with pytest.raises(ArtifactStoreError, match="cannot open the artifact store 'nosuch://x'"):
+        RemoteArtifacts("nosuch://x", tmp_path)
+
+
+def test_a_missing_artifact_is_a_clear_error(tmp_path, store_url):
+    storage = StorageResource(var_dir=str(tmp_path / "b"), artifact_store_url=store_url)
+    with pytest.raises(FileNotFoundError, match=r"processed_dataset\.parquet is not in the artifact store"):
+        storage.fetch_file(storage.processed_path)
+
+
+def test_steps_on_machines_that_share_only_the_store(tmp_path, store_url, isolated_settings):
+    """processed_dataset on one machine, its checks on another with an empty disk."""
+    raw = StorageResource(var_dir=str(tmp_path / "a")).ensure_raw_data()
+    machines = {
+        name: StorageResource(var_dir=str(tmp_path / name), raw_data_path=str(raw), artifact_store_url=store_url)
+        for name in ("a", "b")
+    }
+    with dg.instance_for_test() as instance:
+        built = dg.materialize(
+            [raw_transactions, processed_dataset], instance=instance, resources={"storage": machines["a"]}
+        )
+        assert built.success
+        checked = dg.materialize(
+            [raw_transactions, processed_dataset, processed_dataset_checks],
+            instance=instance,
+            resources={"storage": machines["b"]},
+            selection=dg.AssetSelection.checks_for_assets(processed_dataset),
+        )
+    assert checked.success and len(checked.get_asset_check_evaluations()) >= 5
+    assert all(e.passed for e in checked.get_asset_check_evaluations())
+    local_a, local_b = machines["a"].processed_path, machines["b"].processed_path
+    assert local_b.exists() and pd.read_parquet(local_b).equals(pd.read_parquet(local_a))
