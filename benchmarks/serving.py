@@ -1,7 +1,9 @@
 """Scoring throughput and latency, side by side in one run: the live endpoint (deployed by the real local
 rollout, measured through its public URL and through the color's private port, to show the stable URL adds
-no hop) and `mlflow models serve` of the same trained pipeline. Every server is pinned to CPU 0, the load
-generator (autocannon, from benchmarks/package-lock.json) to CPU 1.
+no hop), `mlflow models serve` of the same trained pipeline, and the generated Azure ML score.py under Azure's
+own inference server (azmlinfsrv, one worker) in the azureml-sklearn-1.5 environment, with the same model
+refit there. Every server is pinned to CPU 0, the load generator (autocannon, from
+benchmarks/package-lock.json) to CPU 1.
 
     make bench-tools                                  # once: npm ci in benchmarks/
     .venv/bin/python benchmarks/serving.py [--seconds 10] [--repeat 3] [--json out.json] [--profile]
@@ -33,7 +35,8 @@ SERVER_CPU, LOAD_CPU = 0, 1
 
 
 def build_model(work: Path):
-    """A trained pipeline (the project's training, default search capped for time) and its verified bundle."""
+    """A trained pipeline (the project's training, default search capped for time), its verified bundle for
+    the local serving environment, and the same model's bundle for Azure ML's `azureml-sklearn-1.5`."""
     from fin_behavior.data.generate import generate_csv
     from fin_behavior.data.processing import process_raw_file
     from fin_behavior.environments import builder, compatible
@@ -42,16 +45,36 @@ def build_model(work: Path):
     from fin_behavior.settings import get_settings
 
     settings = get_settings()
-    env = builder.build(get_spec("local"), settings.envs_dir or settings.var_dir / "envs")
+    envs = settings.envs_dir or settings.var_dir / "envs"
     dataset = process_raw_file(generate_csv(work / "raw.csv", rows=5_000, seed=42), 0.95).dataset
     model = train(dataset, TrainingOptions(n_iter=5, cv=3))
     joblib.dump(model.pipeline, work / "trained.joblib")
     from sklearn import __version__
 
     inputs = compatible.TrainedInputs(work / "trained.joblib", model.search.best_params, 42, __version__, "t", "d", 0)
-    report = compatible.build_bundle(env, inputs, dataset, model.split.test_ids, work)
-    compatible.write_model_info(compatible.model_info(env, inputs, report, work / "bundle"), work / "bundle")
-    return model.pipeline, work / "bundle", settings.envs_dir or settings.var_dir / "envs"
+    bundles = {}
+    for name in ("local", "azureml-sklearn-1.5"):
+        env = builder.build(get_spec(name), envs)
+        report = compatible.build_bundle(env, inputs, dataset, model.split.test_ids, work / name)
+        bundle = work / name / "bundle"
+        compatible.write_model_info(compatible.model_info(env, inputs, report, bundle), bundle)
+        bundles[name] = (env, bundle)
+    return model.pipeline, bundles, envs
+
+
+def start_azure_server(env, bundle: Path, work: Path, port: int) -> subprocess.Popen:
+    """The generated score.py under azmlinfsrv, as Azure ML runs it (one worker: one core)."""
+    from fin_behavior.serving import azure
+
+    code = azure.write_scoring_code(work / "azure-code")
+    return subprocess.Popen(
+        [str(env.path / "bin" / "azmlinfsrv"), "--entry_script", str(code / "score.py"), "--port", str(port)],
+        cwd=code,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=os.environ
+        | {"AZUREML_MODEL_DIR": str(bundle.parent), "FIN_BEHAVIOR_MODEL_VERSION": "1", "WORKER_COUNT": "1"},
+    )
 
 
 def free_port() -> int:
@@ -150,7 +173,8 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        pipeline, bundle, envs = build_model(work)
+        pipeline, bundles, envs = build_model(work)
+        bundle = bundles["local"][1]
         expected = read_json(bundle / "expected.json")
         one, hundred = expected["records"][:1], expected["records"][:100]
 
@@ -177,7 +201,10 @@ def main() -> None:
                     env=os.environ | {"PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"},
                 )
             )  # fmt: skip
+            azure_port = free_port()
+            processes.append(start_azure_server(*bundles["azureml-sklearn-1.5"], work, azure_port))
             wait_http(f"http://127.0.0.1:{mlflow_port}/ping")
+            wait_http(f"http://127.0.0.1:{azure_port}/")
             key = {"X-API-Key": target.key()}
             servers = {
                 "live endpoint (public URL)": (f"{target.url}/score", lambda rows: rows, key),
@@ -189,6 +216,11 @@ def main() -> None:
                 "mlflow models serve": (
                     f"http://127.0.0.1:{mlflow_port}/invocations",
                     lambda rows: {"dataframe_records": rows},
+                    {},
+                ),
+                "Azure ML inference server + score.py (scikit-learn 1.5)": (
+                    f"http://127.0.0.1:{azure_port}/score",
+                    lambda rows: rows,
                     {},
                 ),
             }

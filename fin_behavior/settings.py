@@ -77,6 +77,10 @@ class Settings(BaseSettings):
     keep_old_color: bool = False
     serving_parity_tolerance: float = Field(1e-4, ge=0)
     gate_latency_requests: int = Field(50, ge=1)
+    # Canary on targets that split traffic (azureml): shares (%) the new color holds, each watched for
+    # traffic_step_seconds, before it takes all, e.g. FIN_BEHAVIOR_TRAFFIC_STEPS='[10, 50]'. Empty = at once.
+    traffic_steps: tuple[int, ...] = ()
+    traffic_step_seconds: float = Field(60.0, ge=0)
 
     # deployment_target = "azureml": the workspace (else AZURE_SUBSCRIPTION_ID / AZURE_RESOURCE_GROUP /
     # AZURE_WORKSPACE_NAME, else an Azure ML config.json), the endpoint and its deployments
@@ -91,9 +95,12 @@ class Settings(BaseSettings):
     azure_max_concurrent_requests_per_instance: int = Field(4, ge=1)
 
     @model_validator(mode="after")
-    def _positive_band_is_ordered(self) -> Settings:
+    def _consistent(self) -> Settings:
         if self.min_positive_rate > self.max_positive_rate:
             raise ValueError("min_positive_rate must not exceed max_positive_rate")
+        steps = self.traffic_steps
+        if any(not 0 < p < 100 for p in steps) or list(steps) != sorted(set(steps)):
+            raise ValueError(f"traffic_steps must be increasing shares between 1 and 99 (%), got {list(steps)}")
         return self
 
     @property

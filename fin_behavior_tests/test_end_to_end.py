@@ -16,7 +16,7 @@ from mlflow import MlflowClient
 from fin_behavior.cli import main
 from fin_behavior.data.generate import generate_csv
 from fin_behavior.definitions import defs
-from fin_behavior.defs.resources import StorageResource
+from fin_behavior.defs.resources import MlflowTracking, StorageResource
 from fin_behavior.defs.sensors import data_version_sensor, environment_drift_sensor
 from fin_behavior.environments.spec import DEFAULT_SPEC_FILE
 from fin_behavior.ml import registry
@@ -51,7 +51,9 @@ class Platform:
 
     def tick(self, sensor):
         context = dg.build_sensor_context(
-            instance=self.instance, cursor=self.cursors.get(sensor.name), resources={"storage": StorageResource()}
+            instance=self.instance,
+            cursor=self.cursors.get(sensor.name),
+            resources={"storage": StorageResource(), "mlflow": MlflowTracking()},
         )
         result = sensor(context)
         self.cursors[sensor.name] = context.cursor

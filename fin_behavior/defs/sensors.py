@@ -1,11 +1,13 @@
 """Sensors that notice change and rebuild from the stage it affects. On by default in `dagster dev`."""
 
+from pathlib import Path
+
 import dagster as dg
 
 from fin_behavior.data.fingerprint import file_fingerprint
 from fin_behavior.defs import jobs
 from fin_behavior.defs.dataset import processed_dataset
-from fin_behavior.defs.resources import StorageResource
+from fin_behavior.defs.resources import MlflowTracking, StorageResource
 from fin_behavior.environments.builder import EnvironmentBuildError
 from fin_behavior.environments.compatible import MODEL_INFO
 from fin_behavior.environments.report import versions_fingerprint
@@ -50,6 +52,28 @@ def _read_current(store: VersionStore, name: str) -> dict | None:
         return None
 
 
+def _production_evaluation(storage: StorageResource, mlflow: MlflowTracking) -> tuple[str, dict] | None:
+    """(registry version, evaluation) of the trained model behind `production`: the packages the model that
+    serves was trained with. None before the first deployment."""
+    uri = mlflow.uri
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
+        return None  # nothing registered yet; opening it would create the store
+    from mlflow import MlflowClient
+
+    from fin_behavior.ml import registry
+
+    client = MlflowClient(tracking_uri=uri)
+    name = get_settings().registered_model_name
+    version = registry.alias_version(client, name, registry.PRODUCTION)
+    if version is None:
+        return None
+    trained = client.get_model_version(name, version).tags.get("trained_model_version", "")
+    store = storage.versions("trained_model")
+    if not trained or not store.published(trained, EVALUATION_FILE):
+        return None
+    return version, read_json(store.root / trained / EVALUATION_FILE)
+
+
 @dg.sensor(job=jobs.retrain, default_status=dg.DefaultSensorStatus.RUNNING, minimum_interval_seconds=30)
 def data_version_sensor(context: dg.SensorEvaluationContext, storage: StorageResource):
     """A new or changed raw file -> one `retrain` run per data version (run key = the version)."""
@@ -82,14 +106,20 @@ def data_version_sensor(context: dg.SensorEvaluationContext, storage: StorageRes
     default_status=dg.DefaultSensorStatus.RUNNING,
     minimum_interval_seconds=60,
 )
-def environment_drift_sensor(context: dg.SensorEvaluationContext, storage: StorageResource):
-    """Training packages differ from what the current model was trained with -> `retrain`; the serving spec
-    resolves to another fingerprint than the current bundle was built for -> `rebuild_compatible`."""
+def environment_drift_sensor(context: dg.SensorEvaluationContext, storage: StorageResource, mlflow: MlflowTracking):
+    """Training packages differ from what the production model (before any deployment: the current model)
+    was trained with -> `retrain`; the serving spec resolves to another fingerprint than the current bundle
+    was built for -> `rebuild_compatible`."""
     settings = get_settings()
     evaluation = _read_current(storage.versions("trained_model"), EVALUATION_FILE)
     bundle = _read_current(storage.versions("compatible_model"), MODEL_INFO)
     if evaluation is None or bundle is None:
         return dg.SkipReason("no trained model or compatible bundle yet: nothing to compare against")
+    compared = f"trained model {evaluation['version']}"
+    production = _production_evaluation(storage, mlflow)
+    if production is not None:
+        version, evaluation = production
+        compared = f"production model v{version} (trained model {evaluation['version']})"
 
     drift = training_drift(evaluation["package_versions"])
     if drift:
@@ -98,7 +128,7 @@ def environment_drift_sensor(context: dg.SensorEvaluationContext, storage: Stora
         return _request_unless_running(
             context,
             jobs.retrain.name,
-            f"training environment changed ({changes})",
+            f"training environment changed since {compared} ({changes})",
             f"training-{fingerprint}",
             {"fin_behavior/trigger": "training_environment", "fin_behavior/drift": changes[:200]},
         )
@@ -117,7 +147,7 @@ def environment_drift_sensor(context: dg.SensorEvaluationContext, storage: Stora
             {"fin_behavior/trigger": "serving_environment", "fin_behavior/environment_fingerprint": fingerprint},
         )
     return dg.SkipReason(
-        f"training packages match trained model {evaluation['version']} ({len(evaluation['package_versions'])} "
+        f"training packages match {compared} ({len(evaluation['package_versions'])} "
         f"versions compared); serving environment {settings.serving_environment} resolves to {fingerprint}, the "
         f"fingerprint bundle {bundle['trained_model_version']}/{fingerprint} was built for"
     )

@@ -110,6 +110,7 @@ def write_scoring_code(directory: Path) -> Path:
 
 class AzureMLTarget:
     name = "azureml"
+    splits_traffic = True  # the endpoint's traffic map takes any shares: canary steps apply
 
     def __init__(self, client, config: AzureConfig, envs_dir: Path, workdir: Path):
         self.client, self.config, self.envs_dir, self.workdir = client, config, envs_dir, workdir
@@ -129,11 +130,13 @@ class AzureMLTarget:
 
     def live(self) -> Slot | None:
         endpoint = self._endpoint()
-        serving = [color for color, share in (endpoint.traffic or {}).items() if share == 100] if endpoint else []
-        if not serving:
+        # the color with most of the traffic: after a run cut off mid-canary, the old one still holds the majority
+        shares = {color: share for color, share in (endpoint.traffic or {}).items() if share > 0} if endpoint else {}
+        if not shares:
             return None
-        deployment = self.client.online_deployments.get(serving[0], self.config.endpoint_name)
-        return Slot(serving[0], deployment.tags.get("model_version", "?"), {"deployment": serving[0]})
+        color = max(shares, key=shares.__getitem__)
+        deployment = self.client.online_deployments.get(color, self.config.endpoint_name)
+        return Slot(color, deployment.tags.get("model_version", "?"), {"deployment": color})
 
     def _ensure_endpoint(self) -> None:
         from azure.ai.ml.entities import ManagedOnlineEndpoint
@@ -244,6 +247,9 @@ class AzureMLTarget:
 
     def switch(self, new: Slot, old: Slot | None) -> None:
         self._traffic({new.color: 100} | ({old.color: 0} if old else {}))
+
+    def shift(self, new: Slot, old: Slot, percent: int) -> None:
+        self._traffic({new.color: percent, old.color: 100 - percent})
 
     def switch_back(self, new: Slot, old: Slot | None) -> None:
         self._traffic({new.color: 0} | ({old.color: 100} if old else {}))

@@ -84,7 +84,13 @@ def azure_target(settings: Settings, envs: Path, workdir: Path) -> Target:
 
 
 def gate_settings(settings: Settings) -> GateSettings:
-    return GateSettings(settings.max_latency_ms, settings.serving_parity_tolerance, settings.gate_latency_requests)
+    return GateSettings(
+        settings.max_latency_ms,
+        settings.serving_parity_tolerance,
+        settings.gate_latency_requests,
+        settings.traffic_steps,
+        settings.traffic_step_seconds,
+    )
 
 
 def resolve_version(client, name: str, ref: str) -> str:

@@ -47,6 +47,8 @@ class Target(Protocol):
     # slot None = through the public URL, as clients see it
     def score(self, slot: Slot | None, records: list[dict]) -> tuple[list[float], str]: ...  # probas, version
     def switch(self, new: Slot, old: Slot | None) -> None: ...  # all traffic to `new`
+    # traffic_steps: `percent` to `new`, the rest to `old`; only where `splits_traffic` is True
+    def shift(self, new: Slot, old: Slot, percent: int) -> None: ...
     def switch_back(self, new: Slot, old: Slot | None) -> None: ...  # all traffic to `old` again
     def ready(self, slot: Slot | None) -> bool: ...
     def retire(self, slot: Slot, keep: bool) -> None: ...  # stop it (or keep it idle) after a success
@@ -71,6 +73,10 @@ class GateSettings:
     max_latency_ms: float
     parity_tolerance: float = 1e-4  # served vs verified probability, same runtime: only JSON rounding differs
     latency_requests: int = 50
+    # Canary: shares of traffic (%) the new color holds, each watched for step_seconds, before it takes all.
+    # Only targets that split traffic (Azure ML) take steps; the local endpoint moves it at once.
+    traffic_steps: tuple[int, ...] = ()
+    step_seconds: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -143,6 +149,25 @@ def run_gates(score: Scorer, release: Release, settings: GateSettings) -> dict[s
     }
 
 
+def canary_steps(target: Target, old: Slot | None, gates: GateSettings, log: Callable[[str], None]) -> tuple[int, ...]:
+    if not gates.traffic_steps or old is None:  # a first deployment has no traffic to share
+        return ()
+    if not getattr(target, "splits_traffic", False):
+        log(f"{target.name} moves traffic at once; traffic_steps {list(gates.traffic_steps)} do not apply")
+        return ()
+    return gates.traffic_steps
+
+
+def watch(target: Target, new: Slot, release: Release, seconds: float, when: str) -> None:
+    """Wait, then require the new color still provisioned and still answering the known records correctly."""
+    time.sleep(seconds)
+    if not target.ready(new):
+        raise RolloutError(f"v{release.version} on {new.color} stopped being ready {when}")
+    outcome = smoke(lambda records: target.score(new, records), release)
+    if not outcome.passed:
+        raise RolloutError(f"v{release.version} on {new.color} failed the smoke test {when}: {outcome.message}")
+
+
 def idle_color(live: Slot | None) -> str:
     return COLORS[1] if live is not None and live.color == COLORS[0] else COLORS[0]
 
@@ -180,8 +205,12 @@ def rollout(
                 f"v{release.version} passed its gates on {color}, but {target.name} needs approval before traffic "
                 "moves: set auto_approve (run config) to let it"
             )
+        switched = True  # from here on, a failure puts the traffic back
+        for percent in canary_steps(target, old, gates, log):
+            target.shift(new, old, percent)
+            log(f"{percent}% of traffic on {color}; watching it for {gates.step_seconds:g} s")
+            watch(target, new, release, gates.step_seconds, f"with {percent}% of traffic")
         target.switch(new, old)
-        switched = True
         if not target.ready(new):
             raise RolloutError(f"v{release.version} on {color} stopped being ready right after taking traffic")
     except Exception as exc:

@@ -10,7 +10,7 @@ import pytest
 from fin_behavior.data.generate import generate_csv
 from fin_behavior.definitions import defs
 from fin_behavior.defs.dataset import processed_dataset, raw_transactions
-from fin_behavior.defs.resources import StorageResource
+from fin_behavior.defs.resources import MlflowTracking, StorageResource
 from fin_behavior.defs.sensors import data_version_sensor, environment_drift_sensor
 from fin_behavior.environments import builder, verify
 from fin_behavior.environments.versions import installed_versions
@@ -25,7 +25,9 @@ def instance():
 
 
 def _tick(sensor, instance, storage, cursor=None):
-    context = dg.build_sensor_context(instance=instance, cursor=cursor, resources={"storage": storage})
+    context = dg.build_sensor_context(
+        instance=instance, cursor=cursor, resources={"storage": storage, "mlflow": MlflowTracking()}
+    )
     return sensor(context), context.cursor
 
 
@@ -65,11 +67,11 @@ def test_data_sensor_waits_for_a_run_in_progress(instance, tmp_path, banking_csv
     assert isinstance(held, dg.SkipReason) and running.run_id in held.skip_message and cursor is None
 
 
-def _publish(root, name, payload):
+def _publish(root, name, payload, version="v1"):
     store = VersionStore(root)
-    staging = store.staging("v1")
+    staging = store.staging(version)
     write_json(staging / name, payload)
-    store.publish(staging, "v1")
+    store.publish(staging, version)
 
 
 @pytest.fixture
@@ -108,6 +110,43 @@ def test_training_drift_requests_a_retrain(instance, built_state):
     assert isinstance(result, dg.RunRequest) and result.job_name == "retrain"
     assert result.run_key.startswith("training-")
     assert f"scikit-learn 1.0.2 -> {versions['scikit-learn']}" in result.tags["fin_behavior/drift"]
+
+
+def test_training_drift_is_judged_against_the_production_model(instance, built_state, tmp_path):
+    """The current trained model matches this environment, but what serves was trained with other packages
+    (its deployment came before a package upgrade): that is drift too."""
+    from mlflow import MlflowClient
+
+    from fin_behavior.ml import registry
+
+    var, versions, _ = built_state
+    _publish(
+        var / "artifacts" / "trained_model",
+        "evaluation.json",
+        {"version": "t0", "package_versions": versions | {"numpy": "1.26.4"}},
+        version="t0",
+    )
+    _publish(
+        var / "artifacts" / "trained_model",
+        "evaluation.json",
+        {"version": "t1", "package_versions": versions},
+        version="t1",
+    )
+    client = MlflowClient(tracking_uri=get_settings().tracking_uri)
+    name = get_settings().registered_model_name
+    client.create_registered_model(name)
+    (tmp_path / "bundle").mkdir()
+    served = client.create_model_version(name, str(tmp_path / "bundle"), tags={"trained_model_version": "t0"})
+    client.set_registered_model_alias(name, registry.PRODUCTION, served.version)
+
+    result, _ = _tick(environment_drift_sensor, instance, StorageResource())
+    assert isinstance(result, dg.RunRequest) and result.job_name == "retrain"
+    assert f"numpy 1.26.4 -> {versions['numpy']}" in result.tags["fin_behavior/drift"]
+
+    client.set_model_version_tag(name, served.version, "trained_model_version", "t1")  # now it serves t1
+    result, _ = _tick(environment_drift_sensor, instance, StorageResource())
+    assert isinstance(result, dg.SkipReason)
+    assert f"match production model v{served.version} (trained model t1)" in result.skip_message
 
 
 def test_serving_drift_requests_a_rebuild_and_resolution_is_cached(instance, built_state, monkeypatch):

@@ -40,13 +40,15 @@ def _done(value=None):
 
 class FakeWorkspace:
     """An in-memory workspace behind autospec'd operations, with Azure's rules: traffic sums to 0 or 100, a
-    deployment with traffic cannot be deleted. `fail` makes one step fail: provisioning, invoke, traffic."""
+    deployment with traffic cannot be deleted. `fail` makes one step fail: provisioning, invoke, traffic, or the
+    new deployment under a canary share of traffic."""
 
     def __init__(self, fail: str | None = None):
         self.fail = fail
         self.endpoints: dict[str, SimpleNamespace] = {}
         self.deployments: dict[str, SimpleNamespace] = {}
         self.bundles: dict[str, dict] = {}  # model version -> expected.json of its bundle
+        self.traffic_history: list[dict[str, int]] = []
         self.client = MagicMock()
         self.client.online_endpoints = endpoints = create_autospec(OnlineEndpointOperations, instance=True)
         self.client.online_deployments = deployments = create_autospec(OnlineDeploymentOperations, instance=True)
@@ -74,6 +76,9 @@ class FakeWorkspace:
             raise HttpResponseError(message=f"traffic must sum to 0 or 100: {traffic}")
         if self.fail == "traffic" and any(v == 100 and k == "green" for k, v in traffic.items()):
             raise HttpResponseError(message="(Conflict) traffic update refused: another operation is in progress")
+        if self.fail == "canary" and 0 < traffic.get("green", 0) < 100:  # it fails once it takes real traffic
+            self.deployments["green"].provisioning_state = "Failed"
+        self.traffic_history.append(traffic)
         stored = SimpleNamespace(
             name=endpoint.name, traffic=traffic, provisioning_state="Succeeded", scoring_uri="https://fin-test/score"
         )
@@ -162,6 +167,47 @@ def test_blue_green_moves_traffic_then_deletes_the_old_color(workspace, bundle, 
     assert set(workspace.deployments) == {"green"}
     workspace.client.online_deployments.begin_delete.assert_called_with("blue", "fin-test")
     assert target.score(None, bundle_records(workspace))[1] == "2"
+
+
+CANARY = GateSettings(max_latency_ms=1_000.0, latency_requests=3, traffic_steps=(10, 50), step_seconds=0)
+
+
+def test_canary_steps_move_traffic_in_shares_before_all_of_it(workspace, bundle, tmp_path):
+    target = _target(workspace, tmp_path)
+    rollout(target, release(bundle[0], "1"), CANARY, log=lambda _: None)  # first: nothing to share
+    messages = []
+    rollout(target, release(bundle[0], "2"), CANARY, log=messages.append)
+    assert workspace.traffic_history[1:] == [  # [0]: the endpoint created with no traffic
+        {"blue": 100},
+        {"green": 10, "blue": 90},
+        {"green": 50, "blue": 50},
+        {"green": 100, "blue": 0},
+    ]
+    assert "10% of traffic on green; watching it for 0 s" in messages
+    assert set(workspace.deployments) == {"green"}
+
+
+def test_a_canary_that_fails_under_traffic_gives_it_all_back(bundle, tmp_path):
+    workspace = FakeWorkspace()
+    target = _target(workspace, tmp_path)
+    rollout(target, release(bundle[0], "1"), CANARY, log=lambda _: None)
+    workspace.fail = "canary"
+    with pytest.raises(RolloutError) as raised:
+        rollout(target, release(bundle[0], "2"), CANARY, log=lambda _: None)
+    assert "v2 on green stopped being ready with 10% of traffic" in raised.value.reason
+    assert "green: container log tail" in raised.value.log_tail
+    assert workspace.traffic_history[-1] == {"green": 0, "blue": 100}
+    assert set(workspace.deployments) == {"blue"} and target.live().version == "1"
+
+
+def test_a_run_cut_off_mid_canary_leaves_the_majority_color_live(workspace, bundle, tmp_path):
+    target = _target(workspace, tmp_path)
+    rollout(target, release(bundle[0], "1"), GATES, log=lambda _: None)
+    rollout(target, release(bundle[0], "2"), GATES, keep_old=True, log=lambda _: None)
+    workspace.endpoints["fin-test"].traffic = {"green": 10, "blue": 90}  # as a killed canary run leaves it
+    assert target.live().color == "blue"  # v1 holds the majority: the next rollout replaces green, not blue
+    rollout(target, release(bundle[0], "3"), GATES, log=lambda _: None)
+    assert workspace.endpoints["fin-test"].traffic == {"green": 100, "blue": 0} and target.live().version == "3"
 
 
 def bundle_records(workspace: FakeWorkspace) -> list[dict]:
