@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,6 +27,8 @@ from pathlib import Path
 
 import httpx
 import joblib
+
+from fin_behavior.serving.local import LocalTarget, free_port
 
 ROOT = Path(__file__).resolve().parent
 AUTOCANNON = ROOT / "node_modules" / ".bin" / "autocannon"
@@ -75,12 +76,6 @@ def start_azure_server(env, bundle: Path, work: Path, port: int) -> subprocess.P
         env=os.environ
         | {"AZUREML_MODEL_DIR": str(bundle.parent), "FIN_BEHAVIOR_MODEL_VERSION": "1", "WORKER_COUNT": "1"},
     )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_http(url: str, timeout: float = 120) -> None:
@@ -168,7 +163,6 @@ def main() -> None:
         sys.exit("autocannon is not installed: run `make bench-tools` first")
 
     from fin_behavior.ml.store import read_json
-    from fin_behavior.serving.local import LocalTarget
     from fin_behavior.serving.rollout import GateSettings, Release, rollout
 
     with tempfile.TemporaryDirectory() as tmp:

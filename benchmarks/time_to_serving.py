@@ -13,21 +13,16 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from fin_behavior.serving.local import free_port
+
 BIN = Path(sys.executable).parent
 STEP = re.compile(r'Finished execution of step "(\w+)" in ([\d.]+)(ms|s|m)')
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def run_pipeline(var: Path, envs: Path) -> tuple[float, dict[str, float]]:

@@ -28,6 +28,10 @@ class DeploymentConfig(dg.Config):
     skip: bool = Field(default=False, description="Stop after registration: deploy nothing, move no alias")
 
 
+def _gate_messages(gates: dict) -> dict[str, str]:
+    return {f"gate_{name}": outcome.message for name, outcome in gates.items()}
+
+
 @dg.asset(
     deps=[registered_model_version],
     group_name="deployment",
@@ -64,25 +68,23 @@ def live_deployment(
             log=context.log.info,
         )
     except RolloutError as exc:
-        gates = {f"gate_{name}": outcome.message for name, outcome in exc.gates.items()}
-        raise dg.Failure(description=str(exc), metadata=gates, allow_retries=False) from None
+        raise dg.Failure(description=str(exc), metadata=_gate_messages(exc.gates), allow_retries=False) from None
     except deploy.DeployError as exc:
         raise dg.Failure(description=str(exc), allow_retries=False) from None
     release, result = deployment.release, deployment.result
-    live = target.live()
     metadata = {
         "url": dg.MetadataValue.url(target.url),
         "target": target.name,
         "model_name": release.model_name,
         "served_version": release.version,
-        "color": live.color if live else "none",
+        "color": deployment.serving.color,
         "rolled_out": result is not None,
         "replaced_version": deployment.replaced_production or "none",
         "model_uri": f"models:/{release.model_name}@production",
     }
     if result is not None:
         metadata["rollout_seconds"] = round(result.seconds, 2)
-        metadata |= {f"gate_{name}": outcome.message for name, outcome in result.gates.items()}
+        metadata |= _gate_messages(result.gates)
     yield dg.MaterializeResult(
         data_version=dg.DataVersion(f"{release.model_name}-v{release.version}"), metadata=metadata
     )

@@ -11,7 +11,7 @@ import dagster as dg
 from pydantic import Field
 
 from fin_behavior.data.generate import generate_csv
-from fin_behavior.ml.remote import RemoteArtifacts
+from fin_behavior.ml.remote import RemoteArtifacts, artifact_store
 from fin_behavior.ml.store import VersionStore
 from fin_behavior.settings import get_settings
 
@@ -62,8 +62,7 @@ class StorageResource(dg.ConfigurableResource):
 
     @cached_property
     def remote(self) -> RemoteArtifacts | None:
-        url = self.artifact_store_url or get_settings().artifact_store_url
-        return RemoteArtifacts(url, self.artifacts) if url else None
+        return artifact_store(self.artifact_store_url or get_settings().artifact_store_url, self.artifacts)
 
     def versions(self, stage: str) -> VersionStore:
         """The versions of a stage's artifact (trained_model, compatible_model), mirrored to the store."""

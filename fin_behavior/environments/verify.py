@@ -9,7 +9,7 @@ from fin_behavior.environments import builder
 from fin_behavior.environments.compatible import MODEL_INFO
 from fin_behavior.environments.report import EnvironmentReport, compare, lock_pins, training_versions
 from fin_behavior.environments.spec import EnvironmentSpec, get_spec
-from fin_behavior.ml.remote import RemoteArtifacts
+from fin_behavior.ml.remote import artifact_store
 from fin_behavior.ml.store import VersionStore, read_json
 from fin_behavior.settings import Settings
 
@@ -17,8 +17,8 @@ LOCK_FILE = Path(__file__).resolve().parents[2] / "requirements.lock"
 
 
 def current_model_info(settings: Settings) -> dict | None:
-    url, root = settings.artifact_store_url, settings.artifacts_dir
-    store = VersionStore(root / "compatible_model", RemoteArtifacts(url, root) if url else None)
+    root = settings.artifacts_dir
+    store = VersionStore(root / "compatible_model", artifact_store(settings.artifact_store_url, root))
     try:
         return read_json(store.current() / MODEL_INFO)
     except (OSError, ValueError):

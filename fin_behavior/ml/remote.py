@@ -22,6 +22,11 @@ class ArtifactStoreError(RuntimeError):
     """The artifact store cannot be reached or holds nothing where something was expected."""
 
 
+def artifact_store(url: str, local_root: Path) -> RemoteArtifacts | None:
+    """The store at `url`, cached under `local_root`; None when no store is configured (local artifacts only)."""
+    return RemoteArtifacts(url, local_root) if url else None
+
+
 class RemoteArtifacts:
     def __init__(self, url: str, local_root: Path):
         import fsspec

@@ -15,7 +15,16 @@ from fin_behavior.ml import registry
 from fin_behavior.ml.store import read_json
 from fin_behavior.outcome import Outcome
 from fin_behavior.serving.local import LocalTarget
-from fin_behavior.serving.rollout import GateSettings, Release, RolloutResult, Target, latency, rollout, smoke
+from fin_behavior.serving.rollout import (
+    GateSettings,
+    Release,
+    RolloutResult,
+    Slot,
+    Target,
+    latency,
+    rollout,
+    smoke,
+)
 from fin_behavior.settings import Settings
 
 ENDPOINT_CHECKS = ("health", "smoke", "served_version_is_production", "latency_p95")
@@ -28,6 +37,7 @@ class DeployError(RuntimeError):
 @dataclass(frozen=True)
 class Deployment:
     release: Release
+    serving: Slot
     result: RolloutResult | None  # None: that version was already serving, nothing moved
     replaced_production: str | None
 
@@ -186,5 +196,6 @@ def deploy(
         log(f"v{release.version} already serves on {live.color} at {target.url}; nothing to roll out")
     else:
         result = rollout(target, release, gate_settings(settings), keep_old=keep_old, approved=approved, log=log)
+        live = result.new
     replaced = registry.promote(client, name, release.version)
-    return Deployment(release, result, replaced)
+    return Deployment(release, live, result, replaced)

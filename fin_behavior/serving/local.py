@@ -5,6 +5,7 @@ and later Dagster runs find it."""
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import secrets
@@ -26,7 +27,7 @@ from fin_behavior.serving.rollout import Release, RolloutError, Slot
 STATE_FILE, KEYS_FILE = "endpoint.json", "keys.json"
 
 
-def _free_port(host: str) -> int:
+def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
         return s.getsockname()[1]
@@ -54,6 +55,7 @@ def ensure_keys(path: Path) -> str:
 
 class LocalTarget:
     name = "local"
+    splits_traffic = False  # one listening socket moves whole: no canary shares
 
     def __init__(
         self,
@@ -87,15 +89,13 @@ class LocalTarget:
         state = read_json(path) if path.exists() else {}
         return {"url": self.url, "live": None, "colors": {}, "history": []} | state
 
-    def _update(self, **changes: Any) -> dict[str, Any]:
-        state = self.state() | changes
-        write_json(self.root / STATE_FILE, state)
-        return state
+    def _update(self, **changes: Any) -> None:
+        write_json(self.root / STATE_FILE, self.state() | changes)
 
     def _set_color(self, color: str, **fields: Any) -> None:
-        colors = self.state()["colors"]
-        colors[color] = colors.get(color, {}) | fields
-        self._update(colors=colors)
+        state = self.state()
+        state["colors"][color] = state["colors"].get(color, {}) | fields
+        write_json(self.root / STATE_FILE, state)
 
     def slot(self, color: str) -> Slot:
         entry = self.state()["colors"][color]
@@ -126,7 +126,7 @@ class LocalTarget:
         if process_alive(previous.get("pid")):  # an old color kept idle occupies the slot
             self.stop(self.slot(color))
         python = self._python(release)
-        port = _free_port(self.host)
+        port = free_port(self.host)
         control = self.root / f"{color}.sock"
         log = self.root / "logs" / f"{color}.log"
         log.parent.mkdir(exist_ok=True)
@@ -263,7 +263,8 @@ class LocalTarget:
         path = Path(slot.detail.get("log", ""))
         if not path.is_file():
             return ""
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+        with path.open(errors="replace") as log:  # streamed: a long-lived color's log can be large
+            return "".join(collections.deque(log, maxlen=lines)).rstrip("\n")
 
     def status(self) -> dict[str, Any]:
         state = self.state()

@@ -41,13 +41,13 @@ class Slot:
 class Target(Protocol):
     name: str
     url: str
+    splits_traffic: bool  # can hold shares of traffic (canary steps); `shift` is only called where True
 
     def live(self) -> Slot | None: ...
     def start(self, release: Release, color: str) -> Slot: ...  # started and ready, or raises
     # slot None = through the public URL, as clients see it
     def score(self, slot: Slot | None, records: list[dict]) -> tuple[list[float], str]: ...  # probas, version
     def switch(self, new: Slot, old: Slot | None) -> None: ...  # all traffic to `new`
-    # traffic_steps: `percent` to `new`, the rest to `old`; only where `splits_traffic` is True
     def shift(self, new: Slot, old: Slot, percent: int) -> None: ...
     def switch_back(self, new: Slot, old: Slot | None) -> None: ...  # all traffic to `old` again
     def ready(self, slot: Slot | None) -> bool: ...
@@ -152,7 +152,7 @@ def run_gates(score: Scorer, release: Release, settings: GateSettings) -> dict[s
 def canary_steps(target: Target, old: Slot | None, gates: GateSettings, log: Callable[[str], None]) -> tuple[int, ...]:
     if not gates.traffic_steps or old is None:  # a first deployment has no traffic to share
         return ()
-    if not getattr(target, "splits_traffic", False):
+    if not target.splits_traffic:
         log(f"{target.name} moves traffic at once; traffic_steps {list(gates.traffic_steps)} do not apply")
         return ()
     return gates.traffic_steps

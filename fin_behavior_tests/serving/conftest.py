@@ -6,7 +6,6 @@ import collections
 import json
 import secrets
 import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -24,6 +23,7 @@ from fin_behavior.data.processing import process_raw_file
 from fin_behavior.environments import builder, compatible
 from fin_behavior.environments.spec import get_spec
 from fin_behavior.ml.train import SearchSpace, TrainingOptions, train
+from fin_behavior.serving.local import free_port
 from fin_behavior_tests.environments.test_compatible import ENVS
 
 if TYPE_CHECKING:
@@ -78,12 +78,6 @@ def bundle(serving_env, trained, tmp_path_factory) -> tuple[Path, list[dict], li
     records = dataset[dataset["transaction_id"].isin(set(test_ids))][list(FEATURES)]
     proba = json.loads((bundle_dir / compatible.VERIFICATION).read_text())["artifacts"]["model.joblib"]["proba"]
     return bundle_dir, records.to_dict("records"), proba
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_service(env, bundle_dir: Path, workdir: Path, *extra: str) -> Service:
