@@ -186,9 +186,12 @@ def create_app(settings: ServiceSettings) -> Any:
         """POST /score as a plain ASGI handler: the hot path skips the framework's routing and middleware."""
         started = time.perf_counter()
         status, answer, rows, raw = await answer_score(scope, receive)
-        headers = score_headers if status != 503 else [*score_headers, (b"retry-after", b"1")]
+        body = json.dumps(answer, separators=(",", ":")).encode()
+        headers = [*score_headers, (b"content-length", str(len(body)).encode())]  # not chunked
+        if status == 503:
+            headers.append((b"retry-after", b"1"))
         await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": json.dumps(answer, separators=(",", ":")).encode()})
+        await send({"type": "http.response.body", "body": body})
         elapsed = time.perf_counter() - started
         counter = score_counts.get(status) or score_counts.setdefault(status, metrics.requests.labels("score", status))
         counter.inc()

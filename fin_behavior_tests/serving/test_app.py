@@ -32,6 +32,8 @@ def test_every_body_shape_scores_like_the_verified_model(service, bundle):
     with service.client() as client:
         one = client.post("/score", json=records[0])
         assert one.status_code == 200 and one.headers["X-Model-Version"] == "7"
+        assert one.headers["content-type"] == "application/json"
+        assert int(one.headers["content-length"]) == len(one.content) and "transfer-encoding" not in one.headers
         assert one.json()["model_version"] == "7"
         assert one.json()["probabilities"][0] == pytest.approx(expected[0], abs=1e-4)
 
