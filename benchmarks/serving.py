@@ -28,7 +28,7 @@ from pathlib import Path
 import httpx
 import joblib
 
-from fin_behavior.serving.local import LocalTarget, free_port
+from fin_behavior.deploy.local import LocalTarget, free_port
 
 ROOT = Path(__file__).resolve().parent
 AUTOCANNON = ROOT / "node_modules" / ".bin" / "autocannon"
@@ -65,7 +65,7 @@ def build_model(work: Path):
 
 def start_azure_server(env, bundle: Path, work: Path, port: int) -> subprocess.Popen:
     """The generated score.py under azmlinfsrv, as Azure ML runs it (one worker: one core)."""
-    from fin_behavior.serving import azure
+    from fin_behavior.deploy import azure
 
     code = azure.write_scoring_code(work / "azure-code")
     return subprocess.Popen(
@@ -162,8 +162,8 @@ def main() -> None:
     if not AUTOCANNON.exists():
         sys.exit("autocannon is not installed: run `make bench-tools` first")
 
+    from fin_behavior.deploy.rollout import GateSettings, Release, rollout
     from fin_behavior.ml.store import read_json
-    from fin_behavior.serving.rollout import GateSettings, Release, rollout
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)

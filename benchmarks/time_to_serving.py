@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from fin_behavior.serving.local import free_port
+from fin_behavior.deploy.local import free_port
 
 BIN = Path(sys.executable).parent
 STEP = re.compile(r'Finished execution of step "(\w+)" in ([\d.]+)(ms|s|m)')

@@ -33,7 +33,7 @@ def _verify_env(args: argparse.Namespace) -> int:
 
 
 def _endpoint(args: argparse.Namespace) -> int:
-    from fin_behavior.serving.deploy import make_target
+    from fin_behavior.deploy.deployer import make_target
     from fin_behavior.settings import get_settings
 
     settings = get_settings()
@@ -83,9 +83,9 @@ def _endpoint_status(target) -> int:
 def _endpoint_rollback(settings) -> int:
     from mlflow import MlflowClient
 
+    from fin_behavior.deploy.deployer import DeployError, deploy, make_target, releases_dir
+    from fin_behavior.deploy.rollout import RolloutError
     from fin_behavior.ml.registry import PREVIOUS
-    from fin_behavior.serving.deploy import DeployError, deploy, make_target, releases_dir
-    from fin_behavior.serving.rollout import RolloutError
 
     client = MlflowClient(tracking_uri=settings.tracking_uri)
     try:

@@ -7,6 +7,9 @@ import pytest
 from fin_behavior.data.generate import generate_csv
 from fin_behavior.settings import get_settings
 
+# The real serving environment, bundle and service, shared by the serving, deploy and end-to-end tests.
+pytest_plugins = ["fin_behavior_tests.serving_fixtures"]
+
 
 @pytest.fixture(autouse=True)
 def isolated_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):

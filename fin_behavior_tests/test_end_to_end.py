@@ -18,14 +18,14 @@ from fin_behavior.data.generate import generate_csv
 from fin_behavior.definitions import defs
 from fin_behavior.defs.resources import MlflowTracking, StorageResource
 from fin_behavior.defs.sensors import data_version_sensor, environment_drift_sensor
+from fin_behavior.deploy.deployer import make_target, releases_dir
+from fin_behavior.deploy.local import LocalTarget, free_port
 from fin_behavior.environments.spec import DEFAULT_SPEC_FILE
 from fin_behavior.ml import registry
 from fin_behavior.ml.store import read_json
-from fin_behavior.serving.deploy import make_target, releases_dir
-from fin_behavior.serving.local import LocalTarget, free_port
 from fin_behavior.settings import get_settings
 from fin_behavior_tests.environments.test_compatible import ENVS
-from fin_behavior_tests.serving.conftest import Load, served_version
+from fin_behavior_tests.serving_fixtures import Load, served_version
 
 FAST = {
     "ops": {"trained_model": {"config": {"n_iter": 2, "cv": 2, "search_max_rows": 1_500, "n_estimators": [10, 30]}}}

@@ -49,8 +49,8 @@ def live_deployment(
         return
     from mlflow import MlflowClient
 
-    from fin_behavior.serving import deploy
-    from fin_behavior.serving.rollout import RolloutError
+    from fin_behavior.deploy import deployer as deploy
+    from fin_behavior.deploy.rollout import RolloutError
 
     settings = get_settings()
     target = deploy.make_target(settings, storage.root)
@@ -102,8 +102,8 @@ _CHECKS = {
 def live_deployment_checks(context: dg.AssetCheckExecutionContext, storage: StorageResource, mlflow: MlflowTracking):
     from mlflow import MlflowClient
 
+    from fin_behavior.deploy import deployer as deploy
     from fin_behavior.ml import registry
-    from fin_behavior.serving import deploy
 
     settings = get_settings()
     target = deploy.make_target(settings, storage.root)

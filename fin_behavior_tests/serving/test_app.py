@@ -10,7 +10,7 @@ import time
 import httpx
 import pytest
 
-from fin_behavior_tests.serving.conftest import start_service
+from fin_behavior_tests.serving_fixtures import start_service
 
 
 def test_liveness_and_readiness_are_open(service):

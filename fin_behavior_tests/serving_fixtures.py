@@ -1,4 +1,4 @@
-"""A real bundle built in the real local serving environment, and the scoring service started from it."""
+"""Fixtures: a real bundle built in the real local serving environment, and the scoring service started from it."""
 
 from __future__ import annotations
 
@@ -20,14 +20,14 @@ import pytest
 
 from fin_behavior.data.columns import FEATURES
 from fin_behavior.data.processing import process_raw_file
+from fin_behavior.deploy.local import free_port
 from fin_behavior.environments import builder, compatible
 from fin_behavior.environments.spec import get_spec
 from fin_behavior.ml.train import SearchSpace, TrainingOptions, train
-from fin_behavior.serving.local import free_port
 from fin_behavior_tests.environments.test_compatible import ENVS
 
 if TYPE_CHECKING:
-    from fin_behavior.serving.local import LocalTarget
+    from fin_behavior.deploy.local import LocalTarget
 
 FAST = TrainingOptions(n_iter=1, cv=2, search_max_rows=1_000, space=SearchSpace(n_estimators=(20, 30)))
 

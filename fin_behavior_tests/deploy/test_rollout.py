@@ -14,12 +14,12 @@ import httpx
 import pytest
 
 from fin_behavior.cli import main
+from fin_behavior.deploy.local import LocalTarget, free_port, process_alive
+from fin_behavior.deploy.rollout import GateSettings, Release, RolloutError, rollout
 from fin_behavior.ml.store import read_json
-from fin_behavior.serving.local import LocalTarget, free_port, process_alive
-from fin_behavior.serving.rollout import GateSettings, Release, RolloutError, rollout
 from fin_behavior.settings import get_settings
 from fin_behavior_tests.environments.test_compatible import ENVS
-from fin_behavior_tests.serving.conftest import Load, served_version
+from fin_behavior_tests.serving_fixtures import Load, served_version
 
 GATES = GateSettings(max_latency_ms=100.0, latency_requests=20)
 

@@ -22,14 +22,14 @@ from azure.ai.ml.operations import (
 )
 from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ResourceNotFoundError
 
+from fin_behavior.deploy import azure
+from fin_behavior.deploy.local import free_port
+from fin_behavior.deploy.rollout import GateSettings, RolloutError, rollout
 from fin_behavior.environments import builder
 from fin_behavior.environments.spec import get_spec
-from fin_behavior.serving import azure
-from fin_behavior.serving.local import free_port
-from fin_behavior.serving.rollout import GateSettings, RolloutError, rollout
+from fin_behavior_tests.deploy.test_rollout import release
 from fin_behavior_tests.environments.test_compatible import ENVS
-from fin_behavior_tests.serving.conftest import build_bundle
-from fin_behavior_tests.serving.test_rollout import release
+from fin_behavior_tests.serving_fixtures import build_bundle
 
 GATES = GateSettings(max_latency_ms=1_000.0, latency_requests=3)
 CONFIG = azure.AzureConfig("sub", "rg", "ws", endpoint_name="fin-test")

@@ -10,12 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from fin_behavior.environments.compatible import EXPECTED, MODEL_INFO
-from fin_behavior.ml import registry
-from fin_behavior.ml.store import read_json
-from fin_behavior.outcome import Outcome
-from fin_behavior.serving.local import LocalTarget
-from fin_behavior.serving.rollout import (
+from fin_behavior.deploy.local import LocalTarget
+from fin_behavior.deploy.rollout import (
     GateSettings,
     Release,
     RolloutResult,
@@ -25,6 +21,10 @@ from fin_behavior.serving.rollout import (
     rollout,
     smoke,
 )
+from fin_behavior.environments.compatible import EXPECTED, MODEL_INFO
+from fin_behavior.ml import registry
+from fin_behavior.ml.store import read_json
+from fin_behavior.outcome import Outcome
 from fin_behavior.settings import Settings
 
 ENDPOINT_CHECKS = ("health", "smoke", "served_version_is_production", "latency_p95")
@@ -70,7 +70,7 @@ def make_target(settings: Settings, var_dir: Path | None = None) -> Target:
 
 
 def azure_target(settings: Settings, envs: Path, workdir: Path) -> Target:
-    from fin_behavior.serving import azure
+    from fin_behavior.deploy import azure
 
     given = {
         "subscription_id": settings.azure_subscription_id,

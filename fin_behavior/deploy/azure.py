@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fin_behavior.deploy.rollout import Release, RolloutError, Slot
 from fin_behavior.environments.builder import built_path, built_resolution
-from fin_behavior.serving.rollout import Release, RolloutError, Slot
 
-_PACKAGE = Path(__file__).resolve().parents[1]  # fin_behavior/, shipped with score.py
+_PACKAGE = Path(__file__).resolve().parents[1]  # fin_behavior/: its light part ships with score.py
 SCORE_SCRIPT = "score.py"
 
 
@@ -103,8 +103,10 @@ def conda_file(name: str, python_version: str, pins: tuple[str, ...]) -> dict[st
 def write_scoring_code(directory: Path) -> Path:
     """score.py plus the light fin_behavior package it imports (bundle verification, validation)."""
     shutil.rmtree(directory, ignore_errors=True)
-    shutil.copytree(_PACKAGE, directory / "fin_behavior", ignore=shutil.ignore_patterns("__pycache__", "defs"))
-    shutil.copy(Path(__file__).with_name("azure_score.py"), directory / SCORE_SCRIPT)
+    shutil.copytree(
+        _PACKAGE, directory / "fin_behavior", ignore=shutil.ignore_patterns("__pycache__", "defs", "deploy")
+    )
+    shutil.copy(_PACKAGE / "serving" / "azure_score.py", directory / SCORE_SCRIPT)
     return directory
 
 

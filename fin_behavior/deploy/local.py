@@ -19,10 +19,10 @@ from typing import Any
 
 import httpx
 
+from fin_behavior.deploy.rollout import Release, RolloutError, Slot
 from fin_behavior.environments.builder import built_path
 from fin_behavior.ml.store import read_json, write_json
 from fin_behavior.serving.handoff import send_command
-from fin_behavior.serving.rollout import Release, RolloutError, Slot
 
 STATE_FILE, KEYS_FILE = "endpoint.json", "keys.json"
 
