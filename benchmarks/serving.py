@@ -48,17 +48,20 @@ def build_model(work: Path):
     settings = get_settings()
     envs = settings.envs_dir or settings.var_dir / "envs"
     dataset = process_raw_file(generate_csv(work / "raw.csv", rows=5_000, seed=42), 0.95).dataset
-    model = train(dataset, TrainingOptions(n_iter=5, cv=3))
+    model = train(dataset, TrainingOptions.from_settings(settings.with_overrides(n_iter=5, cv=3)))
     joblib.dump(model.pipeline, work / "trained.joblib")
     from sklearn import __version__
 
-    inputs = compatible.TrainedInputs(work / "trained.joblib", model.search.best_params, 42, __version__, "t", "d", 0)
+    threshold = model.search.decision_threshold
+    inputs = compatible.TrainedInputs(
+        work / "trained.joblib", model.search.best_params, 42, __version__, "t", "d", 0, threshold
+    )
     bundles = {}
     for name in ("local", "azureml-sklearn-1.5"):
         env = builder.build(get_spec(name), envs)
         report = compatible.build_bundle(env, inputs, dataset, model.split.test_ids, work / name)
         bundle = work / name / "bundle"
-        compatible.write_model_info(compatible.model_info(env, inputs, report, bundle), bundle)
+        compatible.model_info(env, inputs, report, bundle).write(bundle)
         bundles[name] = (env, bundle)
     return model.pipeline, bundles, envs
 
@@ -162,8 +165,10 @@ def main() -> None:
     if not AUTOCANNON.exists():
         sys.exit("autocannon is not installed: run `make bench-tools` first")
 
-    from fin_behavior.deploy.rollout import GateSettings, Release, rollout
-    from fin_behavior.ml.store import read_json
+    from fin_behavior.deploy.deployer import load_release
+    from fin_behavior.deploy.rollout import GateSettings, rollout
+    from fin_behavior.records import read_json
+    from fin_behavior.settings import get_settings
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -177,8 +182,8 @@ def main() -> None:
         mlflow_port = free_port()
         processes: list[subprocess.Popen] = []
         try:
-            release = Release("bench", "1", bundle, read_json(bundle / "model_info.json"), expected)
-            live = rollout(target, release, GateSettings(max_latency_ms=100), log=lambda _: None).new
+            release = load_release("bench", "1", bundle)
+            live = rollout(target, release, GateSettings.from_settings(get_settings()), log=lambda _: None).new
             import mlflow.sklearn
 
             # our own model, so the pickle format is trusted (MLflow's default skops refuses forests unless told)

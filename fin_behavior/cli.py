@@ -9,9 +9,12 @@ from collections.abc import Sequence
 
 def _generate_data(args: argparse.Namespace) -> int:
     from fin_behavior.data.generate import generate_csv
+    from fin_behavior.settings import get_settings
 
-    path = generate_csv(args.out, rows=args.rows, seed=args.seed)
-    print(f"wrote {args.rows} rows to {path}")
+    settings = get_settings()
+    rows = args.rows or settings.default_rows
+    path = generate_csv(args.out, rows=rows, seed=settings.default_seed if args.seed is None else args.seed)
+    print(f"wrote {rows} rows to {path}")
     return 0
 
 
@@ -113,8 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     generate = commands.add_parser(
         "generate-data", help="write synthetic transactions in the Kaggle banking layout (deterministic per seed)"
     )
-    generate.add_argument("--rows", type=_positive_int, default=5_000, help="number of rows (default 5000)")
-    generate.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
+    generate.add_argument("--rows", type=_positive_int, help="number of rows (default: setting default_rows)")
+    generate.add_argument("--seed", type=int, help="random seed (default: setting default_seed)")
     generate.add_argument("--out", required=True, help="CSV path to write (parent folders are created)")
     generate.set_defaults(handler=_generate_data)
     verify = commands.add_parser(

@@ -33,28 +33,42 @@ class Settings(BaseSettings):
     default_seed: int = 42
 
     # processed_dataset
-    target_quantile: float = Field(0.95, gt=0, lt=1)
-    max_invalid_fraction: float = Field(0.01, ge=0, le=1)
-    min_rows: int = Field(1_000, ge=1)
-    min_positive_rate: float = Field(0.01, ge=0, le=1)
-    max_positive_rate: float = Field(0.25, ge=0, le=1)
-    max_single_feature_auc: float = Field(0.95, gt=0.5, le=1)
+    target_quantile: float = Field(0.95, gt=0, lt=1, description="HighAmount = amount >= this quantile")
+    max_invalid_fraction: float = Field(0.01, ge=0, le=1, description="share of invalid rows that fails the run")
+    min_rows: int = Field(1_000, ge=1, description="min_row_count check")
+    min_positive_rate: float = Field(0.01, ge=0, le=1, description="positive_rate_in_band check, lower bound")
+    max_positive_rate: float = Field(0.25, ge=0, le=1, description="positive_rate_in_band check, upper bound")
+    max_single_feature_auc: float = Field(
+        0.95, gt=0.5, le=1, description="no_target_leakage: a feature alone scoring this ROC-AUC leaks the target"
+    )
 
-    # trained_model: search and quality gates
-    n_iter: int = Field(20, ge=1)
-    cv: int = Field(3, ge=2)
-    search_max_rows: int = Field(20_000, ge=100)
-    min_roc_auc: float = Field(0.75, ge=0, le=1)
-    min_accuracy: float = Field(0.8, ge=0, le=1)
-    min_balanced_accuracy_margin: float = Field(0.05, ge=0, le=1)
-    max_latency_ms: float = Field(100.0, gt=0)
+    # trained_model: the search (as in the seeds; ranges are inclusive [low, high]) and its quality gates
+    n_iter: int = Field(20, ge=1, description="search candidates")
+    cv: int = Field(3, ge=2, description="cross-validation folds")
+    search_max_rows: int = Field(20_000, ge=100, description="the search runs on a stratified sample of this size")
+    test_size: float = Field(0.2, gt=0, lt=1, description="stratified hold-out share")
+    random_state: int = Field(42, description="seed of the split, the search and the forest")
+    n_estimators: tuple[int, int] = (50, 200)
+    max_depth: tuple[int, int] = (3, 20)
+    min_samples_split: tuple[int, int] = (2, 20)
+    min_samples_leaf: tuple[int, int] = (1, 20)
+    bootstrap: tuple[bool, ...] = (True, False)
+    class_weight: tuple[str, ...] = ("balanced", "balanced_subsample", "none")
+    min_roc_auc: float = Field(0.75, ge=0, le=1, description="roc_auc_gate: hold-out ROC-AUC at least this")
+    min_accuracy: float = Field(0.8, ge=0, le=1, description="accuracy_gate: hold-out accuracy at least this")
+    min_balanced_accuracy_margin: float = Field(
+        0.05, ge=0, le=1, description="accuracy_gate: balanced accuracy above the majority baseline by this"
+    )
+    max_latency_ms: float = Field(100.0, gt=0, description="latency gates: single-row p95 at most this (ms)")
 
     # compatible_model: the serving environment the model must load in
-    serving_environment: str = "local"
+    serving_environment: str = Field("local", description="the serving environment the model must load in")
     serving_environments_file: Path = Field(
         default_factory=lambda: Path(__file__).parent / "environments" / "serving_environments.toml"
     )
-    parity_tolerance: float = Field(0.02, ge=0, le=1)
+    parity_tolerance: float = Field(
+        0.02, ge=0, le=1, description="quality_parity: largest serving vs trained hold-out ROC-AUC difference"
+    )
     # How long the environment sensor trusts a resolution of the serving spec before asking the index again.
     resolution_max_age_seconds: float = Field(3_600, ge=0)
     # Built serving environments (hundreds of MB each). Empty = <var_dir>/envs.
@@ -63,7 +77,7 @@ class Settings(BaseSettings):
     # MLflow tracking and registry. Empty URI = a SQLite store at <var_dir>/mlflow/mlflow.db.
     mlflow_tracking_uri: str = ""
     mlflow_experiment: str = "financial-behavior"
-    registered_model_name: str = "financial-behavior-model"
+    registered_model_name: str = Field("financial-behavior-model", description="MLflow registered model name")
 
     # live_deployment: where the model serves, and the gates a new version passes before it gets traffic
     deployment_target: str = "local"
@@ -74,7 +88,7 @@ class Settings(BaseSettings):
     deploy_start_timeout_seconds: float = Field(60.0, gt=0)
     # How long a replaced color keeps answering its open keep-alive connections (with Connection: close).
     drain_seconds: float = Field(10.0, ge=0)
-    keep_old_color: bool = False
+    keep_old_color: bool = Field(False, description="keep the replaced color running, idle, after a success")
     serving_parity_tolerance: float = Field(1e-4, ge=0)
     gate_latency_requests: int = Field(50, ge=1)
     # Canary on targets that split traffic (azureml): shares (%) the new color holds, each watched for
@@ -96,12 +110,20 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
+        for name in ("n_estimators", "max_depth", "min_samples_split", "min_samples_leaf"):
+            low, high = getattr(self, name)
+            if not 1 <= low <= high:
+                raise ValueError(f"{name} must be [low, high] with 1 <= low <= high, got [{low}, {high}]")
         if self.min_positive_rate > self.max_positive_rate:
             raise ValueError("min_positive_rate must not exceed max_positive_rate")
         steps = self.traffic_steps
         if any(not 0 < p < 100 for p in steps) or list(steps) != sorted(set(steps)):
             raise ValueError(f"traffic_steps must be increasing shares between 1 and 99 (%), got {list(steps)}")
         return self
+
+    def with_overrides(self, **overrides: object) -> Settings:
+        """These settings with some replaced (e.g. by run config), validated like the rest."""
+        return type(self)(**(self.model_dump() | overrides)) if overrides else self
 
     @property
     def artifacts_dir(self) -> Path:

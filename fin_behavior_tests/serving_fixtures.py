@@ -23,13 +23,14 @@ from fin_behavior.data.processing import process_raw_file
 from fin_behavior.deploy.local import free_port
 from fin_behavior.environments import builder, compatible
 from fin_behavior.environments.spec import get_spec
-from fin_behavior.ml.train import SearchSpace, TrainingOptions, train
-from fin_behavior_tests.environments.test_compatible import ENVS
+from fin_behavior.ml.train import train
+from fin_behavior.records import BundleFiles
+from fin_behavior_tests.helpers import ENVS, fast_options
 
 if TYPE_CHECKING:
     from fin_behavior.deploy.local import LocalTarget
 
-FAST = TrainingOptions(n_iter=1, cv=2, search_max_rows=1_000, space=SearchSpace(n_estimators=(20, 30)))
+FAST = {"n_iter": 1, "search_max_rows": 1_000, "n_estimators": [20, 30]}
 
 
 @dataclass
@@ -54,19 +55,21 @@ def trained(banking_csv, tmp_path_factory):
     """(trained inputs, dataset, hold-out ids): one small model shared by the local and the Azure bundles."""
     work = tmp_path_factory.mktemp("trained")
     dataset = process_raw_file(banking_csv, 0.95).dataset
-    model = train(dataset, FAST)
+    model = train(dataset, fast_options(**FAST))
     joblib.dump(model.pipeline, work / "trained.joblib")
     from sklearn import __version__
 
-    inputs = compatible.TrainedInputs(work / "trained.joblib", model.search.best_params, 42, __version__, "t", "d", 0.8)
+    inputs = compatible.TrainedInputs(
+        work / "trained.joblib", model.search.best_params, 42, __version__, "t", "d", 0.8, 0.5
+    )
     return inputs, dataset, model.split.test_ids
 
 
 def build_bundle(env, trained, work: Path) -> Path:
     inputs, dataset, test_ids = trained
     report = compatible.build_bundle(env, inputs, dataset, test_ids, work)
-    compatible.write_model_info(compatible.model_info(env, inputs, report, work / "bundle"), work / "bundle")
-    return work / "bundle"
+    compatible.model_info(env, inputs, report, work / compatible.BUNDLE_DIR).write(work / compatible.BUNDLE_DIR)
+    return work / compatible.BUNDLE_DIR
 
 
 @pytest.fixture(scope="session")
@@ -76,7 +79,7 @@ def bundle(serving_env, trained, tmp_path_factory) -> tuple[Path, list[dict], li
     bundle_dir = build_bundle(serving_env, trained, work)
     _, dataset, test_ids = trained
     records = dataset[dataset["transaction_id"].isin(set(test_ids))][list(FEATURES)]
-    proba = json.loads((bundle_dir / compatible.VERIFICATION).read_text())["artifacts"]["model.joblib"]["proba"]
+    proba = compatible.read_report(work)["artifacts"][BundleFiles.MODEL]["proba"]
     return bundle_dir, records.to_dict("records"), proba
 
 

@@ -4,97 +4,30 @@ directory, like a user's day: each builds on the last."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
-
 import dagster as dg
 import httpx
 import pandas as pd
 import pytest
-from mlflow import MlflowClient
 
 from fin_behavior.cli import main
 from fin_behavior.data.generate import generate_csv
-from fin_behavior.definitions import defs
-from fin_behavior.defs.resources import MlflowTracking, StorageResource
 from fin_behavior.defs.sensors import data_version_sensor, environment_drift_sensor
-from fin_behavior.deploy.deployer import make_target, releases_dir
-from fin_behavior.deploy.local import LocalTarget, free_port
 from fin_behavior.environments.spec import DEFAULT_SPEC_FILE
 from fin_behavior.ml import registry
-from fin_behavior.ml.store import read_json
 from fin_behavior.settings import get_settings
-from fin_behavior_tests.environments.test_compatible import ENVS
+from fin_behavior_tests.platform import FAST, Platform, failure_message, running_platform, use
 from fin_behavior_tests.serving_fixtures import Load, served_version
-
-FAST = {
-    "ops": {"trained_model": {"config": {"n_iter": 2, "cv": 2, "search_max_rows": 1_500, "n_estimators": [10, 30]}}}
-}
-NAME = get_settings().registered_model_name
-
-
-@dataclass
-class Platform:
-    var: Path
-    instance: dg.DagsterInstance
-    env: dict[str, str]
-    cursors: dict[str, str | None]
-
-    @property
-    def target(self) -> LocalTarget:
-        return make_target(get_settings())
-
-    def run(self, job: str, run_config: dict | None = None, tags: dict | None = None):
-        return defs.resolve_job_def(job).execute_in_process(
-            instance=self.instance, run_config=run_config or {}, tags=tags, raise_on_error=False
-        )
-
-    def tick(self, sensor):
-        context = dg.build_sensor_context(
-            instance=self.instance,
-            cursor=self.cursors.get(sensor.name),
-            resources={"storage": StorageResource(), "mlflow": MlflowTracking()},
-        )
-        result = sensor(context)
-        self.cursors[sensor.name] = context.cursor
-        return result
-
-    def alias(self, alias: str) -> str | None:
-        return registry.alias_version(MlflowClient(tracking_uri=get_settings().tracking_uri), NAME, alias)
-
-    def record(self) -> dict:
-        live = self.target.live()
-        return read_json(releases_dir(get_settings()) / live.version / "expected.json")["records"][0]
 
 
 @pytest.fixture(scope="module")
 def platform_state(tmp_path_factory):
-    var = tmp_path_factory.mktemp("var")
-    env = {
-        "FIN_BEHAVIOR_VAR_DIR": str(var),
-        "FIN_BEHAVIOR_ENVS_DIR": str(ENVS),
-        "FIN_BEHAVIOR_ENDPOINT_PORT": str(free_port()),
-        "FIN_BEHAVIOR_DRAIN_SECONDS": "2",
-    }
-    with pytest.MonkeyPatch.context() as patch, dg.instance_for_test() as instance:
-        for key, value in env.items():
-            patch.setenv(key, value)
-        get_settings.cache_clear()
-        state = Platform(var, instance, env, {})
+    with running_platform(tmp_path_factory) as state:
         yield state
-        state.target.stop_all()
 
 
 @pytest.fixture
 def platform(platform_state, monkeypatch) -> Platform:
-    for key, value in platform_state.env.items():
-        monkeypatch.setenv(key, value)
-    get_settings.cache_clear()
-    return platform_state
-
-
-def _failure_message(result) -> str:
-    return next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE").step_failure_data.error.message
+    return use(platform_state, monkeypatch)
 
 
 def test_1_full_pipeline_from_nothing_serves_the_production_version(platform):
@@ -120,7 +53,7 @@ def test_2_new_data_is_retrained_and_rolled_over_with_no_failed_request(platform
 
     with Load(platform.target, platform.record()) as load:
         result = platform.run(request.job_name, FAST, request.tags)
-    assert result.success, _failure_message(result)
+    assert result.success, failure_message(result)
     assert load.failures == {}, load.failures
     assert load.outcomes["v1"] and load.outcomes["v2"]
     assert (platform.alias(registry.PRODUCTION), platform.alias(registry.PREVIOUS)) == ("2", "1")
@@ -153,7 +86,7 @@ def test_4_skip_deployment_and_deploy_existing(platform):
     existing = platform.run("deploy", {"ops": {"live_deployment": {"config": {"release": "1"}}}})
     assert existing.success and served_version(platform.target) == "1"
     missing = platform.run("deploy", {"ops": {"live_deployment": {"config": {"release": "no-such-alias"}}}})
-    assert not missing.success and "no version of" in _failure_message(missing)
+    assert not missing.success and "no version of" in failure_message(missing)
     assert served_version(platform.target) == "1"
 
 
@@ -167,7 +100,7 @@ def test_5_serving_pin_change_is_rebuilt_registered_and_deployed(platform, tmp_p
     request = platform.tick(environment_drift_sensor)
     assert isinstance(request, dg.RunRequest) and request.job_name == "rebuild_compatible", request
     result = platform.run(request.job_name, tags=request.tags)
-    assert result.success, _failure_message(result)
+    assert result.success, failure_message(result)
     event = platform.instance.get_latest_materialization_event(dg.AssetKey("compatible_model")).asset_materialization
     assert event.metadata["sklearn_serving"].value == "1.7.2"
     assert platform.alias(registry.PRODUCTION) == "3" and served_version(platform.target) == "3"
@@ -184,7 +117,7 @@ def test_6_bad_raw_file_fails_clearly_and_the_endpoint_keeps_serving(platform):
     with Load(platform.target, platform.record()) as load:
         result = platform.run(request.job_name, FAST, request.tags)
     assert not result.success
-    message = _failure_message(result)
+    message = failure_message(result)
     assert "Transaction Date (200 rows)" in message and "max_invalid_fraction" in message
     assert load.failures == {} and set(load.outcomes) == {"v3"}
     assert platform.alias(registry.PRODUCTION) == "3"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from collections import Counter
 from collections.abc import Callable
@@ -11,8 +12,15 @@ from pathlib import Path
 
 import pandas as pd
 
+from fin_behavior.data import quality
 from fin_behavior.data.features import build_features
 from fin_behavior.data.ingest import parse_raw, read_raw_csv
+from fin_behavior.ml.store import VersionStore
+from fin_behavior.records import Evidence
+from fin_behavior.settings import Settings
+
+CODE_VERSION = "processed-v2"
+DATASET_FILE = "processed_dataset.parquet"
 
 
 class DataQualityError(ValueError):
@@ -64,10 +72,12 @@ def enforce_invalid_fraction(data: ProcessedData, max_invalid_fraction: float, q
     )
 
 
-def dataset_version(dataset: pd.DataFrame) -> str:
-    """Content hash: same rows and columns -> same version, so unchanged data keeps children fresh."""
+def dataset_version(dataset: pd.DataFrame, judged_by: str = "") -> str:
+    """Content hash (and what the content is judged by: code and check thresholds): the same rows judged the
+    same way are the same version, so unchanged data keeps children fresh."""
     digest = hashlib.sha256("\x1f".join(map(str, dataset.columns)).encode())
     digest.update(pd.util.hash_pandas_object(dataset, index=False).to_numpy().tobytes())
+    digest.update(judged_by.encode())
     return digest.hexdigest()[:16]
 
 
@@ -82,9 +92,25 @@ def _write_atomic(path: Path, write: Callable[[Path], object]) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def write_parquet_atomic(frame: pd.DataFrame, path: Path) -> None:
-    _write_atomic(path, lambda tmp: frame.to_parquet(tmp, index=False))
-
-
 def write_csv_atomic(frame: pd.DataFrame, path: Path) -> None:
     _write_atomic(path, lambda tmp: frame.to_csv(tmp, index=False))
+
+
+def publish_dataset(dataset: pd.DataFrame, store: VersionStore, settings: Settings) -> Evidence:
+    """Judge the processed rows and publish them as a version with that evidence (once: the same rows judged
+    by the same checks are the same version). Only an approved version becomes current."""
+    judged_by = [CODE_VERSION, *(getattr(settings, name) for name in quality.THRESHOLDS)]
+    version = dataset_version(dataset, json.dumps(judged_by))
+    if store.published(version):
+        return store.reuse(version)
+    evidence = quality.judge(dataset, version, settings)
+    staging = store.staging(version)
+    dataset.to_parquet(staging / DATASET_FILE, index=False)
+    store.publish(staging, evidence)
+    return evidence
+
+
+def read_dataset(store: VersionStore, version: str | None = None) -> tuple[str, pd.DataFrame]:
+    """(version, rows) of an approved dataset version: the current one unless `version` is named."""
+    version = version or store.current_version()
+    return version, pd.read_parquet(store.approved(version) / DATASET_FILE)

@@ -9,7 +9,18 @@ import pandera.errors
 from fin_behavior.data.columns import CATEGORICAL_FEATURES, FEATURES, KEY, TARGET
 from fin_behavior.data.schemas import ProcessedDataset
 from fin_behavior.outcome import Outcome
+from fin_behavior.records import Evidence
+from fin_behavior.settings import Settings
 
+STAGE = "processed_dataset"
+CHECKS = {  # name -> (blocking, what it asks); a blocking failure keeps the version from ever being used
+    "schema_conformance": (True, "Processed rows match the ProcessedDataset pandera schema."),
+    "min_row_count": (False, "Enough rows to train on (setting min_rows)."),
+    "positive_rate_in_band": (False, f"{TARGET} rate within [min_positive_rate, max_positive_rate]."),
+    "unique_transaction_ids": (False, "No duplicate transaction IDs."),
+    "no_target_leakage": (True, f"No single feature predicts {TARGET} with ROC-AUC >= max_single_feature_auc."),
+}
+THRESHOLDS = ("min_rows", "min_positive_rate", "max_positive_rate", "max_single_feature_auc")  # the settings used
 _LEAKAGE_SAMPLE_ROWS = 200_000
 _NUMERIC_BINS = 50
 _FOLDS = 5
@@ -94,3 +105,15 @@ def target_leakage(dataset: pd.DataFrame, max_auc: float, features: tuple[str, .
             "Remove it from the features (or raise max_single_feature_auc if that is truly intended).",
         )
     return Outcome(True, round(auc, 4), max_auc, f"strongest single feature: '{name}' with ROC-AUC {auc:.3f}")
+
+
+def judge(dataset: pd.DataFrame, version: str, settings: Settings) -> Evidence:
+    """Every check of the processed table, as the evidence published with it."""
+    outcomes = {
+        "schema_conformance": schema_conformance(dataset),
+        "min_row_count": min_rows(dataset, settings.min_rows),
+        "positive_rate_in_band": positive_rate(dataset, settings.min_positive_rate, settings.max_positive_rate),
+        "unique_transaction_ids": duplicate_ids(dataset),
+        "no_target_leakage": target_leakage(dataset, settings.max_single_feature_auc),
+    }
+    return Evidence.judge(STAGE, version, CHECKS, outcomes)

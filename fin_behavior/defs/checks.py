@@ -1,8 +1,18 @@
-"""Turning domain `Outcome`s into asset check results the UI shows as actual vs threshold."""
+"""Evidence as Dagster sees it: check specs declared on an asset, the verdicts published with a version as
+check results (actual vs threshold in the UI), and metadata that says which version is current and why."""
 
 import dagster as dg
 
+from fin_behavior.ml.store import VersionStore
 from fin_behavior.outcome import Outcome
+from fin_behavior.records import Evidence
+
+
+def check_specs(asset: str, checks: dict[str, tuple[bool, str]]) -> list[dg.AssetCheckSpec]:
+    return [
+        dg.AssetCheckSpec(name, asset=asset, blocking=blocking, description=description)
+        for name, (blocking, description) in checks.items()
+    ]
 
 
 def check_result(key: dg.AssetCheckKey, outcome: Outcome, blocking: bool) -> dg.AssetCheckResult:
@@ -16,8 +26,26 @@ def check_result(key: dg.AssetCheckKey, outcome: Outcome, blocking: bool) -> dg.
     )
 
 
-def check_specs(asset, checks: dict[str, tuple[bool, str]]) -> list[dg.AssetCheckSpec]:
+def evidence_results(asset: str, evidence: Evidence) -> list[dg.AssetCheckResult]:
+    """The verdicts published with the version, one check result each; a failed blocking one stops the run."""
     return [
-        dg.AssetCheckSpec(name, asset=asset, blocking=blocking, description=description)
-        for name, (blocking, description) in checks.items()
+        check_result(
+            dg.AssetCheckKey(dg.AssetKey(asset), v.check),
+            Outcome(v.passed, v.actual, v.threshold, v.message),
+            v.blocking,
+        )
+        for v in evidence.verdicts
     ]
+
+
+def lifecycle(store: VersionStore, evidence: Evidence) -> tuple[dg.DataVersion, dict]:
+    """The asset's data version is its *current* (last approved) version, so a failed attempt leaves everything
+    downstream fresh; the metadata shows the attempt and the version in use side by side."""
+    current = store.approved_version() or "none"
+    metadata = {
+        "approved": evidence.approved,
+        "attempt_version": evidence.version,
+        "current_version": current,
+        "verdict": evidence.summary()[:2_000],
+    }
+    return dg.DataVersion(current), metadata

@@ -1,50 +1,44 @@
-"""Dagster wiring of the compatibility stage: environments as observable sources, compatible_model, checks."""
-
-import hashlib
-import json
-import tempfile
-from pathlib import Path
+"""Dagster wiring of the compatibility stage: environments as observable sources and compatible_model, built
+from the approved trained model and published with the verdicts of its checks."""
 
 import dagster as dg
 import pandas as pd
 
-from fin_behavior.defs.checks import check_result, check_specs
+from fin_behavior.defs.checks import check_result, check_specs, evidence_results, lifecycle
+from fin_behavior.defs.config import SettingsConfig, setting
 from fin_behavior.defs.model import trained_model
 from fin_behavior.defs.resources import StorageResource
 from fin_behavior.environments import builder, compatible
-from fin_behavior.environments.report import training_versions, versions_fingerprint
+from fin_behavior.environments.report import versions_fingerprint
 from fin_behavior.environments.spec import EnvironmentSpecError, get_spec
 from fin_behavior.environments.verify import cached_resolution, environment_report
-from fin_behavior.ml.store import EVALUATION_FILE, HOLDOUT_FILE, MODEL_FILE, read_json, write_json
+from fin_behavior.environments.versions import model_package_versions
 from fin_behavior.outcome import Outcome
-from fin_behavior.settings import get_settings
-
-COMPATIBLE_CODE_VERSION = "compatible-v2"
-GATES_FILE = "gates.json"  # check thresholds of the latest materialization; not part of the bundle
-_settings = get_settings()
+from fin_behavior.records import BundleFiles, ModelInfo, NotApprovedError, TrainingRecord
+from fin_behavior.settings import Settings, get_settings
 
 
-def _spec(name: str):
+def _spec(name: str, settings: Settings):
     try:
-        return get_spec(name, get_settings().serving_environments_file)
+        return get_spec(name, settings.serving_environments_file)
     except EnvironmentSpecError as exc:
         raise dg.Failure(str(exc), allow_retries=False) from None
 
 
-def _resolution(spec, storage: StorageResource) -> builder.Resolution:
+def _resolution(spec, storage: StorageResource, settings: Settings) -> builder.Resolution:
     """The one resolution of `spec` that observation, build and checks share (cached per spec digest)."""
     try:
-        return cached_resolution(spec, storage.resolution_cache, get_settings().resolution_max_age_seconds)
+        return cached_resolution(spec, storage.resolution_cache, settings.resolution_max_age_seconds)
     except builder.EnvironmentBuildError as exc:
         raise dg.Failure(str(exc), allow_retries=False) from None
 
 
 @dg.observable_source_asset(
     group_name="environments",
-    description="Python and ML package versions installed where training runs; data version = their fingerprint.",
+    description="Python and the model packages installed where training runs; data version = their fingerprint.",
 )
 def training_environment() -> dg.ObserveResult:
-    versions = training_versions()
+    versions = model_package_versions()
     return dg.ObserveResult(
         data_version=dg.DataVersion(versions_fingerprint(versions)),
         metadata={"versions": dg.MetadataValue.json(versions)},
@@ -57,80 +51,85 @@ def training_environment() -> dg.ObserveResult:
     "resolves today; data version = fingerprint of Python and the resolved packages.",
 )
 def serving_environment(storage: StorageResource) -> dg.ObserveResult:
-    spec = _spec(get_settings().serving_environment)
-    resolution = _resolution(spec, storage)
+    settings = get_settings()
+    spec = _spec(settings.serving_environment, settings)
+    resolution = _resolution(spec, storage, settings)
     return dg.ObserveResult(
         data_version=dg.DataVersion(resolution.fingerprint),
         metadata={"name": spec.name, "runtime": spec.runtime, "resolved": dg.MetadataValue.json(resolution.versions())},
     )
 
 
-class CompatibleModelConfig(dg.Config):
-    serving_environment: str = _settings.serving_environment
-    parity_tolerance: float = _settings.parity_tolerance
+class CompatibleModelConfig(SettingsConfig):
+    serving_environment: str | None = setting("serving_environment")
+    parity_tolerance: float | None = setting("parity_tolerance")
 
 
 @dg.asset(
     deps=[trained_model, training_environment, serving_environment],
     group_name="model",
-    code_version=COMPATIBLE_CODE_VERSION,
-    description="The trained model rebuilt with the serving environment's libraries (when they differ), "
-    "exported to ONNX for the onnx runtime, verified inside that environment, with model_info.json.",
+    code_version=compatible.CODE_VERSION,
+    check_specs=check_specs(compatible.STAGE, compatible.CHECKS | compatible.CONSISTENCY_CHECK),
+    description="The approved trained model rebuilt with the serving environment's libraries (when they differ), "
+    "exported to ONNX for the onnx runtime, verified inside that environment, with model_info.json; published "
+    "with the verdicts of its checks.",
 )
 def compatible_model(
     context: dg.AssetExecutionContext, config: CompatibleModelConfig, storage: StorageResource
 ) -> dg.MaterializeResult:
-    spec = _spec(config.serving_environment)
+    settings = config.settings()
+    spec = _spec(settings.serving_environment, settings)
+    resolution = _resolution(spec, storage, settings)
+    trained_store = storage.versions("trained_model")
+    if note := trained_store.attempt_note():
+        context.log.warning(f"trained_model: {note}")
     try:
-        env = builder.build(spec, storage.environments, _resolution(spec, storage))
+        trained_dir = trained_store.current()
+        env = builder.build(spec, storage.environments, resolution)
+    except NotApprovedError as exc:
+        raise dg.Failure(str(exc), allow_retries=False) from None
     except builder.EnvironmentBuildError as exc:
         raise dg.Failure(str(exc), allow_retries=False) from None
-    trained_dir = storage.versions("trained_model").current()
-    evaluation = read_json(trained_dir / EVALUATION_FILE)
-    trained = compatible.TrainedInputs(
-        model_path=trained_dir / MODEL_FILE,
-        best_params=evaluation["best_params"],
-        random_state=evaluation["training"]["random_state"],
-        sklearn_version=evaluation["package_versions"]["scikit-learn"],
-        trained_version=evaluation["version"],
-        data_version=evaluation["data_version"],
-        roc_auc=evaluation["metrics"]["roc_auc"],
-    )
+    record = TrainingRecord.read(trained_dir)
+    from fin_behavior.ml.training import HOLDOUT_FILE, MODEL_FILE  # lazy: scikit-learn
+
+    trained = compatible.TrainedInputs.of(record, trained_dir / MODEL_FILE)
     context.log.info(
         f"serving environment {spec.name} ({env.fingerprint}) has scikit-learn "
         f"{env.version_of('scikit-learn')}; training used {trained.sklearn_version}"
     )
-    key = json.dumps([trained.trained_version, env.fingerprint, COMPATIBLE_CODE_VERSION])
-    version = hashlib.sha256(key.encode()).hexdigest()[:16]
-
-    store = storage.versions("compatible_model")
-    reused = store.published(version, compatible.MODEL_INFO, compatible.VERIFICATION, compatible.EXPECTED)
+    store = storage.versions(compatible.STAGE)
+    version = compatible.version_of(trained, env.fingerprint, settings)
+    reused = store.published(version)
     if reused:
-        # Same trained model, same serving environment, same code: the bundle is already built and verified.
-        # Reusing it keeps its bytes (and sha256s) identical, so the registry sees the same content.
-        context.log.info(f"bundle {version} already built for these inputs; reusing it")
-        final = store.activate(version)
-        report = read_json(final / compatible.VERIFICATION)
-        info = read_json(final / compatible.MODEL_INFO)
+        # Same trained model, serving environment, code and tolerance: built, verified and judged already.
+        context.log.info(f"bundle {version} already built and judged for these inputs; reusing it")
+        evidence = store.reuse(version)
     else:
-        dataset = pd.read_parquet(storage.fetch_file(storage.processed_path))
+        from fin_behavior.data.processing import read_dataset
+
+        _, dataset = read_dataset(storage.versions("processed_dataset"), record.data_version)
         holdout = pd.read_parquet(trained_dir / HOLDOUT_FILE)["transaction_id"]
-        staging = store.staging(version)
-        storage.scratch.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=storage.scratch) as work:
-            try:
-                report = compatible.build_bundle(env, trained, dataset, holdout, Path(work))
-            except compatible.ServingTaskError as exc:
-                raise dg.Failure(str(exc), allow_retries=False) from None
-            compatible.copy_bundle(Path(work) / "bundle", staging)
-        info = compatible.model_info(env, trained, report, staging)
-        compatible.write_model_info(info, staging)
-        final = store.publish(staging, version)
-    write_json(final / GATES_FILE, {"trained_roc_auc": trained.roc_auc, "parity_tolerance": config.parity_tolerance})
+        try:
+            evidence = compatible.build_version(env, trained, dataset, holdout, store, settings, storage.scratch)
+        except compatible.ServingTaskError as exc:
+            raise dg.Failure(str(exc), allow_retries=False) from None
+    final = store.path(version)
+    info = ModelInfo.read(final / compatible.BUNDLE_DIR)
+    report = compatible.read_report(final)
+    env_report = environment_report(settings, info, resolution)
+    problems = "; ".join(f"{p} -> {fix}" for p, fix in env_report.problems)
+    consistency = check_result(
+        dg.AssetCheckKey(dg.AssetKey(compatible.STAGE), "environment_consistency"),
+        Outcome(env_report.ok, len(env_report.problems), 0, problems or "all versions agree"),
+        blocking=False,
+    )
+    current, lifecycle_metadata = lifecycle(store, evidence)
     original = report["artifacts"]["original_training_pickle"]
     return dg.MaterializeResult(
-        data_version=dg.DataVersion(version),
-        metadata={
+        data_version=current,
+        metadata=lifecycle_metadata
+        | {
             "serving_environment": spec.name,
             "runtime": spec.runtime,
             "environment_fingerprint": env.fingerprint,
@@ -139,41 +138,10 @@ def compatible_model(
             "refit_in_serving_environment": report["refit"],
             "reused_existing_bundle": reused,
             "training_pickle_in_serving_env": "loads cleanly" if original["loads_cleanly"] else original["error"][:500],
-            "artifacts_sha256": dg.MetadataValue.json(info["sha256"]),
-            "bundle_path": dg.MetadataValue.path(str(final)),
+            "artifacts_sha256": dg.MetadataValue.json(info.sha256),
+            "bundle_path": dg.MetadataValue.path(str(final / compatible.BUNDLE_DIR)),
+            "served_artifact": BundleFiles.served(spec.runtime),
             "model_version": version,
         },
+        check_results=[*evidence_results(compatible.STAGE, evidence), consistency],
     )
-
-
-_CHECKS = {
-    "loads_cleanly": (True, "Every artifact loads in the serving environment with warnings as errors."),
-    "quality_parity": (True, "Serving ROC-AUC within parity_tolerance of the trained model's."),
-    "onnx_parity": (True, "ONNX probabilities within 1e-4 of joblib's; labels agree on >= 99.9% of rows."),
-    "environment_consistency": (False, "Project pins, training env, bundle and serving spec agree (verify-env)."),
-}
-
-
-@dg.multi_asset_check(specs=check_specs(compatible_model, _CHECKS), can_subset=True)
-def compatible_model_checks(context: dg.AssetCheckExecutionContext, storage: StorageResource):
-    bundle = storage.versions("compatible_model").current()
-    report = read_json(bundle / compatible.VERIFICATION)
-    info = read_json(bundle / compatible.MODEL_INFO)
-    gates = read_json(bundle / GATES_FILE)
-
-    def consistency():
-        built_for = _spec(info["serving_environment"])
-        env_report = environment_report(get_settings(), info, _resolution(built_for, storage))
-        problems = "; ".join(f"{p} -> {fix}" for p, fix in env_report.problems)
-        return Outcome(env_report.ok, len(env_report.problems), 0, problems or "all versions agree")
-
-    outcomes = {
-        "loads_cleanly": lambda: compatible.loads_cleanly(report),
-        "quality_parity": lambda: compatible.quality_parity(
-            report, gates["trained_roc_auc"], gates["parity_tolerance"]
-        ),
-        "onnx_parity": lambda: compatible.onnx_parity(report),
-        "environment_consistency": consistency,
-    }
-    for key in context.selected_asset_check_keys:
-        yield check_result(key, outcomes[key.name](), blocking=_CHECKS[key.name][0])

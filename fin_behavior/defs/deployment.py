@@ -5,23 +5,21 @@ import dagster as dg
 from pydantic import Field
 
 from fin_behavior.defs.checks import check_result, check_specs
+from fin_behavior.defs.config import SettingsConfig, setting
 from fin_behavior.defs.registry import registered_model_version
 from fin_behavior.defs.resources import MlflowTracking, StorageResource
 from fin_behavior.settings import get_settings
 
 DEPLOYMENT_CODE_VERSION = "deployment-v1"
-_settings = get_settings()
 
 
-class DeploymentConfig(dg.Config):
+class DeploymentConfig(SettingsConfig):
     release: str = Field(
         default="candidate",
         description="What to put in service: an alias (candidate, production, previous) or a version number",
     )
-    model_name: str = _settings.registered_model_name
-    keep_old_color: bool = Field(
-        default=_settings.keep_old_color, description="Keep the replaced color running, idle, after a success"
-    )
+    registered_model_name: str | None = setting("registered_model_name")
+    keep_old_color: bool | None = setting("keep_old_color")
     auto_approve: bool = Field(
         default=False, description="Let traffic move on a non-local target (the local one needs no approval)"
     )
@@ -52,18 +50,18 @@ def live_deployment(
     from fin_behavior.deploy import deployer as deploy
     from fin_behavior.deploy.rollout import RolloutError
 
-    settings = get_settings()
+    settings = config.settings()
     target = deploy.make_target(settings, storage.root)
     client = MlflowClient(tracking_uri=mlflow.uri)
     try:
         deployment = deploy.deploy(
             client,
             settings,
-            config.model_name,
+            settings.registered_model_name,
             config.release,
             target,
             deploy.releases_dir(settings, storage.root),
-            keep_old=config.keep_old_color,
+            keep_old=settings.keep_old_color,
             approved=config.auto_approve or target.name == "local",
             log=context.log.info,
         )

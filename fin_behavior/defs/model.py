@@ -1,80 +1,42 @@
-"""Dagster wiring of the model stage: search, fit, evaluate, track in MLflow, gate."""
+"""Dagster wiring of the model stage: train on the approved dataset, judge, track in MLflow, publish."""
 
-import base64
-import hashlib
-import json
 from pathlib import Path
 
 import dagster as dg
-import pandas as pd
 
-from fin_behavior.defs.checks import check_result, check_specs
+from fin_behavior.defs.checks import check_specs, evidence_results, lifecycle
+from fin_behavior.defs.config import SettingsConfig, setting
 from fin_behavior.defs.dataset import processed_dataset
 from fin_behavior.defs.resources import MlflowTracking, StorageResource
-from fin_behavior.ml import gates
-from fin_behavior.ml.store import EVALUATION_FILE, HOLDOUT_FILE, MODEL_FILE, read_json, write_json
-from fin_behavior.settings import get_settings
+from fin_behavior.ml.gates import CODE_VERSION, GATES, STAGE
+from fin_behavior.records import NotApprovedError, TrainingRecord
 
-MODEL_CODE_VERSION = "trained-v1"
 MLFLOW_UI_URL = "http://127.0.0.1:5000"  # `make mlflow-ui`
-_settings = get_settings()
 
 
-class TrainingConfig(dg.Config):
-    """Search as in the seeds (ranges are inclusive [low, high]) and the quality gates."""
+class TrainingConfig(SettingsConfig):
+    """The seeds' search (ranges are inclusive [low, high]) and the quality gates; empty = the setting."""
 
-    n_iter: int = _settings.n_iter
-    cv: int = _settings.cv
-    search_max_rows: int = _settings.search_max_rows
-    test_size: float = 0.2
-    random_state: int = 42
-    n_estimators: list[int] = [50, 200]
-    max_depth: list[int] = [3, 20]
-    min_samples_split: list[int] = [2, 20]
-    min_samples_leaf: list[int] = [1, 20]
-    bootstrap: list[bool] = [True, False]
-    class_weight: list[str] = ["balanced", "balanced_subsample", "none"]
-    min_roc_auc: float = _settings.min_roc_auc
-    min_accuracy: float = _settings.min_accuracy
-    min_balanced_accuracy_margin: float = _settings.min_balanced_accuracy_margin
-    max_latency_ms: float = _settings.max_latency_ms
-
-    def training_fields(self) -> dict:
-        gate_fields = {"min_roc_auc", "min_accuracy", "min_balanced_accuracy_margin", "max_latency_ms"}
-        return {k: v for k, v in self.model_dump().items() if k not in gate_fields}
-
-    def gate_fields(self) -> dict:
-        return {k: v for k, v in self.model_dump().items() if k not in self.training_fields()}
-
-
-def _options(config: TrainingConfig):
-    from fin_behavior.ml.train import SearchSpace, TrainingOptions
-
-    ranges = {}
-    for name in ("n_estimators", "max_depth", "min_samples_split", "min_samples_leaf"):
-        low_high = getattr(config, name)
-        if len(low_high) != 2 or low_high[0] > low_high[1] or low_high[0] < 1:
-            raise dg.Failure(f"config {name} must be [low, high] with 1 <= low <= high, got {low_high}")
-        ranges[name] = (low_high[0], low_high[1])
-    weights = tuple(None if w == "none" else w for w in config.class_weight)
-    space = SearchSpace(**ranges, bootstrap=tuple(config.bootstrap), class_weight=weights)
-    return TrainingOptions(
-        n_iter=config.n_iter,
-        cv=config.cv,
-        test_size=config.test_size,
-        random_state=config.random_state,
-        search_max_rows=config.search_max_rows,
-        space=space,
-    )
-
-
-def _model_version(data_version: str, config: TrainingConfig, sklearn_version: str) -> str:
-    """Same data, code, settings and library -> same version, so an identical retrain keeps children fresh."""
-    key = json.dumps([data_version, MODEL_CODE_VERSION, config.training_fields(), sklearn_version], sort_keys=True)
-    return hashlib.sha256(key.encode()).hexdigest()[:16]
+    n_iter: int | None = setting("n_iter")
+    cv: int | None = setting("cv")
+    search_max_rows: int | None = setting("search_max_rows")
+    test_size: float | None = setting("test_size")
+    random_state: int | None = setting("random_state")
+    n_estimators: list[int] | None = setting("n_estimators")
+    max_depth: list[int] | None = setting("max_depth")
+    min_samples_split: list[int] | None = setting("min_samples_split")
+    min_samples_leaf: list[int] | None = setting("min_samples_leaf")
+    bootstrap: list[bool] | None = setting("bootstrap")
+    class_weight: list[str] | None = setting("class_weight")
+    min_roc_auc: float | None = setting("min_roc_auc")
+    min_accuracy: float | None = setting("min_accuracy")
+    min_balanced_accuracy_margin: float | None = setting("min_balanced_accuracy_margin")
+    max_latency_ms: float | None = setting("max_latency_ms")
 
 
 def _png(path: Path) -> str:
+    import base64
+
     return f"![{path.stem}](data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()})"
 
 
@@ -93,117 +55,71 @@ def _run_link(tracking_uri: str, experiment_id: str, run_id: str) -> str:
 @dg.asset(
     deps=[processed_dataset],
     group_name="model",
-    code_version=MODEL_CODE_VERSION,
-    description="scikit-learn Pipeline (impute, scale, one-hot, random forest) from a randomized search, "
-    "evaluated on a stratified hold-out against the majority baseline and tracked in MLflow.",
+    code_version=CODE_VERSION,
+    check_specs=check_specs(STAGE, GATES),
+    description="scikit-learn Pipeline (impute, scale, one-hot, random forest) from a randomized search on the "
+    "approved dataset, with a decision threshold chosen out of fold, evaluated on a stratified hold-out against "
+    "the majority baseline, tracked in MLflow and published with the verdicts of its gates.",
 )
 def trained_model(
     context: dg.AssetExecutionContext, config: TrainingConfig, storage: StorageResource, mlflow: MlflowTracking
 ) -> dg.MaterializeResult:
-    import joblib
-    import sklearn
+    from fin_behavior.data.processing import read_dataset
+    from fin_behavior.ml import tracking, training
 
-    from fin_behavior.data.processing import dataset_version
-    from fin_behavior.ml import evaluate, plots, tracking, train
-
-    options = _options(config)
-    dataset = pd.read_parquet(storage.fetch_file(storage.processed_path))
-    data_version = dataset_version(dataset)
-    version = _model_version(data_version, config, sklearn.__version__)
-    store = storage.versions("trained_model")
-    staging = store.staging(version)
-
-    with mlflow.start_run(context, storage.mlflow_artifacts) as run:
-        try:
-            model = train.train(dataset, options, context.log.info)
-        except ValueError as exc:
-            raise dg.Failure(description=f"training failed: {exc}", allow_retries=False) from None
-        proba = model.pipeline.predict_proba(model.split.x_test)[:, 1]
-        metrics = evaluate.holdout_metrics(model.split.y_test, proba)
-        latency = evaluate.single_row_latency_ms(model.pipeline.predict_proba, model.split.x_test)
-        plot_paths = plots.write_evaluation_plots(model.pipeline, model.split.y_test, proba, staging / "plots")
-        versions = tracking.package_versions()
-        model_uri = tracking.log_training_run(
-            model,
-            options,
-            metrics=metrics | latency,
-            plots=plot_paths,
-            versions=versions,
-            tags={
+    settings = config.settings()
+    datasets = storage.versions("processed_dataset")
+    if note := datasets.attempt_note():
+        context.log.warning(f"processed_dataset: {note}")
+    try:
+        data_version, dataset = read_dataset(datasets)
+    except NotApprovedError as exc:
+        raise dg.Failure(description=str(exc), allow_retries=False) from None
+    store = storage.versions(STAGE)
+    version = training.version_of(data_version, settings)
+    if store.published(version):
+        context.log.info(f"trained model {version} was already trained and judged for exactly these inputs")
+        record, evidence = TrainingRecord.read(store.path(version)), store.reuse(version)
+    else:
+        with mlflow.start_run(context, storage.mlflow_artifacts) as run:
+            tags = {
                 "dagster_run_id": context.run.run_id,
-                "data_version": data_version,
-                "code_version": MODEL_CODE_VERSION,
-                "model_version": version,
+                "code_version": CODE_VERSION,
                 "git_commit": tracking.git_commit(Path(__file__).resolve().parents[2]),
-            },
-        )
-
-    joblib.dump(model.pipeline, staging / MODEL_FILE)
-    pd.DataFrame({"transaction_id": model.split.test_ids}).to_parquet(staging / HOLDOUT_FILE, index=False)
-    evaluation = {
-        "version": version,
-        "data_version": data_version,
-        "metrics": metrics,
-        "latency": latency,
-        "gates": config.gate_fields(),
-        "best_params": model.search.best_params,
-        "best_cv_roc_auc": model.search.best_cv_roc_auc,
-        "training": config.training_fields(),
-        "mlflow": {
-            "run_id": run.run_id,
-            "experiment_id": run.experiment_id,
-            "model_uri": model_uri,
-            "tracking_uri": mlflow.uri,
-        },
-        "package_versions": versions,
-        "search_seconds": model.search.seconds,
-        "fit_seconds": model.fit_seconds,
-    }
-    write_json(staging / EVALUATION_FILE, evaluation)
-    final = store.publish(staging, version)
-
+            }
+            try:
+                record, evidence = training.train_version(
+                    dataset, data_version, settings, store, run, tags, context.log.info
+                )
+            except training.TrainingError as exc:
+                raise dg.Failure(description=str(exc), allow_retries=False) from None
+    final = store.path(version)
+    metrics = record.metrics
+    current, lifecycle_metadata = lifecycle(store, evidence)
     return dg.MaterializeResult(
-        data_version=dg.DataVersion(version),
-        metadata={
+        data_version=current,
+        metadata=lifecycle_metadata
+        | {
             "roc_auc": metrics["roc_auc"],
             "pr_auc": metrics["pr_auc"],
             "accuracy": metrics["accuracy"],
             "balanced_accuracy": metrics["balanced_accuracy"],
-            "latency_p95_ms": latency["latency_p95_ms"],
+            "decision_threshold": record.decision_threshold,
+            "latency_p95_ms": record.latency["latency_p95_ms"],
             "metrics_vs_baseline": dg.MetadataValue.md(_metrics_table(metrics)),
-            "best_params": dg.MetadataValue.json(model.search.best_params),
-            "best_cv_roc_auc": round(model.search.best_cv_roc_auc, 4),
-            "search": f"{options.n_iter} candidates x {options.cv} folds on {model.search.search_rows} rows "
-            f"in {model.search.seconds:.1f} s; final fit on {len(model.split.x_train)} rows in "
-            f"{model.fit_seconds:.1f} s",
-            "plots": dg.MetadataValue.md("\n\n".join(_png(final / "plots" / p.name) for p in plot_paths.values())),
-            "mlflow_run_id": run.run_id,
-            "mlflow_run": dg.MetadataValue.url(_run_link(mlflow.uri, run.experiment_id, run.run_id)),
-            "mlflow_model_uri": model_uri,
-            "model_path": dg.MetadataValue.path(str(final / MODEL_FILE)),
+            "best_params": dg.MetadataValue.json(record.best_params),
+            "best_cv_roc_auc": round(record.best_cv_roc_auc, 4),
+            "search": f"{record.training['n_iter']} candidates x {record.training['cv']} folds in "
+            f"{record.search_seconds:.1f} s; final fit in {record.fit_seconds:.1f} s",
+            "plots": dg.MetadataValue.md("\n\n".join(_png(p) for p in training.plot_paths(final))),
+            "mlflow_run_id": record.mlflow_run_id,
+            "mlflow_run": dg.MetadataValue.url(
+                _run_link(record.mlflow_tracking_uri, record.mlflow_experiment_id, record.mlflow_run_id)
+            ),
+            "mlflow_model_uri": record.mlflow_model_uri,
+            "model_path": dg.MetadataValue.path(str(final / training.MODEL_FILE)),
             "data_version": data_version,
             "model_version": version,
         },
+        check_results=evidence_results(STAGE, evidence),
     )
-
-
-_GATES = {
-    "roc_auc_gate": (True, "Hold-out ROC-AUC >= min_roc_auc."),
-    "accuracy_gate": (True, "Accuracy >= min_accuracy and balanced accuracy beats the majority baseline."),
-    "latency_gate": (True, "Single-row prediction p95 latency (in process) <= max_latency_ms."),
-}
-
-
-@dg.multi_asset_check(specs=check_specs(trained_model, _GATES), can_subset=True)
-def trained_model_gates(context: dg.AssetCheckExecutionContext, storage: StorageResource):
-    evaluation = read_json(storage.versions("trained_model").current() / EVALUATION_FILE)
-    metrics, thresholds = evaluation["metrics"], evaluation["gates"]
-    outcomes = {
-        "roc_auc_gate": lambda: gates.roc_auc_gate(metrics, thresholds["min_roc_auc"]),
-        "accuracy_gate": lambda: gates.accuracy_gate(
-            metrics, thresholds["min_accuracy"], thresholds["min_balanced_accuracy_margin"]
-        ),
-        "latency_gate": lambda: gates.latency_gate(evaluation["latency"], thresholds["max_latency_ms"]),
-    }
-    for key in context.selected_asset_check_keys:
-        yield check_result(key, outcomes[key.name](), blocking=_GATES[key.name][0])

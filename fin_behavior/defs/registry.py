@@ -1,42 +1,47 @@
-"""Dagster wiring of the registry stage: the verified bundle becomes an MLflow model version (`candidate`)."""
+"""Dagster wiring of the registry stage: the approved bundle becomes an MLflow model version (`candidate`),
+tagged with the evidence of every stage behind it."""
 
 import dagster as dg
 
 from fin_behavior.defs.checks import check_result, check_specs
 from fin_behavior.defs.compatible import compatible_model
+from fin_behavior.defs.config import SettingsConfig, setting
 from fin_behavior.defs.resources import MlflowTracking, StorageResource
-from fin_behavior.environments.compatible import MODEL_INFO
-from fin_behavior.ml.store import read_json
+from fin_behavior.environments.compatible import BUNDLE_DIR
 from fin_behavior.outcome import Outcome
-from fin_behavior.settings import get_settings
+from fin_behavior.records import ModelInfo, NotApprovedError
 
-REGISTRY_CODE_VERSION = "registry-v1"
-_settings = get_settings()
-
-
-class RegistryConfig(dg.Config):
-    model_name: str = _settings.registered_model_name
+REGISTRY_CODE_VERSION = "registry-v2"
+STAGE = "registered_model_version"
+_CHECKS = {"candidate_is_current_bundle": (True, "`candidate` names a version holding exactly the current bundle.")}
 
 
-def _tags(info: dict, dagster_run_id: str) -> dict[str, str]:
+class RegistryConfig(SettingsConfig):
+    registered_model_name: str | None = setting("registered_model_name")
+
+
+def _provenance(info: ModelInfo, dagster_run_id: str, trained_run_id: str) -> dict[str, str]:
     tags = {
-        "data_version": info["data_version"],
-        "environment_fingerprint": info["environment_fingerprint"],
-        "serving_environment": info["serving_environment"],
-        "runtime": info["runtime"],
-        "trained_model_version": info["trained_model_version"],
+        "data_version": info.data_version,
+        "environment_fingerprint": info.environment_fingerprint,
+        "serving_environment": info.serving_environment,
+        "runtime": info.runtime,
+        "decision_threshold": str(info.decision_threshold),
+        "trained_model_version": info.trained_model_version,
+        "trained_model_mlflow_run_id": trained_run_id,
         "code_version": REGISTRY_CODE_VERSION,
         "dagster_run_id": dagster_run_id,
     }
-    return tags | {f"sha256.{name}": digest for name, digest in info["sha256"].items()}
+    return tags | {f"sha256.{name}": digest for name, digest in info.sha256.items()}
 
 
 @dg.asset(
     deps=[compatible_model],
     group_name="deployment",
     code_version=REGISTRY_CODE_VERSION,
-    description="The compatible bundle as a version of the MLflow registered model, aliased `candidate`. "
-    "Identical bundle content is never registered twice.",
+    check_specs=check_specs(STAGE, _CHECKS),
+    description="The approved compatible bundle as a version of the MLflow registered model, aliased `candidate`, "
+    "tagged with the evidence of the dataset, model and bundle behind it. Identical content is registered once.",
 )
 def registered_model_version(
     context: dg.AssetExecutionContext, config: RegistryConfig, storage: StorageResource, mlflow: MlflowTracking
@@ -44,53 +49,55 @@ def registered_model_version(
     from mlflow import MlflowClient
 
     from fin_behavior.ml import registry
+    from fin_behavior.records import TrainingRecord
 
-    bundle = storage.versions("compatible_model").current()
-    info = read_json(bundle / MODEL_INFO)
+    name = config.settings().registered_model_name
+    bundles = storage.versions("compatible_model")
+    if note := bundles.attempt_note():
+        context.log.warning(f"compatible_model: {note}")
+    try:
+        bundle = bundles.current() / BUNDLE_DIR
+        info = ModelInfo.read(bundle)
+        trained = storage.versions("trained_model")
+        evidences = [
+            storage.versions("processed_dataset").evidence(info.data_version),
+            trained.evidence(info.trained_model_version),
+            bundles.evidence(bundles.current_version()),
+        ]
+        tags = registry.evidence_tags(evidences)
+    except NotApprovedError as exc:
+        raise dg.Failure(str(exc), allow_retries=False) from None
+    record = TrainingRecord.read(trained.path(info.trained_model_version))
     with mlflow.start_run(context, storage.mlflow_artifacts):
         client = MlflowClient(tracking_uri=mlflow.uri)
-        registration = registry.register_bundle(client, config.model_name, bundle, _tags(info, context.run.run_id))
-    production = registry.alias_version(client, config.model_name, registry.PRODUCTION)
+        tags |= _provenance(info, context.run.run_id, record.mlflow_run_id)
+        registration = registry.register_bundle(client, name, bundle, tags)
+    production = registry.alias_version(client, name, registry.PRODUCTION)
     context.log.info(
-        f"{'registered' if registration.created else 'already registered as'} {config.model_name} "
+        f"{'registered' if registration.created else 'already registered as'} {name} "
         f"version {registration.version} (candidate); production is {production or 'not set yet'}"
     )
-    return dg.MaterializeResult(
-        data_version=dg.DataVersion(registry.bundle_digest(info)[:16]),
-        metadata={
-            "model_name": config.model_name,
-            "version": registration.version,
-            "newly_registered": registration.created,
-            "model_uri": f"models:/{config.model_name}/{registration.version}",
-            "candidate_uri": f"models:/{config.model_name}@{registry.CANDIDATE}",
-            "production_version": production or "none",
-            "bundle_path": dg.MetadataValue.path(str(bundle)),
-        },
-    )
-
-
-_CHECKS = {"candidate_is_current_bundle": (True, "`candidate` names a version holding exactly the current bundle.")}
-
-
-@dg.multi_asset_check(specs=check_specs(registered_model_version, _CHECKS))
-def registered_model_version_checks(
-    context: dg.AssetCheckExecutionContext, storage: StorageResource, mlflow: MlflowTracking
-):
-    from mlflow import MlflowClient
-
-    from fin_behavior.ml import registry
-
-    info = read_json(storage.versions("compatible_model").current() / MODEL_INFO)
-    client = MlflowClient(tracking_uri=mlflow.uri)
-    materialization = context.instance.get_latest_materialization_event(registered_model_version.key)
-    name = materialization.asset_materialization.metadata["model_name"].value  # as configured for that run
     candidate = registry.alias_version(client, name, registry.CANDIDATE)
-    expected = registry.find_version(client, name, registry.bundle_digest(info))
-    outcome = Outcome(
+    expected = registry.find_version(client, name, info.digest)
+    consistent = Outcome(
         candidate is not None and candidate == expected,
         candidate or "none",
         expected or "none",
         f"candidate is version {candidate}; the current bundle is registered as {expected}",
     )
-    for key in context.selected_asset_check_keys:
-        yield check_result(key, outcome, blocking=True)
+    return dg.MaterializeResult(
+        data_version=dg.DataVersion(info.digest[:16]),
+        metadata={
+            "model_name": name,
+            "version": registration.version,
+            "newly_registered": registration.created,
+            "model_uri": f"models:/{name}/{registration.version}",
+            "candidate_uri": f"models:/{name}@{registry.CANDIDATE}",
+            "production_version": production or "none",
+            "evidence": dg.MetadataValue.json({k: v for k, v in tags.items() if k.startswith(("gate.", "evidence."))}),
+            "bundle_path": dg.MetadataValue.path(str(bundle)),
+        },
+        check_results=[
+            check_result(dg.AssetCheckKey(dg.AssetKey(STAGE), "candidate_is_current_bundle"), consistent, True)
+        ],
+    )

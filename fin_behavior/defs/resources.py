@@ -65,7 +65,8 @@ class StorageResource(dg.ConfigurableResource):
         return artifact_store(self.artifact_store_url or get_settings().artifact_store_url, self.artifacts)
 
     def versions(self, stage: str) -> VersionStore:
-        """The versions of a stage's artifact (trained_model, compatible_model), mirrored to the store."""
+        """The versions of a stage's artifact (processed_dataset, trained_model, compatible_model), with their
+        evidence, mirrored to the artifact store when one is configured."""
         return VersionStore(self.artifacts / stage, self.remote)
 
     def publish_file(self, path: Path) -> None:
@@ -78,10 +79,6 @@ class StorageResource(dg.ConfigurableResource):
         if self.remote is not None and not self.remote.pull_file(path):
             raise FileNotFoundError(f"{self.remote.remote(path)} is not in the artifact store {self.remote.url}")
         return path
-
-    @property
-    def processed_path(self) -> Path:
-        return self.artifacts / "processed_dataset" / "processed_dataset.parquet"
 
     def quarantine_path(self, run_id: str) -> Path:
         return self.artifacts / "processed_dataset" / "quarantine" / f"{run_id}.csv"

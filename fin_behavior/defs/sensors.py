@@ -9,11 +9,11 @@ from fin_behavior.defs import jobs
 from fin_behavior.defs.dataset import processed_dataset
 from fin_behavior.defs.resources import MlflowTracking, StorageResource
 from fin_behavior.environments.builder import EnvironmentBuildError
-from fin_behavior.environments.compatible import MODEL_INFO
+from fin_behavior.environments.compatible import BUNDLE_DIR
 from fin_behavior.environments.report import versions_fingerprint
 from fin_behavior.environments.spec import EnvironmentSpecError, get_spec
 from fin_behavior.environments.verify import cached_resolution, training_drift
-from fin_behavior.ml.store import EVALUATION_FILE, VersionStore, read_json
+from fin_behavior.records import ModelInfo, NotApprovedError, TrainingRecord
 from fin_behavior.settings import get_settings
 
 _IN_PROGRESS = [
@@ -45,16 +45,23 @@ def _request_unless_running(
     return dg.RunRequest(job_name=job_name, run_key=run_key, tags=tags)
 
 
-def _read_current(store: VersionStore, name: str) -> dict | None:
+def _current_record(storage: StorageResource) -> TrainingRecord | None:
     try:
-        return read_json(store.current() / name)
-    except (OSError, ValueError):
+        return TrainingRecord.read(storage.versions("trained_model").current())
+    except (OSError, ValueError, NotApprovedError):
         return None
 
 
-def _production_evaluation(storage: StorageResource, mlflow: MlflowTracking) -> tuple[str, dict] | None:
-    """(registry version, evaluation) of the trained model behind `production`: the packages the model that
-    serves was trained with. None before the first deployment."""
+def _current_bundle(storage: StorageResource) -> ModelInfo | None:
+    try:
+        return ModelInfo.read(storage.versions("compatible_model").current() / BUNDLE_DIR)
+    except (OSError, ValueError, NotApprovedError):
+        return None
+
+
+def _production_record(storage: StorageResource, mlflow: MlflowTracking) -> tuple[str, TrainingRecord] | None:
+    """(registry version, training record) of the trained model behind `production`: the packages the model
+    that serves was trained with. None before the first deployment."""
     uri = mlflow.uri
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
         return None  # nothing registered yet; opening it would create the store
@@ -69,9 +76,9 @@ def _production_evaluation(storage: StorageResource, mlflow: MlflowTracking) -> 
         return None
     trained = client.get_model_version(name, version).tags.get("trained_model_version", "")
     store = storage.versions("trained_model")
-    if not trained or not store.published(trained, EVALUATION_FILE):
+    if not trained or not store.published(trained):
         return None
-    return version, read_json(store.root / trained / EVALUATION_FILE)
+    return version, TrainingRecord.read(store.path(trained))
 
 
 @dg.sensor(job=jobs.retrain, default_status=dg.DefaultSensorStatus.RUNNING, minimum_interval_seconds=30)
@@ -111,17 +118,16 @@ def environment_drift_sensor(context: dg.SensorEvaluationContext, storage: Stora
     was trained with -> `retrain`; the serving spec resolves to another fingerprint than the current bundle
     was built for -> `rebuild_compatible`."""
     settings = get_settings()
-    evaluation = _read_current(storage.versions("trained_model"), EVALUATION_FILE)
-    bundle = _read_current(storage.versions("compatible_model"), MODEL_INFO)
-    if evaluation is None or bundle is None:
-        return dg.SkipReason("no trained model or compatible bundle yet: nothing to compare against")
-    compared = f"trained model {evaluation['version']}"
-    production = _production_evaluation(storage, mlflow)
+    record, bundle = _current_record(storage), _current_bundle(storage)
+    if record is None or bundle is None:
+        return dg.SkipReason("no approved trained model or compatible bundle yet: nothing to compare against")
+    compared = f"trained model {record.version}"
+    production = _production_record(storage, mlflow)
     if production is not None:
-        version, evaluation = production
-        compared = f"production model v{version} (trained model {evaluation['version']})"
+        version, record = production
+        compared = f"production model v{version} (trained model {record.version})"
 
-    drift = training_drift(evaluation["package_versions"])
+    drift = training_drift(record.package_versions)
     if drift:
         changes = ", ".join(f"{name} {was} -> {now}" for name, (was, now) in drift.items())
         fingerprint = versions_fingerprint({name: now for name, (_, now) in drift.items()})
@@ -138,7 +144,7 @@ def environment_drift_sensor(context: dg.SensorEvaluationContext, storage: Stora
         fingerprint = cached_resolution(spec, storage.resolution_cache, settings.resolution_max_age_seconds).fingerprint
     except (EnvironmentBuildError, EnvironmentSpecError) as exc:
         return dg.SkipReason(f"cannot resolve the serving environment: {exc}")
-    if fingerprint != bundle["environment_fingerprint"]:
+    if fingerprint != bundle.environment_fingerprint:
         return _request_unless_running(
             context,
             jobs.rebuild_compatible.name,
@@ -147,7 +153,7 @@ def environment_drift_sensor(context: dg.SensorEvaluationContext, storage: Stora
             {"fin_behavior/trigger": "serving_environment", "fin_behavior/environment_fingerprint": fingerprint},
         )
     return dg.SkipReason(
-        f"training packages match {compared} ({len(evaluation['package_versions'])} "
+        f"training packages match {compared} ({len(record.package_versions)} "
         f"versions compared); serving environment {settings.serving_environment} resolves to {fingerprint}, the "
-        f"fingerprint bundle {bundle['trained_model_version']}/{fingerprint} was built for"
+        f"fingerprint bundle {bundle.trained_model_version}/{fingerprint} was built for"
     )

@@ -189,7 +189,7 @@ class AzureMLTarget:
         from azure.core.exceptions import HttpResponseError
 
         slot = Slot(color, release.version, {"deployment": color})
-        name, fingerprint = release.info["serving_environment"], release.info["environment_fingerprint"]
+        name, fingerprint = release.info.serving_environment, release.info.environment_fingerprint
         built = built_resolution(built_path(self.envs_dir, name, fingerprint))
         if built is None:
             raise RolloutError(
@@ -204,7 +204,7 @@ class AzureMLTarget:
                     version=release.version,
                     path=str(release.bundle),
                     type=AssetTypes.CUSTOM_MODEL,
-                    tags={k: str(v) for k, v in release.info.items() if isinstance(v, str)},
+                    tags={k: v for k, v in release.info.to_dict().items() if isinstance(v, str)},
                 )
             )
             environment = self.client.environments.create_or_update(

@@ -1,6 +1,6 @@
-"""Deploying a registered model version: fetch its bundle from the MLflow registry, roll it out on the
-configured target, and move the registry aliases only when it serves. Used by the live_deployment asset and
-by `fin-behavior endpoint rollback`."""
+"""Deploying a registered model version: check its evidence, fetch and verify its bundle, roll it out on the
+configured target, and move the registry aliases only when it serves. Every path to the URL goes through
+here: the live_deployment asset (full_pipeline, deploy, rollback jobs and sensor runs) and the CLI."""
 
 from __future__ import annotations
 
@@ -21,10 +21,10 @@ from fin_behavior.deploy.rollout import (
     rollout,
     smoke,
 )
-from fin_behavior.environments.compatible import EXPECTED, MODEL_INFO
 from fin_behavior.ml import registry
-from fin_behavior.ml.store import read_json
 from fin_behavior.outcome import Outcome
+from fin_behavior.records import BundleFiles, NotApprovedError, read_json
+from fin_behavior.serving.bundle import BundleError, verify_bundle
 from fin_behavior.settings import Settings
 
 ENDPOINT_CHECKS = ("health", "smoke", "served_version_is_production", "latency_p95")
@@ -93,16 +93,6 @@ def azure_target(settings: Settings, envs: Path, workdir: Path) -> Target:
     return azure.AzureMLTarget(client, config, envs, workdir)
 
 
-def gate_settings(settings: Settings) -> GateSettings:
-    return GateSettings(
-        settings.max_latency_ms,
-        settings.serving_parity_tolerance,
-        settings.gate_latency_requests,
-        settings.traffic_steps,
-        settings.traffic_step_seconds,
-    )
-
-
 def resolve_version(client, name: str, ref: str) -> str:
     """`ref` is an alias (candidate, production, previous) or a version number."""
     if ref.isdigit():
@@ -117,36 +107,58 @@ def resolve_version(client, name: str, ref: str) -> str:
 
 
 def fetch_release(client, name: str, version: str, releases: Path) -> Release:
-    """The registered bundle, downloaded once into `releases/<version>` (whole or not at all)."""
+    """The registered bundle in `releases/<version>`, once the version's evidence passed and every file matches
+    the manifest whose digest the registry recorded. A cached copy is verified like a download, and replaced by
+    a fresh download when it does not match."""
     from mlflow.exceptions import MlflowException
 
+    try:
+        tags = registry.require_evidence(client, name, version)
+    except NotApprovedError as exc:
+        raise DeployError(str(exc)) from None
+    except MlflowException as exc:
+        raise DeployError(f"cannot read {name} version {version} from the registry: {exc.message}") from None
     final = releases / version
-    if not (final / MODEL_INFO).exists():
-        releases.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=releases) as tmp:
-            try:
-                run_id = client.get_model_version(name, version).run_id
-                downloaded = client.download_artifacts(run_id, "bundle", tmp)
-            except MlflowException as exc:
-                raise DeployError(f"cannot fetch {name} version {version} from the registry: {exc.message}") from None
-            shutil.rmtree(final, ignore_errors=True)
-            Path(downloaded).rename(final)
-    if not (final / EXPECTED).exists():
-        raise DeployError(
-            f"{name} version {version} has no {EXPECTED} (registered before deployments existed); "
-            "re-register it: dagster job execute -m fin_behavior.definitions -j rebuild_compatible"
-        )
-    return load_release(name, version, final)
+    for cached in (final.exists(), False):
+        if not cached:
+            _download(client, name, version, final)
+        try:
+            verify_bundle(final, tags.get(registry.BUNDLE_TAG))
+            return load_release(name, version, final)
+        except BundleError as exc:
+            if not cached:
+                raise DeployError(f"{name} version {version} cannot be served: {exc}") from None
+    raise AssertionError("unreachable")
+
+
+def _download(client, name: str, version: str, final: Path) -> None:
+    """Whole or not at all: into a temporary sibling, then moved into place."""
+    from mlflow.exceptions import MlflowException
+
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=final.parent) as tmp:
+        try:
+            run_id = client.get_model_version(name, version).run_id
+            downloaded = client.download_artifacts(run_id, "bundle", tmp)
+        except MlflowException as exc:
+            raise DeployError(f"cannot fetch {name} version {version} from the registry: {exc.message}") from None
+        shutil.rmtree(final, ignore_errors=True)
+        Path(downloaded).rename(final)
 
 
 def load_release(name: str, version: str, bundle: Path) -> Release:
-    return Release(name, version, bundle, read_json(bundle / MODEL_INFO), read_json(bundle / EXPECTED))
+    info = verify_bundle(bundle)
+    return Release(name, version, bundle, info, read_json(bundle / BundleFiles.EXPECTED))
 
 
 def live_release(target: Target, settings: Settings, name: str, var_dir: Path | None = None) -> Release | None:
     live = target.live()
-    bundle = releases_dir(settings, var_dir) / live.version if live else None
-    return load_release(name, live.version, bundle) if live and (bundle / EXPECTED).exists() else None
+    if live is None:
+        return None
+    try:
+        return load_release(name, live.version, releases_dir(settings, var_dir) / live.version)
+    except BundleError:
+        return None
 
 
 def endpoint_checks(
@@ -195,7 +207,9 @@ def deploy(
     if live is not None and live.version == release.version and target.ready(live):
         log(f"v{release.version} already serves on {live.color} at {target.url}; nothing to roll out")
     else:
-        result = rollout(target, release, gate_settings(settings), keep_old=keep_old, approved=approved, log=log)
+        result = rollout(
+            target, release, GateSettings.from_settings(settings), keep_old=keep_old, approved=approved, log=log
+        )
         live = result.new
     replaced = registry.promote(client, name, release.version)
     return Deployment(release, live, result, replaced)

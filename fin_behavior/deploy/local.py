@@ -21,7 +21,7 @@ import httpx
 
 from fin_behavior.deploy.rollout import Release, RolloutError, Slot
 from fin_behavior.environments.builder import built_path
-from fin_behavior.ml.store import read_json, write_json
+from fin_behavior.records import read_json, write_json
 from fin_behavior.serving.handoff import send_command
 
 STATE_FILE, KEYS_FILE = "endpoint.json", "keys.json"
@@ -111,7 +111,7 @@ class LocalTarget:
     # Target steps ------------------------------------------------------------------------------------------
 
     def _python(self, release: Release) -> Path:
-        name, fingerprint = release.info["serving_environment"], release.info["environment_fingerprint"]
+        name, fingerprint = release.info.serving_environment, release.info.environment_fingerprint
         python = built_path(self.envs_dir, name, fingerprint) / "bin" / "python"
         if not python.exists():
             raise RolloutError(

@@ -13,6 +13,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from fin_behavior.outcome import Outcome
+from fin_behavior.records import ModelInfo
+from fin_behavior.settings import Settings
 
 COLORS = ("blue", "green")
 SMOKE_RECORDS = 5
@@ -25,7 +27,7 @@ class Release:
     model_name: str
     version: str
     bundle: Path
-    info: dict[str, Any]  # model_info.json
+    info: ModelInfo  # the bundle's manifest, verified
     expected: dict[str, list]  # expected.json: hold-out records and the probabilities verified for them
 
 
@@ -71,12 +73,25 @@ class RolloutError(RuntimeError):
 @dataclass(frozen=True)
 class GateSettings:
     max_latency_ms: float
-    parity_tolerance: float = 1e-4  # served vs verified probability, same runtime: only JSON rounding differs
-    latency_requests: int = 50
+    parity_tolerance: float  # served vs verified probability, same runtime: only JSON rounding differs
+    latency_requests: int
     # Canary: shares of traffic (%) the new color holds, each watched for step_seconds, before it takes all.
     # Only targets that split traffic (Azure ML) take steps; the local endpoint moves it at once.
-    traffic_steps: tuple[int, ...] = ()
-    step_seconds: float = 60.0
+    traffic_steps: tuple[int, ...]
+    step_seconds: float
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **overrides: Any) -> GateSettings:
+        return cls(
+            **{
+                "max_latency_ms": settings.max_latency_ms,
+                "parity_tolerance": settings.serving_parity_tolerance,
+                "latency_requests": settings.gate_latency_requests,
+                "traffic_steps": settings.traffic_steps,
+                "step_seconds": settings.traffic_step_seconds,
+            }
+            | overrides
+        )
 
 
 @dataclass(frozen=True)

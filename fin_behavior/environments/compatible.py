@@ -8,9 +8,11 @@ shows whether it would have failed, and why.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,15 +24,24 @@ import pandas as pd
 from fin_behavior.data.columns import FEATURES, KEY, NUMERIC_FEATURES, TARGET
 from fin_behavior.data.fingerprint import sha256_file
 from fin_behavior.environments.builder import BuiltEnvironment
+from fin_behavior.ml.store import VersionStore
 from fin_behavior.outcome import Outcome
+from fin_behavior.records import BundleFiles, Evidence, FeatureSpec, ModelInfo, TrainingRecord, read_json
+from fin_behavior.settings import Settings
 
-BUNDLE_MODEL, BUNDLE_ONNX, EXPECTED, MODEL_INFO, VERIFICATION = (
-    "model.joblib",
-    "model.onnx",
-    "expected.json",
-    "model_info.json",
-    "verification.json",
-)
+STAGE = "compatible_model"
+CODE_VERSION = "compatible-v3"
+CHECKS = {  # name -> (blocking, what it asks): judged once, published with the bundle version
+    "loads_cleanly": (True, "Every artifact loads in the serving environment with warnings as errors."),
+    "quality_parity": (True, "Serving ROC-AUC within parity_tolerance of the trained model's."),
+    "onnx_parity": (True, "ONNX probabilities within 1e-4 of joblib's; labels agree at the decision threshold."),
+}
+# Not about the bundle but about the world around it, so judged again on every run (verify-env in the UI).
+CONSISTENCY_CHECK = {
+    "environment_consistency": (False, "Project pins, training env, bundle and serving spec agree (verify-env)."),
+}
+BUNDLE_DIR = "bundle"  # what ships: registered, downloaded and served as it is
+VERIFICATION = "verification.json"  # beside the bundle: every artifact's predictions in the serving environment
 EXPECTED_RECORDS = 200  # hold-out rows a deployment must score exactly as verified here
 
 
@@ -40,6 +51,8 @@ class ServingTaskError(RuntimeError):
 
 @dataclass(frozen=True)
 class TrainedInputs:
+    """What the compatibility stage takes from an approved trained version."""
+
     model_path: Path
     best_params: dict[str, Any]
     random_state: int
@@ -47,6 +60,27 @@ class TrainedInputs:
     trained_version: str
     data_version: str
     roc_auc: float
+    decision_threshold: float
+
+    @classmethod
+    def of(cls, record: TrainingRecord, model_path: Path) -> TrainedInputs:
+        return cls(
+            model_path,
+            record.best_params,
+            record.random_state,
+            record.package_versions["scikit-learn"],
+            record.version,
+            record.data_version,
+            record.metrics["roc_auc"],
+            record.decision_threshold,
+        )
+
+
+def version_of(trained: TrainedInputs, environment_fingerprint: str, settings: Settings) -> str:
+    """Same trained model, serving environment, code and parity tolerance -> same bundle version, so the
+    bytes (and sha256s) stay identical and the registry sees the same content."""
+    key = json.dumps([trained.trained_version, environment_fingerprint, CODE_VERSION, settings.parity_tolerance])
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
 def _run_task(env: BuiltEnvironment, task: str, workdir: Path) -> dict:
@@ -78,7 +112,8 @@ def _write_split(dataset: pd.DataFrame, holdout_ids: pd.Series, workdir: Path) -
 def build_bundle(
     env: BuiltEnvironment, trained: TrainedInputs, dataset: pd.DataFrame, holdout_ids: pd.Series, workdir: Path
 ) -> dict[str, Any]:
-    """Build and verify the bundle in `workdir/bundle`; returns the verification report."""
+    """Build and verify the bundle in `workdir/bundle` (and the report in `workdir/verification.json`);
+    returns the verification report."""
     workdir.mkdir(parents=True, exist_ok=True)
     test = _write_split(dataset, holdout_ids, workdir)
     reuse = env.version_of("scikit-learn") == trained.sklearn_version
@@ -91,16 +126,19 @@ def build_bundle(
     (workdir / "request.json").write_text(json.dumps(request))
     built = _run_task(env, "build", workdir)
 
-    bundle = workdir / "bundle"
-    to_verify = {"original_training_pickle": str(trained.model_path), BUNDLE_MODEL: str(bundle / BUNDLE_MODEL)}
+    bundle = workdir / BUNDLE_DIR
+    to_verify = {
+        "original_training_pickle": str(trained.model_path),
+        BundleFiles.MODEL: str(bundle / BundleFiles.MODEL),
+    }
     if env.spec.runtime == "onnx":
-        to_verify[BUNDLE_ONNX] = str(bundle / BUNDLE_ONNX)
+        to_verify[BundleFiles.ONNX] = str(bundle / BundleFiles.ONNX)
     (workdir / "request.json").write_text(json.dumps(request | {"verify": to_verify}))
     report = _run_task(env, "verify", workdir)
     report |= {"refit": built["refit"], "categories": built["categories"], "y_test": test[TARGET].tolist()}
-    (bundle / VERIFICATION).write_text(json.dumps(report))
-    served = BUNDLE_ONNX if env.spec.runtime == "onnx" else BUNDLE_MODEL
-    write_expected(test, report["artifacts"][served].get("proba"), bundle / EXPECTED)
+    (workdir / VERIFICATION).write_text(json.dumps(report))
+    served = BundleFiles.served(env.spec.runtime)
+    write_expected(test, report["artifacts"][served].get("proba"), bundle / BundleFiles.EXPECTED)
     return report
 
 
@@ -114,34 +152,31 @@ def write_expected(test: pd.DataFrame, proba: list[float] | None, path: Path) ->
     path.write_text(json.dumps({"records": records, "probabilities": rows["_proba"].tolist()}))
 
 
-def model_info(env: BuiltEnvironment, trained: TrainedInputs, report: dict[str, Any], bundle: Path) -> dict[str, Any]:
-    artifacts = sorted(p.name for p in bundle.iterdir() if p.name in (BUNDLE_MODEL, BUNDLE_ONNX, EXPECTED))
-    return {
-        "serving_environment": env.spec.name,
-        "runtime": env.spec.runtime,
-        "environment_fingerprint": env.fingerprint,
-        "package_versions": report["versions"],
-        "training_package_versions": {"scikit-learn": trained.sklearn_version},
-        "refit_in_serving_environment": report["refit"],
-        "scaler_folded_into_trees": True,  # see fin_behavior.ml.export
-        "features": [
-            {
-                "name": name,
-                "dtype": "float" if name in NUMERIC_FEATURES else "string",
-                **({"categories": report["categories"][name]} if name in report["categories"] else {}),
-            }
+def model_info(env: BuiltEnvironment, trained: TrainedInputs, report: dict[str, Any], bundle: Path) -> ModelInfo:
+    """The manifest: every file in the bundle with its sha256 (written last, it lists everything else)."""
+    files = sorted(p for p in bundle.rglob("*") if p.is_file() and p.name != BundleFiles.INFO)
+    return ModelInfo(
+        serving_environment=env.spec.name,
+        runtime=env.spec.runtime,
+        environment_fingerprint=env.fingerprint,
+        package_versions=report["versions"],
+        training_package_versions={"scikit-learn": trained.sklearn_version},
+        refit_in_serving_environment=report["refit"],
+        features=[
+            FeatureSpec(
+                name,
+                "float" if name in NUMERIC_FEATURES else "string",
+                report["categories"].get(name),
+            )
             for name in FEATURES
         ],
-        "target": TARGET,
-        "trained_model_version": trained.trained_version,
-        "data_version": trained.data_version,
-        "built_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "sha256": {name: sha256_file(bundle / name) for name in artifacts},
-    }
-
-
-def write_model_info(info: dict[str, Any], bundle: Path) -> None:
-    (bundle / MODEL_INFO).write_text(json.dumps(info, indent=2, sort_keys=True))
+        target=TARGET,
+        decision_threshold=trained.decision_threshold,
+        trained_model_version=trained.trained_version,
+        data_version=trained.data_version,
+        built_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        sha256={p.relative_to(bundle).as_posix(): sha256_file(p) for p in files},
+    )
 
 
 # Checks on a verification report -------------------------------------------------------------------------
@@ -167,7 +202,7 @@ def loads_cleanly(report: dict[str, Any]) -> Outcome:
 def quality_parity(report: dict[str, Any], trained_roc_auc: float, tolerance: float) -> Outcome:
     from sklearn.metrics import roc_auc_score
 
-    proba = report["artifacts"][BUNDLE_MODEL].get("proba")
+    proba = report["artifacts"][BundleFiles.MODEL].get("proba")
     if proba is None:
         return Outcome(False, float("nan"), tolerance, "the bundle's model did not predict in the serving environment")
     auc = float(roc_auc_score(report["y_test"], proba))
@@ -179,16 +214,18 @@ def quality_parity(report: dict[str, Any], trained_roc_auc: float, tolerance: fl
     return Outcome(delta <= tolerance, round(delta, 6), tolerance, message)
 
 
-def onnx_parity(report: dict[str, Any], max_abs_diff: float = 1e-4, min_agreement: float = 0.999) -> Outcome:
-    if BUNDLE_ONNX not in report["artifacts"]:
+def onnx_parity(
+    report: dict[str, Any], threshold: float, max_abs_diff: float = 1e-4, min_agreement: float = 0.999
+) -> Outcome:
+    if BundleFiles.ONNX not in report["artifacts"]:
         return Outcome(True, 0.0, max_abs_diff, "runtime is sklearn: no ONNX artifact to compare")
-    reference = report["artifacts"][BUNDLE_MODEL].get("proba")
-    onnx = report["artifacts"][BUNDLE_ONNX].get("proba")
+    reference = report["artifacts"][BundleFiles.MODEL].get("proba")
+    onnx = report["artifacts"][BundleFiles.ONNX].get("proba")
     if reference is None or onnx is None:
         return Outcome(False, float("nan"), max_abs_diff, "the ONNX model or the joblib model did not predict")
     a, b = np.asarray(reference), np.asarray(onnx)
     diff = float(np.max(np.abs(a - b))) if len(a) else 0.0
-    agreement = float(np.mean((a >= 0.5) == (b >= 0.5))) if len(a) else 1.0
+    agreement = float(np.mean((a >= threshold) == (b >= threshold))) if len(a) else 1.0
     passed = diff <= max_abs_diff and agreement >= min_agreement
     return Outcome(
         passed,
@@ -199,5 +236,37 @@ def onnx_parity(report: dict[str, Any], max_abs_diff: float = 1e-4, min_agreemen
     )
 
 
-def copy_bundle(src: Path, dst: Path) -> None:
-    shutil.copytree(src, dst, dirs_exist_ok=True)
+def judge(version: str, report: dict[str, Any], trained: TrainedInputs, settings: Settings) -> Evidence:
+    outcomes = {
+        "loads_cleanly": loads_cleanly(report),
+        "quality_parity": quality_parity(report, trained.roc_auc, settings.parity_tolerance),
+        "onnx_parity": onnx_parity(report, trained.decision_threshold),
+    }
+    return Evidence.judge(STAGE, version, CHECKS, outcomes)
+
+
+def build_version(
+    env: BuiltEnvironment,
+    trained: TrainedInputs,
+    dataset: pd.DataFrame,
+    holdout_ids: pd.Series,
+    store: VersionStore,
+    settings: Settings,
+    scratch: Path,
+) -> Evidence:
+    """Build, verify, judge and publish the bundle version for `trained` in `env`."""
+    version = version_of(trained, env.fingerprint, settings)
+    staging = store.staging(version)
+    scratch.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=scratch) as work:
+        report = build_bundle(env, trained, dataset, holdout_ids, Path(work))
+        shutil.copytree(Path(work) / BUNDLE_DIR, staging / BUNDLE_DIR)
+        shutil.copy(Path(work) / VERIFICATION, staging / VERIFICATION)
+    model_info(env, trained, report, staging / BUNDLE_DIR).write(staging / BUNDLE_DIR)
+    evidence = judge(version, report, trained, settings)
+    store.publish(staging, evidence)
+    return evidence
+
+
+def read_report(version_dir: Path) -> dict[str, Any]:
+    return read_json(version_dir / VERIFICATION)

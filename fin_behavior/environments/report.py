@@ -9,9 +9,9 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fin_behavior.environments.versions import installed_versions
+from fin_behavior.environments.versions import MODEL_PACKAGES
+from fin_behavior.records import ModelInfo
 
-TRAINING_PACKAGES = ("scikit-learn", "numpy", "pandas", "joblib", "scipy")
 FIX_INSTALL = "make setup  (re-installs the training environment from requirements.lock)"
 FIX_REBUILD = (
     "rematerialize compatible_model and downstream: DAGSTER_HOME=$PWD/dagster_home .venv/bin/dagster asset "
@@ -21,10 +21,6 @@ FIX_RETRAIN = (
     "retrain: DAGSTER_HOME=$PWD/dagster_home .venv/bin/dagster asset materialize -m "
     "fin_behavior.definitions --select 'trained_model*'"
 )
-
-
-def training_versions() -> dict[str, str]:
-    return {name: "not installed" for name in TRAINING_PACKAGES} | installed_versions(TRAINING_PACKAGES)
 
 
 def versions_fingerprint(versions: dict[str, str]) -> str:
@@ -67,17 +63,17 @@ class EnvironmentReport:
 def compare(
     pins: dict[str, str],
     installed: dict[str, str],
-    compatible_info: dict | None,
-    production_info: dict | None,
+    compatible_info: ModelInfo | None,
+    production_info: ModelInfo | None,
     serving_spec: dict[str, str],
     serving_fingerprint: str,
 ) -> EnvironmentReport:
-    """Compare what each place says; `*_info` are model_info.json contents (None when there is none yet)."""
+    """Compare what each place says; `*_info` are bundle manifests (None when there is none yet)."""
     report = EnvironmentReport()
-    served = (compatible_info or {}).get("package_versions", {})
-    trained_with = (compatible_info or {}).get("training_package_versions", {})
-    production = (production_info or {}).get("package_versions", {})
-    for name in ("python", *TRAINING_PACKAGES, "onnxruntime"):
+    served = compatible_info.package_versions if compatible_info else {}
+    trained_with = compatible_info.training_package_versions if compatible_info else {}
+    production = production_info.package_versions if production_info else {}
+    for name in ("python", *MODEL_PACKAGES, "onnxruntime"):
         pin = "-" if name == "python" else pins.get(name, "-")
         recorded = served.get(name, "-")
         if name in trained_with:
@@ -99,11 +95,11 @@ def compare(
             )
     if compatible_info is None:
         report.problems.append(("no compatible model has been built yet", FIX_REBUILD))
-    elif compatible_info.get("environment_fingerprint") != serving_fingerprint:
+    elif compatible_info.environment_fingerprint != serving_fingerprint:
         report.problems.append(
             (
-                f"the compatible model was built in serving environment {compatible_info.get('serving_environment')} "
-                f"{compatible_info.get('environment_fingerprint')}, the spec now resolves to {serving_fingerprint}",
+                f"the compatible model was built in serving environment {compatible_info.serving_environment} "
+                f"{compatible_info.environment_fingerprint}, the spec now resolves to {serving_fingerprint}",
                 FIX_REBUILD,
             )
         )

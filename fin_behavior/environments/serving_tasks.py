@@ -19,6 +19,7 @@ import pandas as pd
 
 from fin_behavior.data.columns import CATEGORICAL_FEATURES, FEATURES, NUMERIC_FEATURES, TARGET
 from fin_behavior.environments.versions import installed_versions
+from fin_behavior.records import BundleFiles
 
 MISSING_CATEGORY = ""  # ONNX string inputs cannot be null; like NaN in scikit-learn, "" is an unknown category
 REPORTED_PACKAGES = ("scikit-learn", "numpy", "pandas", "joblib", "scipy", "onnxruntime", "skl2onnx")
@@ -65,9 +66,9 @@ def build(workdir: Path) -> dict:
         pipeline.fit(train[list(FEATURES)], train[TARGET])
         pipeline.set_params(clf__n_jobs=None)
     pipeline = fold_scaler_into_forest(pipeline)
-    joblib.dump(pipeline, bundle / "model.joblib")
+    joblib.dump(pipeline, bundle / BundleFiles.MODEL)
     if request["runtime"] == "onnx":
-        export_onnx(pipeline, bundle / "model.onnx")
+        export_onnx(pipeline, bundle / BundleFiles.ONNX)
     encoder = pipeline.named_steps["features"].named_transformers_["categorical"]
     categories = {
         name: sorted(map(str, cats)) for name, cats in zip(CATEGORICAL_FEATURES, encoder.categories_, strict=True)
@@ -97,7 +98,7 @@ def verify(workdir: Path) -> dict:
     x = test[list(FEATURES)]
     report: dict = {"versions": installed_versions(REPORTED_PACKAGES), "artifacts": {}}
     for name, path in request["verify"].items():
-        if name.endswith(".onnx"):
+        if name == BundleFiles.ONNX:
             import onnxruntime as ort
 
             session, error = _load_cleanly(ort.InferenceSession, path, None, ["CPUExecutionProvider"])

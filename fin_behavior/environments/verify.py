@@ -6,22 +6,25 @@ import json
 from pathlib import Path
 
 from fin_behavior.environments import builder
-from fin_behavior.environments.compatible import MODEL_INFO
-from fin_behavior.environments.report import EnvironmentReport, compare, lock_pins, training_versions
+from fin_behavior.environments.compatible import BUNDLE_DIR, STAGE
+from fin_behavior.environments.report import EnvironmentReport, compare, lock_pins
 from fin_behavior.environments.spec import EnvironmentSpec, get_spec
+from fin_behavior.environments.versions import model_package_versions
 from fin_behavior.ml.remote import artifact_store
-from fin_behavior.ml.store import VersionStore, read_json
+from fin_behavior.ml.store import VersionStore
+from fin_behavior.records import ModelInfo, NotApprovedError
 from fin_behavior.settings import Settings
 
 LOCK_FILE = Path(__file__).resolve().parents[2] / "requirements.lock"
 
 
-def current_model_info(settings: Settings) -> dict | None:
+def current_model_info(settings: Settings) -> ModelInfo | None:
+    """The manifest of the current (approved) compatible bundle; None when there is none."""
     root = settings.artifacts_dir
-    store = VersionStore(root / "compatible_model", artifact_store(settings.artifact_store_url, root))
+    store = VersionStore(root / STAGE, artifact_store(settings.artifact_store_url, root))
     try:
-        return read_json(store.current() / MODEL_INFO)
-    except (OSError, ValueError):
+        return ModelInfo.read(store.current() / BUNDLE_DIR)
+    except (OSError, ValueError, KeyError, NotApprovedError):
         return None
 
 
@@ -31,12 +34,12 @@ def serving_resolution(settings: Settings) -> builder.Resolution:
 
 
 def environment_report(
-    settings: Settings, compatible_info: dict | None, serving: builder.Resolution | None = None
+    settings: Settings, compatible_info: ModelInfo | None, serving: builder.Resolution | None = None
 ) -> EnvironmentReport:
     serving = serving or serving_resolution(settings)
     # The registered production version's model_info joins this comparison once a registry holds one.
     return compare(
-        lock_pins(LOCK_FILE), training_versions(), compatible_info, None, serving.versions(), serving.fingerprint
+        lock_pins(LOCK_FILE), model_package_versions(), compatible_info, None, serving.versions(), serving.fingerprint
     )
 
 

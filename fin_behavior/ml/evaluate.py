@@ -31,10 +31,11 @@ def _scores(y_true: np.ndarray, labels: np.ndarray, proba: np.ndarray) -> dict[s
     }
 
 
-def holdout_metrics(y_true: pd.Series | np.ndarray, proba: np.ndarray) -> dict[str, float]:
-    """Every metric, and `baseline_<metric>` for a model that always predicts the majority class."""
+def holdout_metrics(y_true: pd.Series | np.ndarray, proba: np.ndarray, threshold: float) -> dict[str, float]:
+    """Every metric (labels = probability >= the decision threshold), and `baseline_<metric>` for a model that
+    always predicts the majority class."""
     y = np.asarray(y_true)
-    model = _scores(y, (proba >= 0.5).astype(int), proba)
+    model = _scores(y, (proba >= threshold).astype(int), proba)
     majority = int(np.mean(y) >= 0.5)
     constant = np.full(len(y), majority)
     baseline = _scores(y, constant, constant.astype(float))

@@ -3,6 +3,16 @@
 from __future__ import annotations
 
 from fin_behavior.outcome import Outcome
+from fin_behavior.records import Evidence
+from fin_behavior.settings import Settings
+
+STAGE = "trained_model"
+CODE_VERSION = "trained-v2"  # of the training code: part of every trained version's identity
+GATES = {  # name -> (blocking, what it asks)
+    "roc_auc_gate": (True, "Hold-out ROC-AUC >= min_roc_auc."),
+    "accuracy_gate": (True, "Accuracy >= min_accuracy and balanced accuracy beats the majority baseline."),
+    "latency_gate": (True, "Single-row prediction p95 latency (in process) <= max_latency_ms."),
+}
 
 # Below this ROC-AUC a model is close to guessing; say so, because the usual cause is data without signal.
 _NO_SIGNAL_AUC = 0.6
@@ -65,3 +75,19 @@ def latency_gate(latency: dict[str, float], max_latency_ms: float) -> Outcome:
         f"single-row p95 {p95:.2f} ms is {p95 - max_latency_ms:.2f} ms over max_latency_ms {max_latency_ms} "
         "(setting max_latency_ms / FIN_BEHAVIOR_MAX_LATENCY_MS); fewer or shallower trees score faster.",
     )
+
+
+def judge(version: str, metrics: dict[str, float], latency: dict[str, float], settings: Settings) -> Evidence:
+    """The gates on a trained version's hold-out figures, as the evidence published with it."""
+    outcomes = {
+        "roc_auc_gate": roc_auc_gate(metrics, settings.min_roc_auc),
+        "accuracy_gate": accuracy_gate(metrics, settings.min_accuracy, settings.min_balanced_accuracy_margin),
+        "latency_gate": latency_gate(latency, settings.max_latency_ms),
+    }
+    return Evidence.judge(STAGE, version, GATES, outcomes)
+
+
+def thresholds(settings: Settings) -> dict[str, float]:
+    """What the gates judge by: part of a trained version's identity, since its evidence depends on them."""
+    names = ("min_roc_auc", "min_accuracy", "min_balanced_accuracy_margin", "max_latency_ms")
+    return {name: getattr(settings, name) for name in names}

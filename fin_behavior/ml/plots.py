@@ -35,7 +35,9 @@ def feature_importances(pipeline: Pipeline) -> pd.Series:
     return raw.groupby(folded).sum().sort_values(ascending=False)
 
 
-def write_evaluation_plots(pipeline: Pipeline, y_true: pd.Series, proba: np.ndarray, out_dir: Path) -> dict[str, Path]:
+def write_evaluation_plots(
+    pipeline: Pipeline, y_true: pd.Series, proba: np.ndarray, threshold: float, out_dir: Path
+) -> dict[str, Path]:
     from sklearn.metrics import ConfusionMatrixDisplay, PrecisionRecallDisplay, RocCurveDisplay
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -52,8 +54,8 @@ def write_evaluation_plots(pipeline: Pipeline, y_true: pd.Series, proba: np.ndar
     paths["precision_recall_curve"] = _save(plt, fig, out_dir / "precision_recall_curve.png")
 
     plt, fig, ax = _figure()
-    ConfusionMatrixDisplay.from_predictions(y_true, (proba >= 0.5).astype(int), ax=ax, colorbar=False)
-    ax.set_title("Confusion matrix (threshold 0.5)")
+    ConfusionMatrixDisplay.from_predictions(y_true, (proba >= threshold).astype(int), ax=ax, colorbar=False)
+    ax.set_title(f"Confusion matrix (decision threshold {threshold:.3f})")
     paths["confusion_matrix"] = _save(plt, fig, out_dir / "confusion_matrix.png")
 
     plt, fig, ax = _figure()

@@ -1,17 +1,22 @@
 """The MLflow Model Registry side of the lifecycle. Aliases carry it: a new version becomes `candidate`;
 only a successful deployment moves `production` to it, and the version it replaces becomes `previous`.
-So `models:/<name>@production` always names what is serving."""
+So `models:/<name>@production` always names what is serving.
+
+The registry only holds approved versions, each tagged with the evidence of every stage behind it (dataset,
+trained model, compatible bundle). Whoever takes a version from the registry asks `require_evidence` first, so
+a version without passing evidence (registered by hand, or before evidence was recorded) never serves."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+
+from fin_behavior.records import Evidence, ModelInfo, NotApprovedError
 
 CANDIDATE, PRODUCTION, PREVIOUS = "candidate", "production", "previous"
 BUNDLE_TAG = "bundle_sha256"
+EVIDENCE_STAGES = ("processed_dataset", "trained_model", "compatible_model")  # every stage behind a version
+APPROVED_TAG = "evidence.approved"
 
 
 @dataclass(frozen=True)
@@ -20,9 +25,39 @@ class Registration:
     created: bool  # False: identical bundle content was already registered as this version
 
 
-def bundle_digest(model_info: dict[str, Any]) -> str:
-    """One hash for the bundle's content: the sha256 of every artifact, as listed in model_info.json."""
-    return hashlib.sha256(json.dumps(model_info["sha256"], sort_keys=True).encode()).hexdigest()
+def evidence_tags(evidences: list[Evidence]) -> dict[str, str]:
+    """The evidence of every stage behind a version, as registry tags; refuses any that is not approved."""
+    stages = {e.stage for e in evidences}
+    missing = [stage for stage in EVIDENCE_STAGES if stage not in stages]
+    if missing:
+        raise NotApprovedError(f"no evidence from {', '.join(missing)}: nothing is registered without it")
+    tags = {APPROVED_TAG: "true"}
+    for evidence in evidences:
+        evidence.require("Nothing was registered.")
+        tags[f"evidence.{evidence.stage}"] = evidence.version
+        for v in evidence.verdicts:
+            if v.blocking:
+                tags[f"gate.{evidence.stage}.{v.check}"] = f"passed: {v.actual} vs {v.threshold}"
+    return tags
+
+
+def require_evidence(client, name: str, version: str) -> dict[str, str]:
+    """The version's tags, refused unless they carry passing evidence of every stage behind it."""
+    tags = client.get_model_version(name, version).tags
+    failed = [f"{k[5:]} ({v})" for k, v in tags.items() if k.startswith("gate.") and not v.startswith("passed")]
+    missing = [stage for stage in EVIDENCE_STAGES if f"evidence.{stage}" not in tags]
+    if tags.get(APPROVED_TAG) != "true" or failed or missing:
+        why = (
+            f"its evidence shows failed checks: {'; '.join(failed)}"
+            if failed
+            else f"it carries no evidence of passing the blocking checks of {', '.join(missing) or 'its stages'}"
+            " (registered by hand, or before evidence was recorded)"
+        )
+        raise NotApprovedError(
+            f"{name} version {version} will not be deployed: {why}. Deploy an approved version (an alias or "
+            "another number), or register a new one through full_pipeline or rebuild_compatible."
+        )
+    return tags
 
 
 def find_version(client, name: str, digest: str) -> str | None:
@@ -32,14 +67,18 @@ def find_version(client, name: str, digest: str) -> str | None:
 
 def register_bundle(client, name: str, bundle_dir: Path, tags: dict[str, str]) -> Registration:
     """Register the bundle (logged into the active MLflow run) unless identical content already is; either way
-    the version becomes `candidate`."""
+    the version becomes `candidate`. `tags` must carry the evidence (see `evidence_tags`)."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    model_info = json.loads((bundle_dir / "model_info.json").read_text())
-    digest = bundle_digest(model_info)
+    if tags.get(APPROVED_TAG) != "true":
+        raise NotApprovedError(f"refusing to register {bundle_dir} without passing evidence in its tags")
+    digest = ModelInfo.read(bundle_dir).digest
     existing = find_version(client, name, digest)
     if existing is not None:
+        for key, value in tags.items():  # the same bytes, judged again: the version carries this evidence too
+            if key.startswith(("evidence.", "gate.")):
+                client.set_model_version_tag(name, existing, key, value)
         client.set_registered_model_alias(name, CANDIDATE, existing)
         return Registration(existing, created=False)
     run = mlflow.active_run()

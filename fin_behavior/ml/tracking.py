@@ -9,14 +9,8 @@ from typing import Any
 import pandas as pd
 from sklearn.pipeline import Pipeline
 
-from fin_behavior.environments.versions import installed_versions
 from fin_behavior.ml.train import TrainedModel, TrainingOptions
-
-TRACKED_PACKAGES = ("scikit-learn", "pandas", "numpy", "joblib", "mlflow", "dagster")
-
-
-def package_versions(names: tuple[str, ...] = TRACKED_PACKAGES) -> dict[str, str]:
-    return installed_versions(names)
+from fin_behavior.records import Evidence
 
 
 def git_commit(repo: Path) -> str:
@@ -25,6 +19,12 @@ def git_commit(repo: Path) -> str:
     except (OSError, subprocess.TimeoutExpired):
         return "unknown"
     return out.stdout.strip() if out.returncode == 0 else "unknown"
+
+
+def tracking_uri() -> str:
+    import mlflow
+
+    return mlflow.get_tracking_uri()
 
 
 def ensure_experiment(name: str, artifact_dir: Path | None) -> str:
@@ -85,6 +85,7 @@ def log_training_run(
     versions, plots and the model."""
     params = {f"best.{k}": v for k, v in model.search.best_params.items()}
     params |= {f"space.{k}": v for k, v in options.space.describe().items()}
+    params["decision_threshold"] = model.search.decision_threshold
     params |= {
         "n_iter": options.n_iter,
         "cv": options.cv,
@@ -99,5 +100,14 @@ def log_training_run(
         metrics=metrics | {"best_cv_roc_auc": model.search.best_cv_roc_auc},
         tags=tags | {f"version.{k}": v for k, v in versions.items()},
         plots=plots,
-        pip_requirements=[f"{name}=={versions[name]}" for name in ("scikit-learn", "pandas", "numpy", "joblib")],
+        pip_requirements=[f"{name}=={v}" for name, v in versions.items() if name != "python" and v[0].isdigit()],
     )
+
+
+def evidence_tags(evidence: Evidence) -> dict[str, str]:
+    """The verdicts as run tags: `gates` passed or failed, and one `gate.<check>` tag each, so a failed attempt is
+    marked as such in the MLflow UI and the registry can carry the evidence of the versions it holds."""
+    tags = {"gates": "passed" if evidence.approved else "failed"}
+    for v in evidence.verdicts:
+        tags[f"gate.{v.check}"] = f"{'passed' if v.passed else 'FAILED'}: {v.message}"[:4_000]
+    return tags

@@ -210,13 +210,14 @@ def create_app(settings: ServiceSettings) -> Any:
     async def version(request: Request) -> Response:
         if not authorized(request_key(request.scope)):
             return error(401, "missing or invalid API key")
-        info = state["bundle"].info if state["bundle"] else {}
+        info = state["bundle"].info if state["bundle"] else None
         return JSONResponse(
             {
                 "model_version": settings.model_version,
-                "runtime": info.get("runtime"),
-                "package_versions": info.get("package_versions"),
-                "data_version": info.get("data_version"),
+                "runtime": info and info.runtime,
+                "package_versions": info and info.package_versions,
+                "data_version": info and info.data_version,
+                "decision_threshold": info and info.decision_threshold,
             },
             headers=version_header,
         )
@@ -227,7 +228,7 @@ def create_app(settings: ServiceSettings) -> Any:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     async def openapi(_: Request) -> Response:
-        features = state["bundle"].features if state["bundle"] else []
+        features = state["bundle"].info.features if state["bundle"] else []
         return JSONResponse(openapi_schema(features, settings.max_rows))
 
     async def score_method_not_allowed(_: Request) -> Response:

@@ -1,8 +1,9 @@
-"""A verified model bundle: every artifact's sha256 is checked against model_info.json before it is loaded."""
+"""A verified model bundle. The bundle is verified as a whole before anything in it is loaded: every file
+present must be listed in model_info.json with its sha256, every listed file must be present and match, and,
+when the deployer names one, the manifest itself must hash to the digest the registry recorded."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -10,24 +11,59 @@ from typing import Any
 import numpy as np
 
 from fin_behavior.data.fingerprint import sha256_file
+from fin_behavior.records import BundleFiles, ModelInfo
 
 
 class BundleError(RuntimeError):
     """The bundle cannot be served; the message names the file and what is wrong with it."""
 
 
+def verify_bundle(directory: Path, expected_digest: str | None = None) -> ModelInfo:
+    """The bundle's manifest, once every file is accounted for; BundleError naming the first problem."""
+    info_path = directory / BundleFiles.INFO
+    try:
+        info = ModelInfo.read(directory)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise BundleError(f"{info_path} is missing or unreadable ({exc}); not serving this bundle") from None
+    if expected_digest is not None and info.digest != expected_digest:
+        raise BundleError(
+            f"{info_path} does not match the registered bundle (digest {info.digest[:12]}..., registered "
+            f"{expected_digest[:12]}...): the manifest was changed; not serving this bundle"
+        )
+    present = {p.relative_to(directory).as_posix() for p in directory.rglob("*") if p.is_file()} - {BundleFiles.INFO}
+    unlisted = sorted(present - set(info.sha256))
+    if unlisted:
+        raise BundleError(
+            f"{directory / unlisted[0]} is not listed in model_info.json ({len(unlisted)} unlisted file(s)): "
+            "a bundle holds exactly what its manifest lists; not serving this bundle"
+        )
+    for name, digest in info.sha256.items():
+        path = directory / name
+        if not path.is_file():
+            raise BundleError(f"{path} is listed in model_info.json but missing; not serving this bundle")
+        actual = sha256_file(path)
+        if actual != digest:
+            raise BundleError(
+                f"{path} does not match model_info.json (sha256 {actual[:12]}..., expected {digest[:12]}...): "
+                "the file was modified or truncated; not serving this bundle"
+            )
+    served = BundleFiles.served(info.runtime)
+    if served not in info.sha256:
+        raise BundleError(f"the {info.runtime} runtime serves {served}, which this bundle does not hold")
+    return info
+
+
 @dataclass
 class Bundle:
-    info: dict[str, Any]
-    runtime: str
+    info: ModelInfo
     _model: Any
 
     @property
-    def features(self) -> list[dict[str, Any]]:
-        return self.info["features"]
+    def runtime(self) -> str:
+        return self.info.runtime
 
     def __post_init__(self) -> None:
-        self._onnx_inputs = [(f["name"], np.float32 if f["dtype"] == "float" else object) for f in self.features]
+        self._onnx_inputs = [(f.name, np.float32 if f.dtype == "float" else object) for f in self.info.features]
 
     def predict_proba(self, columns: dict[str, list]) -> np.ndarray:
         """Probability of HighAmount for each row; `columns` maps every feature to its values."""
@@ -39,32 +75,16 @@ class Bundle:
         return self._model.predict_proba(pd.DataFrame(columns))[:, 1]
 
 
-def load_bundle(directory: Path) -> Bundle:
-    info_path = directory / "model_info.json"
-    try:
-        info = json.loads(info_path.read_text())
-        expected = info["sha256"]
-    except (OSError, ValueError, KeyError) as exc:
-        raise BundleError(f"{info_path} is missing or unreadable ({exc}); not serving this bundle") from None
-    for name, digest in expected.items():
-        path = directory / name
-        if not path.is_file():
-            raise BundleError(f"{path} is listed in model_info.json but missing; not serving this bundle")
-        actual = sha256_file(path)
-        if actual != digest:
-            raise BundleError(
-                f"{path} does not match model_info.json (sha256 {actual[:12]}..., expected {digest[:12]}...): "
-                "the file was modified or truncated; not serving this bundle"
-            )
-    runtime = info["runtime"]
-    if runtime == "onnx":
+def load_bundle(directory: Path, expected_digest: str | None = None) -> Bundle:
+    info = verify_bundle(directory, expected_digest)
+    if info.runtime == "onnx":
         import onnxruntime as ort
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = 1  # one request is tiny; threads only add hand-off latency
-        model = ort.InferenceSession(str(directory / "model.onnx"), options, providers=["CPUExecutionProvider"])
+        model = ort.InferenceSession(str(directory / BundleFiles.ONNX), options, providers=["CPUExecutionProvider"])
     else:
         import joblib
 
-        model = joblib.load(directory / "model.joblib")
-    return Bundle(info=info, runtime=runtime, _model=model)
+        model = joblib.load(directory / BundleFiles.MODEL)
+    return Bundle(info=info, _model=model)

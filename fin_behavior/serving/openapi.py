@@ -4,26 +4,28 @@ from __future__ import annotations
 
 from typing import Any
 
+from fin_behavior.records import FeatureSpec
 
-def _record_schema(features: list[dict[str, Any]]) -> dict[str, Any]:
+
+def _record_schema(features: list[FeatureSpec]) -> dict[str, Any]:
     properties = {}
     for feature in features:
-        if feature["dtype"] == "float":
-            properties[feature["name"]] = {"type": "number"}
+        if feature.dtype == "float":
+            properties[feature.name] = {"type": "number"}
         else:
-            properties[feature["name"]] = {
+            properties[feature.name] = {
                 "type": "string",
-                **({"enum": feature["categories"]} if feature.get("categories") else {}),
+                **({"enum": feature.categories} if feature.categories else {}),
             }
     return {
         "type": "object",
         "properties": properties,
-        "required": [f["name"] for f in features],
+        "required": [f.name for f in features],
         "additionalProperties": False,
     }
 
 
-def openapi_schema(features: list[dict[str, Any]], max_rows: int) -> dict[str, Any]:
+def openapi_schema(features: list[FeatureSpec], max_rows: int) -> dict[str, Any]:
     record = {"$ref": "#/components/schemas/Record"}
     error = {
         "description": "What was wrong",

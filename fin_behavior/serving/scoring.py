@@ -20,10 +20,11 @@ def score_request(bundle: Bundle, raw: bytes | str, max_rows: int, model_version
         body = json.loads(raw, parse_constant=_reject_constant)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InputError(400, f"body is not valid JSON: {exc}") from None
-    columns = parse(body, bundle.features, max_rows)
+    columns = parse(body, bundle.info.features, max_rows)
     proba = bundle.predict_proba(columns)
+    threshold = bundle.info.decision_threshold
     answer = {
-        "predictions": [int(p >= 0.5) for p in proba],
+        "predictions": [int(p >= threshold) for p in proba],
         "probabilities": [round(float(p), 6) for p in proba],
         "model_version": model_version,
     }

@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from fin_behavior.records import FeatureSpec
+
 
 class InputError(ValueError):
     def __init__(self, status: int, message: str):
@@ -49,13 +51,13 @@ def _records(body: Any) -> list[Any]:
     return [body]
 
 
-def parse(body: Any, features: list[dict[str, Any]], max_rows: int) -> dict[str, list]:
+def parse(body: Any, features: list[FeatureSpec], max_rows: int) -> dict[str, list]:
     records = _records(body)
     if not records:
         raise InputError(422, "no records to score: send at least one")
     if len(records) > max_rows:
         raise InputError(413, f"{len(records)} records in one request; at most {max_rows} (split the batch)")
-    names = [f["name"] for f in features]
+    names = [f.name for f in features]
     known = set(names)
     columns: dict[str, list] = {name: [] for name in names}
     for i, record in enumerate(records):
@@ -69,11 +71,11 @@ def parse(body: Any, features: list[dict[str, Any]], max_rows: int) -> dict[str,
                 f"{where}: unknown field(s) {', '.join(map(repr, unknown[:5]))}; expected exactly: {', '.join(names)}",
             )
         for feature in features:
-            name = feature["name"]
+            name = feature.name
             if name not in record:
                 raise InputError(422, f"{where}: missing field '{name}'")
             value = record[name]
-            if feature["dtype"] == "float":
+            if feature.dtype == "float":
                 if isinstance(value, bool) or not isinstance(value, int | float):
                     raise InputError(422, f"{where}: field '{name}' must be a number, got {value!r}")
                 if not math.isfinite(value):
@@ -81,7 +83,7 @@ def parse(body: Any, features: list[dict[str, Any]], max_rows: int) -> dict[str,
             else:
                 if not isinstance(value, str):
                     raise InputError(422, f"{where}: field '{name}' must be a string, got {value!r}")
-                allowed = feature.get("categories")
+                allowed = feature.categories
                 if allowed and value not in allowed:
                     raise InputError(
                         422, f"{where}: field '{name}' has unknown value {value!r}; allowed: {', '.join(allowed)}"

@@ -2,50 +2,39 @@
 
 from __future__ import annotations
 
-import json
-
 import dagster as dg
 import pytest
 
 from fin_behavior.cli import main
-from fin_behavior.defs.compatible import (
-    compatible_model,
-    compatible_model_checks,
-    serving_environment,
-    training_environment,
-)
+from fin_behavior.defs.compatible import compatible_model, serving_environment, training_environment
 from fin_behavior.defs.dataset import processed_dataset, raw_transactions
-from fin_behavior.defs.model import trained_model, trained_model_gates
-from fin_behavior.defs.registry import registered_model_version, registered_model_version_checks
+from fin_behavior.defs.model import trained_model
+from fin_behavior.defs.registry import registered_model_version
 from fin_behavior.defs.resources import MlflowTracking, StorageResource
 from fin_behavior.environments.spec import DEFAULT_SPEC_FILE
+from fin_behavior.records import ModelInfo
 from fin_behavior.settings import get_settings
-from fin_behavior_tests.environments.test_compatible import ENVS
-
-FAST = {"n_iter": 2, "cv": 2, "search_max_rows": 1_500, "n_estimators": [10, 30]}
-
+from fin_behavior_tests.helpers import ENVS
+from fin_behavior_tests.helpers import FAST_TRAINING as FAST
 
 ASSETS = [
     raw_transactions,
     processed_dataset,
     trained_model,
-    trained_model_gates,
     training_environment,
     serving_environment,
     compatible_model,
-    compatible_model_checks,
     registered_model_version,
-    registered_model_version_checks,
 ]
 
 
-def _materialize(instance, **compatible_config):
+def _materialize(instance, storage: StorageResource | None = None, **compatible_config):
     return dg.materialize(
         ASSETS,
         instance=instance,
-        resources={"storage": StorageResource(), "mlflow": MlflowTracking()},
+        resources={"storage": storage or StorageResource(), "mlflow": MlflowTracking()},
         run_config={"ops": {"trained_model": {"config": FAST}, "compatible_model": {"config": compatible_config}}},
-        selection=dg.AssetSelection.all(include_sources=True) | dg.AssetSelection.all_asset_checks(),
+        selection=dg.AssetSelection.all(include_sources=True),
     )
 
 
@@ -86,11 +75,13 @@ def test_compatible_model_is_rebuilt_verified_and_described(pipeline_run):
     assert event.tags["dagster/input_data_version/serving_environment"] == meta["environment_fingerprint"]
     assert serving_version is not None
 
-    bundle = var / "artifacts" / "compatible_model" / meta["model_version"]
-    info = json.loads((bundle / "model_info.json").read_text())
-    assert info["environment_fingerprint"] == meta["environment_fingerprint"]
-    assert set(info["sha256"]) == {"model.joblib", "model.onnx", "expected.json"}
-    assert {f["name"] for f in info["features"]} >= {"age", "city"}
+    version_dir = var / "artifacts" / "compatible_model" / meta["model_version"]
+    info = ModelInfo.read(version_dir / "bundle")
+    assert info.environment_fingerprint == meta["environment_fingerprint"]
+    assert set(info.sha256) == {"model.joblib", "model.onnx", "expected.json"}
+    assert {f.name for f in info.features} >= {"age", "city"}
+    assert {p.name for p in version_dir.iterdir()} == {"bundle", "verification.json", "evidence.json"}
+    assert meta["approved"] is True
 
 
 def test_verify_env_exit_codes(pipeline_run, tmp_path, monkeypatch, capsys):
@@ -124,9 +115,13 @@ def test_bundle_is_registered_once_as_candidate(pipeline_run):
     version = client.get_model_version_by_alias("financial-behavior-model", "candidate")
     assert str(version.version) == meta.metadata["version"].value  # MLflow answers an int here
     bundles = var / "artifacts" / "compatible_model"
-    info = json.loads((bundles / (bundles / "CURRENT").read_text().strip() / "model_info.json").read_text())
-    assert version.tags["sha256.model.onnx"] == info["sha256"]["model.onnx"]
-    assert version.tags["environment_fingerprint"] == info["environment_fingerprint"]
+    info = ModelInfo.read(bundles / (bundles / "CURRENT").read_text().strip() / "bundle")
+    assert version.tags["sha256.model.onnx"] == info.sha256["model.onnx"]
+    assert version.tags["environment_fingerprint"] == info.environment_fingerprint
+    assert version.tags["evidence.approved"] == "true"
+    assert version.tags["gate.compatible_model.onnx_parity"].startswith("passed")
+    assert version.tags["gate.trained_model.roc_auc_gate"].startswith("passed")
+    assert version.tags["gate.processed_dataset.no_target_leakage"].startswith("passed")
 
     again = _materialize(instance)  # same data, same model, same bundle: no new version
     second = instance.get_latest_materialization_event(dg.AssetKey("registered_model_version")).asset_materialization
@@ -135,3 +130,21 @@ def test_bundle_is_registered_once_as_candidate(pipeline_run):
     assert rebuilt.metadata["reused_existing_bundle"].value is True
     assert second.metadata["version"].value == meta.metadata["version"].value
     assert second.tags["dagster/data_version"] == meta.tags["dagster/data_version"]
+
+
+def test_machines_sharing_only_the_artifact_store_both_pass_the_bundle_checks(pipeline_run, tmp_path):
+    """A second machine with its own state directory finds the bundle version (and its evidence) in the store:
+    compatible_model and its checks pass there without the first machine's disk."""
+    _, _, var = pipeline_run
+    store_url = (tmp_path / "object-store").as_uri()
+    first = StorageResource(var_dir=str(var), artifact_store_url=store_url)
+    second = StorageResource(var_dir=str(tmp_path / "other-machine"), artifact_store_url=store_url)
+    with dg.instance_for_test() as instance:
+        for machine in (first, second):
+            result = _materialize(instance, machine)
+            assert result.success
+            checks = [e for e in result.get_asset_check_evaluations() if e.asset_key.path == ["compatible_model"]]
+            assert len(checks) == 4 and all(c.passed for c in checks), {c.check_name: c.description for c in checks}
+    assert (tmp_path / "other-machine" / "artifacts" / "compatible_model" / "CURRENT").read_text() == (
+        var / "artifacts" / "compatible_model" / "CURRENT"
+    ).read_text()

@@ -6,10 +6,11 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from fin_behavior.defs.dataset import processed_dataset, processed_dataset_checks, raw_transactions
+from fin_behavior.data.processing import DATASET_FILE
+from fin_behavior.defs.dataset import processed_dataset, raw_transactions
 from fin_behavior.defs.resources import StorageResource
 
-ASSETS = [raw_transactions, processed_dataset, processed_dataset_checks]
+ASSETS = [raw_transactions, processed_dataset]
 
 
 def _run(instance, storage, **config):
@@ -20,8 +21,12 @@ def _run(instance, storage, **config):
         resources={"storage": storage},
         run_config=run_config,
         raise_on_error=False,
-        selection=dg.AssetSelection.all(include_sources=True) | dg.AssetSelection.checks_for_assets(processed_dataset),
+        selection=dg.AssetSelection.all(include_sources=True),
     )
+
+
+def _current(storage: StorageResource):
+    return storage.versions("processed_dataset").current() / DATASET_FILE
 
 
 def _checks(result) -> dict[str, dg.AssetCheckEvaluation]:
@@ -45,11 +50,14 @@ def test_default_data_is_generated_observed_processed_and_checked(instance, isol
     raw_version = observation.tags["dagster/data_version"]
     assert event.tags["dagster/input_data_version/raw_transactions"] == raw_version
     assert observation.metadata["size_bytes"].value == (isolated_settings / "data" / "transactions.csv").stat().st_size
-    assert event.tags["dagster/code_version"] == "processed-v1"
+    assert event.tags["dagster/code_version"] == "processed-v2"
     assert event.metadata["dagster/row_count"].value == 5_000
     assert event.metadata["quarantined_rows"].value == 0
+    assert event.metadata["approved"].value is True
+    assert event.metadata["current_version"].value == event.metadata["attempt_version"].value
+    assert event.tags["dagster/data_version"] == event.metadata["current_version"].value
     assert {c.name for c in event.metadata["dagster/column_schema"].schema.columns} >= {"age", "HighAmount"}
-    assert pd.read_parquet(storage.processed_path)["HighAmount"].mean() == pytest.approx(0.05, abs=0.002)
+    assert pd.read_parquet(_current(storage))["HighAmount"].mean() == pytest.approx(0.05, abs=0.002)
 
     checks = _checks(result)
     assert set(checks) == {
@@ -76,7 +84,7 @@ def test_unchanged_data_keeps_the_same_versions(instance):
 def test_bad_file_fails_clearly_and_keeps_the_previous_dataset(instance, tmp_path, banking_csv):
     good = StorageResource(raw_data_path=str(banking_csv))
     assert _run(instance, good).success
-    before = good.processed_path.read_bytes()
+    before = _current(good).read_bytes()
 
     frame = pd.read_csv(banking_csv, dtype=str)
     frame.loc[:99, "Transaction Date"] = "not a date"  # 2% invalid, above the 1% default
@@ -90,13 +98,13 @@ def test_bad_file_fails_clearly_and_keeps_the_previous_dataset(instance, tmp_pat
     message = failure.step_failure_data.error.message
     assert "100 of 5000 rows (2.00%)" in message and "Transaction Date (100 rows)" in message
     assert "max_invalid_fraction" in message
-    assert good.processed_path.read_bytes() == before  # untouched
-    quarantine = pd.read_csv(next(good.processed_path.parent.glob("quarantine/*.csv")))
+    assert _current(good).read_bytes() == before  # untouched
+    quarantine = pd.read_csv(next(good.versions("processed_dataset").root.glob("quarantine/*.csv")))
     assert len(quarantine) == 100 and quarantine["reason"].str.contains("cannot parse 'not a date'").all()
 
     relaxed = _run(instance, bad, max_invalid_fraction=0.05)  # the setting the message names works
     assert relaxed.success
-    assert len(pd.read_parquet(bad.processed_path)) == 4_900
+    assert len(pd.read_parquet(_current(bad))) == 4_900
 
 
 def test_unusable_file_is_a_clear_failure(instance, tmp_path):
@@ -108,14 +116,27 @@ def test_unusable_file_is_a_clear_failure(instance, tmp_path):
     assert "uses semicolon" in failure.step_failure_data.error.message
 
 
-def test_leaking_column_fails_the_blocking_leakage_check(instance, tmp_path, banking_csv):
+def test_leaking_column_fails_the_blocking_leakage_check_and_is_never_current(instance, tmp_path, banking_csv):
+    good = StorageResource(raw_data_path=str(banking_csv))
+    assert _run(instance, good).success
+    approved = good.versions("processed_dataset").current_version()
+
     frame = pd.read_csv(banking_csv, dtype=str)
     # A column that is really the amount in disguise, as in the seeds' model.
     frame["Account Balance"] = frame["Transaction Amount"]
     path = tmp_path / "leaky.csv"
     frame.to_csv(path, index=False)
-    checks = _checks(_run(instance, StorageResource(raw_data_path=str(path))))
-    leak = checks["no_target_leakage"]
+    leaky = StorageResource(raw_data_path=str(path))
+    result = _run(instance, leaky)
+    assert not result.success  # the blocking check fails the step, so nothing downstream runs
+    leak = _checks(result)["no_target_leakage"]
     assert not leak.passed and "'account_balance'" in leak.description
     assert leak.metadata["actual"].value >= 0.95
     assert leak.severity == dg.AssetCheckSeverity.ERROR
+
+    store = leaky.versions("processed_dataset")
+    assert store.current_version() == approved  # the leaky version is kept, inspectable, but not current
+    event = instance.get_latest_materialization_event(dg.AssetKey("processed_dataset")).asset_materialization
+    assert event.metadata["approved"].value is False and event.metadata["current_version"].value == approved
+    assert event.tags["dagster/data_version"] == approved  # downstream stays fresh: it keeps the approved rows
+    assert "no_target_leakage" in event.metadata["verdict"].value

@@ -10,13 +10,14 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from fin_behavior.defs.dataset import processed_dataset, processed_dataset_checks, raw_transactions
-from fin_behavior.defs.model import trained_model, trained_model_gates
+from fin_behavior.data.processing import DATASET_FILE
+from fin_behavior.defs.dataset import processed_dataset, raw_transactions
+from fin_behavior.defs.model import trained_model
 from fin_behavior.defs.resources import MlflowTracking, StorageResource
 from fin_behavior.ml import evaluate
 from fin_behavior.ml.store import VersionStore
+from fin_behavior_tests.helpers import FAST_TRAINING as FAST
 
-FAST = {"n_iter": 2, "cv": 2, "search_max_rows": 1_500, "n_estimators": [10, 30]}
 EXPERIMENT = "test-experiment"
 
 
@@ -31,18 +32,11 @@ def _materialize(instance, var: Path, raw: Path | None = None, **training):
         "mlflow": MlflowTracking(tracking_uri=f"sqlite:///{var}/mlflow.db", experiment_name=EXPERIMENT),
     }
     return dg.materialize(
-        [
-            raw_transactions,
-            processed_dataset,
-            processed_dataset_checks,
-            trained_model,
-            trained_model_gates,
-            model_consumer,
-        ],
+        [raw_transactions, processed_dataset, trained_model, model_consumer],
         instance=instance,
         resources=resources,
         run_config={"ops": {"trained_model": {"config": FAST | training}}},
-        selection=dg.AssetSelection.all(include_sources=True) | dg.AssetSelection.all_asset_checks(),
+        selection=dg.AssetSelection.all(include_sources=True),
         raise_on_error=False,
     )
 
@@ -65,13 +59,19 @@ def instance():
 
 @pytest.fixture(scope="module")
 def first_run(tmp_path_factory):
+    """Three runs in one process: defaults, another seed (a new version), the defaults again (the same)."""
     var = tmp_path_factory.mktemp("var")
     with dg.instance_for_test() as inst:
+
+        def latest():
+            return inst.get_latest_materialization_event(dg.AssetKey("trained_model")).asset_materialization
+
         result = _materialize(inst, var)
-        event = inst.get_latest_materialization_event(dg.AssetKey("trained_model"))
-        second = _materialize(inst, var)
-        event2 = inst.get_latest_materialization_event(dg.AssetKey("trained_model"))
-    return var, result, event.asset_materialization, second, event2.asset_materialization
+        event = latest()
+        second = _materialize(inst, var, random_state=7)
+        third = _materialize(inst, var)
+        event3 = latest()
+    return var, result, event, second, event3, third
 
 
 def test_trains_passes_gates_and_feeds_downstream(first_run):
@@ -84,20 +84,23 @@ def test_trains_passes_gates_and_feeds_downstream(first_run):
     assert "| accuracy |" in meta["metrics_vs_baseline"].value and "0.9500" in meta["metrics_vs_baseline"].value
     assert meta["plots"].value.count("data:image/png;base64,") == 4
     assert meta["mlflow_run"].value.endswith(meta["mlflow_run_id"].value)
-    assert materialization.tags["dagster/code_version"] == "trained-v1"
+    assert materialization.tags["dagster/code_version"] == "trained-v2"
+    assert 0 < meta["decision_threshold"].value < 1 and meta["approved"].value is True
     assert Path(meta["model_path"].value).exists()
 
 
-def test_one_finished_mlflow_run_per_dagster_run_with_evidence(first_run):
-    var, result, materialization, second, _ = first_run
+def test_one_finished_mlflow_run_per_trained_version_with_evidence(first_run):
+    var, result, materialization, second, *_ = first_run
     runs = _runs(var)
-    assert len(runs) == 2  # two Dagster runs in one process -> two MLflow runs, never shared
+    assert len(runs) == 2  # two versions trained by two Dagster runs in one process: never a shared MLflow run
     assert {r.data.tags["dagster_run_id"] for r in runs} == {result.run_id, second.run_id}
-    assert all(r.info.status == "FINISHED" for r in runs)  # even though asset checks ran last
+    assert all(r.info.status == "FINISHED" for r in runs)
+    assert all(r.data.tags["gates"] == "passed" and r.data.tags["gate.roc_auc_gate"].startswith("passed") for r in runs)
     run = next(r for r in runs if r.info.run_id == materialization.metadata["mlflow_run_id"].value)
     assert {"roc_auc", "pr_auc", "accuracy", "balanced_accuracy", "baseline_accuracy", "latency_p95_ms"} <= set(
         run.data.metrics
     )
+    assert run.data.metrics["decision_threshold"] == materialization.metadata["decision_threshold"].value
     assert {"best.n_estimators", "space.max_depth", "n_iter", "search_rows"} <= set(run.data.params)
     for tag in ("data_version", "code_version", "git_commit", "version.python", "version.scikit-learn"):
         assert run.data.tags[tag]
@@ -107,13 +110,16 @@ def test_one_finished_mlflow_run_per_dagster_run_with_evidence(first_run):
     mlflow.set_tracking_uri(f"sqlite:///{var}/mlflow.db")
     model = mlflow.pyfunc.load_model(materialization.metadata["mlflow_model_uri"].value)
     assert model.metadata.signature is not None
-    example = pd.read_parquet(var / "artifacts" / "processed_dataset" / "processed_dataset.parquet").head(3)
+    example = pd.read_parquet(VersionStore(var / "artifacts" / "processed_dataset").current() / DATASET_FILE).head(3)
     assert len(model.predict(example.drop(columns=["transaction_id", "HighAmount"]))) == 3
 
 
-def test_identical_retrain_keeps_the_model_version(first_run):
-    *_, first, _, second = first_run
-    assert first.tags["dagster/data_version"] == second.tags["dagster/data_version"]
+def test_identical_retrain_is_not_repeated_and_keeps_the_model_version(first_run):
+    var, _, first, _, third_event, third = first_run
+    assert third.success
+    assert first.tags["dagster/data_version"] == third_event.tags["dagster/data_version"]
+    assert third_event.metadata["mlflow_run_id"].value == first.metadata["mlflow_run_id"].value
+    assert not [r for r in _runs(var) if r.data.tags["dagster_run_id"] == third.run_id]  # no new MLflow run
 
 
 def test_a_run_left_active_in_the_process_is_not_reused(instance, tmp_path):
@@ -146,15 +152,30 @@ def test_failure_during_training_marks_the_run_failed_and_keeps_the_old_model(in
 
 
 def test_each_gate_failing_blocks_downstream_and_says_why(instance, tmp_path):
+    assert _materialize(instance, tmp_path).success
+    store = VersionStore(tmp_path / "artifacts" / "trained_model")
+    approved = store.current_version()
     result = _materialize(instance, tmp_path, min_roc_auc=0.99, min_accuracy=0.99, max_latency_ms=0.001)
     assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    assert "blocking asset checks failed" in failure.step_failure_data.error.message
+    assert "roc_auc_gate" in failure.step_failure_data.error.message
     failed = _gates(result)
     assert not any(g.passed for g in failed.values())
     assert "below min_roc_auc 0.99" in failed["roc_auc_gate"].description
     assert "below min_accuracy 0.99" in failed["accuracy_gate"].description
     assert "over max_latency_ms 0.001" in failed["latency_gate"].description
     assert failed["roc_auc_gate"].metadata["threshold"].value == "0.99"
-    assert instance.get_latest_materialization_event(dg.AssetKey("model_consumer")) is None
+    consumed = instance.get_latest_materialization_event(dg.AssetKey("model_consumer"))
+    assert consumed.run_id != result.run_id  # only the first, approved run fed the next stage
+
+    # The failed attempt is kept and marked, but the approved version stays current for every later run.
+    assert store.current_version() == approved and store.latest_version() != approved
+    event = instance.get_latest_materialization_event(dg.AssetKey("trained_model")).asset_materialization
+    assert event.metadata["approved"].value is False and event.tags["dagster/data_version"] == approved
+    failed_run = next(r for r in _runs(tmp_path) if r.data.tags["dagster_run_id"] == result.run_id)
+    assert failed_run.data.tags["gates"] == "failed"
+    assert failed_run.data.tags["gate.roc_auc_gate"].startswith("FAILED: hold-out ROC-AUC")
 
 
 def test_data_without_signal_fails_honestly(instance, tmp_path, banking_csv):

@@ -13,9 +13,11 @@ from fin_behavior.defs.dataset import processed_dataset, raw_transactions
 from fin_behavior.defs.resources import MlflowTracking, StorageResource
 from fin_behavior.defs.sensors import data_version_sensor, environment_drift_sensor
 from fin_behavior.environments import builder, verify
-from fin_behavior.environments.versions import installed_versions
-from fin_behavior.ml.store import VersionStore, write_json
+from fin_behavior.environments.versions import model_package_versions
+from fin_behavior.ml.store import VersionStore
+from fin_behavior.records import ModelInfo, TrainingRecord
 from fin_behavior.settings import get_settings
+from fin_behavior_tests.helpers import evidence
 
 
 @pytest.fixture
@@ -67,28 +69,32 @@ def test_data_sensor_waits_for_a_run_in_progress(instance, tmp_path, banking_csv
     assert isinstance(held, dg.SkipReason) and running.run_id in held.skip_message and cursor is None
 
 
-def _publish(root, name, payload, version="v1"):
-    store = VersionStore(root)
+def _publish_trained(var, version: str, package_versions: dict[str, str], passed: bool = True) -> None:
+    """A trained model version trained with `package_versions` (the rest of its record is filler)."""
+    store = VersionStore(var / "artifacts" / "trained_model")
     staging = store.staging(version)
-    write_json(staging / name, payload)
-    store.publish(staging, version)
+    filler = {name: 0 for name in TrainingRecord.__dataclass_fields__}
+    TrainingRecord.from_dict(filler | {"version": version, "package_versions": package_versions}).write(staging)
+    store.publish(staging, evidence("trained_model", version, passed))
+
+
+def _publish_bundle(var, version: str, fingerprint: str) -> None:
+    store = VersionStore(var / "artifacts" / "compatible_model")
+    staging = store.staging(version)
+    (staging / "bundle").mkdir()
+    filler = {name: "" for name in ModelInfo.__dataclass_fields__} | {"features": []}
+    payload = filler | {"environment_fingerprint": fingerprint, "trained_model_version": "t1"}
+    ModelInfo.from_dict(payload).write(staging / "bundle")
+    store.publish(staging, evidence("compatible_model", version))
 
 
 @pytest.fixture
 def built_state(isolated_settings):
     """What the sensor reads: the current trained model's versions and the current bundle's fingerprint."""
     fingerprint = verify.serving_resolution(get_settings()).fingerprint
-    versions = installed_versions(("scikit-learn", "numpy", "pandas", "joblib"))
-    _publish(
-        isolated_settings / "artifacts" / "trained_model",
-        "evaluation.json",
-        {"version": "t1", "package_versions": versions},
-    )
-    _publish(
-        isolated_settings / "artifacts" / "compatible_model",
-        "model_info.json",
-        {"environment_fingerprint": fingerprint, "trained_model_version": "t1"},
-    )
+    versions = model_package_versions()
+    _publish_trained(isolated_settings, "t1", versions)
+    _publish_bundle(isolated_settings, "b1", fingerprint)
     return isolated_settings, versions, fingerprint
 
 
@@ -101,11 +107,7 @@ def test_environment_sensor_skips_and_says_what_it_compared(instance, built_stat
 
 def test_training_drift_requests_a_retrain(instance, built_state):
     var, versions, _ = built_state
-    _publish(
-        var / "artifacts" / "trained_model",
-        "evaluation.json",
-        {"version": "t1", "package_versions": versions | {"scikit-learn": "1.0.2"}},
-    )
+    _publish_trained(var, "t2", versions | {"scikit-learn": "1.0.2"})
     result, _ = _tick(environment_drift_sensor, instance, StorageResource())
     assert isinstance(result, dg.RunRequest) and result.job_name == "retrain"
     assert result.run_key.startswith("training-")
@@ -120,18 +122,8 @@ def test_training_drift_is_judged_against_the_production_model(instance, built_s
     from fin_behavior.ml import registry
 
     var, versions, _ = built_state
-    _publish(
-        var / "artifacts" / "trained_model",
-        "evaluation.json",
-        {"version": "t0", "package_versions": versions | {"numpy": "1.26.4"}},
-        version="t0",
-    )
-    _publish(
-        var / "artifacts" / "trained_model",
-        "evaluation.json",
-        {"version": "t1", "package_versions": versions},
-        version="t1",
-    )
+    _publish_trained(var, "t0", versions | {"numpy": "1.26.4"})
+    _publish_trained(var, "t3", versions)
     client = MlflowClient(tracking_uri=get_settings().tracking_uri)
     name = get_settings().registered_model_name
     client.create_registered_model(name)
@@ -143,19 +135,15 @@ def test_training_drift_is_judged_against_the_production_model(instance, built_s
     assert isinstance(result, dg.RunRequest) and result.job_name == "retrain"
     assert f"numpy 1.26.4 -> {versions['numpy']}" in result.tags["fin_behavior/drift"]
 
-    client.set_model_version_tag(name, served.version, "trained_model_version", "t1")  # now it serves t1
+    client.set_model_version_tag(name, served.version, "trained_model_version", "t3")  # now it serves t3
     result, _ = _tick(environment_drift_sensor, instance, StorageResource())
     assert isinstance(result, dg.SkipReason)
-    assert f"match production model v{served.version} (trained model t1)" in result.skip_message
+    assert f"match production model v{served.version} (trained model t3)" in result.skip_message
 
 
 def test_serving_drift_requests_a_rebuild_and_resolution_is_cached(instance, built_state, monkeypatch):
     var, _, fingerprint = built_state
-    _publish(
-        var / "artifacts" / "compatible_model",
-        "model_info.json",
-        {"environment_fingerprint": "built-for-older", "trained_model_version": "t1"},
-    )
+    _publish_bundle(var, "b2", "built-for-older")
     calls = []
     real = builder.resolve_spec
     monkeypatch.setattr(builder, "resolve_spec", lambda spec: calls.append(1) or real(spec))
@@ -169,3 +157,12 @@ def test_serving_drift_requests_a_rebuild_and_resolution_is_cached(instance, bui
 def test_environment_sensor_without_a_model_has_nothing_to_compare(instance):
     result, _ = _tick(environment_drift_sensor, instance, StorageResource())
     assert isinstance(result, dg.SkipReason) and "nothing to compare" in result.skip_message
+
+
+def test_a_failed_attempt_is_not_what_the_sensor_compares(instance, built_state):
+    """A retrain in a drifted environment that failed its gates must not become the reference: the approved
+    version is still the one to compare (and the one serving)."""
+    var, versions, _ = built_state
+    _publish_trained(var, "t9", versions | {"numpy": "0.1"}, passed=False)
+    result, _ = _tick(environment_drift_sensor, instance, StorageResource())
+    assert isinstance(result, dg.SkipReason) and "trained model t1" in result.skip_message

@@ -4,6 +4,7 @@ the generated score.py served for real by azureml-inference-server-http in the a
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -28,10 +29,12 @@ from fin_behavior.deploy.rollout import GateSettings, RolloutError, rollout
 from fin_behavior.environments import builder
 from fin_behavior.environments.spec import get_spec
 from fin_behavior_tests.deploy.test_rollout import release
-from fin_behavior_tests.environments.test_compatible import ENVS
+from fin_behavior_tests.helpers import ENVS
 from fin_behavior_tests.serving_fixtures import build_bundle
 
-GATES = GateSettings(max_latency_ms=1_000.0, latency_requests=3)
+GATES = GateSettings(
+    max_latency_ms=1_000.0, parity_tolerance=1e-4, latency_requests=3, traffic_steps=(), step_seconds=0
+)
 CONFIG = azure.AzureConfig("sub", "rg", "ws", endpoint_name="fin-test")
 
 
@@ -170,7 +173,7 @@ def test_blue_green_moves_traffic_then_deletes_the_old_color(workspace, bundle, 
     assert target.score(None, bundle_records(workspace))[1] == "2"
 
 
-CANARY = GateSettings(max_latency_ms=1_000.0, latency_requests=3, traffic_steps=(10, 50), step_seconds=0)
+CANARY = dataclasses.replace(GATES, traffic_steps=(10, 50))
 
 
 def test_canary_steps_move_traffic_in_shares_before_all_of_it(workspace, bundle, tmp_path):

@@ -16,18 +16,19 @@ import pytest
 from fin_behavior.cli import main
 from fin_behavior.deploy.local import LocalTarget, free_port, process_alive
 from fin_behavior.deploy.rollout import GateSettings, Release, RolloutError, rollout
-from fin_behavior.ml.store import read_json
+from fin_behavior.records import ModelInfo, read_json
 from fin_behavior.settings import get_settings
-from fin_behavior_tests.environments.test_compatible import ENVS
+from fin_behavior_tests.helpers import ENVS
 from fin_behavior_tests.serving_fixtures import Load, served_version
 
-GATES = GateSettings(max_latency_ms=100.0, latency_requests=20)
+
+def gates(**overrides) -> GateSettings:
+    return GateSettings.from_settings(get_settings(), **({"max_latency_ms": 100.0, "latency_requests": 20} | overrides))
 
 
 def release(bundle_dir: Path, version: str) -> Release:
-    return Release(
-        "m", version, bundle_dir, read_json(bundle_dir / "model_info.json"), read_json(bundle_dir / "expected.json")
-    )
+    """As the deployer hands it over, but unverified: the service must refuse a bad bundle on its own."""
+    return Release("m", version, bundle_dir, ModelInfo.read(bundle_dir), read_json(bundle_dir / "expected.json"))
 
 
 @pytest.fixture
@@ -38,7 +39,7 @@ def target(tmp_path, serving_env):
 
 
 def test_rollouts_and_a_rollback_under_load_fail_no_request(target, bundle, tmp_path):
-    first = rollout(target, release(bundle[0], "1"), GATES)
+    first = rollout(target, release(bundle[0], "1"), gates())
     assert first.replaced is None and first.new.color == "blue"
     assert all(outcome.passed for outcome in first.gates.values())
     assert served_version(target) == "1"
@@ -46,10 +47,10 @@ def test_rollouts_and_a_rollback_under_load_fail_no_request(target, bundle, tmp_
     broken = release(bundle[0], "3")
     broken = Release("m", "3", broken.bundle, broken.info, broken.expected | {"probabilities": [0.5] * 200})
     with Load(target, bundle[1][0]) as load:
-        second = rollout(target, release(bundle[0], "2"), GATES)
+        second = rollout(target, release(bundle[0], "2"), gates())
         with pytest.raises(RolloutError, match="parity"):
-            rollout(target, broken, GATES)
-        third = rollout(target, release(bundle[0], "4"), GATES)
+            rollout(target, broken, gates())
+        third = rollout(target, release(bundle[0], "4"), gates())
     assert load.failures == {}, load.failures
     assert load.outcomes["v1"] and load.outcomes["v2"] and load.outcomes["v4"] and not load.outcomes["v3"]
     assert second.new.color == "green" and second.replaced.version == "1"
@@ -75,8 +76,8 @@ class CrashingTarget(LocalTarget):
 
 @pytest.mark.parametrize("failure", ["not ready", "smoke", "parity", "latency", "crash during switch"])
 def test_each_failure_rolls_back_and_the_old_version_keeps_serving(failure, target, bundle, tmp_path):
-    rollout(target, release(bundle[0], "1"), GATES)
-    new, gates = release(bundle[0], "2"), GATES
+    rollout(target, release(bundle[0], "1"), gates())
+    new, chosen = release(bundle[0], "2"), gates()
     if failure == "not ready":
         new = release(_tampered(bundle[0], tmp_path), "2")
     elif failure == "smoke":
@@ -84,11 +85,11 @@ def test_each_failure_rolls_back_and_the_old_version_keeps_serving(failure, targ
     elif failure == "parity":
         new = Release("m", "2", new.bundle, new.info, new.expected | {"probabilities": [0.0] * 200})
     elif failure == "latency":
-        gates = GateSettings(max_latency_ms=0.001, latency_requests=5)
+        chosen = gates(max_latency_ms=0.001, latency_requests=5)
     elif failure == "crash during switch":
         target = CrashingTarget(target.root, ENVS, port=target.port, drain_seconds=2)
     with pytest.raises(RolloutError) as raised:
-        rollout(target, new, gates)
+        rollout(target, new, chosen)
     expected_reason = {
         "not ready": "does not match model_info.json",
         "smoke": "smoke",
@@ -106,8 +107,8 @@ def test_each_failure_rolls_back_and_the_old_version_keeps_serving(failure, targ
 
 
 def test_state_keys_and_a_kept_color_outlive_the_deployer(target, bundle):
-    rollout(target, release(bundle[0], "1"), GATES)
-    rollout(target, release(bundle[0], "2"), GATES, keep_old=True)
+    rollout(target, release(bundle[0], "1"), gates())
+    rollout(target, release(bundle[0], "2"), gates(), keep_old=True)
 
     again = LocalTarget(target.root, ENVS, port=target.port)  # a later Dagster run, another process
     live = again.live()
@@ -133,7 +134,7 @@ def test_endpoint_cli_status_logs_and_stop(target, bundle, monkeypatch, capsys):
     assert main(["endpoint", "status"]) == 1  # nothing deployed yet
     assert "NOT serving" in capsys.readouterr().out
 
-    rollout(target, release(bundle[0], "1"), GATES)
+    rollout(target, release(bundle[0], "1"), gates())
     assert main(["endpoint", "status"]) == 0
     out = capsys.readouterr().out
     assert target.url in out and "* blue  v1" in out and out.rstrip().endswith("serving")

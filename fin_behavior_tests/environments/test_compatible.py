@@ -1,13 +1,11 @@
 """The seeds' failure, reproduced and prevented, with real uv-built serving environments.
 
-Environments are cached across runs under var/test-envs (FIN_BEHAVIOR_TEST_ENVS to move them)."""
+Environments are cached across runs under var/test-envs (see fin_behavior_tests.helpers.ENVS)."""
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
-from pathlib import Path
 
 import joblib
 import pytest
@@ -15,10 +13,11 @@ import pytest
 from fin_behavior.data.processing import process_raw_file
 from fin_behavior.environments import builder, compatible
 from fin_behavior.environments.spec import get_spec
-from fin_behavior.ml.train import SearchSpace, TrainingOptions, train
+from fin_behavior.ml.train import train
+from fin_behavior.records import BundleFiles
+from fin_behavior_tests.helpers import ENVS, fast_options
 
-ENVS = Path(os.environ.get("FIN_BEHAVIOR_TEST_ENVS", Path(__file__).resolve().parents[2] / "var" / "test-envs"))
-FAST = TrainingOptions(n_iter=2, cv=2, search_max_rows=1_500, space=SearchSpace(n_estimators=(20, 40)))
+FAST = fast_options(n_estimators=[20, 40])
 
 
 @pytest.fixture(scope="session")
@@ -52,6 +51,7 @@ def trained(banking_csv, tmp_path_factory):
         trained_version="t1",
         data_version="d1",
         roc_auc=roc_auc_score(model.split.y_test, model.pipeline.predict_proba(model.split.x_test)[:, 1]),
+        decision_threshold=model.search.decision_threshold,
     )
     return inputs, dataset, model.split.test_ids
 
@@ -77,26 +77,28 @@ def test_seed_failure_is_detected_and_the_rebuild_passes(azure_env, trained, tmp
     assert report["refit"] is True and report["versions"]["scikit-learn"].startswith("1.5.")
     assert compatible.loads_cleanly(report).passed
     assert compatible.quality_parity(report, inputs.roc_auc, 0.02).passed
-    assert compatible.onnx_parity(report).passed  # sklearn runtime: nothing to compare, says so
-    assert not (tmp_path / "bundle" / compatible.BUNDLE_ONNX).exists()
+    assert compatible.onnx_parity(report, inputs.decision_threshold).passed  # sklearn runtime: nothing to compare
+    assert not (tmp_path / "bundle" / BundleFiles.ONNX).exists()
 
 
 def test_onnx_bundle_matches_and_tampering_is_caught(local_env, trained, tmp_path):
     inputs, dataset, test_ids = trained
     report = compatible.build_bundle(local_env, inputs, dataset, test_ids, tmp_path / "good")
     assert compatible.loads_cleanly(report).passed
-    parity = compatible.onnx_parity(report)
+    parity = compatible.onnx_parity(report, inputs.decision_threshold)
     assert parity.passed and parity.actual <= 1e-4
     info = compatible.model_info(local_env, inputs, report, tmp_path / "good" / "bundle")
-    assert set(info["sha256"]) == {"model.joblib", "model.onnx", "expected.json"}
+    assert set(info.sha256) == {"model.joblib", "model.onnx", "expected.json"}  # everything in the bundle
+    assert not (tmp_path / "good" / "bundle" / compatible.VERIFICATION).exists()  # evidence lives beside it
+    assert info.decision_threshold == inputs.decision_threshold
     expected = json.loads((tmp_path / "good" / "bundle" / "expected.json").read_text())
     records, probabilities = expected["records"], expected["probabilities"]
     assert len(records) == len(probabilities) > 0 and all(None not in r.values() for r in records)
     served = report["artifacts"]["model.onnx"]["proba"]  # what the ONNX artifact gave in the serving env
     assert set(probabilities) <= {float(p) for p in served}
-    assert info["package_versions"]["scikit-learn"] == "1.8.0" and info["training_package_versions"]
-    city = next(f for f in info["features"] if f["name"] == "city")
-    assert city["dtype"] == "string" and "Boston" in city["categories"]
+    assert info.package_versions["scikit-learn"] == "1.8.0" and info.training_package_versions
+    city = next(f for f in info.features if f.name == "city")
+    assert city.dtype == "string" and "Boston" in city.categories
 
     # Swap in the ONNX of another model: parity must fail.
     other_inputs = compatible.TrainedInputs(
@@ -110,7 +112,7 @@ def test_onnx_bundle_matches_and_tampering_is_caught(local_env, trained, tmp_pat
     request["verify"] = {k: v.replace(str(tmp_path / "good"), str(tampered)) for k, v in request["verify"].items()}
     (tampered / "request.json").write_text(json.dumps(request))
     swapped = compatible._run_task(local_env, "verify", tampered) | {"y_test": report["y_test"]}
-    assert not compatible.onnx_parity(swapped).passed
+    assert not compatible.onnx_parity(swapped, inputs.decision_threshold).passed
     assert other["artifacts"]["model.joblib"]["loads_cleanly"]
 
     # Truncate the joblib file: it no longer loads, and the check says which artifact.

@@ -5,6 +5,7 @@ import pytest
 from fin_behavior.environments import builder
 from fin_behavior.environments.report import FIX_REBUILD, compare, lock_pins
 from fin_behavior.environments.spec import EnvironmentSpec, EnvironmentSpecError, get_spec, load_specs
+from fin_behavior.records import ModelInfo
 
 
 def test_shipped_environments():
@@ -49,12 +50,21 @@ def test_fingerprint_follows_the_resolved_set():
 
 PINS = {"scikit-learn": "1.9.1", "numpy": "2.4.6", "pandas": "2.3.3", "joblib": "1.6.0", "scipy": "1.17.1"}
 INSTALLED = {"python": "3.11.7"} | PINS
-INFO = {
-    "serving_environment": "local",
-    "environment_fingerprint": "abc",
-    "package_versions": {"python": "3.11.7", "scikit-learn": "1.8.0"},
-    "training_package_versions": {"scikit-learn": "1.9.1"},
-}
+INFO = ModelInfo(
+    serving_environment="local",
+    runtime="onnx",
+    environment_fingerprint="abc",
+    package_versions={"python": "3.11.7", "scikit-learn": "1.8.0"},
+    training_package_versions={"scikit-learn": "1.9.1"},
+    refit_in_serving_environment=True,
+    features=[],
+    target="HighAmount",
+    decision_threshold=0.5,
+    trained_model_version="t",
+    data_version="d",
+    built_at="now",
+    sha256={},
+)
 
 
 def test_report_agrees_when_everything_matches():

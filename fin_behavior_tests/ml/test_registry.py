@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-import json
+import hashlib
 
 import mlflow
 import pytest
 from mlflow import MlflowClient
 
 from fin_behavior.ml import registry
+from fin_behavior.records import FeatureSpec, ModelInfo, NotApprovedError
+from fin_behavior_tests.helpers import evidence
+
+APPROVED = [evidence(stage, "v1") for stage in registry.EVIDENCE_STAGES]
 
 
 @pytest.fixture
@@ -24,15 +28,16 @@ def _bundle(tmp_path, name: str, content: bytes):
     bundle = tmp_path / name
     bundle.mkdir()
     (bundle / "model.onnx").write_bytes(content)
-    import hashlib
-
-    (bundle / "model_info.json").write_text(json.dumps({"sha256": {"model.onnx": hashlib.sha256(content).hexdigest()}}))
+    sha = {"model.onnx": hashlib.sha256(content).hexdigest()}
+    ModelInfo("e", "onnx", "f", {}, {}, False, [FeatureSpec("age", "float")], "y", 0.5, "t", "d", "now", sha).write(
+        bundle
+    )
     return bundle
 
 
-def _register(client, bundle):
+def _register(client, bundle, evidences=APPROVED):
     with mlflow.start_run():
-        return registry.register_bundle(client, "m", bundle, {"data_version": "d"})
+        return registry.register_bundle(client, "m", bundle, registry.evidence_tags(evidences) | {"data_version": "d"})
 
 
 def test_identical_content_is_registered_once(client, tmp_path):
@@ -66,4 +71,28 @@ def test_aliases_carry_the_lifecycle(client, tmp_path):
 
 def test_registering_needs_a_run_for_the_artifacts(client, tmp_path):
     with pytest.raises(RuntimeError, match="needs an active MLflow run"):
-        registry.register_bundle(client, "m", _bundle(tmp_path, "a", b"x"), {})
+        registry.register_bundle(client, "m", _bundle(tmp_path, "a", b"x"), registry.evidence_tags(APPROVED))
+
+
+def test_only_versions_with_passing_evidence_get_in_and_get_out(client, tmp_path):
+    failed = [*APPROVED[:2], evidence("compatible_model", "v1", passed=False)]
+    with pytest.raises(NotApprovedError, match="compatible_model v1 failed gate"):
+        _register(client, _bundle(tmp_path, "a", b"model-1"), failed)
+    with pytest.raises(NotApprovedError, match="no evidence from trained_model"):
+        _register(client, _bundle(tmp_path, "b", b"model-1"), [APPROVED[0], APPROVED[2]])
+    with mlflow.start_run(), pytest.raises(NotApprovedError, match="without passing evidence"):
+        registry.register_bundle(client, "m", _bundle(tmp_path, "c", b"model-1"), {"data_version": "d"})
+    assert client.search_model_versions("name='m'") == []
+
+    good = _register(client, _bundle(tmp_path, "d", b"model-1")).version
+    tags = registry.require_evidence(client, "m", good)
+    assert tags["gate.trained_model.gate"].startswith("passed") and tags["evidence.compatible_model"] == "v1"
+
+    # A version that reached the registry another way (by hand, or before evidence existed) is refused.
+    client.set_model_version_tag("m", good, "gate.trained_model.gate", "FAILED: edited")
+    with pytest.raises(NotApprovedError, match=r"version 1 will not be deployed: .*trained_model.gate \(FAILED"):
+        registry.require_evidence(client, "m", good)
+    client.delete_model_version_tag("m", good, "evidence.processed_dataset")
+    client.set_model_version_tag("m", good, "gate.trained_model.gate", "passed: 1.0 vs 0.5")
+    with pytest.raises(NotApprovedError, match="no evidence of passing the blocking checks of processed_dataset"):
+        registry.require_evidence(client, "m", good)

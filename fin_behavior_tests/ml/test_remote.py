@@ -7,10 +7,12 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from fin_behavior.defs.dataset import processed_dataset, processed_dataset_checks, raw_transactions
+from fin_behavior.data.processing import DATASET_FILE
+from fin_behavior.defs.dataset import processed_dataset, raw_transactions
 from fin_behavior.defs.resources import StorageResource
 from fin_behavior.ml.remote import ArtifactStoreError, RemoteArtifacts
 from fin_behavior.ml.store import VersionStore
+from fin_behavior_tests.helpers import evidence
 
 
 @pytest.fixture
@@ -23,12 +25,12 @@ def _machine(tmp_path, name: str, url: str) -> VersionStore:
     return VersionStore(root / "trained_model", RemoteArtifacts(url, root))
 
 
-def _publish(store: VersionStore, version: str, files: dict[str, bytes]) -> None:
+def _publish(store: VersionStore, version: str, files: dict[str, bytes], passed: bool = True) -> None:
     staging = store.staging(version)
     for name, content in files.items():
         (staging / name).parent.mkdir(parents=True, exist_ok=True)
         (staging / name).write_bytes(content)
-    store.publish(staging, version)
+    store.publish(staging, evidence("trained_model", version, passed))
 
 
 def test_a_version_published_on_one_machine_is_read_on_another(tmp_path, store_url):
@@ -40,9 +42,12 @@ def test_a_version_published_on_one_machine_is_read_on_another(tmp_path, store_u
 
     _publish(writer, "v2", {"model.joblib": b"two"})
     assert (reader.current() / "model.joblib").read_bytes() == b"two"  # follows the store's pointer
-    writer.activate("v1")  # e.g. a compatible bundle reused
+    _publish(writer, "v3", {"model.joblib": b"three"}, passed=False)
+    assert reader.current_version() == "v2" and reader.latest_version() == "v3"  # with the evidence, remotely
+    assert not reader.evidence("v3").approved
+    writer.reuse("v1")  # e.g. a compatible bundle reused
     assert reader.current_version() == "v1"
-    assert reader.published("v2", "model.joblib")  # found in the store
+    assert reader.published("v2")  # found in the store
 
 
 def test_pointer_never_names_a_version_whose_upload_failed(tmp_path, store_url, monkeypatch):
@@ -75,12 +80,13 @@ def test_a_store_that_cannot_be_opened_says_what_to_set(tmp_path, monkeypatch):
 
 def test_a_missing_artifact_is_a_clear_error(tmp_path, store_url):
     storage = StorageResource(var_dir=str(tmp_path / "b"), artifact_store_url=store_url)
-    with pytest.raises(FileNotFoundError, match=r"processed_dataset\.parquet is not in the artifact store"):
-        storage.fetch_file(storage.processed_path)
+    with pytest.raises(FileNotFoundError, match=r"quarantine/r1\.csv is not in the artifact store"):
+        storage.fetch_file(storage.quarantine_path("r1"))
 
 
 def test_steps_on_machines_that_share_only_the_store(tmp_path, store_url, isolated_settings):
-    """processed_dataset on one machine, its checks on another with an empty disk."""
+    """processed_dataset on one machine, then on another with an empty disk: the same version, found in the
+    store with its evidence, not judged again."""
     raw = StorageResource(var_dir=str(tmp_path / "a")).ensure_raw_data()
     machines = {
         name: StorageResource(var_dir=str(tmp_path / name), raw_data_path=str(raw), artifact_store_url=store_url)
@@ -92,12 +98,11 @@ def test_steps_on_machines_that_share_only_the_store(tmp_path, store_url, isolat
         )
         assert built.success
         checked = dg.materialize(
-            [raw_transactions, processed_dataset, processed_dataset_checks],
-            instance=instance,
-            resources={"storage": machines["b"]},
-            selection=dg.AssetSelection.checks_for_assets(processed_dataset),
+            [raw_transactions, processed_dataset], instance=instance, resources={"storage": machines["b"]}
         )
-    assert checked.success and len(checked.get_asset_check_evaluations()) >= 5
+    assert checked.success and len(checked.get_asset_check_evaluations()) == 5
     assert all(e.passed for e in checked.get_asset_check_evaluations())
-    local_a, local_b = machines["a"].processed_path, machines["b"].processed_path
+    stores = {name: machine.versions("processed_dataset") for name, machine in machines.items()}
+    assert stores["a"].current_version() == stores["b"].current_version()
+    local_a, local_b = (stores[name].current() / DATASET_FILE for name in ("a", "b"))
     assert local_b.exists() and pd.read_parquet(local_b).equals(pd.read_parquet(local_a))

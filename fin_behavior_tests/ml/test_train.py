@@ -8,9 +8,10 @@ from fin_behavior.data.columns import FEATURES, TARGET
 from fin_behavior.data.processing import process_raw_file
 from fin_behavior.ml.evaluate import holdout_metrics, single_row_latency_ms
 from fin_behavior.ml.plots import feature_importances
-from fin_behavior.ml.train import SearchSpace, TrainingOptions, build_pipeline, search, split_dataset, train
+from fin_behavior.ml.train import build_pipeline, choose_threshold, search, split_dataset, train
+from fin_behavior_tests.helpers import fast_options
 
-FAST = TrainingOptions(n_iter=3, cv=2, search_max_rows=1_500, space=SearchSpace(n_estimators=(10, 30)))
+FAST = fast_options(n_iter=3)
 
 
 @pytest.fixture(scope="module")
@@ -28,6 +29,7 @@ def test_search_reports_progress_and_stays_in_the_space(trained):
     model, messages = trained
     assert [m.split(":")[0] for m in messages[:3]] == [f"search candidate {i}/3" for i in (1, 2, 3)]
     assert "best so far" in messages[0] and messages[-1].startswith("fitting the final model on 4000 rows")
+    assert messages[-2].startswith("decision threshold ")
     params = model.search.best_params
     assert 10 <= params["n_estimators"] <= 30 and 3 <= params["max_depth"] <= 20
     assert params["class_weight"] in ("balanced", "balanced_subsample", None)
@@ -47,6 +49,8 @@ def test_same_seed_same_search(dataset, trained):
     again = search(split.x_train, split.y_train, FAST)
     assert again.best_params == trained[0].search.best_params
     assert [c["cv_roc_auc"] for c in again.candidates] == [c["cv_roc_auc"] for c in trained[0].search.candidates]
+    assert 0.0 < again.decision_threshold < 1.0  # chosen out of fold, reproducibly
+    assert again.decision_threshold == trained[0].search.decision_threshold
 
 
 def test_the_pipeline_takes_business_form_rows_and_unknown_categories(trained, dataset):
@@ -69,11 +73,22 @@ def test_single_class_data_is_refused_clearly(dataset):
 def test_metrics_come_with_the_majority_baseline():
     y = np.array([0] * 95 + [1] * 5)
     proba = np.r_[np.linspace(0, 0.4, 95), np.linspace(0.6, 1, 5)]
-    metrics = holdout_metrics(y, proba)
+    metrics = holdout_metrics(y, proba, 0.5)
     assert metrics["roc_auc"] == 1.0 and metrics["accuracy"] == 1.0
     assert metrics["baseline_accuracy"] == 0.95  # always-0 already scores this
     assert metrics["baseline_roc_auc"] == 0.5 and metrics["baseline_balanced_accuracy"] == 0.5
     assert metrics["baseline_recall"] == 0.0
+
+
+def test_the_decision_threshold_maximizes_f1_and_labels_follow_it():
+    y = np.array([0] * 95 + [1] * 5)
+    proba = np.r_[np.linspace(0.0, 0.2, 95), [0.25, 0.3, 0.35, 0.4, 0.45]]  # all positives below 0.5
+    threshold = choose_threshold(y, proba)
+    assert threshold == pytest.approx(0.25)  # the lowest positive: every positive caught, no negative flagged
+    at_half, chosen = holdout_metrics(y, proba, 0.5), holdout_metrics(y, proba, threshold)
+    assert at_half["balanced_accuracy"] == 0.5 and at_half["recall"] == 0.0  # "always 0" at the fixed cut-off
+    assert chosen["balanced_accuracy"] == 1.0 and chosen["f1"] == 1.0
+    assert chosen["roc_auc"] == at_half["roc_auc"]  # the ranking is the same; only the labels change
 
 
 def test_latency_is_measured_per_row(trained):

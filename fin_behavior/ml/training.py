@@ -1,0 +1,106 @@
+"""The trained_model stage as plain code: train one version on the approved dataset, judge it with its gates,
+record it in the active MLflow run (a failed attempt is tagged `gates: failed`), and publish it with its
+evidence. Only an approved version becomes current; a failed one stays inspectable under its version."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import joblib
+import pandas as pd
+import sklearn
+
+from fin_behavior.environments.versions import model_package_versions
+from fin_behavior.ml import evaluate, gates, plots, tracking
+from fin_behavior.ml.store import VersionStore
+from fin_behavior.ml.train import TrainingOptions, train
+from fin_behavior.records import Evidence, TrainingRecord
+from fin_behavior.settings import Settings
+
+if TYPE_CHECKING:
+    from mlflow.entities import RunInfo
+
+MODEL_FILE = "model.joblib"  # the whole pipeline as trained (scaler included)
+HOLDOUT_FILE = "holdout_ids.parquet"  # the hold-out's transaction ids: later stages split exactly the same way
+PLOTS_DIR = "plots"
+
+
+def version_of(data_version: str, settings: Settings) -> str:
+    """Same data, code, training settings, library and gate thresholds -> same version: an identical retrain
+    is not repeated and keeps everything downstream fresh."""
+    key = [
+        data_version,
+        gates.CODE_VERSION,
+        TrainingOptions.from_settings(settings).describe(),
+        sklearn.__version__,
+        gates.thresholds(settings),
+    ]
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def train_version(
+    dataset: pd.DataFrame,
+    data_version: str,
+    settings: Settings,
+    store: VersionStore,
+    run: RunInfo,
+    tags: dict[str, str],
+    progress: Callable[[str], None],
+) -> tuple[TrainingRecord, Evidence]:
+    """Train, evaluate, judge, log to the active MLflow run `run`, and publish; returns what was published."""
+    options = TrainingOptions.from_settings(settings)
+    version = version_of(data_version, settings)
+    staging = store.staging(version)
+    try:
+        model = train(dataset, options, progress)
+    except ValueError as exc:
+        raise TrainingError(f"training failed: {exc}") from None
+    threshold = model.search.decision_threshold
+    proba = model.pipeline.predict_proba(model.split.x_test)[:, 1]
+    metrics = evaluate.holdout_metrics(model.split.y_test, proba, threshold)
+    latency = evaluate.single_row_latency_ms(model.pipeline.predict_proba, model.split.x_test)
+    evidence = gates.judge(version, metrics, latency, settings)
+    plot_paths = plots.write_evaluation_plots(model.pipeline, model.split.y_test, proba, threshold, staging / PLOTS_DIR)
+    versions = model_package_versions()
+    model_uri = tracking.log_training_run(
+        model,
+        options,
+        metrics=metrics | latency | {"decision_threshold": threshold},
+        plots=plot_paths,
+        versions=versions,
+        tags=tags | {"data_version": data_version, "model_version": version} | tracking.evidence_tags(evidence),
+    )
+    joblib.dump(model.pipeline, staging / MODEL_FILE)
+    pd.DataFrame({"transaction_id": model.split.test_ids}).to_parquet(staging / HOLDOUT_FILE, index=False)
+    record = TrainingRecord(
+        version=version,
+        data_version=data_version,
+        decision_threshold=threshold,
+        metrics=metrics,
+        latency=latency,
+        best_params=model.search.best_params,
+        best_cv_roc_auc=model.search.best_cv_roc_auc,
+        training=options.describe(),
+        package_versions=versions,
+        mlflow_run_id=run.run_id,
+        mlflow_experiment_id=run.experiment_id,
+        mlflow_model_uri=model_uri,
+        mlflow_tracking_uri=tracking.tracking_uri(),
+        search_seconds=round(model.search.seconds, 3),
+        fit_seconds=round(model.fit_seconds, 3),
+    )
+    record.write(staging)
+    store.publish(staging, evidence)
+    return record, evidence
+
+
+class TrainingError(RuntimeError):
+    """Training could not produce a model from this data; nothing was published."""
+
+
+def plot_paths(version_dir: Path) -> list[Path]:
+    return sorted((version_dir / PLOTS_DIR).glob("*.png"))

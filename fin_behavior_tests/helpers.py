@@ -1,0 +1,25 @@
+"""Small builders the tests share."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from fin_behavior.ml.train import TrainingOptions
+from fin_behavior.records import Evidence, Verdict
+from fin_behavior.settings import get_settings
+
+# Serving environments built by the tests, cached across runs (FIN_BEHAVIOR_TEST_ENVS to move them).
+ENVS = Path(os.environ.get("FIN_BEHAVIOR_TEST_ENVS", Path(__file__).resolve().parents[1] / "var" / "test-envs"))
+# A small search: seconds instead of the default's ~20 s.
+FAST_TRAINING = {"n_iter": 2, "cv": 2, "search_max_rows": 1_500, "n_estimators": [10, 30]}
+
+
+def fast_options(**overrides: Any) -> TrainingOptions:
+    return TrainingOptions.from_settings(get_settings().with_overrides(**(FAST_TRAINING | overrides)))
+
+
+def evidence(stage: str, version: str, passed: bool = True) -> Evidence:
+    """One blocking verdict, passed or failed."""
+    return Evidence(stage, version, [Verdict("gate", True, passed, 1.0 if passed else 0.1, 0.5, "as set by the test")])
