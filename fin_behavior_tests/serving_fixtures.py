@@ -175,3 +175,37 @@ class Load:
     @property
     def failures(self) -> dict[str, int]:
         return {k: n for k, n in self.outcomes.items() if not k.startswith("v")}
+
+
+def probe(env, bundle_dir: Path, requests: list[dict], workdir: Path, **settings) -> tuple[list[dict], str]:
+    """The requests answered by the scoring service in process, inside the serving environment (see
+    fin_behavior_tests/serving/asgi_probe.py); (replies, /metrics text)."""
+    key = "k" * 32
+    keys = workdir / "probe-keys.json"
+    keys.write_text(json.dumps({"keys": [key]}))
+    for request in requests:
+        request.setdefault("headers", [])
+        if request.pop("key", True):
+            request["headers"] = [["X-API-Key", key], *request["headers"]]
+    job = {
+        "settings": {"bundle_dir": str(bundle_dir), "keys_file": str(keys), "model_version": "7"} | settings,
+        "requests": requests,
+        "metrics_headers": [["X-API-Key", key]],
+    }
+    done = subprocess.run(
+        [str(env.python), "-m", "fin_behavior_tests.serving.asgi_probe"],
+        input=json.dumps(job),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"the probe failed:\n{done.stderr[-3000:]}")
+    out = json.loads(done.stdout)
+    return out["replies"], out["metrics"]
+
+
+def post(body, **extra) -> dict:
+    """A POST /score for `probe`: `body` as JSON unless it is already text."""
+    text = body if isinstance(body, str) else json.dumps(body)
+    return {"method": "POST", "path": "/score", "body": text, **extra}

@@ -179,6 +179,7 @@ class AzureMLTarget:
             environment_variables={
                 "WORKER_COUNT": str(c.max_concurrent_requests_per_instance),
                 "FIN_BEHAVIOR_MODEL_VERSION": release.version,
+                "FIN_BEHAVIOR_BUNDLE_DIGEST": release.info.digest,  # score.py refuses any other manifest
             },
             tags={"model_version": release.version, "model_name": release.model_name},
         )

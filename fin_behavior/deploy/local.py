@@ -133,6 +133,7 @@ class LocalTarget:
         command = [
             str(python), "-m", "fin_behavior.serving.app",
             "--bundle", str(release.bundle),
+            "--bundle-digest", release.info.digest,
             "--keys-file", str(self.keys_file),
             "--model-version", release.version,
             "--host", self.host,

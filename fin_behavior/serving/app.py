@@ -1,17 +1,20 @@
-"""The scoring service: an ASGI app on uvicorn serving one verified model bundle (POST /score is a plain
-ASGI handler, the hot path; the other endpoints a Starlette app).
+"""The scoring service: one verified model bundle behind an ASGI app on uvicorn. POST /score is answered by the
+service object itself (the hot path, no routing or middleware); the other endpoints by a small Starlette app.
 
-    <serving env>/bin/python -m fin_behavior.serving.app --bundle DIR --keys-file FILE --port 8080
+    <serving env>/bin/python -m fin_behavior.serving.app --bundle DIR --keys-file FILE --model-version 3
 
 Endpoints: POST /score (key required), GET /version and /metrics (key required), GET /health (liveness),
-GET /ready (bundle loaded and verified), GET /openapi.json. Client mistakes get a 4xx naming the field;
-overload gets 503 with Retry-After rather than an unbounded queue.
+GET /ready (bundle loaded and verified), GET /openapi.json. Every answer is JSON, every client mistake a 4xx
+that names it. No client can starve the others: a request takes a place in the scoring queue only once its
+whole body has arrived, and a full queue is a 503 with Retry-After, not an unbounded wait (protocol.py); a body
+still arriving must arrive within `body_timeout_seconds` (408), and only so many may be arriving at once.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -25,13 +28,15 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from fin_behavior.serving.bundle import Bundle, BundleError, load_bundle
 from fin_behavior.serving.openapi import openapi_schema
-from fin_behavior.serving.scoring import score_request
+from fin_behavior.serving.protocol import MAX_HEAD_BYTES, MAX_QUEUED, MAX_URL_BYTES
+from fin_behavior.serving.scoring import Scored, score_request
 from fin_behavior.serving.validation import InputError
 
 log = logging.getLogger("fin_behavior.serving")
@@ -40,13 +45,36 @@ KEY_HINT = "send it as X-API-Key or Authorization: Bearer <key>"
 
 @dataclass(frozen=True)
 class ServiceSettings:
+    """Everything the service is told; its own defaults are written here once (the command line's too)."""
+
     bundle_dir: Path
     keys_file: Path
     model_version: str
+    bundle_digest: str | None = None  # the registry's digest of model_info.json: any other manifest is refused
+    host: str = "127.0.0.1"
+    port: int = 8080
     max_rows: int = 1_000
     max_body_bytes: int = 1 << 20
-    max_in_flight: int = 64
+    max_queued: int = MAX_QUEUED  # complete requests waiting for an answer (protocol.py)
+    max_pending_bodies: int = 256  # requests whose body is still arriving
+    body_timeout_seconds: float = 10.0
+    max_url_bytes: int = MAX_URL_BYTES
+    max_head_bytes: int = MAX_HEAD_BYTES
     prediction_log: Path | None = None
+    drain_seconds: float = 10.0  # how long a released color answers its open connections (see handoff.py)
+    control: Path | None = None  # Unix socket for blue/green commands (see handoff.py)
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    body: dict[str, Any]
+    scored: Scored | None = None
+    close: bool = False  # the connection must not be reused (the rest of a body was never read)
+
+    @classmethod
+    def error(cls, status: int, message: str, close: bool = False) -> Reply:
+        return cls(status, {"error": message}, close=close)
 
 
 def read_keys(path: Path) -> list[str]:
@@ -75,7 +103,15 @@ class _Metrics:
             registry=self.registry,
             buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
         )
-        self.in_flight = Gauge("fin_behavior_in_flight", "Scoring requests in progress", registry=self.registry)
+        self.in_flight = Gauge(
+            "fin_behavior_in_flight", "POST /score requests being received or scored", registry=self.registry
+        )
+        self.unknown = Counter(
+            "fin_behavior_unknown_category",
+            "Records scored with a category value the model never saw, by field",
+            ["field"],
+            registry=self.registry,
+        )
         self.model = Gauge("fin_behavior_model_info", "The model version served", ["version"], registry=self.registry)
         self.model.labels(version=version).set(1)
 
@@ -91,10 +127,12 @@ class PredictionLog:
         self._file = path.open("a", buffering=1 << 16)
         self._version = json.dumps(model_version)
 
-    def write(self, latency_s: float, outcome: int, rows: int, body: bytes) -> None:
+    def write(self, latency_s: float, outcome: int, rows: int, body: bytes, unknown: dict[str, int]) -> None:
+        extra = f', "unknown_categories": {json.dumps(unknown)}' if unknown else ""
         self._file.write(
             f'{{"time": {time.time():.6f}, "model_version": {self._version}, "latency_ms": {latency_s * 1e3:.3f}, '
-            f'"outcome": {outcome}, "rows": {rows}, "inputs_sha256": "{hashlib.sha256(body).hexdigest()[:16]}"}}\n'
+            f'"outcome": {outcome}, "rows": {rows}, "inputs_sha256": "{hashlib.sha256(body).hexdigest()[:16]}"'
+            f"{extra}}}\n"
         )
 
     async def flush_periodically(self) -> None:
@@ -113,185 +151,227 @@ def _header(scope: dict, name: bytes) -> str:
     return ""
 
 
-def create_app(settings: ServiceSettings) -> Any:
-    keys = [k.encode() for k in read_keys(settings.keys_file)]
-    metrics = _Metrics(settings.model_version)
-    predictions = PredictionLog(settings.prediction_log, settings.model_version) if settings.prediction_log else None
-    state: dict[str, Any] = {"bundle": None, "error": "not loaded yet", "in_flight": 0}
-    version_header = {"X-Model-Version": settings.model_version}
-    score_headers = [(b"content-type", b"application/json"), (b"x-model-version", settings.model_version.encode())]
-    score_latency = metrics.latency.labels("score")
-    score_counts: dict[int, Any] = {}  # status -> its counter, bound once
+async def _json_error(_: Request, exc: Exception) -> Response:
+    """Starlette's own 404 / 405 (with its Allow header), as JSON like every other answer."""
+    assert isinstance(exc, HTTPException)
+    return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
 
-    try:
-        state["bundle"] = load_bundle(settings.bundle_dir)
-        state["error"] = None
-    except BundleError as exc:
-        state["error"] = str(exc)
-        log.error("model bundle refused, service stays not-ready: %s", exc)
 
-    def authorized(offered: str) -> bool:
-        offered_bytes = offered.removeprefix("Bearer ").encode()
-        return any(hmac.compare_digest(offered_bytes, key) for key in keys)
+class ScoringService:
+    """The ASGI application. `__call__` answers POST /score itself; everything else goes to `self.rest`."""
 
-    def request_key(scope: dict) -> str:
-        return _header(scope, b"x-api-key") or _header(scope, b"authorization")
-
-    def error(status: int, message: str) -> JSONResponse:
-        return JSONResponse({"error": message}, status_code=status, headers=version_header)
-
-    async def read_body(scope: dict, receive: Any) -> bytes:
-        declared = _header(scope, b"content-length")
-        if declared.isdigit() and int(declared) > settings.max_body_bytes:
-            raise InputError(413, f"body of {declared} bytes exceeds the {settings.max_body_bytes}-byte limit")
-        chunks, size, more = [], 0, True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise InputError(499, "client disconnected before sending the whole body")
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > settings.max_body_bytes:
-                raise InputError(413, f"body exceeds the {settings.max_body_bytes}-byte limit")
-            chunks.append(chunk)
-            more = message.get("more_body", False)
-        return b"".join(chunks)
-
-    async def answer_score(scope: dict, receive: Any) -> tuple[int, dict[str, Any], int, bytes]:
-        """(status, answer, rows scored, body)."""
-        if not authorized(request_key(scope)):
-            return 401, {"error": f"missing or invalid API key: {KEY_HINT}"}, 0, b""
-        bundle: Bundle | None = state["bundle"]
-        if bundle is None:
-            return 503, {"error": f"model not loaded: {state['error']}"}, 0, b""
-        if state["in_flight"] >= settings.max_in_flight:
-            return 503, {"error": "too many requests in flight; retry shortly"}, 0, b""
-        state["in_flight"] += 1
-        metrics.in_flight.inc()
-        raw = b""
+    def __init__(self, settings: ServiceSettings):
+        self.settings = settings
+        self.keys = [k.encode() for k in read_keys(settings.keys_file)]
+        self.metrics = _Metrics(settings.model_version)
+        self.predictions = (
+            PredictionLog(settings.prediction_log, settings.model_version) if settings.prediction_log else None
+        )
+        self.bundle: Bundle | None = None
+        self.refusal = "not loaded yet"
+        self.pending_bodies = 0
+        self._version_header = [(b"x-model-version", settings.model_version.encode())]
+        self._score_latency = self.metrics.latency.labels("score")
+        self._score_counts: dict[int, Any] = {}  # status -> its counter, bound once
         try:
-            raw = await read_body(scope, receive)
-            answer, rows = score_request(bundle, raw, settings.max_rows, settings.model_version)
-            return 200, answer, rows, raw
+            self.bundle = load_bundle(settings.bundle_dir, settings.bundle_digest)
+            self.refusal = ""
+        except BundleError as exc:
+            self.refusal = str(exc)
+            log.error("model bundle refused, service stays not-ready: %s", exc)
+        self.rest = Starlette(
+            routes=[
+                Route("/health", self.health, methods=["GET"]),
+                Route("/ready", self.ready, methods=["GET"]),
+                Route("/version", self.version, methods=["GET"]),
+                Route("/metrics", self.metrics_text, methods=["GET"]),
+                Route("/openapi.json", self.openapi, methods=["GET"]),
+            ],
+            exception_handlers={HTTPException: _json_error},
+            lifespan=self.lifespan,
+        )
+
+    # The hot path ------------------------------------------------------------------------------------------
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"] == "/score":
+            started = time.perf_counter()
+            if scope["method"] != "POST":
+                reply, raw = Reply.error(405, f"use POST /score, not {scope['method']}"), b""
+                return await self._send(send, reply, [(b"allow", b"POST")])
+            self.metrics.in_flight.inc()
+            try:
+                reply, raw = await self._answer(scope, receive)
+                await self._send(send, reply)
+            finally:
+                self.metrics.in_flight.dec()
+            self._record(reply, raw, time.perf_counter() - started)
+            return None
+        return await self.rest(scope, receive, send)
+
+    async def _answer(self, scope: dict, receive: Any) -> tuple[Reply, bytes]:
+        if not self._authorized(scope):
+            return Reply.error(401, f"missing or invalid API key: {KEY_HINT}"), b""
+        if self.bundle is None:
+            return Reply.error(503, f"model not loaded: {self.refusal}"), b""
+        try:
+            raw = await self._read_body(scope, receive)
         except InputError as exc:
-            return exc.status, {"error": exc.message}, 0, raw
+            return Reply.error(exc.status, exc.message, close=exc.status in (408, 413, 503)), b""
+        try:
+            scored = score_request(self.bundle, raw, self.settings.max_rows, self.settings.model_version)
+            return Reply(200, scored.answer, scored), raw
+        except InputError as exc:
+            return Reply.error(exc.status, exc.message), raw
         except Exception:  # a server fault: logged with its trace, the client gets no internals
             log.exception("scoring failed")
-            return 500, {"error": "internal error while scoring; see the service log"}, 0, raw
+            return Reply.error(500, "internal error while scoring; see the service log"), raw
+
+    async def _read_body(self, scope: dict, receive: Any) -> bytes:
+        """The whole body, within the size and time limits. A body that arrives with its headers (nearly every
+        request) is read at once; only one still arriving counts against the pending cap and the deadline."""
+        limit = self.settings.max_body_bytes
+        declared = _header(scope, b"content-length")
+        if declared.isdigit() and int(declared) > limit:
+            raise InputError(413, f"body of {declared} bytes exceeds the {limit}-byte limit")
+        message = await receive()
+        chunks, size = [message.get("body", b"")], len(message.get("body", b""))
+        if not message.get("more_body", False) and message["type"] == "http.request":
+            return chunks[0]
+        if self.pending_bodies >= self.settings.max_pending_bodies:
+            raise InputError(503, "too many requests are still sending their body; retry shortly")
+        self.pending_bodies += 1
+        try:
+            async with asyncio.timeout(self.settings.body_timeout_seconds):
+                while message["type"] == "http.request" and message.get("more_body", False):
+                    message = await receive()
+                    chunk = message.get("body", b"")
+                    size += len(chunk)
+                    if size > limit:
+                        raise InputError(413, f"body exceeds the {limit}-byte limit")
+                    chunks.append(chunk)
+        except TimeoutError:
+            raise InputError(
+                408, f"the body did not arrive within {self.settings.body_timeout_seconds:g} s; send it at once"
+            ) from None
         finally:
-            state["in_flight"] -= 1
-            metrics.in_flight.dec()
+            self.pending_bodies -= 1
+        if message["type"] == "http.disconnect":
+            raise InputError(499, "client disconnected before sending the whole body")
+        return b"".join(chunks)
 
-    async def score(scope: dict, receive: Any, send: Any) -> None:
-        """POST /score as a plain ASGI handler: the hot path skips the framework's routing and middleware."""
-        started = time.perf_counter()
-        status, answer, rows, raw = await answer_score(scope, receive)
-        body = json.dumps(answer, separators=(",", ":")).encode()
-        headers = [*score_headers, (b"content-length", str(len(body)).encode())]  # not chunked
-        if status == 503:
+    async def _send(self, send: Any, reply: Reply, extra: list[tuple[bytes, bytes]] | None = None) -> None:
+        body = json.dumps(reply.body, separators=(",", ":")).encode()
+        headers = [
+            (b"content-type", b"application/json"),
+            *self._version_header,
+            (b"content-length", str(len(body)).encode()),  # not chunked
+            *(extra or ()),
+        ]
+        if reply.status == 503:
             headers.append((b"retry-after", b"1"))
-        await send({"type": "http.response.start", "status": status, "headers": headers})
+        if reply.close:
+            headers.append((b"connection", b"close"))
+        await send({"type": "http.response.start", "status": reply.status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
-        elapsed = time.perf_counter() - started
-        counter = score_counts.get(status) or score_counts.setdefault(status, metrics.requests.labels("score", status))
-        counter.inc()
-        score_latency.observe(elapsed)
-        if predictions is not None:
-            predictions.write(elapsed, status, rows, raw)
 
-    async def health(_: Request) -> Response:
+    def _record(self, reply: Reply, raw: bytes, elapsed: float) -> None:
+        status = reply.status
+        counter = self._score_counts.get(status) or self._score_counts.setdefault(
+            status, self.metrics.requests.labels("score", status)
+        )
+        counter.inc()
+        self._score_latency.observe(elapsed)
+        scored = reply.scored
+        unknown = scored.unknown if scored else {}
+        for name, count in unknown.items():
+            self.metrics.unknown.labels(name).inc(count)
+        if self.predictions is not None:
+            self.predictions.write(elapsed, status, scored.rows if scored else 0, raw, unknown)
+
+    def _authorized(self, scope: dict) -> bool:
+        offered = (_header(scope, b"x-api-key") or _header(scope, b"authorization")).removeprefix("Bearer ")
+        offered_bytes = offered.encode("latin-1")
+        return any(hmac.compare_digest(offered_bytes, key) for key in self.keys)
+
+    # Everything else ---------------------------------------------------------------------------------------
+
+    def _key_required(self, request: Request) -> Response | None:
+        if self._authorized(request.scope):
+            return None
+        return JSONResponse({"error": f"missing or invalid API key: {KEY_HINT}"}, status_code=401)
+
+    async def health(self, _: Request) -> Response:
         return JSONResponse({"status": "alive"})
 
-    async def ready(_: Request) -> Response:
-        if state["bundle"] is None:
-            return JSONResponse({"ready": False, "reason": state["error"]}, status_code=503)
-        return JSONResponse({"ready": True, "model_version": settings.model_version}, headers=version_header)
+    async def ready(self, _: Request) -> Response:
+        if self.bundle is None:
+            return JSONResponse({"ready": False, "reason": self.refusal}, status_code=503)
+        version = self.settings.model_version
+        return JSONResponse({"ready": True, "model_version": version}, headers={"X-Model-Version": version})
 
-    async def version(request: Request) -> Response:
-        if not authorized(request_key(request.scope)):
-            return error(401, "missing or invalid API key")
-        info = state["bundle"].info if state["bundle"] else None
+    async def version(self, request: Request) -> Response:
+        if refused := self._key_required(request):
+            return refused
+        info = self.bundle.info if self.bundle else None
         return JSONResponse(
             {
-                "model_version": settings.model_version,
+                "model_version": self.settings.model_version,
                 "runtime": info and info.runtime,
                 "package_versions": info and info.package_versions,
                 "data_version": info and info.data_version,
                 "decision_threshold": info and info.decision_threshold,
+                "bundle_digest": info and info.digest,
             },
-            headers=version_header,
+            headers={"X-Model-Version": self.settings.model_version},
         )
 
-    async def metrics_endpoint(request: Request) -> Response:
-        if not authorized(request_key(request.scope)):
-            return error(401, "missing or invalid API key")
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    async def metrics_text(self, request: Request) -> Response:
+        if refused := self._key_required(request):
+            return refused
+        return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    async def openapi(_: Request) -> Response:
-        features = state["bundle"].info.features if state["bundle"] else []
-        return JSONResponse(openapi_schema(features, settings.max_rows))
-
-    async def score_method_not_allowed(_: Request) -> Response:
-        return JSONResponse({"error": "use POST /score"}, status_code=405, headers={"Allow": "POST"})
+    async def openapi(self, _: Request) -> Response:
+        features = self.bundle.info.features if self.bundle else []
+        return JSONResponse(openapi_schema(features, self.settings.max_rows))
 
     @asynccontextmanager
-    async def lifespan(_: Starlette) -> AsyncIterator[None]:
-        flusher = asyncio.create_task(predictions.flush_periodically()) if predictions else None
+    async def lifespan(self, _: Starlette) -> AsyncIterator[None]:
+        flusher = asyncio.create_task(self.predictions.flush_periodically()) if self.predictions else None
         yield
-        if flusher is not None:
+        if flusher is not None and self.predictions is not None:
             flusher.cancel()
-            predictions.close()  # writes what is still buffered
+            self.predictions.close()  # writes what is still buffered
 
-    rest = Starlette(
-        routes=[
-            Route("/score", score_method_not_allowed),
-            Route("/health", health),
-            Route("/ready", ready),
-            Route("/version", version),
-            Route("/metrics", metrics_endpoint),
-            Route("/openapi.json", openapi),
-        ],
-        lifespan=lifespan,
-    )
 
-    async def app(scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and scope["path"] == "/score" and scope["method"] == "POST":
-            return await score(scope, receive, send)
-        return await rest(scope, receive, send)
-
-    return app
+def _parser() -> argparse.ArgumentParser:
+    """The command line, built from ServiceSettings so each default is written once."""
+    parser = argparse.ArgumentParser(description="Serve a verified fin_behavior model bundle")
+    required = {"bundle_dir": "--bundle", "keys_file": "--keys-file", "model_version": "--model-version"}
+    for field in dataclasses.fields(ServiceSettings):
+        flag = required.get(field.name, "--" + field.name.replace("_", "-"))
+        kind = {"int": int, "float": float}.get(str(field.type).split(" ")[0], str)
+        if "Path" in str(field.type):
+            kind = Path
+        if field.name in required:
+            parser.add_argument(flag, dest=field.name, type=kind, required=True)
+        else:
+            parser.add_argument(flag, dest=field.name, type=kind, default=field.default)
+    return parser
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="Serve a verified fin_behavior model bundle")
-    parser.add_argument("--bundle", type=Path, required=True)
-    parser.add_argument("--keys-file", type=Path, required=True)
-    parser.add_argument("--model-version", required=True)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8080)
-    parser.add_argument("--max-rows", type=int, default=1_000)
-    parser.add_argument("--max-in-flight", type=int, default=64)
-    parser.add_argument("--prediction-log", type=Path)
-    parser.add_argument("--control", type=Path, help="Unix socket for blue/green commands (see handoff.py)")
-    parser.add_argument("--drain-seconds", type=float, default=10.0)
-    args = parser.parse_args()
+    parser = _parser()
+    settings = ServiceSettings(**vars(parser.parse_args()))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings = ServiceSettings(
-        args.bundle,
-        args.keys_file,
-        args.model_version,
-        max_rows=args.max_rows,
-        max_in_flight=args.max_in_flight,
-        prediction_log=args.prediction_log,
-    )
     try:
-        app = create_app(settings)
+        app = ScoringService(settings)
     except ValueError as exc:  # an unusable keys file: say so instead of a traceback
         parser.exit(2, f"fin_behavior.serving.app: error: {exc}\n")
     from fin_behavior.serving.handoff import ColorServer
 
-    log.info("serving model version %s on %s:%d", args.model_version, args.host, args.port)
-    ColorServer(app, args.host, args.port, args.control, args.drain_seconds).run()
+    log.info("serving model version %s on %s:%d", settings.model_version, settings.host, settings.port)
+    ColorServer(app, settings).run()
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """score.py for Azure ML online deployments (copied next to the fin_behavior package by azure.py).
 
 The azureml-inference-server-http contract: `init()` once per worker, `run(raw)` per request. It serves the
-registered bundle with the same checks and messages as the local service: every artifact's sha256 is
-verified before loading, and a client mistake gets a 4xx naming the field, never a 500.
+registered bundle with the same checks and messages as the local service: the bundle is verified as a whole
+(every file listed and matching, the manifest matching the digest the deployment names) before loading, and
+a client mistake gets a 4xx naming the field, never a 500.
 """
 
 import logging
@@ -27,14 +28,13 @@ def init():
     info = next(root.rglob("model_info.json"), None)
     if info is None:
         raise RuntimeError(f"no model_info.json under AZUREML_MODEL_DIR={root}; is the registered model a bundle?")
-    _state["bundle"] = load_bundle(info.parent)
+    _state["bundle"] = load_bundle(info.parent, os.environ.get("FIN_BEHAVIOR_BUNDLE_DIGEST"))
     _state["version"] = os.environ.get("FIN_BEHAVIOR_MODEL_VERSION", "unknown")
     log.info("serving model version %s from %s", _state["version"], info.parent)
 
 
 def run(raw):
     try:
-        answer, _ = score_request(_state["bundle"], raw, MAX_ROWS, _state["version"])
+        return score_request(_state["bundle"], raw, MAX_ROWS, _state["version"]).answer
     except InputError as exc:
         return AMLResponse({"error": exc.message, "model_version": _state["version"]}, exc.status, json_str=True)
-    return answer

@@ -12,6 +12,7 @@ import numpy as np
 
 from fin_behavior.data.fingerprint import sha256_file
 from fin_behavior.records import BundleFiles, ModelInfo
+from fin_behavior.serving.validation import Schema
 
 
 class BundleError(RuntimeError):
@@ -63,6 +64,7 @@ class Bundle:
         return self.info.runtime
 
     def __post_init__(self) -> None:
+        self.schema = Schema(self.info.features)
         self._onnx_inputs = [(f.name, np.float32 if f.dtype == "float" else object) for f in self.info.features]
 
     def predict_proba(self, columns: dict[str, list]) -> np.ndarray:

@@ -24,27 +24,34 @@ import socket
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from fin_behavior.serving.app import ServiceSettings
 
 log = logging.getLogger("fin_behavior.serving.handoff")
 _COMMAND_TIMEOUT = 60.0
 
 
-def _server(app: Any, **options: Any) -> Any:
+def _server(app: Any, protocol: type, **options: Any) -> Any:
     import uvicorn  # here, so the deploying side can import send_command without it
 
-    return uvicorn.Server(
-        uvicorn.Config(app, interface="asgi3", log_level="warning", access_log=False, proxy_headers=False, **options)
+    config = uvicorn.Config(
+        app, http=protocol, interface="asgi3", log_level="warning", access_log=False, proxy_headers=False, **options
     )
+    return uvicorn.Server(config)
 
 
 class ColorServer:
-    def __init__(self, app: Any, host: str, port: int, control: Path | None, drain_seconds: float = 10.0):
+    def __init__(self, app: Any, settings: ServiceSettings):
+        from fin_behavior.serving.protocol import bounded_protocol
+
         self.app = app
-        self.control = control
-        self.drain_seconds = drain_seconds
+        self.control = settings.control
+        self.drain_seconds = settings.drain_seconds
         self.draining = False
-        self.private = _server(self._asgi, host=host, port=port)
+        self.protocol = bounded_protocol(settings.max_url_bytes, settings.max_head_bytes, settings.max_queued)
+        self.private = _server(self._asgi, self.protocol, host=settings.host, port=settings.port)
         self.public: Any = None  # a uvicorn.Server on the public socket while live
         self.public_socket: socket.socket | None = None
         self._public_task: asyncio.Task | None = None
@@ -84,7 +91,7 @@ class ColorServer:
             raise RuntimeError("already serving the public socket")
         sock = socket.socket(fileno=fd)
         # lifespan off: the app (and its model) is already started by the private server
-        self.public, self.public_socket = _server(self._asgi, lifespan="off"), sock
+        self.public, self.public_socket = _server(self._asgi, self.protocol, lifespan="off"), sock
         self._public_task = asyncio.create_task(self.public.serve(sockets=[sock]))
         while not self.public.started:
             if self._public_task.done():

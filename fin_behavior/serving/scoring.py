@@ -1,31 +1,38 @@
 """One scoring request, the same wherever the model serves (the local service and Azure ML's score.py):
-JSON body -> validated columns -> probabilities -> the answer, or an InputError that names the field."""
+JSON body -> validated columns -> probabilities -> the answer, or an InputError that names the problem."""
 
 from __future__ import annotations
 
-import json
+from dataclasses import dataclass
 from typing import Any
 
 from fin_behavior.serving.bundle import Bundle
-from fin_behavior.serving.validation import InputError, parse
+from fin_behavior.serving.validation import decode
+
+_SHOWN_VALUE = 64  # characters of an unknown category value echoed back
 
 
-def _reject_constant(token: str) -> Any:
-    raise InputError(422, f"{token} is not a valid number here; send finite numbers only")
+@dataclass(frozen=True)
+class Scored:
+    answer: dict[str, Any]
+    rows: int
+    unknown: dict[str, int]  # field -> records whose value the model never saw (scored as unknown)
 
 
-def score_request(bundle: Bundle, raw: bytes | str, max_rows: int, model_version: str) -> tuple[dict[str, Any], int]:
-    """(answer, number of rows scored)."""
-    try:
-        body = json.loads(raw, parse_constant=_reject_constant)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(400, f"body is not valid JSON: {exc}") from None
-    columns = parse(body, bundle.info.features, max_rows)
-    proba = bundle.predict_proba(columns)
+def score_request(bundle: Bundle, raw: bytes | str, max_rows: int, model_version: str) -> Scored:
+    parsed = bundle.schema.parse(decode(raw), max_rows)
+    proba = bundle.predict_proba(parsed.columns)
     threshold = bundle.info.decision_threshold
-    answer = {
+    answer: dict[str, Any] = {
         "predictions": [int(p >= threshold) for p in proba],
         "probabilities": [round(float(p), 6) for p in proba],
         "model_version": model_version,
     }
-    return answer, len(proba)
+    unknown: dict[str, int] = {}
+    if parsed.unknown:
+        answer["unknown_categories"] = [
+            {"record": i, "field": name, "value": value[:_SHOWN_VALUE]} for i, name, value in parsed.unknown
+        ]
+        for _, name, _ in parsed.unknown:
+            unknown[name] = unknown.get(name, 0) + 1
+    return Scored(answer, parsed.rows, unknown)

@@ -325,10 +325,26 @@ def test_score_py_under_the_azure_inference_server_scores_like_the_local_service
 
 @pytest.mark.parametrize(
     ("payload", "status", "names"),
-    [(b'{"age": 4', 400, "not valid JSON"), ([{"age": "x"}], 422, "'age' must be a number"), ([], 422, "no records")],
+    [
+        (b'{"age": 4', 400, "not valid JSON"),
+        ([{"age": "x"}], 422, "'age' must be a number"),
+        ([], 422, "no records"),
+        (b'[{"age": 1' + b"0" * 400 + b"}]", 422, "'age' must be a finite number"),
+        (b'[{"age": ' + b"9" * 5_000 + b"}]", 422, "'age' must be a finite number"),
+        (b"[" * 10_000 + b"]" * 10_000, 400, "nested too deeply"),
+        ({"dataframe_split": {"columns": [[1]], "data": [[1]]}}, 422, "must be field names"),
+    ],
+    ids=["malformed", "wrong-type", "empty", "10**400", "5000-digits", "deep", "odd-columns"],
 )
 def test_score_py_answers_bad_input_with_the_local_services_messages(azure_scoring_server, payload, status, names):
     url, _ = azure_scoring_server
     content = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
     answer = httpx.post(f"{url}/score", content=content, headers={"content-type": "application/json"}, timeout=30)
-    assert answer.status_code == status and names in answer.json()["error"]
+    assert answer.status_code == status and names in answer.json()["error"], answer.text
+
+
+def test_score_py_scores_an_unknown_category_and_names_it(azure_scoring_server):
+    url, expected = azure_scoring_server
+    answer = httpx.post(f"{url}/score", json=[expected["records"][0] | {"city": "Omaha"}], timeout=30)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["unknown_categories"] == [{"record": 0, "field": "city", "value": "Omaha"}]
