@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections.abc import Sequence
 
 
@@ -37,11 +38,12 @@ def _verify_env(args: argparse.Namespace) -> int:
 
 def _endpoint(args: argparse.Namespace) -> int:
     from fin_behavior.deploy.deployer import make_target
+    from fin_behavior.ml.registry import PREVIOUS, PRODUCTION
     from fin_behavior.settings import get_settings
 
     settings = get_settings()
-    if args.action == "rollback":
-        return _endpoint_rollback(settings)
+    if args.action in ("rollback", "start"):
+        return _deploy_alias(settings, PREVIOUS if args.action == "rollback" else PRODUCTION, args.action)
     if settings.deployment_target != "local":
         print(
             f"fin-behavior endpoint {args.action}: manages the local target; for {settings.deployment_target} use "
@@ -61,45 +63,72 @@ def _endpoint(args: argparse.Namespace) -> int:
             return 1
         print(target.logs(target.slot(color), args.lines))
         return 0
-    target.stop_all()
-    print(f"stopped every color; nothing serves at {target.url}")
+    from fin_behavior.deploy.deployer import endpoint_dir
+    from fin_behavior.deploy.lock import exclusive_rollout
+
+    with exclusive_rollout(endpoint_dir(settings), "fin-behavior endpoint stop", settings.rollout_lock_timeout_seconds):
+        target.stop_all()
+    print(f"stopped every color and the supervisor; nothing serves at {target.url}")
     return 0
 
 
 def _endpoint_status(target) -> int:
     state = target.status()
-    live = state["live"]
-    print(f"url:  {state['url']}")
-    print(f"live: {live or 'none'}")
+    live, answering = state["live"], state["answering"]
+    supervisor = state.get("supervisor", {}).get("pid")
+    print(f"url:        {state['url']}")
+    print(f"answering:  {'v' + answering if answering else 'nothing'} (asked just now)")
+    print(f"live:       {live or 'none'}")
+    print(f"supervisor: {'running, pid ' + str(supervisor) if state['supervisor_running'] else 'NOT running'}")
     for color, entry in sorted(state["colors"].items()):
         marker = "*" if color == live else " "
         running = "running" if entry["running"] else "not running"
+        restarts = len(entry.get("restarts", []))
         print(
-            f" {marker} {color:<5} v{entry['version']:<4} {entry['status']:<8} {running:<11} "
-            f"pid {entry['pid']} private port {entry['port']}"
+            f" {marker} {color:<5} v{entry.get('version', '?'):<4} {entry.get('status', '?'):<10} {running:<11} "
+            f"pid {entry.get('pid')} private port {entry.get('port')}"
+            + (f", {restarts} restart(s)" if restarts else "")
         )
-    serving = live is not None and state["colors"][live]["running"] and target.ready(None)
-    print("serving" if serving else "NOT serving")
+    for event in state.get("events", [])[-5:]:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(event["time"]))
+        print(f"  {when} {event.get('color') or 'endpoint'}: {event['message']}")
+    expected = state["colors"].get(live or "", {}).get("version")
+    serving = answering is not None and answering == expected
+    print(
+        "serving" if serving else "NOT serving" if answering is None else f"INCONSISTENT: the live color is v{expected}"
+    )
     return 0 if serving else 1
 
 
-def _endpoint_rollback(settings) -> int:
+def _deploy_alias(settings, alias: str, action: str) -> int:
+    """`endpoint rollback` (the previous version) and `endpoint start` (production, e.g. after a machine
+    restart): the same deployment as the jobs, its evidence checked, its bundle verified, through the gates."""
     from mlflow import MlflowClient
 
-    from fin_behavior.deploy.deployer import DeployError, deploy, make_target, releases_dir
+    from fin_behavior.deploy.deployer import DeployError, deploy, endpoint_dir, make_target
+    from fin_behavior.deploy.lock import RolloutInProgressError
     from fin_behavior.deploy.rollout import RolloutError
-    from fin_behavior.ml.registry import PREVIOUS
 
     client = MlflowClient(tracking_uri=settings.tracking_uri)
     try:
         target = make_target(settings)
         done = deploy(
-            client, settings, settings.registered_model_name, PREVIOUS, target, releases_dir(settings), log=print
+            client,
+            settings,
+            settings.registered_model_name,
+            alias,
+            target,
+            endpoint_dir(settings),
+            who=f"fin-behavior endpoint {action}",
+            log=print,
         )
-    except (DeployError, RolloutError) as exc:
-        print(f"fin-behavior endpoint rollback: failed, nothing changed: {exc}", file=sys.stderr)
+    except (DeployError, RolloutError, RolloutInProgressError) as exc:
+        print(f"fin-behavior endpoint {action}: failed, nothing changed: {exc}", file=sys.stderr)
         return 1
-    print(f"v{done.release.version} is production again at {target.url}; v{done.replaced_production} is previous")
+    if action == "start":
+        print(f"v{done.release.version} (production) serves at {target.url}")
+    else:
+        print(f"v{done.release.version} is production again at {target.url}; v{done.replaced_production} is previous")
     return 0
 
 
@@ -126,13 +155,20 @@ def build_parser() -> argparse.ArgumentParser:
         "environment spec; exit 1 on any mismatch, with the command that fixes it",
     )
     verify.set_defaults(handler=_verify_env)
-    endpoint = commands.add_parser("endpoint", help="manage the local model endpoint (status, logs, stop, rollback)")
+    endpoint = commands.add_parser(
+        "endpoint", help="operate the local model endpoint (status, logs, start, stop, rollback)"
+    )
     actions = endpoint.add_subparsers(dest="action", required=True)
     actions.add_parser("status", help="URL, colors, versions, processes; exit 1 when nothing serves")
     logs = actions.add_parser("logs", help="the last lines of a color's service log (default: the live color)")
     logs.add_argument("--color", choices=("blue", "green"))
     logs.add_argument("--lines", type=_positive_int, default=50)
-    actions.add_parser("stop", help="stop every color; the URL stops answering")
+    actions.add_parser("stop", help="stop every color and the supervisor; the URL stops answering")
+    actions.add_parser(
+        "start",
+        help="serve the registry's production version again (after `stop` or a machine restart): evidence "
+        "checked, bundle verified, through the gates; nothing to do when it already serves",
+    )
     actions.add_parser("rollback", help="put the `previous` version back in service through the same gates")
     endpoint.set_defaults(handler=_endpoint)
     return parser

@@ -89,6 +89,12 @@ class Settings(BaseSettings):
     # How long a replaced color keeps answering its open keep-alive connections (with Connection: close).
     drain_seconds: float = Field(10.0, ge=0)
     keep_old_color: bool = Field(False, description="keep the replaced color running, idle, after a success")
+    # One rollout at a time per endpoint: how long a second one waits for the first before it gives up.
+    rollout_lock_timeout_seconds: float = Field(600.0, ge=0)
+    # The local endpoint's supervisor restarts a live color that dies, at most max_restarts times in
+    # restart_window_seconds; past that it reports a crash loop and stops answering.
+    max_restarts: int = Field(5, ge=0)
+    restart_window_seconds: float = Field(300.0, gt=0)
     serving_parity_tolerance: float = Field(1e-4, ge=0)
     gate_latency_requests: int = Field(50, ge=1)
     # Canary on targets that split traffic (azureml): shares (%) the new color holds, each watched for

@@ -209,3 +209,12 @@ def post(body, **extra) -> dict:
     """A POST /score for `probe`: `body` as JSON unless it is already text."""
     text = body if isinstance(body, str) else json.dumps(body)
     return {"method": "POST", "path": "/score", "body": text, **extra}
+
+
+def local_target(root: Path, **overrides) -> LocalTarget:
+    """A local endpoint on a free port (drain shortened for tests), configured like the platform's."""
+    from fin_behavior.deploy.local import LocalTarget
+    from fin_behavior.settings import get_settings
+
+    settings = get_settings().with_overrides(**({"endpoint_port": free_port(), "drain_seconds": 2} | overrides))
+    return LocalTarget(root, ENVS, settings)

@@ -4,6 +4,12 @@ directory, like a user's day: each builds on the last."""
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
 import dagster as dg
 import httpx
 import pandas as pd
@@ -121,3 +127,70 @@ def test_6_bad_raw_file_fails_clearly_and_the_endpoint_keeps_serving(platform):
     assert "Transaction Date (200 rows)" in message and "max_invalid_fraction" in message
     assert load.failures == {} and set(load.outcomes) == {"v3"}
     assert platform.alias(registry.PRODUCTION) == "3"
+
+
+ROLLBACK_WHEN_LOCKED = """
+import pathlib, sys, time
+from mlflow import MlflowClient
+from fin_behavior.cli import main
+from fin_behavior.settings import get_settings
+# MLflow's imports and store set-up take seconds: done before the race, so the rollback reaches the lock
+# while the deploy still holds it.
+MlflowClient(tracking_uri=get_settings().tracking_uri).search_registered_models()
+holder = pathlib.Path(sys.argv[1])
+while "Dagster run" not in (holder.read_text() if holder.exists() else ""):
+    time.sleep(0.02)
+sys.exit(main(["endpoint", "rollback"]))
+"""
+
+
+def test_7_concurrent_deploy_and_rollback_serialize_and_both_tell_the_truth(platform, tmp_path):
+    """A `dagster job execute ... -j deploy` and, while it holds the endpoint, `fin-behavior endpoint rollback` in
+    another process, under load: the rollback waits, exactly one version serves, and each report is true."""
+    bin_dir = Path(sys.executable).parent
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    env = os.environ | platform.env | {"DAGSTER_HOME": str(home)}
+    run_config = tmp_path / "v2.yaml"
+    run_config.write_text('ops: {live_deployment: {config: {release: "2"}}}\n')
+    holder = platform.var / "endpoint" / "rollout.json"
+    holder.unlink(missing_ok=True)
+    assert (platform.alias(registry.PRODUCTION), served_version(platform.target)) == ("3", "3")
+    commands = {
+        "rollback": [sys.executable, "-c", ROLLBACK_WHEN_LOCKED, str(holder)],
+        "deploy": [str(bin_dir / "dagster"), "job", "execute", "-m", "fin_behavior.definitions", "-j", "deploy",
+                   "-c", str(run_config)],
+    }  # fmt: skip
+    # The deploy's latency gate sends 3,000 requests (a few seconds): the rollback surely arrives while it runs.
+    envs = {"rollback": env, "deploy": env | {"FIN_BEHAVIOR_GATE_LATENCY_REQUESTS": "3000"}}
+    with Load(platform.target, platform.record()) as load:
+        running = {
+            name: subprocess.Popen(command, env=envs[name], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            for name, command in commands.items()
+        }
+        outputs = {name: process.communicate(timeout=600)[0] for name, process in running.items()}
+    assert all(process.returncode == 0 for process in running.values()), outputs
+    assert load.failures == {}, load.failures  # the URL answered throughout both
+    assert load.outcomes["v3"] and load.outcomes["v2"]
+
+    assert "waiting for the rollout in progress on this endpoint: Dagster run" in outputs["rollback"], outputs
+    assert re.findall(r"v(\d+) serves on \w+ at", outputs["deploy"])[-1] == "2"  # true when it said it
+    assert "v3 is production again" in outputs["rollback"] and "v2 is previous" in outputs["rollback"]
+    assert (platform.alias(registry.PRODUCTION), platform.alias(registry.PREVIOUS)) == ("3", "2")
+    assert served_version(platform.target) == "3"  # exactly one version serves: the registry's production
+
+
+def test_8_stop_then_start_serves_production_again(platform, capsys):
+    production = platform.alias(registry.PRODUCTION)
+    assert main(["endpoint", "stop"]) == 0
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"{platform.target.url}/health", timeout=2)
+    assert main(["endpoint", "status"]) == 1
+    assert main(["endpoint", "start"]) == 0  # e.g. after a machine restart: evidence, bundle, gates again
+    assert f"v{production} (production) serves at" in capsys.readouterr().out
+    assert served_version(platform.target) == production
+    assert main(["endpoint", "status"]) == 0
+    out = capsys.readouterr().out
+    assert f"answering:  v{production}" in out and "supervisor: running" in out and out.rstrip().endswith("serving")
+    assert main(["endpoint", "start"]) == 0 and "already serves" in capsys.readouterr().out

@@ -48,6 +48,7 @@ def live_deployment(
     from mlflow import MlflowClient
 
     from fin_behavior.deploy import deployer as deploy
+    from fin_behavior.deploy.lock import RolloutInProgressError
     from fin_behavior.deploy.rollout import RolloutError
 
     settings = config.settings()
@@ -60,14 +61,15 @@ def live_deployment(
             settings.registered_model_name,
             config.release,
             target,
-            deploy.releases_dir(settings, storage.root),
+            deploy.endpoint_dir(settings, storage.root),
+            who=f"Dagster run {context.run.run_id} ({context.run.job_name})",
             keep_old=settings.keep_old_color,
             approved=config.auto_approve or target.name == "local",
             log=context.log.info,
         )
     except RolloutError as exc:
         raise dg.Failure(description=str(exc), metadata=_gate_messages(exc.gates), allow_retries=False) from None
-    except deploy.DeployError as exc:
+    except (deploy.DeployError, RolloutInProgressError) as exc:
         raise dg.Failure(description=str(exc), allow_retries=False) from None
     release, result = deployment.release, deployment.result
     metadata = {

@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,17 +28,27 @@ class AzureConfigError(RuntimeError):
     """Azure is not configured (or not reachable with these credentials); nothing was created."""
 
 
+def _conflict(exc: BaseException) -> bool:
+    from azure.core.exceptions import HttpResponseError
+
+    return isinstance(exc, HttpResponseError) and exc.status_code == 409
+
+
 @dataclass(frozen=True)
 class AzureConfig:
     subscription_id: str
     resource_group: str
     workspace_name: str
-    endpoint_name: str = "fin-behavior"
-    instance_type: str = "Standard_F4s_v2"  # the seeds' lesson: smaller SKUs ran out of quota or memory
-    instance_count: int = 1
-    request_timeout_ms: int = 90_000
-    max_concurrent_requests_per_instance: int = 4
+    endpoint_name: str
+    instance_type: str  # the seeds' lesson: smaller SKUs than the default ran out of quota or memory
+    instance_count: int
+    request_timeout_ms: int
+    max_concurrent_requests_per_instance: int
     base_image: str = "mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu22.04:latest"
+    # Azure refuses a second operation on an endpoint while one runs (409 Conflict): wait and try again, with
+    # exponential waits from conflict_wait_seconds, at most conflict_attempts times, then refuse cleanly.
+    conflict_attempts: int = 6
+    conflict_wait_seconds: float = 5.0
     # The bundle loads in seconds; the container pulls and conda-installs first, so readiness waits longer.
     probe_initial_delay_seconds: int = 30
     probe_period_seconds: int = 10
@@ -122,6 +133,29 @@ class AzureMLTarget:
         endpoint = self._endpoint()
         return endpoint.scoring_uri if endpoint is not None else f"azureml://{self.config.endpoint_name}"
 
+    def _change(self, operation: Callable[[], Any], what: str) -> Any:
+        """An operation that changes the endpoint, tried again while another operation holds it (409)."""
+        import tenacity
+        from azure.core.exceptions import HttpResponseError
+
+        c = self.config
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception(_conflict),
+            stop=tenacity.stop_after_attempt(c.conflict_attempts),
+            wait=tenacity.wait_exponential(multiplier=c.conflict_wait_seconds, max=60),
+            reraise=True,
+        )
+        try:
+            return retrying(operation)
+        except HttpResponseError as exc:
+            if not _conflict(exc):
+                raise
+            raise RolloutError(
+                f"{what}: another operation is in progress on endpoint {c.endpoint_name} (409 Conflict, "
+                f"{c.conflict_attempts} attempts): {exc.message}. Nothing more was changed; run again when it has "
+                "finished (`az ml online-endpoint show` tells what it is doing)"
+            ) from None
+
     def _endpoint(self):
         from azure.core.exceptions import ResourceNotFoundError
 
@@ -147,7 +181,9 @@ class AzureMLTarget:
             endpoint = ManagedOnlineEndpoint(
                 name=self.config.endpoint_name, auth_mode="key", description="fin_behavior HighAmount model"
             )
-            self.client.online_endpoints.begin_create_or_update(endpoint).result()
+            self._change(
+                lambda: self.client.online_endpoints.begin_create_or_update(endpoint).result(), "creating the endpoint"
+            )
 
     def deployment(self, release: Release, color: str, model: Any, environment: Any):
         from azure.ai.ml.entities import (
@@ -216,9 +252,11 @@ class AzureMLTarget:
                     conda_file=conda_file(name, *built),
                 )
             )
-            deployed = self.client.online_deployments.begin_create_or_update(
-                self.deployment(release, color, model, environment)
-            ).result()
+            deployment = self.deployment(release, color, model, environment)
+            deployed = self._change(
+                lambda: self.client.online_deployments.begin_create_or_update(deployment).result(),
+                f"creating deployment {color}",
+            )
         except HttpResponseError as exc:
             self._fail(slot, f"deployment {color} of v{release.version} failed: {exc.message}")
         if deployed.provisioning_state != "Succeeded":
@@ -246,7 +284,10 @@ class AzureMLTarget:
     def _traffic(self, traffic: dict[str, int]) -> None:
         endpoint = self._endpoint()
         endpoint.traffic = traffic
-        self.client.online_endpoints.begin_create_or_update(endpoint).result()
+        self._change(
+            lambda: self.client.online_endpoints.begin_create_or_update(endpoint).result(),
+            f"moving traffic to {traffic}",
+        )
 
     def switch(self, new: Slot, old: Slot | None) -> None:
         self._traffic({new.color: 100} | ({old.color: 0} if old else {}))
@@ -271,7 +312,10 @@ class AzureMLTarget:
 
     def retire(self, slot: Slot, keep: bool) -> None:
         if not keep:  # it has 0% traffic by now; Azure refuses to delete a deployment that still has some
-            self.client.online_deployments.begin_delete(slot.color, self.config.endpoint_name).result()
+            self._change(
+                lambda: self.client.online_deployments.begin_delete(slot.color, self.config.endpoint_name).result(),
+                f"deleting the replaced deployment {slot.color}",
+            )
 
     def discard(self, slot: Slot) -> None:
         from azure.core.exceptions import HttpResponseError, ResourceNotFoundError

@@ -11,12 +11,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fin_behavior.deploy.local import LocalTarget
+from fin_behavior.deploy.lock import exclusive_rollout
 from fin_behavior.deploy.rollout import (
     GateSettings,
     Release,
     RolloutResult,
     Slot,
     Target,
+    answering,
     latency,
     rollout,
     smoke,
@@ -59,14 +61,7 @@ def make_target(settings: Settings, var_dir: Path | None = None) -> Target:
             f"unknown deployment target {settings.deployment_target!r} (setting deployment_target); "
             "available: local, azureml"
         )
-    return LocalTarget(
-        endpoint_dir(settings, var_dir),
-        envs,
-        host=settings.endpoint_host,
-        port=settings.endpoint_port,
-        start_timeout=settings.deploy_start_timeout_seconds,
-        drain_seconds=settings.drain_seconds,
-    )
+    return LocalTarget(endpoint_dir(settings, var_dir), envs, settings)
 
 
 def azure_target(settings: Settings, envs: Path, workdir: Path) -> Target:
@@ -193,23 +188,27 @@ def deploy(
     name: str,
     ref: str,
     target: Target,
-    releases: Path,
+    endpoint: Path,
     *,
+    who: str,
     keep_old: bool = False,
     approved: bool = True,
     log: Callable[[str], None] = print,
 ) -> Deployment:
     """Put version `ref` in service through the gates; on success `production` moves to it (and what it
-    replaced becomes `previous`). A RolloutError leaves the aliases and the serving color as they were."""
-    release = fetch_release(client, name, resolve_version(client, name, ref), releases)
-    live = target.live()
-    result = None
-    if live is not None and live.version == release.version and target.ready(live):
-        log(f"v{release.version} already serves on {live.color} at {target.url}; nothing to roll out")
-    else:
-        result = rollout(
-            target, release, GateSettings.from_settings(settings), keep_old=keep_old, approved=approved, log=log
-        )
-        live = result.new
-    replaced = registry.promote(client, name, release.version)
+    replaced becomes `previous`). A RolloutError leaves the aliases and the serving color as they were.
+
+    The whole of it (which version `ref` names, what serves, the rollout, the aliases) happens under the
+    endpoint's rollout lock, so two deployments never interleave; `who` says who holds it while it runs."""
+    with exclusive_rollout(endpoint, f"{who}: {ref} of {name}", settings.rollout_lock_timeout_seconds, log):
+        release = fetch_release(client, name, resolve_version(client, name, ref), endpoint / "releases")
+        live = target.live()
+        result = None
+        if live is not None and live.version == release.version and answering(target, release) == release.version:
+            log(f"v{release.version} already serves on {live.color} at {target.url}; nothing to roll out")
+        else:
+            gates = GateSettings.from_settings(settings)
+            result = rollout(target, release, gates, keep_old=keep_old, approved=approved, log=log)
+            live = result.new
+        replaced = registry.promote(client, name, release.version)
     return Deployment(release, live, result, replaced)

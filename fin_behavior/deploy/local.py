@@ -1,7 +1,8 @@
 """The local deployment target: each color is a scoring-service process in the model's serving environment,
-detached so it outlives the Dagster run; the stable URL is one listening socket handed between them (see
-handoff.py). What runs where is persisted in `<endpoint dir>/endpoint.json`, so `fin-behavior endpoint ...`
-and later Dagster runs find it."""
+started and watched by the endpoint's supervisor (supervisor.py), which holds the stable URL's listening socket
+and restarts the live color if it dies. Everything outlives the Dagster run. This module is the deploying
+side's view: it asks the supervisor to act and reads the state the supervisor keeps in
+`<endpoint dir>/endpoint.json`, so `fin-behavior endpoint ...` and later Dagster runs find the endpoint."""
 
 from __future__ import annotations
 
@@ -9,38 +10,29 @@ import collections
 import json
 import os
 import secrets
-import signal
 import socket
 import subprocess
+import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from fin_behavior.deploy.rollout import Release, RolloutError, Slot
+from fin_behavior.deploy.supervisor import CONTROL_SOCKET, PID_FILE, STATE_FILE, process_alive
 from fin_behavior.environments.builder import built_path
-from fin_behavior.records import read_json, write_json
+from fin_behavior.records import read_json
 from fin_behavior.serving.handoff import send_command
+from fin_behavior.settings import Settings
 
-STATE_FILE, KEYS_FILE = "endpoint.json", "keys.json"
+KEYS_FILE = "keys.json"
 
 
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
         return s.getsockname()[1]
-
-
-def process_alive(pid: int | None) -> bool:
-    """Running and still our scoring service (not a zombie, not a recycled pid)."""
-    if not pid:
-        return False
-    try:
-        return b"fin_behavior.serving.app" in Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
 
 
 def ensure_keys(path: Path) -> str:
@@ -57,17 +49,9 @@ class LocalTarget:
     name = "local"
     splits_traffic = False  # one listening socket moves whole: no canary shares
 
-    def __init__(
-        self,
-        root: Path,
-        envs_dir: Path,
-        host: str = "127.0.0.1",
-        port: int = 8080,
-        start_timeout: float = 60.0,
-        drain_seconds: float = 10.0,
-    ):
-        self.root, self.envs_dir, self.host, self.port = root, envs_dir, host, port
-        self.start_timeout, self.drain_seconds = start_timeout, drain_seconds
+    def __init__(self, root: Path, envs_dir: Path, settings: Settings):
+        self.root, self.envs_dir, self.settings = root, envs_dir, settings
+        self.host, self.port = settings.endpoint_host, settings.endpoint_port
         self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._clients: dict[str, httpx.Client] = {}
 
@@ -82,20 +66,60 @@ class LocalTarget:
     def key(self) -> str:
         return ensure_keys(self.keys_file)
 
-    # Persisted state -------------------------------------------------------------------------------------
+    # The supervisor ------------------------------------------------------------------------------------------
+
+    def supervisor_pid(self) -> int | None:
+        try:
+            pid = int((self.root / PID_FILE).read_text())
+            running = b"fin_behavior.deploy.supervisor" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (OSError, ValueError):
+            return None
+        return pid if running else None
+
+    def ensure_supervisor(self) -> None:
+        """Start the endpoint's supervisor unless it runs (it takes over colors still running, if any)."""
+        if self.supervisor_pid() is not None:
+            return
+        command = [
+            sys.executable, "-m", "fin_behavior.deploy.supervisor",
+            "--root", str(self.root),
+            "--host", self.host,
+            "--port", str(self.port),
+            "--start-timeout", str(self.settings.deploy_start_timeout_seconds),
+            "--max-restarts", str(self.settings.max_restarts),
+            "--restart-window", str(self.settings.restart_window_seconds),
+        ]  # fmt: skip
+        log = self.root / "logs" / "supervisor.log"
+        log.parent.mkdir(exist_ok=True)
+        with log.open("a") as out:
+            process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RolloutError(f"the endpoint's supervisor exited with code {process.returncode}", self._tail(log))
+            try:
+                send_command(self.root / CONTROL_SOCKET, "ping", timeout=5)
+                return
+            except (OSError, RuntimeError):
+                time.sleep(0.05)
+        raise RolloutError("the endpoint's supervisor did not answer within 30 s", self._tail(log))
+
+    def _command(self, line: str) -> None:
+        verb = line.split()[0]
+        try:
+            send_command(self.root / CONTROL_SOCKET, line, timeout=120)
+        except RuntimeError as exc:
+            reason = str(exc).split(f"refused by {CONTROL_SOCKET}: ", 1)[-1]
+            raise RolloutError(f"the endpoint's supervisor could not {verb}: {reason}") from None
+        except OSError as exc:
+            raise RolloutError(f"the endpoint's supervisor is not answering ({exc}); see {self.root}/logs") from None
+
+    # Persisted state (written by the supervisor) ---------------------------------------------------------------
 
     def state(self) -> dict[str, Any]:
         path = self.root / STATE_FILE
         state = read_json(path) if path.exists() else {}
-        return {"url": self.url, "live": None, "colors": {}, "history": []} | state
-
-    def _update(self, **changes: Any) -> None:
-        write_json(self.root / STATE_FILE, self.state() | changes)
-
-    def _set_color(self, color: str, **fields: Any) -> None:
-        state = self.state()
-        state["colors"][color] = state["colors"].get(color, {}) | fields
-        write_json(self.root / STATE_FILE, state)
+        return {"url": self.url, "live": None, "colors": {}, "history": [], "events": []} | state
 
     def slot(self, color: str) -> Slot:
         entry = self.state()["colors"][color]
@@ -104,7 +128,8 @@ class LocalTarget:
     def live(self) -> Slot | None:
         state = self.state()
         color = state["live"]
-        if color is None or not process_alive(state["colors"].get(color, {}).get("pid")):
+        entry = state["colors"].get(color or "", {})
+        if color is None or entry.get("status") != "live" or not process_alive(entry.get("pid")):
             return None
         return self.slot(color)
 
@@ -122,56 +147,46 @@ class LocalTarget:
         return python
 
     def start(self, release: Release, color: str) -> Slot:
-        previous = self.state()["colors"].get(color, {})
-        if process_alive(previous.get("pid")):  # an old color kept idle occupies the slot
-            self.stop(self.slot(color))
-        python = self._python(release)
+        self.ensure_supervisor()
         port = free_port(self.host)
-        control = self.root / f"{color}.sock"
-        log = self.root / "logs" / f"{color}.log"
-        log.parent.mkdir(exist_ok=True)
-        command = [
-            str(python), "-m", "fin_behavior.serving.app",
+        argv = [
+            str(self._python(release)), "-m", "fin_behavior.serving.app",
             "--bundle", str(release.bundle),
             "--bundle-digest", release.info.digest,
             "--keys-file", str(self.keys_file),
             "--model-version", release.version,
             "--host", self.host,
             "--port", str(port),
-            "--control", str(control),
-            "--drain-seconds", str(self.drain_seconds),
+            "--control", str(self.root / f"{color}.sock"),
+            "--drain-seconds", str(self.settings.drain_seconds),
             "--prediction-log", str(self.root / "predictions.jsonl"),
         ]  # fmt: skip
         self.key()
-        with log.open("a") as out:
-            out.write(f"\n=== {datetime.now(UTC).isoformat(timespec='seconds')} v{release.version} on {color} ===\n")
-            out.flush()
-            process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-        self._set_color(
-            color,
-            version=release.version,
-            pid=process.pid,
-            port=port,
-            control=str(control),
-            log=str(log),
-            bundle=str(release.bundle),
-            status="starting",
-            started_at=time.time(),
-        )
+        spec = {
+            "color": color,
+            "version": release.version,
+            "argv": argv,
+            "port": port,
+            "control": str(self.root / f"{color}.sock"),
+            "log": str(self.root / "logs" / f"{color}.log"),
+            "bundle": str(release.bundle),
+        }
+        self._command(f"start {json.dumps(spec)}")
         slot = self.slot(color)
-        reason = self._wait_ready(slot, process)
+        reason = self._wait_ready(slot)
         if reason is not None:
             tail = self.logs(slot, 40)
             self.discard(slot)
             raise RolloutError(f"v{release.version} did not become ready on {color}: {reason}", tail)
-        self._set_color(color, status="ready")
+        self._command(f"mark {color} ready")
         return self.slot(color)
 
-    def _wait_ready(self, slot: Slot, process: subprocess.Popen) -> str | None:
-        deadline = time.monotonic() + self.start_timeout
+    def _wait_ready(self, slot: Slot) -> str | None:
+        timeout = self.settings.deploy_start_timeout_seconds
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if process.poll() is not None:
-                return f"the process exited with code {process.returncode}"
+            if not process_alive(slot.detail["pid"]):
+                return "the process exited"
             try:
                 response = self.client(slot).get("/ready", timeout=2)
                 if response.status_code == 200:
@@ -179,7 +194,7 @@ class LocalTarget:
                 return f"the service is up but not ready: {response.json().get('reason')}"  # bundle refused
             except httpx.TransportError:
                 time.sleep(0.1)
-        return f"not ready within {self.start_timeout:.0f} s (setting deploy_start_timeout_seconds)"
+        return f"not ready within {timeout:.0f} s (setting deploy_start_timeout_seconds)"
 
     def client(self, slot: Slot | None = None) -> httpx.Client:
         """A keep-alive client for one color's private port, or for the public URL (made once: building one
@@ -196,30 +211,19 @@ class LocalTarget:
         body = response.json()
         return body["probabilities"], body["model_version"]
 
-    def switch(self, new: Slot, old: Slot | None) -> None:
-        if old is not None:
-            fd = send_command(Path(old.detail["control"]), "handover")
-        else:
-            try:
-                listener = socket.create_server((self.host, self.port), backlog=1024)
-            except OSError as exc:
-                raise RolloutError(
-                    f"cannot listen on {self.url}: {exc}; another program holds the port: stop it or set "
-                    "FIN_BEHAVIOR_ENDPOINT_PORT"
-                ) from None
-            fd = os.dup(listener.fileno())
-            listener.close()
+    def answering(self) -> str | None:
+        """The model version answering at the public URL right now (a fresh connection), None when none does."""
         try:
-            send_command(Path(new.detail["control"]), "adopt", fd)
-        finally:
-            os.close(fd)
-        self._set_color(new.color, status="live")
-        self._update(live=new.color)
+            response = httpx.get(f"{self.url}/ready", timeout=5)
+        except httpx.TransportError:
+            return None
+        return response.json().get("model_version") if response.status_code == 200 else None
+
+    def switch(self, new: Slot, old: Slot | None) -> None:
+        self._command(f"activate {new.color}")  # the old color keeps accepting too, until it is retired
 
     def switch_back(self, new: Slot, old: Slot | None) -> None:
-        if process_alive(new.detail.get("pid")):
-            send_command(Path(new.detail["control"]), "release")
-        self._update(live=old.color if old else None)
+        self._command(f"deactivate {new.color} {old.color if old else 'none'}")
 
     def ready(self, slot: Slot | None) -> bool:
         try:
@@ -228,40 +232,29 @@ class LocalTarget:
             return False
 
     def retire(self, slot: Slot, keep: bool) -> None:
-        send_command(Path(slot.detail["control"]), "release" if keep else "retire")  # answers once drained
-        if not keep:
-            self._wait_exit(slot.detail["pid"], timeout=10.0)
-        self._set_color(slot.color, status="idle" if keep else "stopped")
-        history = self.state()["history"][-19:]
-        self._update(history=[*history, {"version": slot.version, "color": slot.color, "replaced_at": time.time()}])
+        self._command(f"retire {slot.color} {'keep' if keep else 'stop'}")  # answers once drained
 
     def discard(self, slot: Slot) -> None:
-        self.stop(slot)
-        self._set_color(slot.color, status="failed")
-
-    def stop(self, slot: Slot, timeout: float = 15.0) -> None:
-        pid = slot.detail.get("pid")
-        if process_alive(pid):
-            os.kill(pid, signal.SIGTERM)
-            if not self._wait_exit(pid, timeout):
-                os.kill(pid, signal.SIGKILL)
-        self._set_color(slot.color, status="stopped")
-        if self.state()["live"] == slot.color:
-            self._update(live=None)
-
-    @staticmethod
-    def _wait_exit(pid: int, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while process_alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        return not process_alive(pid)
+        self._command(f"stop {slot.color}")
+        self._command(f"mark {slot.color} failed")
 
     def stop_all(self) -> None:
-        for color in self.state()["colors"]:
-            self.stop(self.slot(color))
+        """Stop every color and the supervisor: the URL stops answering."""
+        if self.supervisor_pid() is None and not any(
+            process_alive(entry.get("pid")) for entry in self.state()["colors"].values()
+        ):
+            return
+        self.ensure_supervisor()  # one that was killed is started again, takes the colors over, then stops them
+        self._command("shutdown")
+        deadline = time.monotonic() + 30
+        while self.supervisor_pid() is not None and time.monotonic() < deadline:
+            time.sleep(0.05)
 
     def logs(self, slot: Slot, lines: int = 40) -> str:
-        path = Path(slot.detail.get("log", ""))
+        return self._tail(Path(slot.detail.get("log", "")), lines)
+
+    @staticmethod
+    def _tail(path: Path, lines: int = 40) -> str:
         if not path.is_file():
             return ""
         with path.open(errors="replace") as log:  # streamed: a long-lived color's log can be large
@@ -271,4 +264,6 @@ class LocalTarget:
         state = self.state()
         for entry in state["colors"].values():
             entry["running"] = process_alive(entry.get("pid"))
+        state["supervisor_running"] = self.supervisor_pid() is not None
+        state["answering"] = self.answering()
         return state

@@ -79,6 +79,7 @@ class GateSettings:
     # Only targets that split traffic (Azure ML) take steps; the local endpoint moves it at once.
     traffic_steps: tuple[int, ...]
     step_seconds: float
+    confirm_seconds: float  # after the switch, how long the URL may take to answer with the new version
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> GateSettings:
@@ -89,6 +90,7 @@ class GateSettings:
                 "latency_requests": settings.gate_latency_requests,
                 "traffic_steps": settings.traffic_steps,
                 "step_seconds": settings.traffic_step_seconds,
+                "confirm_seconds": settings.deploy_start_timeout_seconds,
             }
             | overrides
         )
@@ -183,6 +185,25 @@ def watch(target: Target, new: Slot, release: Release, seconds: float, when: str
         raise RolloutError(f"v{release.version} on {new.color} failed the smoke test {when}: {outcome.message}")
 
 
+def answering(target: Target, release: Release) -> str | None:
+    """The version that answers a known record at the target's URL, as a client sees it; None if none does."""
+    try:
+        return target.score(None, release.expected["records"][:1])[1]
+    except Exception:  # refused, reset, 5xx: nothing answers
+        return None
+
+
+def confirm(target: Target, release: Release, within: float) -> None:
+    """The URL answers with the new version (a supervisor may be restarting it), or RolloutError saying what
+    answers instead: a rollout's last words are what a client sees."""
+    deadline = time.monotonic() + within
+    while (seen := answering(target, release)) != release.version and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if seen != release.version:
+        what = f"v{seen}" if seen else "nothing"
+        raise RolloutError(f"v{release.version} took the traffic, but {target.url} answers with {what}")
+
+
 def idle_color(live: Slot | None) -> str:
     return COLORS[1] if live is not None and live.color == COLORS[0] else COLORS[0]
 
@@ -240,5 +261,6 @@ def rollout(
         raise error from None
     if old is not None:
         target.retire(old, keep_old)
+    confirm(target, release, gates.confirm_seconds)
     log(f"v{release.version} serves on {color} at {target.url}")
     return RolloutResult(new, old, outcomes, time.monotonic() - started)

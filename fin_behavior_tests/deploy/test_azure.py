@@ -33,9 +33,14 @@ from fin_behavior_tests.helpers import ENVS
 from fin_behavior_tests.serving_fixtures import build_bundle
 
 GATES = GateSettings(
-    max_latency_ms=1_000.0, parity_tolerance=1e-4, latency_requests=3, traffic_steps=(), step_seconds=0
+    max_latency_ms=1_000.0,
+    parity_tolerance=1e-4,
+    latency_requests=3,
+    traffic_steps=(),
+    step_seconds=0,
+    confirm_seconds=0,
 )
-CONFIG = azure.AzureConfig("sub", "rg", "ws", endpoint_name="fin-test")
+CONFIG = azure.AzureConfig("sub", "rg", "ws", "fin-test", "Standard_F4s_v2", 1, 90_000, 4, conflict_wait_seconds=0)
 
 
 def _done(value=None):
@@ -47,8 +52,9 @@ class FakeWorkspace:
     deployment with traffic cannot be deleted. `fail` makes one step fail: provisioning, invoke, traffic, or the
     new deployment under a canary share of traffic."""
 
-    def __init__(self, fail: str | None = None):
+    def __init__(self, fail: str | None = None, conflicts: int = 0):
         self.fail = fail
+        self.conflicts = conflicts  # endpoint updates answered 409 (another operation in progress) before one passes
         self.endpoints: dict[str, SimpleNamespace] = {}
         self.deployments: dict[str, SimpleNamespace] = {}
         self.bundles: dict[str, dict] = {}  # model version -> expected.json of its bundle
@@ -75,6 +81,11 @@ class FakeWorkspace:
         return SimpleNamespace(**vars(stored) | {"traffic": dict(stored.traffic)})
 
     def _put_endpoint(self, endpoint, **_):
+        if self.conflicts:
+            self.conflicts -= 1
+            busy = HttpResponseError(message="(Conflict) an update of this endpoint is in progress")
+            busy.status_code = 409
+            raise busy
         traffic = dict(endpoint.traffic or {})
         if sum(traffic.values()) not in (0, 100):
             raise HttpResponseError(message=f"traffic must sum to 0 or 100: {traffic}")
@@ -234,6 +245,25 @@ def test_each_failing_step_puts_traffic_back_on_the_old_color(fail, reason, bund
     assert workspace.endpoints["fin-test"].traffic.get("blue") == 100
     assert not workspace.endpoints["fin-test"].traffic.get("green")
     assert "green" not in workspace.deployments and target.live().version == "1"
+
+
+def test_a_busy_endpoint_is_waited_for_and_a_locked_one_refused_cleanly(bundle, tmp_path):
+    """Azure refuses a second operation on an endpoint while one runs (409): wait and try again, then give up
+    with a clear reason and the traffic where it was."""
+    workspace = FakeWorkspace()
+    target = _target(workspace, tmp_path)
+    rollout(target, release(bundle[0], "1"), GATES, log=lambda _: None)
+    workspace.conflicts = 2  # someone else's update is still running for two attempts
+    rollout(target, release(bundle[0], "2"), GATES, log=lambda _: None)
+    assert workspace.endpoints["fin-test"].traffic == {"green": 100, "blue": 0} and target.live().version == "2"
+
+    workspace.conflicts = CONFIG.conflict_attempts  # and now for longer than we wait
+    with pytest.raises(RolloutError) as raised:
+        rollout(target, release(bundle[0], "3"), GATES, log=lambda _: None)
+    message = str(raised.value)
+    assert "another operation is in progress on endpoint fin-test (409 Conflict, 6 attempts)" in message
+    assert workspace.endpoints["fin-test"].traffic == {"green": 100, "blue": 0} and target.live().version == "2"
+    assert "blue" not in workspace.deployments  # the new color that never got traffic was removed
 
 
 def test_non_local_target_moves_no_traffic_without_approval(workspace, bundle, tmp_path):

@@ -14,12 +14,12 @@ import httpx
 import pytest
 
 from fin_behavior.cli import main
-from fin_behavior.deploy.local import LocalTarget, free_port, process_alive
+from fin_behavior.deploy.local import LocalTarget, process_alive
 from fin_behavior.deploy.rollout import GateSettings, Release, RolloutError, rollout
 from fin_behavior.records import ModelInfo, read_json
 from fin_behavior.settings import get_settings
 from fin_behavior_tests.helpers import ENVS
-from fin_behavior_tests.serving_fixtures import Load, served_version
+from fin_behavior_tests.serving_fixtures import Load, local_target, served_version
 
 
 def gates(**overrides) -> GateSettings:
@@ -33,7 +33,7 @@ def release(bundle_dir: Path, version: str) -> Release:
 
 @pytest.fixture
 def target(tmp_path, serving_env):
-    local = LocalTarget(tmp_path / "endpoint", ENVS, port=free_port(), drain_seconds=2)
+    local = local_target(tmp_path / "endpoint")
     yield local
     local.stop_all()
 
@@ -87,7 +87,7 @@ def test_each_failure_rolls_back_and_the_old_version_keeps_serving(failure, targ
     elif failure == "latency":
         chosen = gates(max_latency_ms=0.001, latency_requests=5)
     elif failure == "crash during switch":
-        target = CrashingTarget(target.root, ENVS, port=target.port, drain_seconds=2)
+        target = CrashingTarget(target.root, ENVS, target.settings)
     with pytest.raises(RolloutError) as raised:
         rollout(target, new, chosen)
     expected_reason = {
@@ -110,7 +110,7 @@ def test_state_keys_and_a_kept_color_outlive_the_deployer(target, bundle):
     rollout(target, release(bundle[0], "1"), gates())
     rollout(target, release(bundle[0], "2"), gates(), keep_old=True)
 
-    again = LocalTarget(target.root, ENVS, port=target.port)  # a later Dagster run, another process
+    again = LocalTarget(target.root, ENVS, target.settings)  # a later Dagster run, another process
     live = again.live()
     assert live is not None and (live.color, live.version) == ("green", "2")
     state = again.status()

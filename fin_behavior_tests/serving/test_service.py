@@ -73,7 +73,7 @@ def test_unknown_paths_and_methods_answer_json_with_a_correct_allow(serving_env,
         assert json.loads(reply["body"])["error"], (request, reply)
     assert [r["status"] for r in replies] == [404, 404, 405, 405, 405, 405, 405, 405, 405]
     assert replies[2]["headers"]["allow"] == "POST" and replies[3]["headers"]["allow"] == "POST"
-    assert all(r["headers"]["allow"] == "GET, HEAD" for r in replies[4:])  # what those routes do answer
+    assert all(set(r["headers"]["allow"].split(", ")) == {"GET", "HEAD"} for r in replies[4:])  # what they answer
 
 
 def test_an_unknown_category_is_scored_named_and_counted(serving_env, bundle, record, tmp_path):

@@ -1,0 +1,410 @@
+"""The local endpoint's supervisor: one small process per endpoint that holds the public listening socket,
+starts the color processes as its children, and restarts the live one when it dies.
+
+Why a process of our own and not supervisord, circus or systemd: a restart must hand the *same* listening
+socket to the new process, so that connections arriving while the color is down wait in the kernel's accept
+queue instead of being refused, and blue/green needs two colors to share that socket for the moment of a
+switch. supervisord and circus restart processes well but hold a socket per program, not one that moves
+between two programs; systemd's socket activation could hold it, but there is no systemd in a container or in
+CI. So this process does the one thing they cannot, in the standard library: it never accepts on the socket,
+it only keeps it open and passes it over the colors' control sockets (see fin_behavior/serving/handoff.py).
+It is no single point of failure for serving: the live color holds the socket too and keeps answering if the
+supervisor dies; a restarted supervisor takes the socket back from the live color. Run it under systemd (README,
+"Operating the endpoint") to have it restarted in turn.
+
+It is the only writer of the endpoint's state file (endpoint.json): colors, versions, pids, private ports,
+restarts and events. The deploying side (fin_behavior/deploy/local.py) sends it one-line commands:
+
+  start <json>             spawn a color process (argv, log, version, bundle, port) as a child
+  mark <color> <status>    record a color's status (ready, failed)
+  activate <color>         the color starts accepting on the public socket (bound now if needed); it is live
+  deactivate <color> <to>  the color stops accepting; <to> (a color, or "none") is live again
+  retire <color> <keep>    the replaced color drains and exits (or stays idle when keep is "keep")
+  stop <color>             stop a color (SIGTERM, then SIGKILL)
+  shutdown                 stop every color, close the public socket, exit
+  ping                     answers "ok" (the supervisor is up)
+
+The answer is `ok` or `error <reason>`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import http.client
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from fin_behavior.records import read_json, write_json
+from fin_behavior.serving.handoff import send_command
+
+log = logging.getLogger("fin_behavior.deploy.supervisor")
+STATE_FILE, CONTROL_SOCKET, PID_FILE = "endpoint.json", "supervisor.sock", "supervisor.pid"
+RUNNING = ("starting", "ready", "live", "idle", "restarting")  # statuses of a color whose process should be up
+_MAX_EVENTS = 50
+
+
+def process_alive(pid: int | None) -> bool:
+    """Running and still our scoring service (not a zombie, not a recycled pid)."""
+    if not pid:
+        return False
+    try:
+        status = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        return status != "Z" and b"fin_behavior.serving.app" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, IndexError):
+        return False
+
+
+def wait_ready(port: int, timeout: float, alive) -> str | None:
+    """None once /ready answers 200 on the private port; otherwise why not (exited, refused bundle, timeout)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not alive():
+            return "the process exited"
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            conn.request("GET", "/ready")
+            response = conn.getresponse()
+            body = response.read()
+            conn.close()
+            if response.status == 200:
+                return None
+            return f"the service is up but not ready: {json.loads(body or b'{}').get('reason')}"
+        except (OSError, http.client.HTTPException, ValueError):
+            time.sleep(0.1)
+    return f"not ready within {timeout:.0f} s"
+
+
+class Supervisor:
+    def __init__(self, root: Path, host: str, port: int, start_timeout: float, max_restarts: int, window: float):
+        self.root, self.host, self.port = root, host, port
+        self.start_timeout, self.max_restarts, self.window = start_timeout, max_restarts, window
+        self.lock = threading.RLock()
+        self.children: dict[str, subprocess.Popen] = {}
+        self.public: socket.socket | None = None
+        self.stopping = threading.Event()
+        self.stop_requested = False  # set by SIGTERM; the control loop shuts down
+        path = root / STATE_FILE
+        self.state: dict[str, Any] = {"url": f"http://{host}:{port}", "live": None, "colors": {}, "history": []}
+        if path.exists():
+            self.state |= read_json(path)
+        self.state.setdefault("events", [])
+
+    # State, written only here ------------------------------------------------------------------------------
+
+    def _save(self) -> None:
+        self.state["supervisor"] = {"pid": os.getpid(), "updated_at": time.time()}
+        write_json(self.root / STATE_FILE, self.state)
+
+    def _event(self, color: str | None, message: str) -> None:
+        log.warning("%s%s", f"{color}: " if color else "", message)
+        entry = {"time": time.time(), "color": color, "message": message}
+        self.state["events"] = [*self.state["events"][-(_MAX_EVENTS - 1) :], entry]
+
+    def _color(self, color: str) -> dict[str, Any]:
+        return self.state["colors"].setdefault(color, {})
+
+    # The public socket ---------------------------------------------------------------------------------------
+
+    def _listen(self) -> socket.socket:
+        if self.public is None:
+            self.public = socket.create_server((self.host, self.port), backlog=1024)
+        return self.public
+
+    def _close_public(self, why: str) -> None:
+        if self.public is not None:
+            self.public.close()
+            self.public = None
+            self._event(None, f"closed the public socket {self.state['url']}: {why}")
+
+    def recover(self) -> None:
+        """After a start (machine restart, supervisor killed): keep the colors still running, forget the rest,
+        and take the public socket back from the live color if it still serves."""
+        with self.lock:
+            for entry in self.state["colors"].values():
+                if entry.get("status") in RUNNING and not process_alive(entry.get("pid")):
+                    entry["status"] = "stopped"
+            live = self.state["live"]
+            entry = self.state["colors"].get(live) if live else None
+            if entry and entry.get("status") == "live":
+                try:
+                    fd = send_command(Path(entry["control"]), "handover", timeout=10)
+                    self.public = socket.socket(fileno=fd)
+                except (OSError, RuntimeError) as exc:
+                    self._event(live, f"could not take the public socket back from the live color: {exc}")
+            elif live:
+                self.state["live"] = None
+            self._save()
+
+    # Commands -------------------------------------------------------------------------------------------------
+
+    def start(self, color: str, spec: dict) -> None:
+        with self.lock:
+            old = self.state["colors"].get(color, {})
+            if old.get("status") in RUNNING and process_alive(old.get("pid")):
+                self._stop_process(color)
+            process = self._spawn(spec)
+            self.state["colors"][color] = spec | {
+                "pid": process.pid,
+                "status": "starting",
+                "started_at": time.time(),
+                "restarts": [],
+            }
+            self._save()
+
+    def _spawn(self, spec: dict) -> subprocess.Popen:
+        log_path = Path(spec["log"])
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with log_path.open("a") as out:
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
+            out.write(f"\n=== {stamp} v{spec['version']} on {spec['color']} ===\n")
+            out.flush()
+            process = subprocess.Popen(spec["argv"], stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        self.children[spec["color"]] = process
+        return process
+
+    def mark(self, color: str, status: str) -> None:
+        with self.lock:
+            self._color(color)["status"] = status
+            self._save()
+
+    def activate(self, color: str) -> None:
+        with self.lock:
+            entry = self.state["colors"][color]
+            try:
+                public = self._listen()
+            except OSError as exc:
+                raise RuntimeError(
+                    f"cannot listen on {self.state['url']}: {exc}; another program holds the port: stop it or set "
+                    "FIN_BEHAVIOR_ENDPOINT_PORT"
+                ) from None
+            send_command(Path(entry["control"]), "adopt", public.fileno())
+            entry["status"] = "live"
+            self.state["live"] = color
+            self._save()
+
+    def deactivate(self, color: str, fallback: str | None) -> None:
+        with self.lock:
+            entry = self.state["colors"].get(color, {})
+            if process_alive(entry.get("pid")):
+                send_command(Path(entry["control"]), "release")
+            self.state["live"] = fallback
+            if fallback is None:
+                self._close_public("nothing serves")
+            self._save()
+
+    def retire(self, color: str, keep: bool) -> None:
+        with self.lock:
+            entry = self.state["colors"][color]
+            entry["status"] = "idle" if keep else "retiring"  # an exit from here on is expected
+            self._save()
+        send_command(Path(entry["control"]), "release" if keep else "retire")  # answers once drained
+        with self.lock:
+            if not keep:
+                self._wait_exit(color, 10.0)
+                entry["status"] = "stopped"
+            history = self.state["history"][-19:]
+            self.state["history"] = [
+                *history,
+                {"version": entry["version"], "color": color, "replaced_at": time.time()},
+            ]
+            self._save()
+
+    def stop(self, color: str) -> None:
+        with self.lock:
+            self._stop_process(color)
+            if self.state["live"] == color:
+                self.state["live"] = None
+                self._close_public("the live color was stopped")
+            self._save()
+
+    def _stop_process(self, color: str) -> None:
+        entry = self.state["colors"].get(color, {})
+        entry["status"] = "stopped"  # before the signal: the monitor must not restart it
+        pid = entry.get("pid")
+        if process_alive(pid):
+            os.kill(pid, signal.SIGTERM)
+            if not self._wait_exit(color, 15.0):
+                os.kill(pid, signal.SIGKILL)
+                self._wait_exit(color, 5.0)
+
+    def _wait_exit(self, color: str, timeout: float) -> bool:
+        pid = self.state["colors"].get(color, {}).get("pid")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            child = self.children.get(color)
+            if child is not None:
+                child.poll()  # reap, or /proc keeps a zombie
+            if not process_alive(pid):
+                return True
+            time.sleep(0.05)
+        return False
+
+    def shutdown(self) -> None:
+        with self.lock:
+            for color in list(self.state["colors"]):
+                self._stop_process(color)
+            self.state["live"] = None
+            self._close_public("the endpoint was stopped")
+            self._save()
+        self.stopping.set()
+
+    # Supervision ---------------------------------------------------------------------------------------------
+
+    def monitor(self) -> None:
+        while not self.stopping.wait(0.2):
+            with self.lock:
+                for child in self.children.values():
+                    child.poll()
+                live = self.state["live"]
+                entry = self.state["colors"].get(live) if live else None
+                crashed = entry is not None and entry.get("status") == "live" and not process_alive(entry.get("pid"))
+                for color, other in self.state["colors"].items():
+                    if color != live and other.get("status") in RUNNING and not process_alive(other.get("pid")):
+                        other["status"] = "exited"
+                        self._event(color, f"v{other.get('version')} exited while {other.get('status')}")
+                        self._save()
+            if crashed and live is not None:
+                self._restart(live)
+
+    def _restart(self, color: str) -> None:
+        """The live color died: start it again from the same verified bundle and give it the socket, with at
+        most `max_restarts` restarts in `window` seconds. Past that the endpoint stops answering (connections
+        are refused rather than left waiting) and says why."""
+        with self.lock:
+            entry = self.state["colors"][color]
+            child = self.children.get(color)
+            code = child.poll() if child is not None and child.pid == entry.get("pid") else None
+            now = time.time()
+            recent = [t for t in entry.get("restarts", []) if now - t < self.window]
+            if len(recent) >= self.max_restarts:
+                entry["status"] = "crash-loop"
+                self.state["live"] = None
+                self._event(
+                    color,
+                    f"v{entry['version']} died again after {len(recent)} restarts in {self.window:.0f} s: crash loop, "
+                    "not restarted; see `fin-behavior endpoint logs` and run `fin-behavior endpoint start`",
+                )
+                self._close_public("the live color is in a crash loop")
+                self._save()
+                return
+            entry["restarts"] = [*recent, now]
+            entry["status"] = "restarting"
+            backoff = 0.25 * 2 ** len(recent)  # 0.25 s, then 0.5, 1, ...: a crash loop does not spin
+            self._event(
+                color,
+                f"v{entry['version']} exited (code {code}); restarting it from the same bundle in {backoff:g} s "
+                f"(restart {len(recent) + 1} of at most {self.max_restarts} in {self.window:.0f} s)",
+            )
+            self._save()
+        time.sleep(backoff)
+        with self.lock:
+            if self.state["live"] != color or entry.get("status") != "restarting":
+                return  # a rollout or a stop moved on meanwhile: it decides what serves
+            process = self._spawn(entry)
+            entry["pid"] = process.pid
+            self._save()
+        started = time.monotonic()
+        reason = wait_ready(entry["port"], self.start_timeout, lambda: process.poll() is None)
+        with self.lock:
+            if self.state["live"] != color or entry.get("status") != "restarting":
+                with contextlib.suppress(OSError):  # moved on meanwhile: this process is nobody's now
+                    process.kill()
+                process.wait()
+                return
+            if reason is None and self.public is not None:
+                try:
+                    send_command(Path(entry["control"]), "adopt", self.public.fileno())
+                except (OSError, RuntimeError) as exc:
+                    reason = f"could not hand it the public socket: {exc}"
+            if reason is None:
+                entry["status"] = "live"
+                self._event(color, f"v{entry['version']} serves again after {time.monotonic() - started:.1f} s")
+            else:
+                entry["status"] = "live"  # counts as a crash of the live color: the monitor tries again
+                self._event(color, f"restart failed: {reason}")
+                with contextlib.suppress(OSError):
+                    process.kill()
+                process.wait()
+            self._save()
+
+    # Control socket ------------------------------------------------------------------------------------------
+
+    def serve(self) -> None:
+        control = self.root / CONTROL_SOCKET
+        control.unlink(missing_ok=True)
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(str(control))
+        os.chmod(control, 0o600)  # only the owner may move traffic
+        listener.listen(8)
+        (self.root / PID_FILE).write_text(str(os.getpid()))
+        threading.Thread(target=self.monitor, daemon=True).start()
+        listener.settimeout(0.5)
+        while not self.stopping.is_set():
+            if self.stop_requested:
+                self.shutdown()
+                break
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                conn.settimeout(None)
+                try:
+                    self.command(conn.recv(1 << 16).decode().strip())
+                    conn.sendall(b"ok\n")
+                except Exception as exc:  # a failed command is an answer, not the supervisor's end
+                    log.exception("command failed")
+                    with contextlib.suppress(OSError):
+                        conn.sendall(f"error {exc}\n".encode())
+        listener.close()
+        control.unlink(missing_ok=True)
+
+    def command(self, line: str) -> None:
+        verb, _, rest = line.partition(" ")
+        args = rest.split()
+        if verb == "start":
+            spec = json.loads(rest)
+            self.start(spec["color"], spec)
+            return
+        handlers = {
+            "mark": lambda: self.mark(args[0], args[1]),
+            "activate": lambda: self.activate(args[0]),
+            "deactivate": lambda: self.deactivate(args[0], None if args[1] == "none" else args[1]),
+            "retire": lambda: self.retire(args[0], args[1] == "keep"),
+            "stop": lambda: self.stop(args[0]),
+            "shutdown": self.shutdown,
+            "ping": lambda: None,
+        }
+        if verb not in handlers:
+            raise ValueError(f"unknown command {verb!r}")
+        handlers[verb]()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Supervise the local endpoint's colors (started by the platform)")
+    parser.add_argument("--root", type=Path, required=True)
+    parser.add_argument("--host", required=True)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--start-timeout", type=float, required=True)
+    parser.add_argument("--max-restarts", type=int, required=True)
+    parser.add_argument("--restart-window", type=float, required=True)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    supervisor = Supervisor(args.root, args.host, args.port, args.start_timeout, args.max_restarts, args.restart_window)
+    signal.signal(signal.SIGTERM, lambda *_: setattr(supervisor, "stop_requested", True))
+    supervisor.recover()
+    log.info("supervising the endpoint %s (state in %s)", supervisor.state["url"], args.root)
+    supervisor.serve()
+
+
+if __name__ == "__main__":
+    main()
