@@ -7,8 +7,9 @@ import pytest
 from fin_behavior.data.generate import generate_csv
 from fin_behavior.settings import get_settings
 
-# The real serving environment, bundle and service, shared by the serving, deploy and end-to-end tests.
-pytest_plugins = ["fin_behavior_tests.serving_fixtures"]
+# The real serving environment, bundle and service, shared by the serving, deploy and end-to-end tests; and the
+# whole platform on one state directory per end-to-end module.
+pytest_plugins = ["fin_behavior_tests.serving_fixtures", "fin_behavior_tests.e2e"]
 
 
 @pytest.fixture(autouse=True)

@@ -17,23 +17,10 @@ import pytest
 
 from fin_behavior.cli import main
 from fin_behavior.data.generate import generate_csv
-from fin_behavior.defs.sensors import data_version_sensor, environment_drift_sensor
-from fin_behavior.environments.spec import DEFAULT_SPEC_FILE
+from fin_behavior.defs.sensors import data_version_sensor
 from fin_behavior.ml import registry
-from fin_behavior.settings import get_settings
-from fin_behavior_tests.platform import FAST, Platform, failure_message, running_platform, use
+from fin_behavior_tests.e2e import FAST, failure_message
 from fin_behavior_tests.serving_fixtures import Load, served_version
-
-
-@pytest.fixture(scope="module")
-def platform_state(tmp_path_factory):
-    with running_platform(tmp_path_factory) as state:
-        yield state
-
-
-@pytest.fixture
-def platform(platform_state, monkeypatch) -> Platform:
-    return use(platform_state, monkeypatch)
 
 
 def test_1_full_pipeline_from_nothing_serves_the_production_version(platform):
@@ -97,16 +84,7 @@ def test_4_skip_deployment_and_deploy_existing(platform):
 
 
 def test_5_serving_pin_change_is_rebuilt_registered_and_deployed(platform, tmp_path, monkeypatch):
-    spec = tmp_path / "serving_environments.toml"
-    spec.write_text(DEFAULT_SPEC_FILE.read_text().replace('"scikit-learn==1.8.0"', '"scikit-learn==1.7.2"'))
-    assert spec.read_text() != DEFAULT_SPEC_FILE.read_text()
-    monkeypatch.setenv("FIN_BEHAVIOR_SERVING_ENVIRONMENTS_FILE", str(spec))
-    get_settings.cache_clear()
-
-    request = platform.tick(environment_drift_sensor)
-    assert isinstance(request, dg.RunRequest) and request.job_name == "rebuild_compatible", request
-    result = platform.run(request.job_name, tags=request.tags)
-    assert result.success, failure_message(result)
+    platform.move_serving_pins(tmp_path, monkeypatch)
     event = platform.instance.get_latest_materialization_event(dg.AssetKey("compatible_model")).asset_materialization
     assert event.metadata["sklearn_serving"].value == "1.7.2"
     assert platform.alias(registry.PRODUCTION) == "3" and served_version(platform.target) == "3"

@@ -6,25 +6,11 @@ from __future__ import annotations
 
 import dagster as dg
 import pandas as pd
-import pytest
 
-from fin_behavior.defs.sensors import data_version_sensor, environment_drift_sensor
-from fin_behavior.environments.spec import DEFAULT_SPEC_FILE
+from fin_behavior.defs.sensors import data_version_sensor
 from fin_behavior.ml import registry
-from fin_behavior.settings import get_settings
-from fin_behavior_tests.platform import FAST, Platform, failure_message, log_messages, running_platform, use
+from fin_behavior_tests.e2e import FAST, Platform, failure_message, log_messages
 from fin_behavior_tests.serving_fixtures import served_version
-
-
-@pytest.fixture(scope="module")
-def platform_state(tmp_path_factory):
-    with running_platform(tmp_path_factory) as state:
-        yield state
-
-
-@pytest.fixture
-def platform(platform_state, monkeypatch) -> Platform:
-    return use(platform_state, monkeypatch)
 
 
 def _latest(platform: Platform, asset: str) -> dg.AssetMaterialization:
@@ -99,15 +85,7 @@ def test_5_a_version_without_its_own_evidence_is_refused_by_number(platform):
 
 
 def test_6_the_environment_sensor_rebuilds_only_from_approved_evidence(platform, tmp_path, monkeypatch):
-    spec = tmp_path / "serving_environments.toml"
-    spec.write_text(DEFAULT_SPEC_FILE.read_text().replace('"scikit-learn==1.8.0"', '"scikit-learn==1.7.2"'))
-    monkeypatch.setenv("FIN_BEHAVIOR_SERVING_ENVIRONMENTS_FILE", str(spec))
-    get_settings.cache_clear()
-    request = platform.tick(environment_drift_sensor)
-    assert isinstance(request, dg.RunRequest) and request.job_name == "rebuild_compatible", request
-    result = platform.run(request.job_name, tags=request.tags)
-    assert result.success, failure_message(result)
-
+    platform.move_serving_pins(tmp_path, monkeypatch)
     approved = _latest(platform, "trained_model").metadata["current_version"].value
     failed = _latest(platform, "trained_model").metadata["attempt_version"].value
     production = platform.alias(registry.PRODUCTION)

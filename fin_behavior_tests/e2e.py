@@ -58,6 +58,22 @@ class Platform:
         self.cursors[sensor.name] = context.cursor
         return result
 
+    def move_serving_pins(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+        """The serving spec moves to scikit-learn 1.7.2: the run the environment sensor requests, run."""
+        from fin_behavior.defs.sensors import environment_drift_sensor
+        from fin_behavior.environments.spec import DEFAULT_SPEC_FILE
+
+        spec = tmp_path / "serving_environments.toml"
+        spec.write_text(DEFAULT_SPEC_FILE.read_text().replace('"scikit-learn==1.8.0"', '"scikit-learn==1.7.2"'))
+        assert spec.read_text() != DEFAULT_SPEC_FILE.read_text()
+        monkeypatch.setenv("FIN_BEHAVIOR_SERVING_ENVIRONMENTS_FILE", str(spec))
+        get_settings.cache_clear()
+        request = self.tick(environment_drift_sensor)
+        assert isinstance(request, dg.RunRequest) and request.job_name == "rebuild_compatible", request
+        result = self.run(request.job_name, tags=request.tags)
+        assert result.success, failure_message(result)
+        return result
+
     def alias(self, alias: str) -> str | None:
         return registry.alias_version(self.client, self.name, alias)
 
@@ -86,12 +102,20 @@ def running_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platf
             state.target.stop_all()
 
 
-def use(platform: Platform, monkeypatch: pytest.MonkeyPatch) -> Platform:
-    """The platform's settings for one test (each test's own monkeypatch resets what it changes)."""
-    for key, value in platform.env.items():
+@pytest.fixture(scope="module")
+def platform_state(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
+    """One platform per test module: its tests run in order on one state directory, like a user's day."""
+    with running_platform(tmp_path_factory) as state:
+        yield state
+
+
+@pytest.fixture
+def platform(platform_state: Platform, monkeypatch: pytest.MonkeyPatch) -> Platform:
+    """The module's platform with its settings in place for one test (the test's monkeypatch resets them)."""
+    for key, value in platform_state.env.items():
         monkeypatch.setenv(key, value)
     get_settings.cache_clear()
-    return platform
+    return platform_state
 
 
 def failure_message(result) -> str:
