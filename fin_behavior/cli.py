@@ -54,6 +54,8 @@ def _endpoint(args: argparse.Namespace) -> int:
     target = make_target(settings)
     if args.action == "status":
         return _endpoint_status(target)
+    if args.action == "stats":
+        return _endpoint_stats(settings)
     if args.action == "logs":
         colors = target.status()["colors"]
         live = target.live()
@@ -98,6 +100,39 @@ def _endpoint_status(target) -> int:
         "serving" if serving else "NOT serving" if answering is None else f"INCONSISTENT: the live color is v{expected}"
     )
     return 0 if serving else 1
+
+
+def _endpoint_stats(settings) -> int:
+    """The last window's figures per version, from the prediction log (what serving_quality judges)."""
+    from fin_behavior.deploy.deployer import endpoint_dir
+    from fin_behavior.monitoring.evaluate import evaluate, log_dir
+    from fin_behavior.monitoring.profile import read_profile
+
+    releases = endpoint_dir(settings) / "releases"
+
+    def profile_of(version: str):
+        try:
+            return read_profile(releases / version)
+        except (OSError, ValueError):
+            return None
+
+    window, qualities = evaluate(settings, log_dir(settings, endpoint_dir(settings)), profile_of)
+    print(f"last {settings.monitor_window_minutes:g} min: {window.lines} requests in {window.files} log file(s)")
+    if not qualities:
+        print("no scoring requests in the window")
+        return 0
+    for version, quality in sorted(qualities.items()):
+        f = quality.figures
+        print(
+            f"\nv{version}: {f['requests']} requests, {f['rows']} rows; latency p50 {f['p50_ms']} ms, "
+            f"p95 {f['p95_ms']} ms, p99 {f['p99_ms']} ms; not 200: {f['error_rate']:.2%} {f['outcomes']}"
+        )
+        if f["unknown_categories"]:
+            print(f"  unknown categories: {f['unknown_categories']}")
+        for check, verdict in quality.checks.items():
+            state = "ok  " if verdict.outcome.passed else ("WARN" if verdict.warning else "FAIL")
+            print(f"  {state} {check}: {verdict.outcome.message}")
+    return 0
 
 
 def _deploy_alias(settings, alias: str, action: str) -> int:
@@ -160,6 +195,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     actions = endpoint.add_subparsers(dest="action", required=True)
     actions.add_parser("status", help="URL, colors, versions, processes; exit 1 when nothing serves")
+    actions.add_parser(
+        "stats", help="the last monitoring window from the prediction log: traffic, latency, errors, drift per version"
+    )
     logs = actions.add_parser("logs", help="the last lines of a color's service log (default: the live color)")
     logs.add_argument("--color", choices=("blue", "green"))
     logs.add_argument("--lines", type=_positive_int, default=50)

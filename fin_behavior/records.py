@@ -211,6 +211,7 @@ class BundleFiles:
     MODEL = "model.joblib"  # the pipeline, pickled by the serving environment's scikit-learn
     ONNX = "model.onnx"  # the same pipeline for the onnx runtime
     EXPECTED = "expected.json"  # hold-out records and the probabilities verified for them
+    PROFILE = "reference_profile.json"  # what the monitor compares this version's traffic with
     INFO = ModelInfo.FILE
 
     @staticmethod

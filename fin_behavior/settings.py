@@ -12,6 +12,8 @@ from pathlib import Path
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from fin_behavior.serving.config import service_default
+
 
 def _project_root() -> Path:
     """The checkout when installed editable (the normal case), else the working directory."""
@@ -87,7 +89,7 @@ class Settings(BaseSettings):
     endpoint_dir: Path | None = None
     deploy_start_timeout_seconds: float = Field(60.0, gt=0)
     # How long a replaced color keeps answering its open keep-alive connections (with Connection: close).
-    drain_seconds: float = Field(10.0, ge=0)
+    drain_seconds: float = Field(service_default("drain_seconds"), ge=0)
     keep_old_color: bool = Field(False, description="keep the replaced color running, idle, after a success")
     # One rollout at a time per endpoint: how long a second one waits for the first before it gives up.
     rollout_lock_timeout_seconds: float = Field(600.0, ge=0)
@@ -97,6 +99,23 @@ class Settings(BaseSettings):
     restart_window_seconds: float = Field(300.0, gt=0)
     serving_parity_tolerance: float = Field(1e-4, ge=0)
     gate_latency_requests: int = Field(50, ge=1)
+    # The prediction log each color writes (var/endpoint/predictions/<color>.jsonl): the share of scored
+    # requests logged with their inputs and outputs, and its bounds on disk (see serving/prediction_log.py).
+    prediction_log_sample_rate: float = Field(service_default("log_sample_rate"), ge=0, le=1)
+    prediction_log_max_bytes: int = Field(service_default("log_max_bytes"), ge=1024)
+    prediction_log_keep_files: int = Field(service_default("log_keep_files"), ge=1)
+    # Monitoring (serving_quality, `fin-behavior endpoint stats`): the rolling window, the bars of its checks,
+    # and where alerts go (a Slack-compatible incoming webhook; empty = no alerts, the checks still fail).
+    monitor_window_minutes: float = Field(15.0, gt=0, description="the rolling window monitoring looks at")
+    max_error_rate: float = Field(0.01, ge=0, le=1, description="error_rate: non-200 share of scoring requests")
+    # PSI has a sampling noise of about (bins - 1) / rows: city has ~40 categories, so 1,000 rows keep it ~0.04.
+    min_monitor_rows: int = Field(1_000, ge=1, description="traffic_volume: rows needed before drift is judged")
+    psi_warn: float = Field(0.1, gt=0, description="input_drift warns from this PSI")
+    psi_alert: float = Field(0.2, gt=0, description="input_drift and prediction_drift fail from this PSI")
+    # Drift is measured on a uniform sample of the window's logged requests: 10,000 keep PSI's noise ~0.004.
+    monitor_max_sampled: int = Field(10_000, ge=100, description="logged requests drift is measured on, at most")
+    monitor_log_dir: Path | None = None  # empty = <endpoint dir>/predictions (the local endpoint's colors)
+    alert_webhook_url: str = ""
     # Canary on targets that split traffic (azureml): shares (%) the new color holds, each watched for
     # traffic_step_seconds, before it takes all, e.g. FIN_BEHAVIOR_TRAFFIC_STEPS='[10, 50]'. Empty = at once.
     traffic_steps: tuple[int, ...] = ()

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -23,3 +28,28 @@ def fast_options(**overrides: Any) -> TrainingOptions:
 def evidence(stage: str, version: str, passed: bool = True) -> Evidence:
     """One blocking verdict, passed or failed."""
     return Evidence(stage, version, [Verdict("gate", True, passed, 1.0 if passed else 0.1, 0.5, "as set by the test")])
+
+
+webhook_bodies: list[dict] = []  # what the receiver below was sent
+
+
+class _Receiver(BaseHTTPRequestHandler):
+    def do_POST(self) -> None:
+        webhook_bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *_) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def webhook_receiver() -> Iterator[str]:
+    """A real HTTP receiver on loopback for alert webhooks; what it receives lands in `webhook_bodies`."""
+    webhook_bodies.clear()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/hook"
+    finally:
+        server.shutdown()

@@ -18,8 +18,10 @@ EXPECTED_ASSETS = {
     "compatible_model",
     "registered_model_version",
     "live_deployment",
+    "serving_traffic",
+    "serving_quality",
 }
-EXPECTED_JOBS = {"full_pipeline", "retrain", "rebuild_compatible", "deploy", "rollback"}
+EXPECTED_JOBS = {"full_pipeline", "retrain", "rebuild_compatible", "deploy", "rollback", "monitor"}
 
 
 def test_definitions_load_and_every_job_resolves():

@@ -4,10 +4,12 @@ directory, like a user's day: each builds on the last."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import dagster as dg
@@ -16,10 +18,13 @@ import pandas as pd
 import pytest
 
 from fin_behavior.cli import main
+from fin_behavior.data.columns import FEATURES
 from fin_behavior.data.generate import generate_csv
 from fin_behavior.defs.sensors import data_version_sensor
 from fin_behavior.ml import registry
+from fin_behavior.settings import get_settings
 from fin_behavior_tests.e2e import FAST, failure_message
+from fin_behavior_tests.helpers import webhook_bodies, webhook_receiver
 from fin_behavior_tests.serving_fixtures import Load, served_version
 
 
@@ -172,3 +177,41 @@ def test_8_stop_then_start_serves_production_again(platform, capsys):
     out = capsys.readouterr().out
     assert f"answering:  v{production}" in out and "supervisor: running" in out and out.rstrip().endswith("serving")
     assert main(["endpoint", "start"]) == 0 and "already serves" in capsys.readouterr().out
+
+
+def test_9_monitoring_judges_what_serves_and_alerts_once(platform, monkeypatch):
+    """Rows like the training data, then the same rows shifted, through the URL; the `monitor` job after each."""
+    rows = pd.read_parquet(next((platform.var / "artifacts" / "processed_dataset").glob("*/processed_dataset.parquet")))
+    records = json.loads(rows.sample(1_000, random_state=0)[list(FEATURES)].to_json(orient="records"))
+    # A 6-second window: only what this test sends (the earlier tests' load clients hammered one record).
+    window = {"ops": {"serving_quality": {"config": {"monitor_window_minutes": 0.1}}}}
+    time.sleep(6)
+
+    def replay(batch: list[dict]) -> dict[str, dg.AssetCheckEvaluation]:
+        with httpx.Client(base_url=platform.target.url, headers={"X-API-Key": platform.target.key()}) as client:
+            for i in range(0, len(batch), 20):
+                assert client.post("/score", json=batch[i : i + 20]).status_code == 200
+        time.sleep(0.8)  # the log is written every 0.5 s
+        result = platform.run("monitor", window)
+        assert result.success
+        return {e.check_name: e for e in result.get_asset_check_evaluations()}
+
+    with webhook_receiver() as url:
+        monkeypatch.setenv("FIN_BEHAVIOR_ALERT_WEBHOOK_URL", url)
+        get_settings.cache_clear()
+        steady = replay(records)
+        assert all(c.passed for c in steady.values()), {k: c.description for k, c in steady.items()}
+        assert webhook_bodies == []
+        shifted = replay(
+            [r | {"age": r["age"] + 25, "credit_utilisation": r["credit_utilisation"] * 2} for r in records]
+        )
+        assert not shifted["input_drift"].passed and "age" in shifted["input_drift"].description
+        assert shifted["latency_slo"].passed and shifted["error_rate"].passed
+        again = platform.run("monitor", window)  # the same condition in the same window: no second page
+        assert again.success
+    assert [body["check"] for body in webhook_bodies].count("input_drift") == 1
+    event = platform.instance.get_latest_materialization_event(dg.AssetKey("serving_quality")).asset_materialization
+    assert (
+        event.metadata["plots"].value.count("data:image/png;base64,") == 2
+        and "| v" in event.metadata["by_version"].value
+    )

@@ -17,7 +17,8 @@ QUERY = """{
     assetChecksOrError { ... on AssetChecks { checks { name blocking } } } }
   repositoriesOrError { ... on RepositoryConnection { nodes {
     jobs { name }
-    sensors { name sensorState { status } } } } }
+    sensors { name sensorState { status } }
+    schedules { name scheduleState { status } } } } }
 }"""
 
 
@@ -65,11 +66,14 @@ def test_assets_in_groups_with_their_checks(graphql):
         "serving_environment": "environments",
         "registered_model_version": "deployment",
         "live_deployment": "deployment",
+        "serving_traffic": "monitoring",
+        "serving_quality": "monitoring",
     }
     assert {name for name, node in assets.items() if node["isObservable"]} == {
         "raw_transactions",
         "training_environment",
         "serving_environment",
+        "serving_traffic",
     }
     checks = {
         name: {c["name"]: c["blocking"] for c in node["assetChecksOrError"]["checks"]} for name, node in assets.items()
@@ -87,11 +91,16 @@ def test_assets_in_groups_with_their_checks(graphql):
     assert checks["live_deployment"] == dict.fromkeys(
         ["health", "smoke", "served_version_is_production", "latency_p95"], False
     )
+    assert checks["serving_quality"] == dict.fromkeys(
+        ["traffic_volume", "latency_slo", "error_rate", "input_drift", "prediction_drift"], False
+    )
 
 
 def test_sensors_are_on_by_default_and_jobs_are_there(graphql):
     repository = graphql["repositoriesOrError"]["nodes"][0]
     sensors = {s["name"]: s["sensorState"]["status"] for s in repository["sensors"]}
     assert sensors == {"data_version_sensor": "RUNNING", "environment_drift_sensor": "RUNNING"}
+    schedules = {s["name"]: s["scheduleState"]["status"] for s in repository["schedules"]}
+    assert schedules == {"monitor_every_5_minutes": "RUNNING"}
     jobs = {j["name"] for j in repository["jobs"]}
-    assert {"full_pipeline", "retrain", "rebuild_compatible", "deploy", "rollback"} <= jobs
+    assert {"full_pipeline", "retrain", "rebuild_compatible", "deploy", "rollback", "monitor"} <= jobs

@@ -7,24 +7,28 @@ import dagster as dg
 from fin_behavior.defs.compatible import serving_environment, training_environment
 from fin_behavior.defs.dataset import processed_dataset, raw_transactions
 from fin_behavior.defs.deployment import live_deployment
+from fin_behavior.defs.monitoring import serving_quality, serving_traffic
+
+# Monitoring watches what serves on its own schedule; the building jobs end at the deployment.
+MONITORING = dg.AssetSelection.groups("monitoring", include_sources=True)
 
 full_pipeline = dg.define_asset_job(
     "full_pipeline",
-    selection=dg.AssetSelection.all(include_sources=True),
+    selection=dg.AssetSelection.all(include_sources=True) - MONITORING,
     description="Observe the raw data and both environments, then materialize every stage with its checks.",
 )
 
 retrain = dg.define_asset_job(
     "retrain",
     selection=dg.AssetSelection.assets(raw_transactions.key, training_environment.key, serving_environment.key)
-    | dg.AssetSelection.assets(processed_dataset).downstream(),
+    | dg.AssetSelection.assets(processed_dataset).downstream() - MONITORING,
     description="Observe the inputs, then rebuild from processed_dataset onward (what the data sensor runs).",
 )
 
 rebuild_compatible = dg.define_asset_job(
     "rebuild_compatible",
     selection=dg.AssetSelection.assets(training_environment.key, serving_environment.key)
-    | dg.AssetSelection.assets("compatible_model").downstream(),
+    | dg.AssetSelection.assets("compatible_model").downstream() - MONITORING,
     description="Rebuild the serving bundle and everything after it for a changed serving environment.",
 )
 
@@ -40,4 +44,10 @@ rollback = dg.define_asset_job(
     selection=dg.AssetSelection.assets(live_deployment),
     config={"ops": {"live_deployment": {"config": {"release": "previous"}}}},
     description="Put the `previous` version back in service through the same gates.",
+)
+
+monitor = dg.define_asset_job(
+    "monitor",
+    selection=dg.AssetSelection.assets(serving_traffic.key, serving_quality),
+    description="Observe the prediction log and judge the last window of what serves (serving_quality).",
 )

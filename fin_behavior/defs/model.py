@@ -7,6 +7,7 @@ import dagster as dg
 from fin_behavior.defs.checks import check_specs, evidence_results, lifecycle
 from fin_behavior.defs.config import SettingsConfig, setting
 from fin_behavior.defs.dataset import processed_dataset
+from fin_behavior.defs.metadata import png_markdown
 from fin_behavior.defs.resources import MlflowTracking, StorageResource
 from fin_behavior.ml.gates import CODE_VERSION, GATES, STAGE
 from fin_behavior.records import NotApprovedError, TrainingRecord
@@ -32,12 +33,6 @@ class TrainingConfig(SettingsConfig):
     min_accuracy: float | None = setting("min_accuracy")
     min_balanced_accuracy_margin: float | None = setting("min_balanced_accuracy_margin")
     max_latency_ms: float | None = setting("max_latency_ms")
-
-
-def _png(path: Path) -> str:
-    import base64
-
-    return f"![{path.stem}](data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()})"
 
 
 def _metrics_table(metrics: dict[str, float]) -> str:
@@ -111,7 +106,7 @@ def trained_model(
             "best_cv_roc_auc": round(record.best_cv_roc_auc, 4),
             "search": f"{record.training['n_iter']} candidates x {record.training['cv']} folds in "
             f"{record.search_seconds:.1f} s; final fit in {record.fit_seconds:.1f} s",
-            "plots": dg.MetadataValue.md("\n\n".join(_png(p) for p in training.plot_paths(final))),
+            "plots": png_markdown(training.plot_paths(final)),
             "mlflow_run_id": record.mlflow_run_id,
             "mlflow_run": dg.MetadataValue.url(
                 _run_link(record.mlflow_tracking_uri, record.mlflow_experiment_id, record.mlflow_run_id)

@@ -157,3 +157,12 @@ def environment_drift_sensor(context: dg.SensorEvaluationContext, storage: Stora
         f"versions compared); serving environment {settings.serving_environment} resolves to {fingerprint}, the "
         f"fingerprint bundle {bundle.trained_model_version}/{fingerprint} was built for"
     )
+
+
+monitor_schedule = dg.ScheduleDefinition(
+    name="monitor_every_5_minutes",
+    job=jobs.monitor,
+    cron_schedule="*/5 * * * *",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="serving_quality every 5 minutes: a drift or a breached SLO alerts within minutes.",
+)

@@ -44,6 +44,7 @@ class AzureConfig:
     instance_count: int
     request_timeout_ms: int
     max_concurrent_requests_per_instance: int
+    log_sample_rate: float  # share of scored requests logged (stdout lines) and collected with their inputs
     base_image: str = "mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu22.04:latest"
     # Azure refuses a second operation on an endpoint while one runs (409 Conflict): wait and try again, with
     # exponential waits from conflict_wait_seconds, at most conflict_attempts times, then refuse cleanly.
@@ -188,6 +189,8 @@ class AzureMLTarget:
     def deployment(self, release: Release, color: str, model: Any, environment: Any):
         from azure.ai.ml.entities import (
             CodeConfiguration,
+            DataCollector,
+            DeploymentCollection,
             ManagedOnlineDeployment,
             OnlineRequestSettings,
             ProbeSettings,
@@ -212,8 +215,17 @@ class AzureMLTarget:
             liveness_probe=ProbeSettings(failure_threshold=c.probe_failure_threshold, **probe),
             readiness_probe=ProbeSettings(failure_threshold=c.probe_failure_threshold, **probe),
             # one worker per concurrent request the platform lets through, as the seeds learned
+            # Azure ML's model data collection of what score.py collects (inputs, outputs), besides its stdout lines
+            data_collector=DataCollector(
+                collections={
+                    "model_inputs": DeploymentCollection(enabled="true"),
+                    "model_outputs": DeploymentCollection(enabled="true"),
+                },
+                sampling_rate=c.log_sample_rate,
+            ),
             environment_variables={
                 "WORKER_COUNT": str(c.max_concurrent_requests_per_instance),
+                "FIN_BEHAVIOR_LOG_SAMPLE_RATE": str(c.log_sample_rate),
                 "FIN_BEHAVIOR_MODEL_VERSION": release.version,
                 "FIN_BEHAVIOR_BUNDLE_DIGEST": release.info.digest,  # score.py refuses any other manifest
             },

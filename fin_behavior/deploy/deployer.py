@@ -84,6 +84,7 @@ def azure_target(settings: Settings, envs: Path, workdir: Path) -> Target:
         instance_count=settings.azure_instance_count,
         request_timeout_ms=settings.azure_request_timeout_ms,
         max_concurrent_requests_per_instance=settings.azure_max_concurrent_requests_per_instance,
+        log_sample_rate=settings.prediction_log_sample_rate,
     )
     return azure.AzureMLTarget(client, config, envs, workdir)
 

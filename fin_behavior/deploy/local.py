@@ -27,6 +27,7 @@ from fin_behavior.serving.handoff import send_command
 from fin_behavior.settings import Settings
 
 KEYS_FILE = "keys.json"
+PREDICTIONS_DIR = "predictions"  # one log per color (one writer per file), read by the monitor
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -159,7 +160,10 @@ class LocalTarget:
             "--port", str(port),
             "--control", str(self.root / f"{color}.sock"),
             "--drain-seconds", str(self.settings.drain_seconds),
-            "--prediction-log", str(self.root / "predictions.jsonl"),
+            "--prediction-log", str(self.root / PREDICTIONS_DIR / f"{color}.jsonl"),
+            "--log-sample-rate", str(self.settings.prediction_log_sample_rate),
+            "--log-max-bytes", str(self.settings.prediction_log_max_bytes),
+            "--log-keep-files", str(self.settings.prediction_log_keep_files),
         ]  # fmt: skip
         self.key()
         spec = {

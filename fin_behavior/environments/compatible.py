@@ -25,12 +25,13 @@ from fin_behavior.data.columns import FEATURES, KEY, NUMERIC_FEATURES, TARGET
 from fin_behavior.data.fingerprint import sha256_file
 from fin_behavior.environments.builder import BuiltEnvironment
 from fin_behavior.ml.store import VersionStore
+from fin_behavior.monitoring.profile import build_profile, write_profile
 from fin_behavior.outcome import Outcome
 from fin_behavior.records import BundleFiles, Evidence, FeatureSpec, ModelInfo, TrainingRecord, read_json
 from fin_behavior.settings import Settings
 
 STAGE = "compatible_model"
-CODE_VERSION = "compatible-v3"
+CODE_VERSION = "compatible-v4"
 CHECKS = {  # name -> (blocking, what it asks): judged once, published with the bundle version
     "loads_cleanly": (True, "Every artifact loads in the serving environment with warnings as errors."),
     "quality_parity": (True, "Serving ROC-AUC within parity_tolerance of the trained model's."),
@@ -100,13 +101,13 @@ def _run_task(env: BuiltEnvironment, task: str, workdir: Path) -> dict:
     return json.loads(output.read_text())
 
 
-def _write_split(dataset: pd.DataFrame, holdout_ids: pd.Series, workdir: Path) -> pd.DataFrame:
+def _write_split(dataset: pd.DataFrame, holdout_ids: pd.Series, workdir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     test_mask = dataset[KEY].isin(set(holdout_ids))
     columns = [*FEATURES, TARGET]
-    dataset.loc[~test_mask, columns].to_csv(workdir / "train.csv", index=False)
-    test = dataset.loc[test_mask, columns]
+    train, test = dataset.loc[~test_mask, columns], dataset.loc[test_mask, columns]
+    train.to_csv(workdir / "train.csv", index=False)
     test.to_csv(workdir / "test.csv", index=False)
-    return test
+    return train, test
 
 
 def build_bundle(
@@ -115,7 +116,7 @@ def build_bundle(
     """Build and verify the bundle in `workdir/bundle` (and the report in `workdir/verification.json`);
     returns the verification report."""
     workdir.mkdir(parents=True, exist_ok=True)
-    test = _write_split(dataset, holdout_ids, workdir)
+    train, test = _write_split(dataset, holdout_ids, workdir)
     reuse = env.version_of("scikit-learn") == trained.sklearn_version
     request = {
         "runtime": env.spec.runtime,
@@ -137,8 +138,10 @@ def build_bundle(
     report = _run_task(env, "verify", workdir)
     report |= {"refit": built["refit"], "categories": built["categories"], "y_test": test[TARGET].tolist()}
     (workdir / VERIFICATION).write_text(json.dumps(report))
-    served = BundleFiles.served(env.spec.runtime)
-    write_expected(test, report["artifacts"][served].get("proba"), bundle / BundleFiles.EXPECTED)
+    served_proba = report["artifacts"][BundleFiles.served(env.spec.runtime)].get("proba")
+    write_expected(test, served_proba, bundle / BundleFiles.EXPECTED)
+    if served_proba is not None:  # the monitor's reference: this version's training rows and served hold-out
+        write_profile(build_profile(train, served_proba), bundle)
     return report
 
 

@@ -9,7 +9,7 @@ import pandas as pd
 from sklearn.pipeline import Pipeline
 
 
-def _figure():
+def figure():
     import matplotlib
 
     matplotlib.use("Agg")  # files only; no display on a server
@@ -18,7 +18,7 @@ def _figure():
     return plt, *plt.subplots(figsize=(5, 4), dpi=100)
 
 
-def _save(plt, fig, path: Path) -> Path:
+def save(plt, fig, path: Path) -> Path:
     fig.tight_layout()
     fig.savefig(path, format="png")
     plt.close(fig)
@@ -43,23 +43,23 @@ def write_evaluation_plots(
     out_dir.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Path] = {}
 
-    plt, fig, ax = _figure()
+    plt, fig, ax = figure()
     RocCurveDisplay.from_predictions(y_true, proba, ax=ax, name="model", plot_chance_level=True)
     ax.set_title("ROC curve (hold-out)")
-    paths["roc_curve"] = _save(plt, fig, out_dir / "roc_curve.png")
+    paths["roc_curve"] = save(plt, fig, out_dir / "roc_curve.png")
 
-    plt, fig, ax = _figure()
+    plt, fig, ax = figure()
     PrecisionRecallDisplay.from_predictions(y_true, proba, ax=ax, name="model", plot_chance_level=True)
     ax.set_title("Precision-recall (hold-out)")
-    paths["precision_recall_curve"] = _save(plt, fig, out_dir / "precision_recall_curve.png")
+    paths["precision_recall_curve"] = save(plt, fig, out_dir / "precision_recall_curve.png")
 
-    plt, fig, ax = _figure()
+    plt, fig, ax = figure()
     ConfusionMatrixDisplay.from_predictions(y_true, (proba >= threshold).astype(int), ax=ax, colorbar=False)
     ax.set_title(f"Confusion matrix (decision threshold {threshold:.3f})")
-    paths["confusion_matrix"] = _save(plt, fig, out_dir / "confusion_matrix.png")
+    paths["confusion_matrix"] = save(plt, fig, out_dir / "confusion_matrix.png")
 
-    plt, fig, ax = _figure()
+    plt, fig, ax = figure()
     feature_importances(pipeline).head(15).iloc[::-1].plot.barh(ax=ax)
     ax.set_title("Feature importances (top 15)")
-    paths["feature_importances"] = _save(plt, fig, out_dir / "feature_importances.png")
+    paths["feature_importances"] = save(plt, fig, out_dir / "feature_importances.png")
     return paths

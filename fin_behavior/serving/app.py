@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import hashlib
 import hmac
 import json
 import logging
@@ -34,35 +33,14 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from fin_behavior.serving.bundle import Bundle, BundleError, load_bundle
+from fin_behavior.serving.config import ServiceSettings
 from fin_behavior.serving.openapi import openapi_schema
-from fin_behavior.serving.protocol import MAX_HEAD_BYTES, MAX_QUEUED, MAX_URL_BYTES
+from fin_behavior.serving.prediction_log import PredictionLog
 from fin_behavior.serving.scoring import Scored, score_request
 from fin_behavior.serving.validation import InputError
 
 log = logging.getLogger("fin_behavior.serving")
 KEY_HINT = "send it as X-API-Key or Authorization: Bearer <key>"
-
-
-@dataclass(frozen=True)
-class ServiceSettings:
-    """Everything the service is told; its own defaults are written here once (the command line's too)."""
-
-    bundle_dir: Path
-    keys_file: Path
-    model_version: str
-    bundle_digest: str | None = None  # the registry's digest of model_info.json: any other manifest is refused
-    host: str = "127.0.0.1"
-    port: int = 8080
-    max_rows: int = 1_000
-    max_body_bytes: int = 1 << 20
-    max_queued: int = MAX_QUEUED  # complete requests waiting for an answer (protocol.py)
-    max_pending_bodies: int = 256  # requests whose body is still arriving
-    body_timeout_seconds: float = 10.0
-    max_url_bytes: int = MAX_URL_BYTES
-    max_head_bytes: int = MAX_HEAD_BYTES
-    prediction_log: Path | None = None
-    drain_seconds: float = 10.0  # how long a released color answers its open connections (see handoff.py)
-    control: Path | None = None  # Unix socket for blue/green commands (see handoff.py)
 
 
 @dataclass(frozen=True)
@@ -116,34 +94,6 @@ class _Metrics:
         self.model.labels(version=version).set(1)
 
 
-class PredictionLog:
-    """One JSON line per scored request. The request path only appends to a 64 KiB buffer (no lock, no
-    syscall); a task on the event loop flushes it every `flush_seconds` and at shutdown, so a reader sees
-    a line at most that much later."""
-
-    def __init__(self, path: Path, model_version: str, flush_seconds: float = 0.5):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.flush_seconds = flush_seconds
-        self._file = path.open("a", buffering=1 << 16)
-        self._version = json.dumps(model_version)
-
-    def write(self, latency_s: float, outcome: int, rows: int, body: bytes, unknown: dict[str, int]) -> None:
-        extra = f', "unknown_categories": {json.dumps(unknown)}' if unknown else ""
-        self._file.write(
-            f'{{"time": {time.time():.6f}, "model_version": {self._version}, "latency_ms": {latency_s * 1e3:.3f}, '
-            f'"outcome": {outcome}, "rows": {rows}, "inputs_sha256": "{hashlib.sha256(body).hexdigest()[:16]}"'
-            f"{extra}}}\n"
-        )
-
-    async def flush_periodically(self) -> None:
-        while True:
-            await asyncio.sleep(self.flush_seconds)
-            self._file.flush()
-
-    def close(self) -> None:
-        self._file.close()
-
-
 def _header(scope: dict, name: bytes) -> str:
     for key, value in scope["headers"]:
         if key == name:
@@ -165,7 +115,15 @@ class ScoringService:
         self.keys = [k.encode() for k in read_keys(settings.keys_file)]
         self.metrics = _Metrics(settings.model_version)
         self.predictions = (
-            PredictionLog(settings.prediction_log, settings.model_version) if settings.prediction_log else None
+            PredictionLog(
+                settings.prediction_log,
+                settings.model_version,
+                settings.log_sample_rate,
+                settings.log_max_bytes,
+                settings.log_keep_files,
+            )
+            if settings.prediction_log
+            else None
         )
         self.bundle: Bundle | None = None
         self.refusal = "not loaded yet"
@@ -197,15 +155,16 @@ class ScoringService:
         if scope["type"] == "http" and scope["path"] == "/score":
             started = time.perf_counter()
             if scope["method"] != "POST":
-                reply, raw = Reply.error(405, f"use POST /score, not {scope['method']}"), b""
-                return await self._send(send, reply, [(b"allow", b"POST")])
+                reply = Reply.error(405, f"use POST /score, not {scope['method']}")
+                await self._send(send, reply, [(b"allow", b"POST")])
+                return None
             self.metrics.in_flight.inc()
             try:
                 reply, raw = await self._answer(scope, receive)
-                await self._send(send, reply)
+                sent = await self._send(send, reply)
             finally:
                 self.metrics.in_flight.dec()
-            self._record(reply, raw, time.perf_counter() - started)
+            self._record(reply, raw, sent, time.perf_counter() - started)
             return None
         return await self.rest(scope, receive, send)
 
@@ -260,7 +219,7 @@ class ScoringService:
             raise InputError(499, "client disconnected before sending the whole body")
         return b"".join(chunks)
 
-    async def _send(self, send: Any, reply: Reply, extra: list[tuple[bytes, bytes]] | None = None) -> None:
+    async def _send(self, send: Any, reply: Reply, extra: list[tuple[bytes, bytes]] | None = None) -> bytes:
         body = json.dumps(reply.body, separators=(",", ":")).encode()
         headers = [
             (b"content-type", b"application/json"),
@@ -274,8 +233,9 @@ class ScoringService:
             headers.append((b"connection", b"close"))
         await send({"type": "http.response.start", "status": reply.status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+        return body
 
-    def _record(self, reply: Reply, raw: bytes, elapsed: float) -> None:
+    def _record(self, reply: Reply, raw: bytes, response: bytes, elapsed: float) -> None:
         status = reply.status
         counter = self._score_counts.get(status) or self._score_counts.setdefault(
             status, self.metrics.requests.labels("score", status)
@@ -287,7 +247,7 @@ class ScoringService:
         for name, count in unknown.items():
             self.metrics.unknown.labels(name).inc(count)
         if self.predictions is not None:
-            self.predictions.write(elapsed, status, scored.rows if scored else 0, raw, unknown)
+            self.predictions.write(elapsed, status, scored.rows if scored else 0, raw, unknown, response)
 
     def _authorized(self, scope: dict) -> bool:
         offered = (_header(scope, b"x-api-key") or _header(scope, b"authorization")).removeprefix("Bearer ")

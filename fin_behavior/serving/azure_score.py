@@ -6,17 +6,22 @@ registered bundle with the same checks and messages as the local service: the bu
 a client mistake gets a 4xx naming the field, never a 500.
 """
 
+import json
 import logging
 import os
+import sys
+import time
 from pathlib import Path
 
 from azureml_inference_server_http.api.aml_response import AMLResponse
 
 from fin_behavior.serving.bundle import load_bundle
+from fin_behavior.serving.prediction_log import log_lines
 from fin_behavior.serving.scoring import score_request
 from fin_behavior.serving.validation import InputError
 
 MAX_ROWS = int(os.environ.get("FIN_BEHAVIOR_MAX_ROWS", "1000"))
+SAMPLE_RATE = float(os.environ.get("FIN_BEHAVIOR_LOG_SAMPLE_RATE", "1.0"))
 log = logging.getLogger("fin_behavior.serving.azure")
 _state = {}
 
@@ -30,11 +35,53 @@ def init():
         raise RuntimeError(f"no model_info.json under AZUREML_MODEL_DIR={root}; is the registered model a bundle?")
     _state["bundle"] = load_bundle(info.parent, os.environ.get("FIN_BEHAVIOR_BUNDLE_DIGEST"))
     _state["version"] = os.environ.get("FIN_BEHAVIOR_MODEL_VERSION", "unknown")
+    _state["collectors"] = _collectors()
     log.info("serving model version %s from %s", _state["version"], info.parent)
 
 
-def run(raw):
+def _collectors():
+    """Azure ML's model data collection (the deployment enables it), when its package is in the environment."""
     try:
-        return score_request(_state["bundle"], raw, MAX_ROWS, _state["version"]).answer
+        from azureml.ai.monitoring import Collector
+
+        def quiet(error):
+            log.warning("model data collection: %s", error)
+
+        return Collector(name="model_inputs", on_error=quiet), Collector(name="model_outputs", on_error=quiet)
+    except Exception as exc:  # collection is an extra: scoring never depends on it
+        log.info("model data collection is off: %s", exc)
+        return None
+
+
+def run(raw):
+    started = time.perf_counter()
+    body = raw.encode() if isinstance(raw, str) else raw
+    version = _state["version"]
+    try:
+        scored = score_request(_state["bundle"], body, MAX_ROWS, version)
+        reply, status, rows, unknown = scored.answer, 200, scored.rows, scored.unknown
     except InputError as exc:
-        return AMLResponse({"error": exc.message, "model_version": _state["version"]}, exc.status, json_str=True)
+        reply, status, rows, unknown = {"error": exc.message, "model_version": version}, exc.status, 0, {}
+    answer = json.dumps(reply, separators=(",", ":")).encode()
+    # The local service's prediction log lines, on stdout: the monitor reads them from the exported logs.
+    lines = log_lines(
+        json.dumps(version).encode(), time.perf_counter() - started, status, rows, body, unknown, answer, SAMPLE_RATE
+    )
+    sys.stdout.buffer.write(b"".join(line for line in lines if line))
+    sys.stdout.flush()
+    if status == 200 and _state.get("collectors"):
+        _collect(body, reply)
+    return reply if status == 200 else AMLResponse(reply, status, json_str=True)
+
+
+def _collect(body: bytes, reply: dict) -> None:
+    import pandas as pd
+
+    from fin_behavior.serving.validation import decode, records_of
+
+    inputs, outputs = _state["collectors"]
+    try:
+        context = inputs.collect(pd.DataFrame(records_of(decode(body))))
+        outputs.collect(pd.DataFrame({k: reply[k] for k in ("predictions", "probabilities")}), context)
+    except Exception as exc:  # collection is an extra: scoring never depends on it
+        log.warning("model data collection failed: %s", exc)

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from fin_behavior.serving.app import ServiceSettings
+    from fin_behavior.serving.config import ServiceSettings
 
 log = logging.getLogger("fin_behavior.serving.handoff")
 _COMMAND_TIMEOUT = 60.0

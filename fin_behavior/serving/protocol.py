@@ -22,9 +22,8 @@ from typing import Any, ClassVar
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-MAX_URL_BYTES = 8 * 1024
-MAX_HEAD_BYTES = 64 * 1024  # request line and headers together
-MAX_QUEUED = 128  # complete requests waiting for an answer, on all connections
+from fin_behavior.serving.config import service_default
+
 _REASONS = {400: b"Bad Request", 414: b"URI Too Long", 431: b"Request Header Fields Too Large"}
 
 
@@ -56,9 +55,9 @@ def _too_long(what: str, size: int, limit: int) -> str:
 
 
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
-    max_url_bytes: ClassVar[int] = MAX_URL_BYTES
-    max_head_bytes: ClassVar[int] = MAX_HEAD_BYTES
-    max_queued: ClassVar[int] = MAX_QUEUED
+    max_url_bytes: ClassVar[int] = service_default("max_url_bytes")
+    max_head_bytes: ClassVar[int] = service_default("max_head_bytes")
+    max_queued: ClassVar[int] = service_default("max_queued")  # complete requests waiting, on all connections
     # complete, unanswered requests on every connection of one service (bounded_protocol gives each its own)
     queued: ClassVar[list[int]] = [0]
 

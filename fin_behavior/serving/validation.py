@@ -59,7 +59,7 @@ def decode(raw: bytes | str) -> Any:
         raise InputError(400, "body is nested too deeply to be a record or a list of records") from None
 
 
-def _records(body: Any) -> list[Any]:
+def records_of(body: Any) -> list[Any]:
     if isinstance(body, list):
         return body
     if not isinstance(body, dict):
@@ -118,7 +118,7 @@ class Schema:
         self.known = frozenset(self.names)
 
     def parse(self, body: Any, max_rows: int) -> Parsed:
-        records = _records(body)
+        records = records_of(body)
         if not records:
             raise InputError(422, "no records to score: send at least one")
         if len(records) > max_rows:

@@ -78,7 +78,7 @@ def test_compatible_model_is_rebuilt_verified_and_described(pipeline_run):
     version_dir = var / "artifacts" / "compatible_model" / meta["model_version"]
     info = ModelInfo.read(version_dir / "bundle")
     assert info.environment_fingerprint == meta["environment_fingerprint"]
-    assert set(info.sha256) == {"model.joblib", "model.onnx", "expected.json"}
+    assert set(info.sha256) == {"model.joblib", "model.onnx", "expected.json", "reference_profile.json"}
     assert {f.name for f in info.features} >= {"age", "city"}
     assert {p.name for p in version_dir.iterdir()} == {"bundle", "verification.json", "evidence.json"}
     assert meta["approved"] is True

@@ -28,6 +28,7 @@ from fin_behavior.deploy.local import free_port
 from fin_behavior.deploy.rollout import GateSettings, RolloutError, rollout
 from fin_behavior.environments import builder
 from fin_behavior.environments.spec import get_spec
+from fin_behavior.monitoring.window import read_window
 from fin_behavior_tests.deploy.test_rollout import release
 from fin_behavior_tests.helpers import ENVS
 from fin_behavior_tests.serving_fixtures import build_bundle
@@ -40,7 +41,7 @@ GATES = GateSettings(
     step_seconds=0,
     confirm_seconds=0,
 )
-CONFIG = azure.AzureConfig("sub", "rg", "ws", "fin-test", "Standard_F4s_v2", 1, 90_000, 4, conflict_wait_seconds=0)
+CONFIG = azure.AzureConfig("sub", "rg", "ws", "fin-test", "Standard_F4s_v2", 1, 90_000, 4, 1.0, conflict_wait_seconds=0)
 
 
 def _done(value=None):
@@ -165,6 +166,10 @@ def test_first_deployment_sends_exactly_the_entities_the_seeds_needed(workspace,
     assert deployment.request_settings.request_timeout_ms == 90_000
     assert deployment.request_settings.max_concurrent_requests_per_instance == 4
     assert deployment.environment_variables["WORKER_COUNT"] == "4"
+    assert deployment.environment_variables["FIN_BEHAVIOR_BUNDLE_DIGEST"] == release(bundle[0], "1").info.digest
+    collections = deployment.data_collector.collections
+    assert collections["model_inputs"].enabled == collections["model_outputs"].enabled == "true"
+    assert deployment.data_collector.sampling_rate == 1.0
     assert deployment.liveness_probe.initial_delay == 30 and deployment.readiness_probe.failure_threshold == 30
     code = Path(deployment.code_configuration.code)
     assert deployment.code_configuration.scoring_script == "score.py" and (code / "score.py").is_file()
@@ -334,13 +339,13 @@ def azure_scoring_server(trained, tmp_path_factory):
             time.sleep(0.3)
     else:
         raise RuntimeError(f"azmlinfsrv did not start: {log.read_text()[-3000:]}")
-    yield url, json.loads((model_dir / "bundle" / "expected.json").read_text())
+    yield url, json.loads((model_dir / "bundle" / "expected.json").read_text()), log
     process.terminate()
     process.wait(30)
 
 
 def test_score_py_under_the_azure_inference_server_scores_like_the_local_service(azure_scoring_server, service):
-    url, expected = azure_scoring_server
+    url, expected, _ = azure_scoring_server
     records = expected["records"][:50]
     answer = httpx.post(f"{url}/score", json=records, timeout=30)
     assert answer.status_code == 200, answer.text
@@ -367,14 +372,35 @@ def test_score_py_under_the_azure_inference_server_scores_like_the_local_service
     ids=["malformed", "wrong-type", "empty", "10**400", "5000-digits", "deep", "odd-columns"],
 )
 def test_score_py_answers_bad_input_with_the_local_services_messages(azure_scoring_server, payload, status, names):
-    url, _ = azure_scoring_server
+    url, _, _ = azure_scoring_server
     content = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
     answer = httpx.post(f"{url}/score", content=content, headers={"content-type": "application/json"}, timeout=30)
     assert answer.status_code == status and names in answer.json()["error"], answer.text
 
 
 def test_score_py_scores_an_unknown_category_and_names_it(azure_scoring_server):
-    url, expected = azure_scoring_server
+    url, expected, _ = azure_scoring_server
     answer = httpx.post(f"{url}/score", json=[expected["records"][0] | {"city": "Omaha"}], timeout=30)
     assert answer.status_code == 200, answer.text
     assert answer.json()["unknown_categories"] == [{"record": 0, "field": "city", "value": "Omaha"}]
+
+
+def test_score_py_logs_what_the_monitor_reads(azure_scoring_server, tmp_path):
+    """score.py's stdout lines, exported and split as the README says, give the monitor the same figures as
+    the local service's log: the mapping, offline, with Azure's own inference server."""
+    url, expected, log = azure_scoring_server
+    started = time.time()
+    records = expected["records"][:30]
+    with httpx.Client(base_url=url, timeout=30) as client:
+        for record in records:
+            assert client.post("/score", json=record).status_code == 200
+        assert client.post("/score", json={"age": "x"}).status_code == 422
+    time.sleep(0.5)
+    exported = [line + "\n" for line in log.read_text().splitlines() if line.startswith('{"time":')]
+    (tmp_path / "azure.jsonl").write_text("".join(line for line in exported if '"latency_ms"' in line))
+    (tmp_path / "azure.inputs.jsonl").write_text("".join(line for line in exported if '"request":' in line))
+    window = read_window(tmp_path, started, time.time() + 1, max_sampled=100)
+    traffic = window.versions["7"]
+    assert traffic.requests == 31 and traffic.outcomes == {200: 30, 422: 1} and traffic.rows == 30
+    columns, probabilities = traffic.sample(list(records[0]))
+    assert len(probabilities) == 30 and sorted(columns["age"]) == sorted(r["age"] for r in records)

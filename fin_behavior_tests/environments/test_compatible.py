@@ -88,7 +88,12 @@ def test_onnx_bundle_matches_and_tampering_is_caught(local_env, trained, tmp_pat
     parity = compatible.onnx_parity(report, inputs.decision_threshold)
     assert parity.passed and parity.actual <= 1e-4
     info = compatible.model_info(local_env, inputs, report, tmp_path / "good" / "bundle")
-    assert set(info.sha256) == {"model.joblib", "model.onnx", "expected.json"}  # everything in the bundle
+    assert set(info.sha256) == {
+        "model.joblib",
+        "model.onnx",
+        "expected.json",
+        "reference_profile.json",
+    }  # everything in the bundle
     assert not (tmp_path / "good" / "bundle" / compatible.VERIFICATION).exists()  # evidence lives beside it
     assert info.decision_threshold == inputs.decision_threshold
     expected = json.loads((tmp_path / "good" / "bundle" / "expected.json").read_text())

@@ -1,0 +1,131 @@
+"""The prediction log: one JSON line per scored request, written off the request path, bounded on disk.
+
+Two files per color, so that the monitor reads what it needs of every request without parsing inputs:
+
+- `<color>.jsonl`, every request (its fields always in this order):
+  `{"time":1795947359.649803,"model_version":"3","latency_ms":0.812,"outcome":200,"rows":1,
+  "inputs_sha256":"…","unknown_categories":{"city":1}}` (`unknown_categories` only when there are any);
+- `<color>.inputs.jsonl`, a sampled share of the scored requests (`log_sample_rate`, default all):
+  `{"time":…,"model_version":"3","request":{…},"response":{…}}`, the body exactly as the client sent it (once it
+  had passed validation) and the answer exactly as sent: bytes the service already holds, so logging them costs
+  no serialization on the request path.
+
+The request path only appends lines to lists; a task on the event loop writes them every 0.5 s, one write call
+per file, whole lines only, so a reader at most sees a last line still without its newline (readers skip it).
+Past `log_max_bytes` a file is renamed `<name>.<time_ns>.jsonl` and a new one begun; only the newest
+`log_keep_files` renamed files of each are kept. Each color writes its own files: one writer per file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import random
+import time
+from pathlib import Path
+
+INPUTS_SUFFIX = ".inputs.jsonl"
+
+
+def log_lines(
+    version_json: bytes,
+    latency_s: float,
+    outcome: int,
+    rows: int,
+    body: bytes,
+    unknown: dict[str, int],
+    response: bytes,
+    sample_rate: float,
+) -> tuple[bytes, bytes | None]:
+    """(request line, inputs line or None when not sampled) for one scored request, newline-terminated.
+    Azure's score.py prints the same lines to stdout."""
+    head = b'{"time":%.6f,"model_version":%s' % (time.time(), version_json)
+    line = head + b',"latency_ms":%.3f,"outcome":%d,"rows":%d,"inputs_sha256":"%s"' % (
+        latency_s * 1e3,
+        outcome,
+        rows,
+        hashlib.sha256(body).hexdigest()[:16].encode(),
+    )
+    if unknown:
+        line += b',"unknown_categories":' + json.dumps(unknown, separators=(",", ":")).encode()
+    if outcome != 200 or not (sample_rate >= 1.0 or random.random() < sample_rate):
+        return line + b"}\n", None
+    # A newline between JSON tokens is only whitespace (inside a string it is not valid JSON at all).
+    body = body.replace(b"\n", b" ").replace(b"\r", b" ")
+    return line + b"}\n", head + b',"request":' + body + b',"response":' + response + b"}\n"
+
+
+class _Appender:
+    """One log file: whole lines appended by a single write, rotated by size, old files removed."""
+
+    def __init__(self, path: Path, max_bytes: int, keep_files: int):
+        self.path, self.max_bytes, self.keep_files = path, max_bytes, keep_files
+        self.pending: list[bytes] = []
+        self._fd = self._open()
+
+    def _open(self) -> int:
+        return os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        data, self.pending = b"".join(self.pending), []
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._fd, view) :]
+        if os.fstat(self._fd).st_size >= self.max_bytes:
+            self._rotate()
+
+    def _rotate(self) -> None:
+        os.close(self._fd)
+        os.replace(self.path, self.path.with_name(f"{self.path.name.removesuffix('.jsonl')}.{time.time_ns()}.jsonl"))
+        self._fd = self._open()
+        rotated = sorted(self.path.parent.glob(f"{self.path.name.removesuffix('.jsonl')}.[0-9]*.jsonl"))
+        for old in rotated[: max(0, len(rotated) - self.keep_files)]:
+            old.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        self.flush()
+        os.close(self._fd)
+
+
+class PredictionLog:
+    def __init__(
+        self,
+        path: Path,
+        model_version: str,
+        sample_rate: float,
+        max_bytes: int,
+        keep_files: int,
+        flush_seconds: float = 0.5,
+    ):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.flush_seconds, self.sample_rate = flush_seconds, sample_rate
+        self._version = json.dumps(model_version).encode()
+        self._requests = _Appender(path, max_bytes, keep_files)
+        self._inputs = _Appender(
+            path.with_name(f"{path.name.removesuffix('.jsonl')}.inputs.jsonl"), max_bytes, keep_files
+        )
+
+    def write(
+        self, latency_s: float, outcome: int, rows: int, body: bytes, unknown: dict[str, int], response: bytes
+    ) -> None:
+        request, inputs = log_lines(self._version, latency_s, outcome, rows, body, unknown, response, self.sample_rate)
+        self._requests.pending.append(request)
+        if inputs:
+            self._inputs.pending.append(inputs)
+
+    def flush(self) -> None:
+        self._requests.flush()
+        self._inputs.flush()
+
+    async def flush_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(self.flush_seconds)
+            self.flush()
+
+    def close(self) -> None:
+        self._requests.close()
+        self._inputs.close()
