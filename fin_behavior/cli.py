@@ -6,6 +6,7 @@ import argparse
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 
 def _generate_data(args: argparse.Namespace) -> int:
@@ -167,6 +168,86 @@ def _deploy_alias(settings, alias: str, action: str) -> int:
     return 0
 
 
+def _submit(args: argparse.Namespace) -> int:
+    """Accept the script here, then run it as a Dagster run in a worker process; --wait follows it to the end."""
+    import subprocess
+    import time
+
+    from fin_behavior.settings import get_settings
+    from fin_behavior.submissions import errors
+    from fin_behavior.submissions.intake import accept
+    from fin_behavior.submissions.record import Submission
+
+    settings = get_settings()
+    requirements = list(args.requirement or [])
+    if args.requirements_file:
+        lines = args.requirements_file.read_text().splitlines()
+        requirements += [line.split("#")[0].strip() for line in lines if line.split("#")[0].strip()]
+    try:
+        submission = accept(settings, args.script.read_text(), args.name, requirements, args.timeout)
+    except errors.SubmissionError as exc:
+        _print_error(exc.to_dict())
+        return 1
+    root = settings.submissions_root
+    print(f"submission {submission.id}: {args.name}, queued")
+    log = (submission.directory(root) / "worker.log").open("ab")
+    worker = [sys.executable, "-m", "fin_behavior.submissions.worker", submission.id]
+    process = subprocess.Popen(worker, stdout=log, stderr=log, start_new_session=not args.wait)
+    if not args.wait:
+        print(f"running in the background; follow it with `fin-behavior submissions status {submission.id}`")
+        return 0
+    seen, ended = "queued", False
+    while not ended:
+        ended = process.poll() is not None  # read the record once more after the worker ends
+        final = Submission.load(root, submission.id)
+        if final.state != seen:
+            seen = final.state
+            print(f"  {final.timings.get(seen, 0.0):6.1f} s  {seen}", flush=True)
+        time.sleep(0 if ended else 0.3)
+    if final.state == "deployed":
+        print(f"v{final.model_version} of {final.name} serves at {final.url}/score ({final.deployment_seconds:.1f} s)")
+        return 0
+    _print_error(final.error or {"error": "Failed", "message": f"ended {final.state}; see {root / final.id}"})
+    return 1
+
+
+def _print_error(error: dict) -> None:
+    print(f"{error.get('error')}: {error.get('message')}", file=sys.stderr)
+    if error.get("details"):
+        print(error["details"], file=sys.stderr)
+    if error.get("help"):
+        print(f"\n{error['help']}", file=sys.stderr)
+
+
+def _submissions(args: argparse.Namespace) -> int:
+    import json
+
+    from fin_behavior.settings import get_settings
+    from fin_behavior.submissions.record import Submission
+
+    settings = get_settings()
+    if args.action == "serve":
+        from fin_behavior.submissions.api import serve
+
+        serve(settings)
+        return 0
+    if args.action == "status":
+        from fin_behavior.submissions.api import describe
+
+        try:
+            print(json.dumps(describe(Submission.load(settings.submissions_root, args.id)), indent=2))
+        except FileNotFoundError:
+            print(f"no submission {args.id!r} under {settings.submissions_root}", file=sys.stderr)
+            return 1
+        return 0
+    from fin_behavior.submissions.pipeline import endpoint
+
+    target, _ = endpoint(settings, args.name)
+    target.stop_all()
+    print(f"stopped {args.name}'s endpoint; nothing serves at {target.url}")
+    return 0
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -209,6 +290,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     actions.add_parser("rollback", help="put the `previous` version back in service through the same gates")
     endpoint.set_defaults(handler=_endpoint)
+    submit = commands.add_parser(
+        "submit", help="submit a training script: run it isolated, verify, register and serve its model at a URL"
+    )
+    submit.add_argument("script", type=Path, help="the training script (it must log a model with MLflow)")
+    submit.add_argument("--name", required=True, help="the model's name: its registry name and its endpoint's")
+    submit.add_argument("--requirement", action="append", help="a package specifier it needs (repeatable)")
+    submit.add_argument("--requirements-file", type=Path, help="a file of package specifiers, one a line")
+    submit.add_argument("--timeout", type=float, help="seconds the script may run (default: the setting)")
+    submit.add_argument("--wait", action="store_true", help="follow it to its URL or its error")
+    submit.set_defaults(handler=_submit)
+    submissions = commands.add_parser(
+        "submissions", help="the submissions HTTP API, a submission's status, an endpoint"
+    )
+    submission_actions = submissions.add_subparsers(dest="action", required=True)
+    submission_actions.add_parser("serve", help="the /mlops/deploy HTTP API (SUBMISSION_API_HOST, _PORT)")
+    status = submission_actions.add_parser("status", help="where a submission stands, as JSON")
+    status.add_argument("id")
+    stop = submission_actions.add_parser("stop", help="stop a submitted model's endpoint")
+    stop.add_argument("name")
+    submissions.set_defaults(handler=_submissions)
     return parser
 
 

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from fin_behavior.defs import compatible, dataset, deployment, jobs, model, monitoring, registry, sensors
+from fin_behavior.defs import compatible, dataset, deployment, jobs, model, monitoring, registry, sensors, submissions
 from fin_behavior.defs.resources import MlflowTracking, StorageResource
 
 defs = dg.Definitions(
@@ -17,9 +17,18 @@ defs = dg.Definitions(
         deployment.live_deployment,
         monitoring.serving_traffic,
         monitoring.serving_quality,
+        submissions.submitted_model,
     ],
     asset_checks=[deployment.live_deployment_checks],  # the other stages judge their versions themselves
-    jobs=[jobs.full_pipeline, jobs.retrain, jobs.rebuild_compatible, jobs.deploy, jobs.rollback, jobs.monitor],
+    jobs=[
+        jobs.full_pipeline,
+        jobs.retrain,
+        jobs.rebuild_compatible,
+        jobs.deploy,
+        jobs.rollback,
+        jobs.monitor,
+        submissions.submission_job,
+    ],
     sensors=[sensors.data_version_sensor, sensors.environment_drift_sensor],
     schedules=[sensors.monitor_schedule],
     resources={"storage": StorageResource(), "mlflow": MlflowTracking()},

@@ -178,7 +178,7 @@ class ModelInfo(_Record):
     FILE = "model_info.json"
 
     serving_environment: str
-    runtime: str  # "onnx" or "sklearn"
+    runtime: str  # "onnx", "sklearn", or "pyfunc" (a submitted script's MLflow model)
     environment_fingerprint: str
     package_versions: dict[str, str]  # in the serving environment
     training_package_versions: dict[str, str]
@@ -210,10 +210,11 @@ class BundleFiles:
 
     MODEL = "model.joblib"  # the pipeline, pickled by the serving environment's scikit-learn
     ONNX = "model.onnx"  # the same pipeline for the onnx runtime
+    MLFLOW_MODEL = "model/MLmodel"  # a submitted script's MLflow model (runtime "pyfunc"), in model/
     EXPECTED = "expected.json"  # hold-out records and the probabilities verified for them
     PROFILE = "reference_profile.json"  # what the monitor compares this version's traffic with
     INFO = ModelInfo.FILE
 
     @staticmethod
     def served(runtime: str) -> str:
-        return BundleFiles.ONNX if runtime == "onnx" else BundleFiles.MODEL
+        return {"onnx": BundleFiles.ONNX, "pyfunc": BundleFiles.MLFLOW_MODEL}.get(runtime, BundleFiles.MODEL)

@@ -121,6 +121,17 @@ class Settings(BaseSettings):
     traffic_steps: tuple[int, ...] = ()
     traffic_step_seconds: float = Field(60.0, ge=0)
 
+    # Submitted training scripts (fin_behavior/submissions): where they live, their limits, the HTTP API.
+    submissions_dir: Path | None = None  # empty = <var_dir>/submissions
+    submission_max_script_bytes: int = Field(256 * 1024, ge=1)
+    submission_default_timeout_seconds: float = Field(600.0, gt=0)
+    submission_max_timeout_seconds: float = Field(3_600.0, gt=0)
+    submission_memory_limit_mb: int = Field(4_096, ge=64)
+    submission_python: str = "3.11"  # the Python a script's environment is built with
+    submission_workers: int = Field(2, ge=1)  # slots of the `submissions` pool: scripts run at once; the rest wait
+    submission_api_host: str = "127.0.0.1"
+    submission_api_port: int = Field(8090, ge=1, le=65535)
+
     # deployment_target = "azureml": the workspace (else AZURE_SUBSCRIPTION_ID / AZURE_RESOURCE_GROUP /
     # AZURE_WORKSPACE_NAME, else an Azure ML config.json), the endpoint and its deployments
     azure_subscription_id: str = ""
@@ -149,6 +160,10 @@ class Settings(BaseSettings):
     def with_overrides(self, **overrides: object) -> Settings:
         """These settings with some replaced (e.g. by run config), validated like the rest."""
         return type(self)(**(self.model_dump() | overrides)) if overrides else self
+
+    @property
+    def submissions_root(self) -> Path:
+        return self.submissions_dir or self.var_dir / "submissions"
 
     @property
     def artifacts_dir(self) -> Path:

@@ -20,8 +20,9 @@ EXPECTED_ASSETS = {
     "live_deployment",
     "serving_traffic",
     "serving_quality",
+    "submitted_model",
 }
-EXPECTED_JOBS = {"full_pipeline", "retrain", "rebuild_compatible", "deploy", "rollback", "monitor"}
+EXPECTED_JOBS = {"full_pipeline", "retrain", "rebuild_compatible", "deploy", "rollback", "monitor", "submission"}
 
 
 def test_definitions_load_and_every_job_resolves():

@@ -68,6 +68,7 @@ def test_assets_in_groups_with_their_checks(graphql):
         "live_deployment": "deployment",
         "serving_traffic": "monitoring",
         "serving_quality": "monitoring",
+        "submitted_model": "submissions",
     }
     assert {name for name, node in assets.items() if node["isObservable"]} == {
         "raw_transactions",
@@ -103,4 +104,4 @@ def test_sensors_are_on_by_default_and_jobs_are_there(graphql):
     schedules = {s["name"]: s["scheduleState"]["status"] for s in repository["schedules"]}
     assert schedules == {"monitor_every_5_minutes": "RUNNING"}
     jobs = {j["name"] for j in repository["jobs"]}
-    assert {"full_pipeline", "retrain", "rebuild_compatible", "deploy", "rollback", "monitor"} <= jobs
+    assert {"full_pipeline", "retrain", "rebuild_compatible", "deploy", "rollback", "monitor", "submission"} <= jobs

@@ -9,26 +9,27 @@ from fin_behavior.defs.dataset import processed_dataset, raw_transactions
 from fin_behavior.defs.deployment import live_deployment
 from fin_behavior.defs.monitoring import serving_quality, serving_traffic
 
-# Monitoring watches what serves on its own schedule; the building jobs end at the deployment.
-MONITORING = dg.AssetSelection.groups("monitoring", include_sources=True)
+# Monitoring watches what serves on its own schedule, and submissions run one by one, when submitted: the
+# platform's building jobs end at its deployment.
+RUN_ON_THEIR_OWN = dg.AssetSelection.groups("monitoring", "submissions", include_sources=True)
 
 full_pipeline = dg.define_asset_job(
     "full_pipeline",
-    selection=dg.AssetSelection.all(include_sources=True) - MONITORING,
+    selection=dg.AssetSelection.all(include_sources=True) - RUN_ON_THEIR_OWN,
     description="Observe the raw data and both environments, then materialize every stage with its checks.",
 )
 
 retrain = dg.define_asset_job(
     "retrain",
     selection=dg.AssetSelection.assets(raw_transactions.key, training_environment.key, serving_environment.key)
-    | dg.AssetSelection.assets(processed_dataset).downstream() - MONITORING,
+    | dg.AssetSelection.assets(processed_dataset).downstream() - RUN_ON_THEIR_OWN,
     description="Observe the inputs, then rebuild from processed_dataset onward (what the data sensor runs).",
 )
 
 rebuild_compatible = dg.define_asset_job(
     "rebuild_compatible",
     selection=dg.AssetSelection.assets(training_environment.key, serving_environment.key)
-    | dg.AssetSelection.assets("compatible_model").downstream() - MONITORING,
+    | dg.AssetSelection.assets("compatible_model").downstream() - RUN_ON_THEIR_OWN,
     description="Rebuild the serving bundle and everything after it for a changed serving environment.",
 )
 

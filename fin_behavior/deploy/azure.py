@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fin_behavior.deploy.rollout import Release, RolloutError, Slot
+from fin_behavior.deploy.rollout import Release, RolloutError, Slot, answers_of
 from fin_behavior.environments.builder import built_path, built_resolution
 
 _PACKAGE = Path(__file__).resolve().parents[1]  # fin_behavior/: its light part ships with score.py
@@ -291,7 +291,7 @@ class AzureMLTarget:
         answer = json.loads(raw)
         if isinstance(answer, str):  # score.py answers a JSON document; some SDK paths double-encode it
             answer = json.loads(answer)
-        return answer["probabilities"], answer["model_version"]
+        return answers_of(answer), answer["model_version"]
 
     def _traffic(self, traffic: dict[str, int]) -> None:
         endpoint = self._endpoint()

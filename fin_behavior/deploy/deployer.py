@@ -102,14 +102,16 @@ def resolve_version(client, name: str, ref: str) -> str:
     return version
 
 
-def fetch_release(client, name: str, version: str, releases: Path) -> Release:
+def fetch_release(
+    client, name: str, version: str, releases: Path, required: tuple[str, ...] = registry.EVIDENCE_STAGES
+) -> Release:
     """The registered bundle in `releases/<version>`, once the version's evidence passed and every file matches
     the manifest whose digest the registry recorded. A cached copy is verified like a download, and replaced by
     a fresh download when it does not match."""
     from mlflow.exceptions import MlflowException
 
     try:
-        tags = registry.require_evidence(client, name, version)
+        tags = registry.require_evidence(client, name, version, required)
     except NotApprovedError as exc:
         raise DeployError(str(exc)) from None
     except MlflowException as exc:
@@ -192,6 +194,7 @@ def deploy(
     endpoint: Path,
     *,
     who: str,
+    required_stages: tuple[str, ...] = registry.EVIDENCE_STAGES,
     keep_old: bool = False,
     approved: bool = True,
     log: Callable[[str], None] = print,
@@ -202,7 +205,8 @@ def deploy(
     The whole of it (which version `ref` names, what serves, the rollout, the aliases) happens under the
     endpoint's rollout lock, so two deployments never interleave; `who` says who holds it while it runs."""
     with exclusive_rollout(endpoint, f"{who}: {ref} of {name}", settings.rollout_lock_timeout_seconds, log):
-        release = fetch_release(client, name, resolve_version(client, name, ref), endpoint / "releases")
+        version = resolve_version(client, name, ref)
+        release = fetch_release(client, name, version, endpoint / "releases", required_stages)
         live = target.live()
         result = None
         if live is not None and live.version == release.version and answering(target, release) == release.version:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import collections
 import json
 import os
+import pwd
 import secrets
 import socket
 import subprocess
@@ -19,7 +20,7 @@ from typing import Any
 
 import httpx
 
-from fin_behavior.deploy.rollout import Release, RolloutError, Slot
+from fin_behavior.deploy.rollout import Release, RolloutError, Slot, answers_of
 from fin_behavior.deploy.supervisor import CONTROL_SOCKET, PID_FILE, STATE_FILE, process_alive
 from fin_behavior.environments.builder import built_path
 from fin_behavior.records import read_json
@@ -50,8 +51,10 @@ class LocalTarget:
     name = "local"
     splits_traffic = False  # one listening socket moves whole: no canary shares
 
-    def __init__(self, root: Path, envs_dir: Path, settings: Settings):
-        self.root, self.envs_dir, self.settings = root, envs_dir, settings
+    def __init__(self, root: Path, envs_dir: Path, settings: Settings, run_as: str | None = None):
+        """`run_as`: an unprivileged user the colors run as (when the platform runs as root), for models whose
+        code the platform did not write (submitted scripts): they can read only this endpoint's own files."""
+        self.root, self.envs_dir, self.settings, self.run_as = root, envs_dir, settings, run_as
         self.host, self.port = settings.endpoint_host, settings.endpoint_port
         self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._clients: dict[str, httpx.Client] = {}
@@ -169,7 +172,7 @@ class LocalTarget:
         spec = {
             "color": color,
             "version": release.version,
-            "argv": argv,
+            "argv": self._as_run_as(argv),
             "port": port,
             "control": str(self.root / f"{color}.sock"),
             "log": str(self.root / "logs" / f"{color}.log"),
@@ -184,6 +187,15 @@ class LocalTarget:
             raise RolloutError(f"v{release.version} did not become ready on {color}: {reason}", tail)
         self._command(f"mark {color} ready")
         return self.slot(color)
+
+    def _as_run_as(self, argv: list[str]) -> list[str]:
+        if self.run_as is None or os.geteuid() != 0:
+            return argv
+        user = pwd.getpwnam(self.run_as)
+        (self.root / PREDICTIONS_DIR).mkdir(exist_ok=True)
+        for path in (self.root, self.keys_file, self.root / PREDICTIONS_DIR, *(self.root / PREDICTIONS_DIR).iterdir()):
+            os.chown(path, user.pw_uid, user.pw_gid)  # what the color reads and writes, and nothing else
+        return ["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--clear-groups", "--", *argv]
 
     def _wait_ready(self, slot: Slot) -> str | None:
         timeout = self.settings.deploy_start_timeout_seconds
@@ -213,7 +225,7 @@ class LocalTarget:
         if response.status_code != 200:
             raise RuntimeError(f"HTTP {response.status_code}: {response.text[:300]}")
         body = response.json()
-        return body["probabilities"], body["model_version"]
+        return answers_of(body), body["model_version"]
 
     def answering(self) -> str | None:
         """The model version answering at the public URL right now (a fresh connection), None when none does."""

@@ -28,7 +28,18 @@ class Release:
     version: str
     bundle: Path
     info: ModelInfo  # the bundle's manifest, verified
-    expected: dict[str, list]  # expected.json: hold-out records and the probabilities verified for them
+    expected: dict[str, list]  # expected.json: known records and the answers verified for them
+
+    @property
+    def answers(self) -> list[float]:
+        """What the verified model answered for `expected["records"]` (see `answers_of`)."""
+        return answers_of(self.expected)
+
+
+def answers_of(body: dict) -> list[float]:
+    """The numbers a scoring answer (or expected.json) compares on: probabilities where the model gives them
+    (the built-in model), else its predictions (a submitted MLflow model)."""
+    return body["probabilities"] if "probabilities" in body else body["predictions"]
 
 
 @dataclass
@@ -116,15 +127,17 @@ def smoke(score: Scorer, release: Release) -> Outcome:
     problems = []
     if version != release.version:
         problems.append(f"it says it serves version {version}, not {release.version}")
-    if len(proba) != len(records) or not all(0.0 <= p <= 1.0 for p in proba):
-        problems.append(f"{len(proba)} probabilities for {len(records)} records, or some outside [0, 1]")
+    if len(proba) != len(records):
+        problems.append(f"{len(proba)} answers for {len(records)} records")
+    elif "probabilities" in release.expected and not all(0.0 <= p <= 1.0 for p in proba):
+        problems.append("probabilities outside [0, 1]")
     return Outcome(
         not problems, version, release.version, "; ".join(problems) or f"{len(records)} known records scored"
     )
 
 
 def parity(score: Scorer, release: Release, tolerance: float) -> Outcome:
-    records, expected = release.expected["records"], release.expected["probabilities"]
+    records, expected = release.expected["records"], release.answers
     try:
         proba, _ = score(records)
     except Exception as exc:
@@ -134,8 +147,7 @@ def parity(score: Scorer, release: Release, tolerance: float) -> Outcome:
         diff <= tolerance,
         diff,
         tolerance,
-        f"max |served - verified| probability {diff:.2e} over {len(records)} hold-out records "
-        f"(tolerance {tolerance:.0e})",
+        f"max |served - verified| answer {diff:.2e} over {len(records)} known records (tolerance {tolerance:.0e})",
     )
 
 

@@ -93,17 +93,27 @@ def installed_pythons() -> dict[str, str]:
     return found
 
 
-def find_python(requested: str) -> str:
-    """An interpreter whose version starts with `requested` (e.g. "3.10")."""
+def closed_to_others(path: Path) -> Path | None:
+    """The first directory on the way to `path`, or `path` itself, that other users cannot search or run (None:
+    they can reach it)."""
+    resolved = Path(path).resolve()
+    return next((p for p in [*reversed(resolved.parents), resolved] if not os.stat(p).st_mode & 0o001), None)
+
+
+def find_python(requested: str, for_others: bool = False) -> str:
+    """An interpreter whose version starts with `requested` (e.g. "3.10"); with `for_others`, one that an
+    unprivileged user can run too (not one under root's closed home, as pyenv's are)."""
     pythons = installed_pythons()
     for version, path in sorted(pythons.items(), reverse=True):
-        if version == requested or version.startswith(f"{requested}."):
+        matches = version == requested or version.startswith(f"{requested}.")
+        if matches and not (for_others and closed_to_others(path)):
             return path
     available = ", ".join(f"{v} ({p})" for v, p in sorted(pythons.items())) or "none found"
+    reachable = " that other users can run" if for_others else ""
     raise EnvironmentBuildError(
-        f"Python {requested} is not available on this machine, and this platform does not download "
-        f"interpreters. Installed: {available}. Install Python {requested} (e.g. `pyenv install {requested}`) "
-        "or change the environment's `python` in the serving environments file."
+        f"Python {requested}{reachable} is not available on this machine, and this platform does not download "
+        f"interpreters. Installed: {available}. Install Python {requested} (e.g. `apt-get install "
+        f"python{requested}` or `pyenv install {requested}`) or change the environment's `python`."
     )
 
 
@@ -136,8 +146,8 @@ def fingerprint(python_version: str, pins: tuple[str, ...]) -> str:
     return hashlib.sha256(json.dumps([python_version, sorted(p.lower() for p in pins)]).encode()).hexdigest()[:16]
 
 
-def resolve_spec(spec: EnvironmentSpec) -> Resolution:
-    python = find_python(spec.python)
+def resolve_spec(spec: EnvironmentSpec, for_others: bool = False) -> Resolution:
+    python = find_python(spec.python, for_others)
     return Resolution(python, python_version(python) or spec.python, resolve(spec, python))
 
 
@@ -155,21 +165,33 @@ def built_resolution(path: Path) -> tuple[str, tuple[str, ...]] | None:
     return marker["python"], tuple(marker["pins"])
 
 
-def build(spec: EnvironmentSpec, root: Path, resolution: Resolution | None = None) -> BuiltEnvironment:
+def build(
+    spec: EnvironmentSpec, root: Path, resolution: Resolution | None = None, for_others: bool = False
+) -> BuiltEnvironment:
     """The environment for `spec` (as `resolution` says, or resolved now), built with uv unless an identical
-    one is already there."""
-    resolution = resolution or resolve_spec(spec)
+    one is already there. `for_others`: run by an unprivileged user too, so on an interpreter that user can
+    run, and with its bytecode compiled now (that user cannot write it, and would recompile every import)."""
+    resolution = resolution or resolve_spec(spec, for_others)
     digest = resolution.fingerprint
     final = built_path(root, spec.name, digest)
     env = BuiltEnvironment(spec, final, resolution)
     if (final / _COMPLETE).exists():
         return env
     staging = root / f".staging-{spec.name}-{digest}-{os.getpid()}"
+    compile_bytecode = ("--compile-bytecode",) if for_others else ()
     shutil.rmtree(staging, ignore_errors=True)
     try:
         for step in (
             ("venv", "--quiet", "--relocatable", "--python", resolution.python, str(staging)),
-            ("pip", "install", "--quiet", "--python", str(staging / "bin" / "python"), *resolution.pins),
+            (
+                "pip",
+                "install",
+                "--quiet",
+                *compile_bytecode,
+                "--python",
+                str(staging / "bin" / "python"),
+                *resolution.pins,
+            ),
         ):
             result = _uv(*step)
             if result.returncode != 0:

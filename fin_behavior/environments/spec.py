@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 DEFAULT_SPEC_FILE = Path(__file__).with_name("serving_environments.toml")
-RUNTIMES = ("onnx", "sklearn")
+RUNTIMES = ("onnx", "sklearn", "pyfunc")
 
 
 class EnvironmentSpecError(ValueError):

@@ -15,8 +15,8 @@ from fin_behavior.records import Evidence, ModelInfo, NotApprovedError
 
 CANDIDATE, PRODUCTION, PREVIOUS = "candidate", "production", "previous"
 BUNDLE_TAG = "bundle_sha256"
-EVIDENCE_STAGES = ("processed_dataset", "trained_model", "compatible_model")  # every stage behind a version
-APPROVED_TAG = "evidence.approved"
+EVIDENCE_STAGES = ("processed_dataset", "trained_model", "compatible_model")  # behind a version of the platform's model
+APPROVED_TAG, STAGES_TAG = "evidence.approved", "evidence.stages"
 
 
 @dataclass(frozen=True)
@@ -25,13 +25,15 @@ class Registration:
     created: bool  # False: identical bundle content was already registered as this version
 
 
-def evidence_tags(evidences: list[Evidence]) -> dict[str, str]:
+def evidence_tags(evidences: list[Evidence], required: tuple[str, ...] = EVIDENCE_STAGES) -> dict[str, str]:
     """The evidence of every stage behind a version, as registry tags; refuses any that is not approved."""
     stages = {e.stage for e in evidences}
-    missing = [stage for stage in EVIDENCE_STAGES if stage not in stages]
-    if missing:
-        raise NotApprovedError(f"no evidence from {', '.join(missing)}: nothing is registered without it")
-    tags = {APPROVED_TAG: "true"}
+    missing = [stage for stage in required if stage not in stages]
+    if missing or not stages:
+        raise NotApprovedError(
+            f"no evidence from {', '.join(missing) or 'any stage'}: nothing is registered without it"
+        )
+    tags = {APPROVED_TAG: "true", STAGES_TAG: ",".join(e.stage for e in evidences)}
     for evidence in evidences:
         evidence.require("Nothing was registered.")
         tags[f"evidence.{evidence.stage}"] = evidence.version
@@ -41,11 +43,14 @@ def evidence_tags(evidences: list[Evidence]) -> dict[str, str]:
     return tags
 
 
-def require_evidence(client, name: str, version: str) -> dict[str, str]:
-    """The version's tags, refused unless they carry passing evidence of every stage behind it."""
+def require_evidence(client, name: str, version: str, required: tuple[str, ...] = EVIDENCE_STAGES) -> dict[str, str]:
+    """The version's tags, refused unless they carry passing evidence of every stage behind it: the stages it
+    names, and at least `required` (the platform's own model: dataset, trained model, bundle)."""
     tags = client.get_model_version(name, version).tags
     failed = [f"{k[5:]} ({v})" for k, v in tags.items() if k.startswith("gate.") and not v.startswith("passed")]
-    missing = [stage for stage in EVIDENCE_STAGES if f"evidence.{stage}" not in tags]
+    named = [s for s in tags.get(STAGES_TAG, "").split(",") if s]
+    missing = [stage for stage in dict.fromkeys([*required, *named]) if f"evidence.{stage}" not in tags]
+    missing += [] if named or required else ["any stage"]
     if tags.get(APPROVED_TAG) != "true" or failed or missing:
         why = (
             f"its evidence shows failed checks: {'; '.join(failed)}"

@@ -67,18 +67,45 @@ class Bundle:
         self.schema = Schema(self.info.features)
         self._onnx_inputs = [(f.name, np.float32 if f.dtype == "float" else object) for f in self.info.features]
 
-    def predict_proba(self, columns: dict[str, list]) -> np.ndarray:
-        """Probability of HighAmount for each row; `columns` maps every feature to its values."""
+    def predict(self, columns: dict[str, list]) -> tuple[list, list[float] | None]:
+        """(predictions, probabilities of the positive class or None) for the rows in `columns` (every feature ->
+        its values). The built-in model answers at its decision threshold; a submitted MLflow model answers
+        what its own predict returns."""
+        if self.runtime == "pyfunc":
+            return _plain(self._model.predict(self._pyfunc_input(columns))), None
         if self.runtime == "onnx":
             inputs = {name: np.array(columns[name], dtype=dtype).reshape(-1, 1) for name, dtype in self._onnx_inputs}
-            return self._model.run(["probabilities"], inputs)[0][:, 1]
+            proba = self._model.run(["probabilities"], inputs)[0][:, 1]
+        else:
+            import pandas as pd
+
+            proba = self._model.predict_proba(pd.DataFrame(columns))[:, 1]
+        threshold = self.info.decision_threshold
+        return [int(p >= threshold) for p in proba], [round(float(p), 6) for p in proba]
+
+    def _pyfunc_input(self, columns: dict[str, list]) -> Any:
+        if self.info.target == TENSOR_INPUT:  # a signature without column names: one float matrix
+            return np.column_stack([np.asarray(columns[f.name], dtype=float) for f in self.info.features])
         import pandas as pd
 
-        return self._model.predict_proba(pd.DataFrame(columns))[:, 1]
+        return pd.DataFrame(columns)
+
+
+TENSOR_INPUT = "tensor"  # ModelInfo.target of a pyfunc model whose signature is one unnamed float matrix
+
+
+def _plain(values: Any) -> list:
+    """Model output as JSON-ready Python values."""
+    array = np.asarray(values)
+    return array.reshape(len(array), -1)[:, 0].tolist() if array.ndim > 1 else array.tolist()
 
 
 def load_bundle(directory: Path, expected_digest: str | None = None) -> Bundle:
     info = verify_bundle(directory, expected_digest)
+    if info.runtime == "pyfunc":
+        import mlflow.pyfunc  # in a submission's own environment, where its model was trained
+
+        return Bundle(info=info, _model=mlflow.pyfunc.load_model(str(directory / "model")))
     if info.runtime == "onnx":
         import onnxruntime as ort
 

@@ -1,5 +1,6 @@
 """One scoring request, the same wherever the model serves (the local service and Azure ML's score.py):
-JSON body -> validated columns -> probabilities -> the answer, or an InputError that names the problem."""
+JSON body -> validated columns -> predictions (and probabilities) -> the answer, or an InputError that names the
+problem."""
 
 from __future__ import annotations
 
@@ -21,13 +22,11 @@ class Scored:
 
 def score_request(bundle: Bundle, raw: bytes | str, max_rows: int, model_version: str) -> Scored:
     parsed = bundle.schema.parse(decode(raw), max_rows)
-    proba = bundle.predict_proba(parsed.columns)
-    threshold = bundle.info.decision_threshold
-    answer: dict[str, Any] = {
-        "predictions": [int(p >= threshold) for p in proba],
-        "probabilities": [round(float(p), 6) for p in proba],
-        "model_version": model_version,
-    }
+    predictions, probabilities = bundle.predict(parsed.columns)
+    answer: dict[str, Any] = {"predictions": predictions}
+    if probabilities is not None:
+        answer["probabilities"] = probabilities
+    answer["model_version"] = model_version
     unknown: dict[str, int] = {}
     if parsed.unknown:
         answer["unknown_categories"] = [

@@ -1,0 +1,192 @@
+"""The second seed's `/mlops/deploy`, on the platform: submit a training script, get a URL.
+
+    fin-behavior submissions serve            # http://127.0.0.1:8090 (SUBMISSION_API_HOST / _PORT)
+
+POST /mlops/deploy takes `{"script_content": <text or base64>, "model_name": ..., "requirements": [...],
+"timeout": <seconds>}` and answers 202 at once with the submission's id and where to ask about it; the work
+runs in the background, at most SUBMISSION_WORKERS submissions at a time (the others wait, queued), each as a
+Dagster run. GET /mlops/submissions/{id} answers where it stands (queued, preparing, training, validating,
+verifying, deploying, deployed, failed), its timings, MLflow run, model version, URL, Dagster run and error
+object; GET /mlops/help what a script must do. Keys as the scoring service's: X-API-Key or Bearer, from
+`<submissions dir>/keys.json` (made at the first start, mode 0600).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import sys
+from contextlib import asynccontextmanager
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from fin_behavior.deploy.local import ensure_keys
+from fin_behavior.settings import Settings
+from fin_behavior.submissions import errors
+from fin_behavior.submissions.intake import accept
+from fin_behavior.submissions.record import Submission
+
+EXAMPLE = """import mlflow
+import mlflow.sklearn
+from sklearn.datasets import make_classification
+from sklearn.ensemble import RandomForestClassifier
+
+X, y = make_classification(n_samples=1000, n_features=10, random_state=42)
+with mlflow.start_run():
+    model = RandomForestClassifier(n_estimators=100, random_state=42).fit(X, y)
+    mlflow.log_metric("accuracy", model.score(X, y))
+    mlflow.sklearn.log_model(model, name="model", input_example=X[:5], serialization_format="cloudpickle")
+"""
+
+
+def _error(error: errors.SubmissionError, status: int | None = None) -> JSONResponse:
+    return JSONResponse(error.to_dict(), status_code=status or error.status)
+
+
+class SubmissionService:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.root = settings.submissions_root
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.keys_file = self.root / "keys.json"
+        self.key = ensure_keys(self.keys_file).encode()
+        self.slots: asyncio.Semaphore | None = None  # made on the server's loop
+        self.running: set[asyncio.Task] = set()
+        self.app = Starlette(
+            routes=[
+                Route("/mlops/deploy", self.deploy, methods=["POST"]),
+                Route("/mlops/submissions/{submission_id}", self.status, methods=["GET"]),
+                Route("/mlops/help", self.help, methods=["GET"]),
+            ],
+            exception_handlers={HTTPException: self._http_error},
+            lifespan=self.lifespan,
+        )
+
+    @asynccontextmanager
+    async def lifespan(self, _: Starlette):
+        self.slots = asyncio.Semaphore(self.settings.submission_workers)
+        for record in sorted(self.root.glob("*/submission.json")):  # queued before a restart: run them now
+            submission = Submission.load(self.root, record.parent.name)
+            if submission.state == "queued":
+                self._start(submission.id)
+        yield
+
+    async def _http_error(self, _: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        error = errors.SubmissionError("Not Found" if exc.status_code == 404 else "Bad Request", str(exc.detail))
+        return JSONResponse(error.to_dict(), status_code=exc.status_code, headers=exc.headers)
+
+    def _authorized(self, request: Request) -> bool:
+        offered = request.headers.get("x-api-key") or request.headers.get("authorization", "").removeprefix("Bearer ")
+        return hmac.compare_digest(offered.encode("latin-1", "replace"), self.key)
+
+    def _refused(self) -> JSONResponse:
+        return _error(
+            errors.SubmissionError(
+                "Unauthorized",
+                "missing or invalid API key",
+                help=f"send the key from {self.keys_file} as X-API-Key or Authorization: Bearer <key>",
+            ),
+            401,
+        )
+
+    async def deploy(self, request: Request) -> Response:
+        if not self._authorized(request):
+            return self._refused()
+        limit = self.settings.submission_max_script_bytes * 2 + 65_536  # base64 and the other fields
+        body = await request.body()
+        if len(body) > limit:
+            return _error(errors.SubmissionError("Invalid Request", f"the request is over {limit:,} bytes", status=413))
+        try:
+            payload = json.loads(body)
+            if not isinstance(payload, dict):
+                raise ValueError("not a JSON object")
+        except ValueError as exc:
+            return _error(errors.invalid(f"the body is not a JSON object: {exc}", help="See GET /mlops/help."), 400)
+        try:
+            submission = accept(
+                self.settings,
+                payload.get("script_content"),
+                payload.get("model_name"),
+                payload.get("requirements") or [],
+                payload.get("timeout", payload.get("timeout_seconds")),
+            )
+        except errors.SubmissionError as exc:
+            return _error(exc)
+        self._start(submission.id)
+        return JSONResponse(
+            {
+                "submission_id": submission.id,
+                "status": submission.state,
+                "status_url": f"/mlops/submissions/{submission.id}",
+            },
+            status_code=202,
+        )
+
+    def _start(self, submission_id: str) -> None:
+        task = asyncio.get_running_loop().create_task(self._run(submission_id))
+        self.running.add(task)
+        task.add_done_callback(self.running.discard)
+
+    async def _run(self, submission_id: str) -> None:
+        assert self.slots is not None
+        async with self.slots:
+            with (self.root / submission_id / "worker.log").open("ab") as log:
+                process = await asyncio.create_subprocess_exec(
+                    sys.executable, "-m", "fin_behavior.submissions.worker", submission_id, stdout=log, stderr=log
+                )
+                await process.wait()
+
+    async def status(self, request: Request) -> Response:
+        if not self._authorized(request):
+            return self._refused()
+        submission_id = request.path_params["submission_id"]
+        if not (self.root / submission_id / "submission.json").is_file() or "/" in submission_id:
+            return _error(errors.SubmissionError("Not Found", f"no submission {submission_id[:40]!r}"), 404)
+        return JSONResponse(describe(Submission.load(self.root, submission_id)))
+
+    async def help(self, _: Request) -> Response:
+        s = self.settings
+        return JSONResponse(
+            {
+                "request": {
+                    "script_content": "the training script, as text or base64",
+                    "model_name": "1-63 letters, digits, '-' or '_', starting with a letter",
+                    "requirements": "package specifiers, e.g. ['xgboost', 'scikit-learn>=1.5']",
+                    "timeout": f"seconds the script may run (default {s.submission_default_timeout_seconds:g}, "
+                    f"at most {s.submission_max_timeout_seconds:g})",
+                },
+                "contract": errors.SCRIPT_CONTRACT,
+                "limits": {
+                    "script_bytes": s.submission_max_script_bytes,
+                    "memory_mb": s.submission_memory_limit_mb,
+                    "python": s.submission_python,
+                    "network": "none while the script runs",
+                },
+                "example": EXAMPLE,
+            }
+        )
+
+
+def describe(submission: Submission) -> dict[str, Any]:
+    """The record, with the seed's field names beside the platform's."""
+    return submission.public() | {
+        "status": submission.state,
+        "inference_url": f"{submission.url}/score" if submission.url else None,
+        "deployment_time_seconds": submission.deployment_seconds or None,
+    }
+
+
+def serve(settings: Settings) -> None:
+    import uvicorn
+
+    service = SubmissionService(settings)
+    url = f"http://{settings.submission_api_host}:{settings.submission_api_port}"
+    print(f"submissions API on {url}; its key is in {service.keys_file}", flush=True)
+    uvicorn.run(service.app, host=settings.submission_api_host, port=settings.submission_api_port, log_level="warning")

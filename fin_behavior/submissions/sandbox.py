@@ -1,0 +1,165 @@
+"""A submitted script's own environment, and running the script in it, isolated.
+
+The environment is built with uv from the script's requirements plus the platform's MLflow and the scoring
+service's server packages (the model is served later by the same environment it was trained in, so no pickle
+ever crosses library versions), cached by the fingerprint of its resolution like every serving environment.
+
+The script runs as a separate process with nothing of the platform's: its own working directory holding only
+train.py, an environment of variables that names only what it needs (its MLflow store, a private one in that
+directory, and the experiment), no platform key, setting or cloud credential; when the platform runs as root,
+as the unprivileged user `nobody` (so the endpoint's key files, mode 0600 in 0700 directories, cannot be read)
+and in a network namespace of its own (no network while it runs); an address-space limit; and a timeout after
+which its whole process group is killed. The script text goes to disk as it came: it is never templated into
+other code.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import pwd
+import re
+import resource
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from importlib.metadata import version
+from pathlib import Path
+
+from fin_behavior.environments import builder
+from fin_behavior.environments.spec import EnvironmentSpec, get_spec
+from fin_behavior.settings import Settings
+from fin_behavior.submissions import errors
+from fin_behavior.submissions.record import SCRIPT_FILE, Submission
+
+SERVER_PACKAGES = ("uvicorn", "httptools", "uvloop", "starlette", "prometheus-client")  # of the scoring service
+ENVIRONMENT = "submission"
+SANDBOX_USER = "nobody"
+_LOG_TAIL = 60
+_MISSING = re.compile(r"ModuleNotFoundError: No module named '([\w.]+)'")
+_OUT_OF_MEMORY = ("MemoryError", "Cannot allocate memory", "std::bad_alloc", "OpenBLAS blas_thread_init")
+
+
+def environment_spec(settings: Settings, requirements: list[str]) -> EnvironmentSpec:
+    serving = get_spec("local", settings.serving_environments_file)
+    server = [p for p in serving.packages if re.split(r"[<>=~!\[ ]", p)[0].lower() in SERVER_PACKAGES]
+    return EnvironmentSpec(
+        ENVIRONMENT, settings.submission_python, "pyfunc", (*requirements, f"mlflow=={version('mlflow')}", *server)
+    )
+
+
+def build_environment(settings: Settings, requirements: list[str], root: Path) -> builder.BuiltEnvironment:
+    try:
+        # the script and its service run as the sandbox user when the platform runs as root
+        return builder.build(environment_spec(settings, requirements), root, for_others=os.geteuid() == 0)
+    except builder.EnvironmentBuildError as exc:
+        raise errors.SubmissionError(
+            "Environment Failed",
+            "the requirements cannot be installed together with the platform's MLflow and server packages",
+            details=str(exc)[-3000:],
+            help="Check the names and versions (they must exist for Python "
+            f"{settings.submission_python}) and that none pins mlflow to another version than {version('mlflow')}.",
+        ) from None
+
+
+def sandboxed(command: list[str]) -> list[str]:
+    """`command` as the unprivileged user, with no network, when the platform can arrange it (as root)."""
+    if os.geteuid() != 0:
+        return command
+    user = pwd.getpwnam(SANDBOX_USER)
+    return [
+        "unshare", "--net", "setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--clear-groups", "--",
+        *command,
+    ]  # fmt: skip
+
+
+def reachable(path: Path, what: str) -> None:
+    """Refuse clearly when the sandbox user could not reach `path` (it would fail in misleading ways)."""
+    if os.geteuid() == 0 and (closed := builder.closed_to_others(path)):
+        raise errors.SubmissionError(
+            "Platform Misconfigured",
+            f"the sandbox user {SANDBOX_USER!r} cannot reach {what} {path}: {closed} is closed to others",
+            help=f"Give others search permission on {closed} (chmod o+x), or set FIN_BEHAVIOR_SUBMISSIONS_DIR "
+            "and FIN_BEHAVIOR_ENVS_DIR to directories they can reach.",
+            status=500,
+        )
+
+
+def hand_over(path: Path) -> None:
+    """Let the sandbox user write `path` (a directory of the submission's own), which it must be able to reach."""
+    if os.geteuid() != 0:
+        return
+    reachable(path, "the submission's directory")
+    user = pwd.getpwnam(SANDBOX_USER)
+    for item in [path, *path.rglob("*")]:
+        os.chown(item, user.pw_uid, user.pw_gid)
+
+
+def clean_environment(env: builder.BuiltEnvironment, work: Path, experiment: str) -> dict[str, str]:
+    """The only variables the script sees."""
+    return {
+        "PATH": f"{env.path / 'bin'}:/usr/bin:/bin",
+        "HOME": str(work),
+        "TMPDIR": str(work / "tmp"),
+        "LANG": "C.UTF-8",
+        "PYTHONUNBUFFERED": "1",
+        "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}",
+        "MLFLOW_EXPERIMENT_NAME": experiment,
+        "MLFLOW_DISABLE_TELEMETRY": "true",  # it has no network anyway
+    }
+
+
+@dataclass(frozen=True)
+class ScriptRun:
+    work: Path  # its working directory, with its MLflow store
+    seconds: float
+    log: Path
+
+
+def run_script(env: builder.BuiltEnvironment, directory: Path, submission: Submission, settings: Settings) -> ScriptRun:
+    """Run train.py isolated; a SubmissionError says how it failed (import, memory, timeout, exit code)."""
+    reachable(env.path, "the script's environment")
+    work = directory / "work"
+    shutil.rmtree(work, ignore_errors=True)
+    (work / "tmp").mkdir(parents=True)
+    shutil.copy(directory / SCRIPT_FILE, work / SCRIPT_FILE)
+    hand_over(work)
+    log = directory / "train.log"
+    limit = settings.submission_memory_limit_mb << 20
+
+    def limit_memory() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    started = time.monotonic()
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            sandboxed([str(env.python), SCRIPT_FILE]),
+            cwd=work,
+            env=clean_environment(env, work, submission.name),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: a timeout ends everything it started
+            preexec_fn=limit_memory,
+        )
+        try:
+            code = process.wait(timeout=submission.timeout_seconds)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+            raise errors.timeout(submission.timeout_seconds) from None
+    tail = log_tail(log)
+    if code != 0:
+        if missing := _MISSING.search(tail):
+            raise errors.missing_module(missing[1].split(".")[0], tail)
+        if any(marker in tail for marker in _OUT_OF_MEMORY):
+            raise errors.out_of_memory(settings.submission_memory_limit_mb, tail)
+        raise errors.script_failed(code, tail)
+    return ScriptRun(work, time.monotonic() - started, log)
+
+
+def log_tail(path: Path, lines: int = _LOG_TAIL) -> str:
+    with path.open(errors="replace") as log:
+        return "".join(collections.deque(log, maxlen=lines)).rstrip()

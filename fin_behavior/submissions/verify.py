@@ -1,0 +1,83 @@
+"""Verification of a submitted model inside its own environment (run there as a task, isolated like the
+script): the MLflow model loads with warnings as errors and scores its input example. Prints what it found as
+JSON: the features (from the signature), the example's records and the model's predictions for them.
+
+    <submission env>/bin/python -m fin_behavior.submissions.verify MODEL_DIR
+
+Imports only MLflow, numpy and the standard library (what the submission's environment has)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+import warnings
+
+import numpy as np
+
+NUMERIC = {"double", "float", "long", "integer", "boolean"}
+
+
+def describe(model_dir: str) -> dict:
+    from mlflow.models import Model
+
+    model = Model.load(model_dir)
+    signature = model.signature
+    if signature is None:
+        raise ValueError("the model has no signature: log it with input_example=X[:5] so its inputs are known")
+    inputs = signature.inputs
+    example = model.load_input_example(model_dir)
+    if example is None:
+        raise ValueError("the model has no input example: log it with input_example=X[:5]")
+    if inputs.is_tensor_spec():
+        (spec,) = inputs.inputs
+        width = spec.shape[-1] if len(spec.shape) == 2 else -1
+        if width < 1:
+            raise ValueError(f"a tensor input of shape {spec.shape} cannot be served as records: use a 2-D input")
+        features = [{"name": f"f{i}", "dtype": "float"} for i in range(width)]
+        rows = np.asarray(example, dtype=float).reshape(-1, width)
+        records = [{f"f{i}": float(v) for i, v in enumerate(row)} for row in rows]
+        layout = "tensor"
+    else:
+        features = [{"name": c.name, "dtype": "float" if str(c.type) in NUMERIC else "string"} for c in inputs.inputs]
+        frame = example if hasattr(example, "to_dict") else None
+        if frame is None:
+            raise ValueError("the input example is not a table matching the signature's columns")
+        records = json.loads(frame.to_json(orient="records"))
+        layout = "columns"
+    return {"features": features, "records": records, "layout": layout}
+
+
+def score(model_dir: str, described: dict) -> list:
+    import mlflow.pyfunc
+
+    model = mlflow.pyfunc.load_model(model_dir)
+    names = [f["name"] for f in described["features"]]
+    if described["layout"] == "tensor":
+        data = np.array([[r[n] for n in names] for r in described["records"]], dtype=float)
+    else:
+        import pandas as pd
+
+        data = pd.DataFrame(described["records"], columns=names)
+    predictions = np.asarray(model.predict(data))
+    return predictions.reshape(len(predictions), -1)[:, 0].tolist() if predictions.ndim > 1 else predictions.tolist()
+
+
+def main(model_dir: str) -> int:
+    import mlflow.pyfunc  # noqa: F401  MLflow's own import-time warnings are not the model's
+    from mlflow.models import Model  # noqa: F401
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # a model that only loads with a warning is not served
+            described = describe(model_dir)
+            described["predictions"] = score(model_dir, described)
+    except Exception as exc:
+        print(json.dumps({"error": f"{type(exc).__name__}: {exc}", "details": traceback.format_exc()[-3000:]}))
+        return 1
+    print(json.dumps(described))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))

@@ -1,0 +1,156 @@
+"""Script in, URL out, end to end and for real: the seed's example script submitted through the CLI and through
+the HTTP API, each a Dagster run in a worker process, trained isolated in its uv-built environment, verified,
+registered and served on the name's own URL; a resubmission swapping versions under load while another name's
+submission runs beside it. The tests run in order on one platform."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from fin_behavior.deploy.local import free_port
+from fin_behavior.records import read_json
+from fin_behavior.settings import get_settings
+from fin_behavior.submissions import pipeline
+from fin_behavior.submissions.api import EXAMPLE
+from fin_behavior.submissions.record import Submission
+from fin_behavior_tests.helpers import ENVS
+from fin_behavior_tests.serving_fixtures import Load
+
+CLI = [sys.executable, "-m", "fin_behavior.cli"]
+
+
+@pytest.fixture(scope="module")
+def platform_env(tmp_path_factory: pytest.TempPathFactory):
+    root = Path(tempfile.mkdtemp(prefix="fin-behavior-submissions-", dir="/tmp"))
+    root.chmod(0o755)  # the sandbox user reaches its working directories
+    env = {
+        "FIN_BEHAVIOR_VAR_DIR": str(tmp_path_factory.mktemp("var")),
+        "FIN_BEHAVIOR_SUBMISSIONS_DIR": str(root),
+        "FIN_BEHAVIOR_ENVS_DIR": str(ENVS),
+        "FIN_BEHAVIOR_DRAIN_SECONDS": "2",
+        "FIN_BEHAVIOR_SUBMISSION_API_PORT": str(free_port()),
+        "DAGSTER_HOME": str(tmp_path_factory.mktemp("dagster_home")),
+    }
+    yield env
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in env.items():
+            patch.setenv(key, value)
+        get_settings.cache_clear()
+        for name in os.listdir(root / "endpoints"):
+            pipeline.endpoint(get_settings(), name)[0].stop_all()
+    get_settings.cache_clear()
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def reachable_submissions(platform_env, monkeypatch):
+    """This module's one platform in place of the per-test state directories."""
+    for key, value in platform_env.items():
+        monkeypatch.setenv(key, value)
+    get_settings.cache_clear()
+
+
+def _input_example(submission_id: str) -> dict:
+    return read_json(get_settings().submissions_root / submission_id / "bundle" / "expected.json")
+
+
+def test_the_cli_submits_the_seed_script_and_its_url_scores_the_input_example(tmp_path):
+    script = tmp_path / "train.py"
+    script.write_text(EXAMPLE)
+    command = [*CLI, "submit", str(script), "--name", "seed-model", "--requirement", "scikit-learn", "--wait"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout + done.stderr
+    progress = re.findall(r"^\s+[\d.]+ s  (\w+)$", done.stdout, re.M)
+    assert progress[-1] == "deployed" and {"training", "verifying", "deploying"} <= set(progress), done.stdout
+    url = re.search(r"v1 of seed-model serves at (\S+)/score", done.stdout)[1]
+    submission_id = re.search(r"submission (\w+): seed-model, queued", done.stdout)[1]
+    record = Submission.load(get_settings().submissions_root, submission_id)
+    assert record.model_version == "1" and record.url == url and record.dagster_run_id and record.mlflow_run_id
+
+    example = _input_example(submission_id)
+    target = pipeline.endpoint(get_settings(), "seed-model")[0]
+    response = httpx.post(f"{url}/score", json=example["records"], headers={"X-API-Key": target.key()})
+    assert response.status_code == 200, response.text
+    assert response.json()["predictions"] == example["predictions"] and len(example["records"]) == 5
+    assert httpx.post(f"{url}/score", json=example["records"]).status_code == 401  # its own key, as the platform's
+
+
+def _api(env: dict) -> tuple[subprocess.Popen, httpx.Client]:
+    server = subprocess.Popen([*CLI, "submissions", "serve"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    client = httpx.Client(base_url=f"http://127.0.0.1:{env['FIN_BEHAVIOR_SUBMISSION_API_PORT']}", timeout=10)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            client.get("/mlops/help")
+            break
+        except httpx.TransportError:
+            assert server.poll() is None and time.monotonic() < deadline, "the submissions API did not start"
+            time.sleep(0.2)
+    key = read_json(get_settings().submissions_root / "keys.json")["keys"][0]
+    client.headers["X-API-Key"] = key
+    return server, client
+
+
+def _finished(client: httpx.Client, submission_id: str, timeout: float = 600) -> dict:
+    deadline = time.monotonic() + timeout
+    while (status := client.get(f"/mlops/submissions/{submission_id}").json())["status"] not in ("deployed", "failed"):
+        assert time.monotonic() < deadline, status
+        time.sleep(0.5)
+    return status
+
+
+def test_the_api_swaps_a_resubmitted_name_under_load_while_another_submission_runs_beside_it(platform_env):
+    server, client = _api(platform_env)
+    try:
+        mistakes = {
+            "no key": client.post("/mlops/deploy", json={}, headers={"X-API-Key": "wrong"}),
+            "not JSON": client.post("/mlops/deploy", content=b"{not json"),
+            "syntax": client.post("/mlops/deploy", json={"script_content": "def f(:\n", "model_name": "m"}),
+            "unknown id": client.get("/mlops/submissions/does-not-exist"),
+        }
+        assert {k: r.status_code for k, r in mistakes.items()} == {
+            "no key": 401, "not JSON": 400, "syntax": 422, "unknown id": 404
+        }  # fmt: skip
+        assert all({"error", "message", "details", "help"} <= set(r.json()) for r in mistakes.values())
+        assert "line 1" in mistakes["syntax"].json()["message"]
+        assert "log_model" in client.get("/mlops/help").json()["contract"]
+
+        target = pipeline.endpoint(get_settings(), "seed-model")[0]
+        served = next(get_settings().submissions_root.glob("*/bundle/expected.json"))
+        with Load(target, read_json(served)["records"][0], clients=4) as load:
+            accepted = [
+                client.post(
+                    "/mlops/deploy",
+                    json={"script_content": EXAMPLE, "model_name": name, "requirements": ["scikit-learn"]},
+                )
+                for name in ("seed-model", "other-model")
+            ]
+            assert [r.status_code for r in accepted] == [202, 202], [r.text for r in accepted]
+            resubmitted, other = (_finished(client, r.json()["submission_id"]) for r in accepted)
+            time.sleep(1)  # and a moment on the new version
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+    assert resubmitted["status"] == other["status"] == "deployed", (resubmitted["error"], other["error"])
+    assert resubmitted["model_version"] == "2" and other["model_version"] == "1"
+    assert resubmitted["inference_url"] == f"{target.url}/score" != other["inference_url"]
+    assert load.failures == {} and load.outcomes["v1"] > 0 and load.outcomes["v2"] > 0, load.outcomes
+
+    def training(status: dict) -> tuple[float, float]:
+        return status["submitted_at"] + status["timings"]["training"], status["submitted_at"] + status["timings"][
+            "verifying"
+        ]
+
+    (a_start, a_end), (b_start, b_end) = training(resubmitted), training(other)
+    assert a_start < b_end and b_start < a_end, "the two scripts did not train at the same time"

@@ -1,0 +1,70 @@
+"""A submission's request is checked before anything is built or run."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+
+from fin_behavior.settings import get_settings
+from fin_behavior.submissions import errors
+from fin_behavior.submissions.intake import accept, check_requirements, decode_script
+from fin_behavior.submissions.record import Submission
+
+SCRIPT = "import mlflow\nprint('hello')\n"
+
+
+def test_a_good_request_is_stored_queued_with_the_script_as_sent():
+    settings = get_settings()
+    submission = accept(settings, base64.b64encode(SCRIPT.encode()).decode(), "churn-v2", ["scikit-learn>=1.5"], 30)
+    stored = Submission.load(settings.submissions_root, submission.id)
+    assert stored.state == "queued" and stored.requirements == ["scikit-learn>=1.5"] and stored.timeout_seconds == 30
+    assert (submission.directory(settings.submissions_root) / "train.py").read_text() == SCRIPT  # decoded, verbatim
+    assert decode_script(SCRIPT) == SCRIPT  # plain text stays plain text
+
+
+@pytest.mark.parametrize(
+    ("requirement", "reason"),
+    [
+        ("https://evil.example/pkg.whl", "not a package specifier"),
+        ("pkg @ https://evil.example/pkg.whl", "a URL or a path"),
+        ("--index-url https://evil.example/simple", "an option"),
+        ("-e .", "an option"),
+        ("./local_dir", "not a package specifier"),
+        ("", "an option or an empty line"),
+    ],
+)
+def test_requirements_are_package_specifiers_and_nothing_else(requirement, reason):
+    with pytest.raises(errors.SubmissionError, match=reason) as raised:
+        check_requirements(["pandas", requirement])
+    assert raised.value.status == 422 and "package specifiers only" in raised.value.help
+
+
+def test_a_syntax_error_is_named_with_its_line_before_anything_is_built():
+    settings = get_settings()
+    with pytest.raises(errors.SubmissionError) as raised:
+        accept(settings, "import mlflow\n\ndef train(:\n    pass\n", "bad-syntax", [], 30)
+    error = raised.value.to_dict()
+    assert error["error"] == "Syntax Error" and "line 3" in error["message"] and "def train(:" in error["details"]
+    assert not settings.submissions_root.exists() or not any(settings.submissions_root.iterdir())
+
+
+@pytest.mark.parametrize(
+    ("name", "script", "timeout", "message"),
+    [
+        ("1-starts-with-a-digit", SCRIPT, 30, "is not usable"),
+        ("financial-behavior-model", SCRIPT, 30, "the platform's own model"),
+        ("ok", "   ", 30, "the script is empty"),
+        ("ok", SCRIPT, 0, "is not between 0 and"),
+        ("ok", SCRIPT, 10**6, "is not between 0 and"),
+    ],
+)
+def test_other_mistakes_say_what_is_wrong(name, script, timeout, message):
+    with pytest.raises(errors.SubmissionError, match=message):
+        accept(get_settings(), script, name, [], timeout)
+
+
+def test_the_script_size_is_limited():
+    with pytest.raises(errors.SubmissionError, match="at most 262,144") as raised:
+        accept(get_settings(), "x = 1\n" * 50_000, "too-big", [], 30)
+    assert raised.value.status == 413

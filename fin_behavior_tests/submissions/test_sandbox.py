@@ -1,0 +1,141 @@
+"""A submitted script runs in its own environment, isolated, and each way it can fail is a clear error object
+(real uv-built environment, real processes; as root, as `nobody` with no network)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from fin_behavior.settings import get_settings
+from fin_behavior.submissions import errors, pipeline, sandbox
+from fin_behavior.submissions.intake import accept
+from fin_behavior_tests.helpers import ENVS
+
+
+@pytest.fixture(scope="module")
+def env():
+    return sandbox.build_environment(get_settings(), ["scikit-learn"], ENVS)
+
+
+def _run(env, script: str, timeout: float = 120):
+    settings = get_settings()
+    submission = accept(settings, script, "sandboxed", ["scikit-learn"], timeout)
+    directory = submission.directory(settings.submissions_root)
+    run = sandbox.run_script(env, directory, submission, settings)
+    return run, pipeline.find_model(f"sqlite:///{run.work / 'mlflow.db'}", run.log)
+
+
+def _error(env, script: str, timeout: float = 120) -> dict:
+    with pytest.raises(errors.SubmissionError) as raised:
+        _run(env, script, timeout)
+    return raised.value.to_dict()
+
+
+def test_a_missing_import_names_the_requirement_to_add(env):
+    error = _error(env, "import xgboost\n")
+    assert error["error"] == "Import Error" and "'xgboost'" in error["message"]
+    assert "Add 'xgboost' to the requirements" in error["help"] and "ModuleNotFoundError" in error["details"]
+    sklearn_alias = _error(env, "import cv2\n")
+    assert "'opencv-python'" in sklearn_alias["help"]
+
+
+def test_a_script_that_logs_nothing_or_fails_its_run_is_told_what_to_do(env):
+    no_run = _error(env, "print('trained, but told nobody')\n")
+    assert no_run["error"] == "No MLflow Run" and "mlflow.start_run()" in no_run["help"]
+
+    failed = _error(
+        env, "import mlflow\nwith mlflow.start_run():\n    mlflow.log_metric('a', 1)\n    raise SystemExit(0)\n"
+    )
+    assert failed["error"] == "MLflow Run Failed" and "ended FAILED" in failed["message"]
+
+    no_model = _error(env, "import mlflow\nwith mlflow.start_run():\n    mlflow.log_metric('accuracy', 0.9)\n")
+    assert no_model["error"] == "No Model Logged" and "log_model" in no_model["help"]
+
+    crashed = _error(env, "raise ValueError('the data is not there')\n")
+    assert crashed["error"] == "Training Failed" and "exited with code 1" in crashed["message"]
+    assert "ValueError: the data is not there" in crashed["details"]
+
+
+def test_a_timeout_kills_the_script_and_every_process_it_started(env, tmp_path):
+    script = (
+        "import subprocess, sys, time\n"
+        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'])\n"
+        "open('child.pid', 'w').write(str(child.pid))\n"
+        "time.sleep(600)\n"
+    )
+    started = time.monotonic()
+    error = _error(env, script, timeout=3)
+    assert error["error"] == "Timeout", error["details"]
+    assert "timeout of 3 s" in error["message"] and "--timeout" in error["help"]
+    assert time.monotonic() - started < 30
+    child = int(next(get_settings().submissions_root.glob("*/work/child.pid")).read_text())
+    time.sleep(0.2)
+    stat = Path(f"/proc/{child}/stat")
+    assert not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] == "Z"  # gone, or a reaped zombie
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="dropping to `nobody` and a network namespace need root")
+def test_the_script_finds_no_platform_secret_and_no_network(env, monkeypatch):
+    settings = get_settings()
+    keys = settings.var_dir / "endpoint" / "keys.json"
+    keys.parent.mkdir(mode=0o700, parents=True)
+    keys.write_text('{"keys": ["the-platform-s-own-secret-key"]}')
+    os.chmod(keys, 0o600)
+    monkeypatch.setenv("AZURE_CLIENT_SECRET", "the-cloud-secret")
+    monkeypatch.setenv("FIN_BEHAVIOR_ALERT_WEBHOOK_URL", "https://hooks.example/secret")
+    script = (
+        "import json, os, socket\n"
+        "found = {'env': sorted(os.environ)}\n"
+        f"try:\n    found['keys'] = open({str(keys)!r}).read()\n"
+        "except OSError as exc:\n    found['keys'] = type(exc).__name__\n"
+        "try:\n    socket.create_connection(('pypi.org', 443), timeout=3)\n    found['network'] = 'reached'\n"
+        "except OSError as exc:\n    found['network'] = type(exc).__name__\n"
+        "open('found.json', 'w').write(json.dumps(found))\n"
+    )
+    with pytest.raises(errors.SubmissionError, match="No MLflow Run"):
+        _run(env, script)
+    found = json.loads(next(settings.submissions_root.glob("*/work/found.json")).read_text())
+    assert found["keys"] == "PermissionError" and found["network"] in ("gaierror", "OSError")
+    assert not [name for name in found["env"] if name.startswith(("AZURE", "FIN_BEHAVIOR", "DAGSTER"))]
+    assert set(found["env"]) <= {"PATH", "HOME", "TMPDIR", "LANG", "PYTHONUNBUFFERED", "MLFLOW_TRACKING_URI",
+                                 "MLFLOW_EXPERIMENT_NAME", "MLFLOW_DISABLE_TELEMETRY", "LC_CTYPE"}  # fmt: skip
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only a root platform hands work to the sandbox user")
+def test_a_directory_the_sandbox_user_cannot_reach_is_named_not_blamed_on_the_script(reachable_submissions):
+    closed = reachable_submissions / "closed"
+    (closed / "work").mkdir(parents=True)
+    closed.chmod(0o700)
+    with pytest.raises(errors.SubmissionError) as raised:
+        sandbox.hand_over(closed / "work")
+    error = raised.value.to_dict()
+    assert error["error"] == "Platform Misconfigured" and raised.value.status == 500
+    assert f"{closed} is closed to others" in error["message"] and "FIN_BEHAVIOR_ENVS_DIR" in error["help"]
+
+
+def test_a_script_over_its_memory_limit_is_stopped_and_told_which_limit(env, monkeypatch):
+    monkeypatch.setenv("FIN_BEHAVIOR_SUBMISSION_MEMORY_LIMIT_MB", "512")
+    get_settings.cache_clear()
+    error = _error(env, "ballast = bytearray(2 * 1024**3)\n")
+    assert error["error"] == "Memory Limit" and "512 MiB" in error["message"] and "MemoryError" in error["details"]
+
+
+def test_a_model_logged_without_an_input_example_is_not_served_and_says_how_to_log_it(env):
+    settings = get_settings()
+    script = (
+        "import mlflow, mlflow.sklearn\nfrom sklearn.linear_model import LogisticRegression\n"
+        "with mlflow.start_run():\n"
+        "    model = LogisticRegression().fit([[0.0], [1.0]], [0, 1])\n"
+        "    mlflow.sklearn.log_model(model, name='model', serialization_format='cloudpickle')\n"
+    )
+    submission = accept(settings, script, "no-example", ["scikit-learn"], 120)
+    trained = pipeline.train(settings, submission)
+    with pytest.raises(errors.SubmissionError) as raised:
+        pipeline.release(settings, submission, trained)
+    error = raised.value.to_dict()
+    assert error["error"] == "Model Not Servable" and "no signature" in error["message"]
+    assert "input_example=X[:5]" in error["help"]
