@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export DAGSTER_HOME := $(CURDIR)/dagster_home
 MLFLOW_STORE ?= sqlite:///$(CURDIR)/var/mlflow/mlflow.db
 
-.PHONY: setup demo test dev mlflow-ui lint lock clean bench-tools endpoint-status
+.PHONY: setup demo test dev mlflow-ui lint lock clean bench-tools endpoint-status docker-engine image test-image setup-distributed test-distributed
 
 setup: $(STAMP)
 
@@ -36,11 +36,34 @@ bench-tools:  ## the serving benchmark's load generator (autocannon, pinned in b
 endpoint-status: setup  ## where the model serves, which version, which processes
 	$(BIN)/fin-behavior endpoint status
 
+docker-engine:  ## a Docker engine for the image targets: started here (root, vfs storage) when none answers
+	@docker info >/dev/null 2>&1 || { \
+	  command -v dockerd >/dev/null || { echo "no Docker engine answers and there is no dockerd: apt-get install docker.io"; exit 1; }; \
+	  mkdir -p var; (dockerd --storage-driver vfs --iptables=false --bridge=none >var/dockerd.log 2>&1 &); \
+	  for i in $$(seq 60); do docker info >/dev/null 2>&1 && break; sleep 1; done; \
+	  docker info >/dev/null 2>&1 || { echo "dockerd did not start: see var/dockerd.log"; exit 1; }; }
+
+image: setup docker-engine  ## the serving image of the candidate version (after make demo), gated, recorded
+	$(BIN)/fin-behavior image base
+	$(BIN)/fin-behavior image build --version candidate
+
+test-image: setup docker-engine  ## the image tests with a real engine (skipped by make test when none answers)
+	$(BIN)/fin-behavior image base
+	FIN_BEHAVIOR_TEST_DOCKER=1 $(BIN)/pytest -q fin_behavior_tests/deploy/test_image.py
+
+setup-distributed: setup  ## the distributed extra (dagster-celery, dagster-postgres, dagster-k8s, redis, psycopg2) on top
+	$(BIN)/uv pip install --quiet --python $(BIN)/python -r requirements-distributed.lock
+
+test-distributed: setup-distributed  ## full_pipeline and the sensor's retrain on Celery workers (needs redis-server, postgresql)
+	FIN_BEHAVIOR_TEST_DISTRIBUTED=1 $(BIN)/pytest -q fin_behavior_tests/distributed
+
 lint: setup
 	$(BIN)/ruff check fin_behavior fin_behavior_tests benchmarks
 
 lock:  ## re-resolve requirements.lock after changing pyproject.toml
 	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 -o requirements.lock
+	$(BIN)/uv pip compile pyproject.toml --extra dev --extra distributed --python-version 3.11 \
+	  -c requirements.lock -o requirements-distributed.lock
 
 clean:  ## remove all local state (data, artifacts, run history)
 	rm -rf var dagster_home/history dagster_home/storage dagster_home/schedules dagster_home/logs

@@ -168,6 +168,52 @@ def _deploy_alias(settings, alias: str, action: str) -> int:
     return 0
 
 
+def _image(args: argparse.Namespace) -> int:
+    """`image base`: the Debian base image; `image build`: a registered version's image, gated, then recorded
+    (and pushed with IMAGE_REGISTRY), as the build_image job does."""
+    from fin_behavior.deploy import image
+    from fin_behavior.settings import get_settings
+
+    settings = get_settings()
+    try:
+        if args.action == "base":
+            base = None if args.rebuild else image.image_id(settings.image_base)
+            if base is None:
+                base = image.build_base(settings.image_base, settings.debian_mirror)
+            print(f"{settings.image_base} is {base}")
+            return 0
+        if args.push and not settings.image_registry:
+            print("fin-behavior image build --push: set FIN_BEHAVIOR_IMAGE_REGISTRY to push to", file=sys.stderr)
+            return 2
+        from mlflow import MlflowClient
+
+        from fin_behavior.deploy import deployer
+        from fin_behavior.deploy.rollout import GateSettings
+
+        client = MlflowClient(tracking_uri=settings.tracking_uri)
+        name = settings.registered_model_name
+        version = deployer.resolve_version(client, name, args.version)
+        release = deployer.fetch_release(client, name, version, deployer.releases_dir(settings))
+        built, outcomes = image.build_gated(
+            release,
+            settings.envs_dir or settings.var_dir / "envs",
+            settings.images_dir / "build",
+            settings.image_base,
+            GateSettings.from_settings(settings),
+            settings.image_registry if args.push else "",
+            settings.images_dir,
+        )
+    except (image.ImageError, deployer.DeployError) as exc:
+        print(f"fin-behavior image {args.action}: {exc}", file=sys.stderr)
+        return 1
+    size = built.size_bytes / 2**20
+    print(f"{built.tag} ({built.image_id[:19]}, {size:.0f} MiB, built in {built.seconds:.0f} s)")
+    if not all(o.passed for o in outcomes.values()):
+        print("the image failed its gates: not recorded, not pushed", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _submit(args: argparse.Namespace) -> int:
     """Accept the script here, then run it as a Dagster run in a worker process; --wait follows it to the end."""
     import subprocess
@@ -248,6 +294,20 @@ def _submissions(args: argparse.Namespace) -> int:
     return 0
 
 
+def _worker(args: argparse.Namespace) -> int:
+    """A Celery worker for runs with FIN_BEHAVIOR_EXECUTOR=celery; replaces this process (signals reach celery)."""
+    import os
+
+    try:
+        from fin_behavior.worker import worker_argv
+    except ImportError:
+        print("fin-behavior worker: needs the distributed extra: run `make setup-distributed`", file=sys.stderr)
+        return 2
+    argv = worker_argv(args.name, args.queue or ["dagster"], args.concurrency, args.loglevel)
+    os.execv(argv[0], argv)
+    return 1  # not reached
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -290,6 +350,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     actions.add_parser("rollback", help="put the `previous` version back in service through the same gates")
     endpoint.set_defaults(handler=_endpoint)
+    worker = commands.add_parser(
+        "worker", help="a Celery worker that runs the steps of runs started with FIN_BEHAVIOR_EXECUTOR=celery"
+    )
+    worker.add_argument("--name", default="worker", help="its name (the host is appended): shown on each step")
+    worker.add_argument(
+        "--queue", action="append", help="a queue it takes steps from (repeatable; default: dagster, Celery's default "
+        "queue; the serving host's worker takes CELERY_ENDPOINT_QUEUE)",
+    )  # fmt: skip
+    worker.add_argument("--concurrency", type=_positive_int, default=1, help="steps it runs at once (default 1)")
+    worker.add_argument("--loglevel", default="INFO")
+    worker.set_defaults(handler=_worker)
+    images = commands.add_parser("image", help="the serving image: its Debian base, a registered version's image")
+    image_actions = images.add_subparsers(dest="action", required=True)
+    base = image_actions.add_parser("base", help="make the base image (IMAGE_BASE) from the Debian archive (root)")
+    base.add_argument("--rebuild", action="store_true", help="make it again even if it is there")
+    build = image_actions.add_parser("build", help="build a registered version's image, gate it running, record it")
+    build.add_argument("--version", default="candidate", help="an alias or a version number (default: candidate)")
+    build.add_argument("--push", action="store_true", help="push it to IMAGE_REGISTRY when it passes")
+    images.set_defaults(handler=_image)
     submit = commands.add_parser(
         "submit", help="submit a training script: run it isolated, verify, register and serve its model at a URL"
     )

@@ -2,7 +2,19 @@
 
 import dagster as dg
 
-from fin_behavior.defs import compatible, dataset, deployment, jobs, model, monitoring, registry, sensors, submissions
+from fin_behavior.defs import (
+    compatible,
+    dataset,
+    deployment,
+    executor,
+    image,
+    jobs,
+    model,
+    monitoring,
+    registry,
+    sensors,
+    submissions,
+)
 from fin_behavior.defs.resources import MlflowTracking, StorageResource
 
 defs = dg.Definitions(
@@ -15,6 +27,7 @@ defs = dg.Definitions(
         compatible.compatible_model,
         registry.registered_model_version,
         deployment.live_deployment,
+        image.serving_image,
         monitoring.serving_traffic,
         monitoring.serving_quality,
         submissions.submitted_model,
@@ -28,9 +41,10 @@ defs = dg.Definitions(
         jobs.rollback,
         jobs.monitor,
         submissions.submission_job,
+        image.build_image,
     ],
     sensors=[sensors.data_version_sensor, sensors.environment_drift_sensor],
     schedules=[sensors.monitor_schedule],
     resources={"storage": StorageResource(), "mlflow": MlflowTracking()},
-    executor=dg.in_process_executor,
+    executor=executor.run_executor(),  # FIN_BEHAVIOR_EXECUTOR, in process by default
 )

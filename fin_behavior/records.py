@@ -213,6 +213,7 @@ class BundleFiles:
     MLFLOW_MODEL = "model/MLmodel"  # a submitted script's MLflow model (runtime "pyfunc"), in model/
     EXPECTED = "expected.json"  # hold-out records and the probabilities verified for them
     PROFILE = "reference_profile.json"  # what the monitor compares this version's traffic with
+    ENVIRONMENT = "environment.json"  # the exact environment it was verified in: any machine builds the same
     INFO = ModelInfo.FILE
 
     @staticmethod

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -132,6 +133,35 @@ class Settings(BaseSettings):
     submission_api_host: str = "127.0.0.1"
     submission_api_port: int = Field(8090, ge=1, le=65535)
 
+    # The serving image (fin_behavior/deploy/image.py): its base (made by `fin-behavior image base` from the
+    # Debian archive at debian_mirror) and the registry images are pushed to (empty = kept in the local engine).
+    image_base: str = "fin-behavior/python:3.11-bookworm"
+    debian_mirror: str = "http://deb.debian.org/debian"
+    image_registry: str = ""
+
+    # deployment_target = "kubernetes": the cluster from the kube config (KUBECONFIG, kubernetes_context) or,
+    # inside a pod, its service account; the endpoint's Service `kubernetes_app` and its two Deployments.
+    kubernetes_context: str = ""  # empty = the kube config's current context
+    kubernetes_namespace: str = "fin-behavior"
+    kubernetes_app: str = "fin-behavior"
+    kubernetes_replicas: int = Field(2, ge=1)
+    kubernetes_service_type: Literal["ClusterIP", "NodePort", "LoadBalancer"] = "ClusterIP"
+    kubernetes_cpu_request: str = "250m"
+    kubernetes_cpu_limit: str = "1"
+    kubernetes_memory_request: str = "512Mi"
+    kubernetes_memory_limit: str = "1Gi"
+    kubernetes_ready_timeout_seconds: float = Field(300.0, gt=0)  # image pulls take longer than a process start
+
+    # How a run executes its steps (fin_behavior/defs/executor.py). "celery" needs `make setup-distributed`, a
+    # broker, Dagster storage every process reaches (Postgres) and `fin-behavior worker` processes; "k8s" a run
+    # launched in a Kubernetes pod (K8sRunLauncher). See the README's "Outgrowing one machine". Steps that
+    # touch the machine's own endpoint (deploy, its checks, monitoring, submissions) go to
+    # celery_endpoint_queue, which only the serving host's worker consumes.
+    executor: Literal["in_process", "multiprocess", "celery", "k8s"] = "in_process"
+    celery_broker_url: str = "redis://127.0.0.1:6379/0"
+    celery_backend_url: str = "redis://127.0.0.1:6379/1"
+    celery_endpoint_queue: str = "dagster"  # "dagster": Celery's default queue, any worker
+
     # deployment_target = "azureml": the workspace (else AZURE_SUBSCRIPTION_ID / AZURE_RESOURCE_GROUP /
     # AZURE_WORKSPACE_NAME, else an Azure ML config.json), the endpoint and its deployments
     azure_subscription_id: str = ""
@@ -160,6 +190,11 @@ class Settings(BaseSettings):
     def with_overrides(self, **overrides: object) -> Settings:
         """These settings with some replaced (e.g. by run config), validated like the rest."""
         return type(self)(**(self.model_dump() | overrides)) if overrides else self
+
+    @property
+    def images_dir(self) -> Path:
+        """What `image build` made, one record per version (fin_behavior/deploy/image.py)."""
+        return self.var_dir / "images"
 
     @property
     def submissions_root(self) -> Path:

@@ -11,6 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from fin_behavior.deploy.rollout import GateSettings
 from fin_behavior.ml.train import TrainingOptions
 from fin_behavior.records import Evidence, Verdict
 from fin_behavior.settings import get_settings
@@ -19,6 +20,17 @@ from fin_behavior.settings import get_settings
 ENVS = Path(os.environ.get("FIN_BEHAVIOR_TEST_ENVS", Path(__file__).resolve().parents[1] / "var" / "test-envs"))
 # A small search: seconds instead of the default's ~20 s.
 FAST_TRAINING = {"n_iter": 2, "cv": 2, "search_max_rows": 1_500, "n_estimators": [10, 30]}
+
+
+# Gates that a test's fake or local target passes in a moment: three latency requests, no traffic steps or waits.
+QUICK_GATES = GateSettings(
+    max_latency_ms=1_000.0,
+    parity_tolerance=1e-4,
+    latency_requests=3,
+    traffic_steps=(),
+    step_seconds=0,
+    confirm_seconds=0,
+)
 
 
 def fast_options(**overrides: Any) -> TrainingOptions:

@@ -12,6 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from fin_behavior_tests.test_definitions import EXPECTED_JOBS
+
 QUERY = """{
   assetNodes { assetKey { path } groupName isObservable
     assetChecksOrError { ... on AssetChecks { checks { name blocking } } } }
@@ -69,6 +71,7 @@ def test_assets_in_groups_with_their_checks(graphql):
         "serving_traffic": "monitoring",
         "serving_quality": "monitoring",
         "submitted_model": "submissions",
+        "serving_image": "image",
     }
     assert {name for name, node in assets.items() if node["isObservable"]} == {
         "raw_transactions",
@@ -92,6 +95,7 @@ def test_assets_in_groups_with_their_checks(graphql):
     assert checks["live_deployment"] == dict.fromkeys(
         ["health", "smoke", "served_version_is_production", "latency_p95"], False
     )
+    assert checks["serving_image"] == dict.fromkeys(["smoke", "parity", "latency"], True)
     assert checks["serving_quality"] == dict.fromkeys(
         ["traffic_volume", "latency_slo", "error_rate", "input_drift", "prediction_drift"], False
     )
@@ -104,4 +108,4 @@ def test_sensors_are_on_by_default_and_jobs_are_there(graphql):
     schedules = {s["name"]: s["scheduleState"]["status"] for s in repository["schedules"]}
     assert schedules == {"monitor_every_5_minutes": "RUNNING"}
     jobs = {j["name"] for j in repository["jobs"]}
-    assert {"full_pipeline", "retrain", "rebuild_compatible", "deploy", "rollback", "monitor", "submission"} <= jobs
+    assert jobs >= EXPECTED_JOBS

@@ -6,6 +6,7 @@ from pydantic import Field
 
 from fin_behavior.defs.checks import check_result, check_specs
 from fin_behavior.defs.config import SettingsConfig, setting
+from fin_behavior.defs.executor import on_endpoint_host
 from fin_behavior.defs.registry import registered_model_version
 from fin_behavior.defs.resources import MlflowTracking, StorageResource
 from fin_behavior.settings import get_settings
@@ -34,6 +35,7 @@ def _gate_messages(gates: dict) -> dict[str, str]:
     deps=[registered_model_version],
     group_name="deployment",
     code_version=DEPLOYMENT_CODE_VERSION,
+    op_tags=on_endpoint_host(),
     output_required=False,  # `skip` materializes nothing
     description="The registered version serving at the endpoint's stable URL: started on the idle color, "
     "gated (ready, smoke, parity with its verified predictions, latency), then given the traffic. "
@@ -98,7 +100,7 @@ _CHECKS = {
 }
 
 
-@dg.multi_asset_check(specs=check_specs(live_deployment, _CHECKS), can_subset=True)
+@dg.multi_asset_check(specs=check_specs(live_deployment, _CHECKS), can_subset=True, op_tags=on_endpoint_host())
 def live_deployment_checks(context: dg.AssetCheckExecutionContext, storage: StorageResource, mlflow: MlflowTracking):
     from mlflow import MlflowClient
 

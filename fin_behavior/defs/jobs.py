@@ -1,6 +1,6 @@
-"""The jobs a user runs. They execute in process (set once on the Definitions): steps share one interpreter,
-so a small run takes seconds, not tens of seconds of per-step imports. See the README for running the same
-definitions on a distributed executor."""
+"""The jobs a user runs. How their steps execute is set once on the Definitions (fin_behavior/defs/executor.py):
+in process by default, so a small run takes seconds, not tens of seconds of per-step imports; on Celery workers
+with FIN_BEHAVIOR_EXECUTOR=celery."""
 
 import dagster as dg
 
@@ -11,7 +11,7 @@ from fin_behavior.defs.monitoring import serving_quality, serving_traffic
 
 # Monitoring watches what serves on its own schedule, and submissions run one by one, when submitted: the
 # platform's building jobs end at its deployment.
-RUN_ON_THEIR_OWN = dg.AssetSelection.groups("monitoring", "submissions", include_sources=True)
+RUN_ON_THEIR_OWN = dg.AssetSelection.groups("monitoring", "submissions", "image", include_sources=True)
 
 full_pipeline = dg.define_asset_job(
     "full_pipeline",

@@ -11,6 +11,7 @@ import dagster as dg
 from fin_behavior.defs.checks import check_result
 from fin_behavior.defs.config import SettingsConfig, setting
 from fin_behavior.defs.deployment import live_deployment
+from fin_behavior.defs.executor import on_endpoint_host
 from fin_behavior.defs.metadata import png_markdown
 from fin_behavior.defs.resources import MlflowTracking, StorageResource
 from fin_behavior.monitoring.quality import CHECKS, Quality
@@ -29,6 +30,7 @@ def _log_dir(settings: Settings, storage: StorageResource) -> Path:
 
 @dg.observable_source_asset(
     group_name="monitoring",
+    op_tags=on_endpoint_host(),
     description="The prediction log every color of the endpoint writes; its data version changes as it grows.",
 )
 def serving_traffic(storage: StorageResource) -> dg.ObserveResult:
@@ -66,6 +68,7 @@ def _table(qualities: dict[str, Quality], production: str | None) -> str:
 @dg.asset(
     deps=[serving_traffic, live_deployment],
     group_name="monitoring",
+    op_tags=on_endpoint_host(),
     check_specs=[dg.AssetCheckSpec(name, asset=STAGE, description=description) for name, description in CHECKS.items()],
     description="The last monitor_window_minutes of the prediction log, per served version: traffic, latency "
     "percentiles, error rate by status, unknown categories, and PSI of every input and of the probabilities "

@@ -6,6 +6,7 @@ import time
 
 import dagster as dg
 
+from fin_behavior.defs.executor import on_endpoint_host
 from fin_behavior.defs.resources import MlflowTracking, StorageResource
 from fin_behavior.settings import get_settings
 from fin_behavior.submissions import errors, pipeline
@@ -19,6 +20,7 @@ POOL = "submissions"  # its slots (SUBMISSION_WORKERS) bound how many scripts tr
     partitions_def=submissions,
     group_name="submissions",
     pool=POOL,
+    op_tags=on_endpoint_host(),
     description="A submitted training script, from its run to its URL: run in its own uv-built environment, "
     "isolated (no platform key or credential, no network, a memory limit, a timeout); its MLflow run and model "
     "found; the model verified in that environment (loads with warnings as errors, scores its input example), "

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from fin_behavior.deploy.rollout import Release, RolloutError, Slot, answers_of
-from fin_behavior.environments.builder import built_path, built_resolution
+from fin_behavior.environments.builder import EnvironmentBuildError, locked_resolution
 
 _PACKAGE = Path(__file__).resolve().parents[1]  # fin_behavior/: its light part ships with score.py
 SCORE_SCRIPT = "score.py"
@@ -239,12 +239,10 @@ class AzureMLTarget:
 
         slot = Slot(color, release.version, {"deployment": color})
         name, fingerprint = release.info.serving_environment, release.info.environment_fingerprint
-        built = built_resolution(built_path(self.envs_dir, name, fingerprint))
-        if built is None:
-            raise RolloutError(
-                f"serving environment {name!r} ({fingerprint}) that v{release.version} was verified in is not built "
-                f"under {self.envs_dir}, so its exact pins are unknown; run the rebuild_compatible job"
-            )
+        try:
+            built = locked_resolution(*release.environment, self.envs_dir)
+        except EnvironmentBuildError as exc:
+            raise RolloutError(f"v{release.version}: {exc}") from exc
         try:
             self._ensure_endpoint()
             model = self.client.models.create_or_update(

@@ -4,17 +4,20 @@ here: the live_deployment asset (full_pipeline, deploy, rollback jobs and sensor
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from fin_behavior.deploy.local import LocalTarget
+from fin_behavior.deploy.local import LocalTarget, ensure_keys
 from fin_behavior.deploy.lock import exclusive_rollout
 from fin_behavior.deploy.rollout import (
     GateSettings,
     Release,
+    RolloutError,
     RolloutResult,
     Slot,
     Target,
@@ -56,10 +59,12 @@ def make_target(settings: Settings, var_dir: Path | None = None) -> Target:
     envs = settings.envs_dir or (var_dir or settings.var_dir) / "envs"
     if settings.deployment_target == "azureml":
         return azure_target(settings, envs, endpoint_dir(settings, var_dir) / "azureml")
+    if settings.deployment_target == "kubernetes":
+        return kubernetes_target(settings, envs, endpoint_dir(settings, var_dir) / "kubernetes")
     if settings.deployment_target != "local":
         raise DeployError(
             f"unknown deployment target {settings.deployment_target!r} (setting deployment_target); "
-            "available: local, azureml"
+            "available: local, azureml, kubernetes"
         )
     return LocalTarget(endpoint_dir(settings, var_dir), envs, settings)
 
@@ -87,6 +92,57 @@ def azure_target(settings: Settings, envs: Path, workdir: Path) -> Target:
         log_sample_rate=settings.prediction_log_sample_rate,
     )
     return azure.AzureMLTarget(client, config, envs, workdir)
+
+
+def kubernetes_target(settings: Settings, envs: Path, workdir: Path) -> Target:
+    """The cluster of the kube config (or of the pod this runs in); each version served from its pushed image."""
+    import kubernetes
+
+    from fin_behavior.deploy import image
+    from fin_behavior.deploy import kubernetes as k8s
+
+    try:
+        if os.environ.get("KUBERNETES_SERVICE_HOST"):
+            kubernetes.config.load_incluster_config()
+        else:
+            kubernetes.config.load_kube_config(context=settings.kubernetes_context or None)
+    except (kubernetes.config.ConfigException, OSError) as exc:
+        raise DeployError(
+            f"the Kubernetes target has no cluster to talk to ({exc}); point KUBECONFIG at a kube config (and "
+            "FIN_BEHAVIOR_KUBERNETES_CONTEXT at a context), or set DEPLOYMENT_TARGET=local"
+        ) from None
+
+    def image_for(release: Release) -> str:
+        """The release's image as the cluster pulls it, by digest: built and pushed now if it was not yet."""
+        built = image.BuiltImage.load(settings.images_dir, release.model_name, release.version)
+        if built is None or not built.reference:
+            if not settings.image_registry:
+                raise RolloutError(
+                    f"{release.model_name} v{release.version} has no image the cluster can pull: set "
+                    "FIN_BEHAVIOR_IMAGE_REGISTRY to the registry the cluster pulls from"
+                )
+            try:
+                built = built or image.build(release, envs, workdir / "build", settings.image_base)
+                built = image.push(built, settings.image_registry)
+            except image.ImageError as exc:
+                raise RolloutError(f"the image of v{release.version} could not be built and pushed: {exc}") from None
+            built.save(settings.images_dir)
+        return built.reference
+
+    config = k8s.KubernetesConfig(
+        namespace=settings.kubernetes_namespace,
+        app=settings.kubernetes_app,
+        replicas=settings.kubernetes_replicas,
+        service_type=settings.kubernetes_service_type,
+        cpu_request=settings.kubernetes_cpu_request,
+        cpu_limit=settings.kubernetes_cpu_limit,
+        memory_request=settings.kubernetes_memory_request,
+        memory_limit=settings.kubernetes_memory_limit,
+        ready_timeout_seconds=settings.kubernetes_ready_timeout_seconds,
+    )
+    keys = json.dumps({"keys": [ensure_keys(workdir / "keys.json")]})
+    client = kubernetes.client
+    return k8s.KubernetesTarget(client.AppsV1Api(), client.CoreV1Api(), config, image_for, keys)
 
 
 def resolve_version(client, name: str, ref: str) -> str:

@@ -22,7 +22,7 @@ import httpx
 
 from fin_behavior.deploy.rollout import Release, RolloutError, Slot, answers_of
 from fin_behavior.deploy.supervisor import CONTROL_SOCKET, PID_FILE, STATE_FILE, process_alive
-from fin_behavior.environments.builder import built_path
+from fin_behavior.environments.builder import EnvironmentBuildError, ensure_locked
 from fin_behavior.records import read_json
 from fin_behavior.serving.handoff import send_command
 from fin_behavior.settings import Settings
@@ -140,15 +140,12 @@ class LocalTarget:
     # Target steps ------------------------------------------------------------------------------------------
 
     def _python(self, release: Release) -> Path:
-        name, fingerprint = release.info.serving_environment, release.info.environment_fingerprint
-        python = built_path(self.envs_dir, name, fingerprint) / "bin" / "python"
-        if not python.exists():
-            raise RolloutError(
-                f"serving environment {name!r} ({fingerprint}) that v{release.version} was verified in is not built "
-                f"under {self.envs_dir}; rebuild it with `dagster job execute -m fin_behavior.definitions "
-                "-j rebuild_compatible` (or deploy a version built for an environment that exists)"
-            )
-        return python
+        """The interpreter of the environment v`release` was verified in: built here from the bundle's record
+        when this machine has not built it yet."""
+        try:
+            return ensure_locked(*release.environment, self.envs_dir) / "bin" / "python"
+        except EnvironmentBuildError as exc:
+            raise RolloutError(f"v{release.version}: {exc}") from exc
 
     def start(self, release: Release, color: str) -> Slot:
         self.ensure_supervisor()
@@ -159,6 +156,7 @@ class LocalTarget:
             "--bundle-digest", release.info.digest,
             "--keys-file", str(self.keys_file),
             "--model-version", release.version,
+            "--model-name", release.model_name,
             "--host", self.host,
             "--port", str(port),
             "--control", str(self.root / f"{color}.sock"),

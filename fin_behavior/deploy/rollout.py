@@ -13,7 +13,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from fin_behavior.outcome import Outcome
-from fin_behavior.records import ModelInfo
+from fin_behavior.records import BundleFiles, ModelInfo
 from fin_behavior.settings import Settings
 
 COLORS = ("blue", "green")
@@ -29,6 +29,11 @@ class Release:
     bundle: Path
     info: ModelInfo  # the bundle's manifest, verified
     expected: dict[str, list]  # expected.json: known records and the answers verified for them
+
+    @property
+    def environment(self) -> tuple[Path, str, str]:
+        """Its environment's record in the bundle, name and fingerprint (builder.ensure_locked's arguments)."""
+        return self.bundle / BundleFiles.ENVIRONMENT, self.info.serving_environment, self.info.environment_fingerprint
 
     @property
     def answers(self) -> list[float]:

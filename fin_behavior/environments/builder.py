@@ -217,3 +217,63 @@ def build(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return env
+
+
+# A bundle carries the exact environment it was verified in (BundleFiles.ENVIRONMENT), so any machine that
+# serves it (another worker, an image build, Azure) gets the same packages, not a fresh resolution of the spec.
+
+
+def write_lock(env: BuiltEnvironment, path: Path, for_others: bool = False) -> None:
+    lock = {"name": env.spec.name, "python": env.spec.python, "runtime": env.spec.runtime, "for_others": for_others}
+    lock |= {"python_version": env.resolution.python_version, "pins": list(env.resolution.pins)}
+    path.write_text(json.dumps(lock | {"fingerprint": env.fingerprint}, indent=1))
+
+
+def _lock(bundle_lock: Path, name: str, digest: str) -> dict | None:
+    try:
+        lock = json.loads(bundle_lock.read_text())
+    except OSError:
+        return None  # a bundle made before bundles carried it
+    if lock["name"] != name or fingerprint(lock["python_version"], tuple(lock["pins"])) != digest:
+        raise EnvironmentBuildError(f"{bundle_lock} does not describe environment {name!r} ({digest})")
+    return lock
+
+
+def _missing(name: str, digest: str, root: Path) -> EnvironmentBuildError:
+    return EnvironmentBuildError(
+        f"serving environment {name!r} ({digest}) that the bundle was verified in is neither recorded in it "
+        f"nor built under {root}; rebuild it with `dagster job execute -m fin_behavior.definitions -j "
+        "rebuild_compatible` (or deploy a version built for an environment that exists)"
+    )
+
+
+def locked_resolution(bundle_lock: Path, name: str, digest: str, root: Path) -> tuple[str, tuple[str, ...]]:
+    """(Python version, exact pins) of the environment a bundle was verified in: from the bundle, else from
+    that environment built here."""
+    lock = _lock(bundle_lock, name, digest)
+    if lock is not None:
+        return lock["python_version"], tuple(lock["pins"])
+    built = built_resolution(built_path(root, name, digest))
+    if built is None:
+        raise _missing(name, digest, root)
+    return built
+
+
+def ensure_locked(bundle_lock: Path, name: str, digest: str, root: Path) -> Path:
+    """The environment a bundle was verified in, built under `root` (now, from the bundle's record, if this
+    machine lacks it): the same interpreter version and pins, so the same fingerprint."""
+    final = built_path(root, name, digest)
+    if (final / _COMPLETE).exists():
+        return final
+    lock = _lock(bundle_lock, name, digest)
+    if lock is None:
+        raise _missing(name, digest, root)
+    python = find_python(lock["python_version"], lock["for_others"])
+    resolution = Resolution(python, python_version(python) or "", tuple(lock["pins"]))
+    if resolution.fingerprint != digest:
+        raise EnvironmentBuildError(
+            f"environment {name!r} ({digest}) was verified on Python {lock['python_version']}; this machine "
+            f"has {resolution.python_version} at {python}, which would make another environment"
+        )
+    spec = EnvironmentSpec(name, lock["python"], lock["runtime"], resolution.pins)
+    return build(spec, root, resolution, lock["for_others"]).path

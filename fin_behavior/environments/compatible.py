@@ -23,7 +23,7 @@ import pandas as pd
 
 from fin_behavior.data.columns import FEATURES, KEY, NUMERIC_FEATURES, TARGET
 from fin_behavior.data.fingerprint import sha256_file
-from fin_behavior.environments.builder import BuiltEnvironment
+from fin_behavior.environments.builder import BuiltEnvironment, write_lock
 from fin_behavior.ml.store import VersionStore
 from fin_behavior.monitoring.profile import build_profile, write_profile
 from fin_behavior.outcome import Outcome
@@ -265,6 +265,7 @@ def build_version(
         report = build_bundle(env, trained, dataset, holdout_ids, Path(work))
         shutil.copytree(Path(work) / BUNDLE_DIR, staging / BUNDLE_DIR)
         shutil.copy(Path(work) / VERIFICATION, staging / VERIFICATION)
+    write_lock(env, staging / BUNDLE_DIR / BundleFiles.ENVIRONMENT)
     model_info(env, trained, report, staging / BUNDLE_DIR).write(staging / BUNDLE_DIR)
     evidence = judge(version, report, trained, settings)
     store.publish(staging, evidence)

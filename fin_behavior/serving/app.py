@@ -4,7 +4,8 @@ service object itself (the hot path, no routing or middleware); the other endpoi
     <serving env>/bin/python -m fin_behavior.serving.app --bundle DIR --keys-file FILE --model-version 3
 
 Endpoints: POST /score (key required), GET /version and /metrics (key required), GET /health (liveness),
-GET /ready (bundle loaded and verified), GET /openapi.json. Every answer is JSON, every client mistake a 4xx
+GET /ready (bundle loaded and verified), GET /openapi.json, and the Open Inference Protocol's /v2 routes
+(oip.py; inference through the same hot path as /score). Every answer is JSON, every client mistake a 4xx
 that names it. No client can starve the others: a request takes a place in the scoring queue only once its
 whole body has arrived, and a full queue is a 503 with Retry-After, not an unbounded wait (protocol.py); a body
 still arriving must arrive within `body_timeout_seconds` (408), and only so many may be arriving at once.
@@ -15,9 +16,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import functools
 import hmac
 import json
 import logging
+import re
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -32,6 +35,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from fin_behavior.serving import oip
 from fin_behavior.serving.bundle import Bundle, BundleError, load_bundle
 from fin_behavior.serving.config import ServiceSettings
 from fin_behavior.serving.openapi import openapi_schema
@@ -129,8 +133,8 @@ class ScoringService:
         self.refusal = "not loaded yet"
         self.pending_bodies = 0
         self._version_header = [(b"x-model-version", settings.model_version.encode())]
-        self._score_latency = self.metrics.latency.labels("score")
-        self._score_counts: dict[int, Any] = {}  # status -> its counter, bound once
+        self._latency = {e: self.metrics.latency.labels(e) for e in ("score", "infer")}
+        self._counts: dict[tuple[str, int], Any] = {}  # (endpoint, status) -> its counter, bound once
         try:
             self.bundle = load_bundle(settings.bundle_dir, settings.bundle_digest)
             self.refusal = ""
@@ -144,6 +148,13 @@ class ScoringService:
                 Route("/version", self.version, methods=["GET"]),
                 Route("/metrics", self.metrics_text, methods=["GET"]),
                 Route("/openapi.json", self.openapi, methods=["GET"]),
+                Route("/v2", self.oip_server, methods=["GET"]),
+                Route("/v2/health/live", self.health, methods=["GET"]),
+                Route("/v2/health/ready", self.ready, methods=["GET"]),
+                Route("/v2/models/{name}", self.oip_model, methods=["GET"]),
+                Route("/v2/models/{name}/versions/{version}", self.oip_model, methods=["GET"]),
+                Route("/v2/models/{name}/ready", self.oip_model_ready, methods=["GET"]),
+                Route("/v2/models/{name}/versions/{version}/ready", self.oip_model_ready, methods=["GET"]),
             ],
             exception_handlers={HTTPException: _json_error},
             lifespan=self.lifespan,
@@ -152,23 +163,41 @@ class ScoringService:
     # The hot path ------------------------------------------------------------------------------------------
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and scope["path"] == "/score":
-            started = time.perf_counter()
-            if scope["method"] != "POST":
-                reply = Reply.error(405, f"use POST /score, not {scope['method']}")
-                await self._send(send, reply, [(b"allow", b"POST")])
-                return None
-            self.metrics.in_flight.inc()
-            try:
-                reply, raw = await self._answer(scope, receive)
-                sent = await self._send(send, reply)
-            finally:
-                self.metrics.in_flight.dec()
-            self._record(reply, raw, sent, time.perf_counter() - started)
-            return None
+        if scope["type"] == "http":
+            path = scope["path"]
+            if path == "/score":
+                return await self._scoring(scope, receive, send, "score", self._score)
+            if path.startswith("/v2/models/") and (infer := oip.INFER_PATH.match(path)):
+                return await self._scoring(scope, receive, send, "infer", functools.partial(self._infer, infer))
         return await self.rest(scope, receive, send)
 
-    async def _answer(self, scope: dict, receive: Any) -> tuple[Reply, bytes]:
+    async def _scoring(self, scope: dict, receive: Any, send: Any, endpoint: str, scorer: Any) -> None:
+        """A scoring request of either protocol: the same key, limits, queue, metrics and prediction log."""
+        started = time.perf_counter()
+        if scope["method"] != "POST":
+            reply = Reply.error(405, f"use POST {scope['path'][:80]}, not {scope['method']}")
+            await self._send(send, reply, [(b"allow", b"POST")])
+            return
+        self.metrics.in_flight.inc()
+        try:
+            reply, raw = await self._answer(scope, receive, scorer)
+            sent = await self._send(send, reply)
+        finally:
+            self.metrics.in_flight.dec()
+        self._record(endpoint, reply, raw, sent, time.perf_counter() - started)
+
+    def _score(self, raw: bytes) -> Scored:
+        assert self.bundle is not None
+        return score_request(self.bundle, raw, self.settings.max_rows, self.settings.model_version)
+
+    def _infer(self, path: re.Match, raw: bytes) -> Scored:
+        assert self.bundle is not None
+        name, version = self.settings.model_name, self.settings.model_version
+        if refused := oip.unknown_model(path["name"], path["version"], name, version):
+            raise InputError(404, refused)
+        return oip.infer(self.bundle, raw, self.settings.max_rows, name, version)
+
+    async def _answer(self, scope: dict, receive: Any, scorer: Any) -> tuple[Reply, bytes]:
         if not self._authorized(scope):
             return Reply.error(401, f"missing or invalid API key: {KEY_HINT}"), b""
         if self.bundle is None:
@@ -178,7 +207,7 @@ class ScoringService:
         except InputError as exc:
             return Reply.error(exc.status, exc.message, close=exc.status in (408, 413, 503)), b""
         try:
-            scored = score_request(self.bundle, raw, self.settings.max_rows, self.settings.model_version)
+            scored = scorer(raw)
             return Reply(200, scored.answer, scored), raw
         except InputError as exc:
             return Reply.error(exc.status, exc.message), raw
@@ -235,18 +264,20 @@ class ScoringService:
         await send({"type": "http.response.body", "body": body})
         return body
 
-    def _record(self, reply: Reply, raw: bytes, response: bytes, elapsed: float) -> None:
+    def _record(self, endpoint: str, reply: Reply, raw: bytes, response: bytes, elapsed: float) -> None:
         status = reply.status
-        counter = self._score_counts.get(status) or self._score_counts.setdefault(
-            status, self.metrics.requests.labels("score", status)
+        counter = self._counts.get((endpoint, status)) or self._counts.setdefault(
+            (endpoint, status), self.metrics.requests.labels(endpoint, status)
         )
         counter.inc()
-        self._score_latency.observe(elapsed)
+        self._latency[endpoint].observe(elapsed)
         scored = reply.scored
         unknown = scored.unknown if scored else {}
         for name, count in unknown.items():
             self.metrics.unknown.labels(name).inc(count)
         if self.predictions is not None:
+            if scored is not None and scored.logged_request is not None:  # another protocol: log the /score form
+                raw, response = scored.logged_request, scored.logged_answer or response
             self.predictions.write(elapsed, status, scored.rows if scored else 0, raw, unknown, response)
 
     def _authorized(self, scope: dict) -> bool:
@@ -290,6 +321,28 @@ class ScoringService:
         if refused := self._key_required(request):
             return refused
         return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    async def oip_server(self, _: Request) -> Response:
+        return JSONResponse(oip.server_metadata(self.settings.model_version))
+
+    def _oip_unknown(self, request: Request) -> Response | None:
+        params = request.path_params
+        name, version = self.settings.model_name, self.settings.model_version
+        refused = oip.unknown_model(params["name"], params.get("version"), name, version)
+        return JSONResponse({"error": refused}, status_code=404) if refused else None
+
+    async def oip_model(self, request: Request) -> Response:
+        if unknown := self._oip_unknown(request):
+            return unknown
+        if self.bundle is None:
+            return JSONResponse({"error": f"model not loaded: {self.refusal}"}, status_code=503)
+        info, settings = self.bundle.info, self.settings
+        probabilities = info.runtime != "pyfunc"  # a submitted MLflow model answers predictions only
+        metadata = oip.model_metadata(settings.model_name, settings.model_version, info.features, probabilities)
+        return JSONResponse(metadata)
+
+    async def oip_model_ready(self, request: Request) -> Response:
+        return self._oip_unknown(request) or await self.ready(request)
 
     async def openapi(self, _: Request) -> Response:
         features = self.bundle.info.features if self.bundle else []

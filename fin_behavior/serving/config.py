@@ -14,6 +14,7 @@ class ServiceSettings:
     bundle_dir: Path
     keys_file: Path
     model_version: str
+    model_name: str = "model"  # the name Open Inference Protocol clients call it by (/v2/models/{name})
     bundle_digest: str | None = None  # the registry's digest of model_info.json: any other manifest is refused
     host: str = "127.0.0.1"
     port: int = 8080

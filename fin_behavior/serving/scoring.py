@@ -18,10 +18,19 @@ class Scored:
     answer: dict[str, Any]
     rows: int
     unknown: dict[str, int]  # field -> records whose value the model never saw (scored as unknown)
+    # What the prediction log keeps when the request came in another protocol (oip.py): the records and the
+    # /score answer, the one form the monitor reads. None: the request and the answer as sent.
+    logged_request: bytes | None = None
+    logged_answer: bytes | None = None
 
 
 def score_request(bundle: Bundle, raw: bytes | str, max_rows: int, model_version: str) -> Scored:
-    parsed = bundle.schema.parse(decode(raw), max_rows)
+    return score_records(bundle, decode(raw), max_rows, model_version)
+
+
+def score_records(bundle: Bundle, body: Any, max_rows: int, model_version: str) -> Scored:
+    """`body` (records, or any body form validation.records_of takes) scored by the bundle."""
+    parsed = bundle.schema.parse(body, max_rows)
     predictions, probabilities = bundle.predict(parsed.columns)
     answer: dict[str, Any] = {"predictions": predictions}
     if probabilities is not None:

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from fin_behavior.data.fingerprint import sha256_file
-from fin_behavior.environments.builder import BuiltEnvironment
+from fin_behavior.environments.builder import BuiltEnvironment, write_lock
 from fin_behavior.records import BundleFiles, Evidence, FeatureSpec, ModelInfo, Verdict, write_json
 from fin_behavior.serving.bundle import TENSOR_INPUT
 from fin_behavior.settings import Settings
@@ -108,6 +108,7 @@ def release(settings: Settings, submission: Submission, trained: Trained) -> tup
     sandbox.hand_over(scratch)
     found = _verify(trained.env, bundle / MODEL_DIR, scratch)
     write_json(bundle / BundleFiles.EXPECTED, {"records": found["records"], "predictions": found["predictions"]})
+    write_lock(trained.env, bundle / BundleFiles.ENVIRONMENT, for_others=True)
     files = sorted(p for p in bundle.rglob("*") if p.is_file())
     ModelInfo(
         serving_environment=trained.env.spec.name,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import dagster as dg
 import pytest
 
@@ -78,7 +80,15 @@ def test_compatible_model_is_rebuilt_verified_and_described(pipeline_run):
     version_dir = var / "artifacts" / "compatible_model" / meta["model_version"]
     info = ModelInfo.read(version_dir / "bundle")
     assert info.environment_fingerprint == meta["environment_fingerprint"]
-    assert set(info.sha256) == {"model.joblib", "model.onnx", "expected.json", "reference_profile.json"}
+    assert set(info.sha256) == {
+        "model.joblib",
+        "model.onnx",
+        "expected.json",
+        "reference_profile.json",
+        "environment.json",
+    }
+    lock = json.loads((version_dir / "bundle" / "environment.json").read_text())  # what another machine rebuilds
+    assert (lock["name"], lock["fingerprint"]) == ("local", info.environment_fingerprint) and lock["pins"]
     assert {f.name for f in info.features} >= {"age", "city"}
     assert {p.name for p in version_dir.iterdir()} == {"bundle", "verification.json", "evidence.json"}
     assert meta["approved"] is True

@@ -25,22 +25,14 @@ from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, 
 
 from fin_behavior.deploy import azure
 from fin_behavior.deploy.local import free_port
-from fin_behavior.deploy.rollout import GateSettings, RolloutError, rollout
+from fin_behavior.deploy.rollout import RolloutError, rollout
 from fin_behavior.environments import builder
 from fin_behavior.environments.spec import get_spec
 from fin_behavior.monitoring.window import read_window
 from fin_behavior_tests.deploy.test_rollout import release
-from fin_behavior_tests.helpers import ENVS
+from fin_behavior_tests.helpers import ENVS, QUICK_GATES
 from fin_behavior_tests.serving_fixtures import build_bundle
 
-GATES = GateSettings(
-    max_latency_ms=1_000.0,
-    parity_tolerance=1e-4,
-    latency_requests=3,
-    traffic_steps=(),
-    step_seconds=0,
-    confirm_seconds=0,
-)
 CONFIG = azure.AzureConfig("sub", "rg", "ws", "fin-test", "Standard_F4s_v2", 1, 90_000, 4, 1.0, conflict_wait_seconds=0)
 
 
@@ -145,7 +137,7 @@ def _target(workspace: FakeWorkspace, tmp_path: Path) -> azure.AzureMLTarget:
 
 def test_first_deployment_sends_exactly_the_entities_the_seeds_needed(workspace, bundle, tmp_path, serving_env):
     target = _target(workspace, tmp_path)
-    result = rollout(target, release(bundle[0], "1"), GATES, log=lambda _: None)
+    result = rollout(target, release(bundle[0], "1"), QUICK_GATES, log=lambda _: None)
     assert result.new.color == "blue" and workspace.endpoints["fin-test"].traffic == {"blue": 100}
 
     endpoint = workspace.client.online_endpoints.begin_create_or_update.call_args_list[0].args[0]
@@ -180,8 +172,8 @@ def test_first_deployment_sends_exactly_the_entities_the_seeds_needed(workspace,
 
 def test_blue_green_moves_traffic_then_deletes_the_old_color(workspace, bundle, tmp_path):
     target = _target(workspace, tmp_path)
-    rollout(target, release(bundle[0], "1"), GATES, log=lambda _: None)
-    result = rollout(target, release(bundle[0], "2"), GATES, log=lambda _: None)
+    rollout(target, release(bundle[0], "1"), QUICK_GATES, log=lambda _: None)
+    result = rollout(target, release(bundle[0], "2"), QUICK_GATES, log=lambda _: None)
     assert result.new.color == "green" and result.replaced.version == "1"
     assert workspace.endpoints["fin-test"].traffic == {"green": 100, "blue": 0}
     assert set(workspace.deployments) == {"green"}
@@ -189,7 +181,7 @@ def test_blue_green_moves_traffic_then_deletes_the_old_color(workspace, bundle, 
     assert target.score(None, bundle_records(workspace))[1] == "2"
 
 
-CANARY = dataclasses.replace(GATES, traffic_steps=(10, 50))
+CANARY = dataclasses.replace(QUICK_GATES, traffic_steps=(10, 50))
 
 
 def test_canary_steps_move_traffic_in_shares_before_all_of_it(workspace, bundle, tmp_path):
@@ -222,11 +214,11 @@ def test_a_canary_that_fails_under_traffic_gives_it_all_back(bundle, tmp_path):
 
 def test_a_run_cut_off_mid_canary_leaves_the_majority_color_live(workspace, bundle, tmp_path):
     target = _target(workspace, tmp_path)
-    rollout(target, release(bundle[0], "1"), GATES, log=lambda _: None)
-    rollout(target, release(bundle[0], "2"), GATES, keep_old=True, log=lambda _: None)
+    rollout(target, release(bundle[0], "1"), QUICK_GATES, log=lambda _: None)
+    rollout(target, release(bundle[0], "2"), QUICK_GATES, keep_old=True, log=lambda _: None)
     workspace.endpoints["fin-test"].traffic = {"green": 10, "blue": 90}  # as a killed canary run leaves it
     assert target.live().color == "blue"  # v1 holds the majority: the next rollout replaces green, not blue
-    rollout(target, release(bundle[0], "3"), GATES, log=lambda _: None)
+    rollout(target, release(bundle[0], "3"), QUICK_GATES, log=lambda _: None)
     assert workspace.endpoints["fin-test"].traffic == {"green": 100, "blue": 0} and target.live().version == "3"
 
 
@@ -241,10 +233,10 @@ def bundle_records(workspace: FakeWorkspace) -> list[dict]:
 def test_each_failing_step_puts_traffic_back_on_the_old_color(fail, reason, bundle, tmp_path):
     workspace = FakeWorkspace()
     target = _target(workspace, tmp_path)
-    rollout(target, release(bundle[0], "1"), GATES, log=lambda _: None)
+    rollout(target, release(bundle[0], "1"), QUICK_GATES, log=lambda _: None)
     workspace.fail = fail
     with pytest.raises(RolloutError) as raised:
-        rollout(target, release(bundle[0], "2"), GATES, log=lambda _: None)
+        rollout(target, release(bundle[0], "2"), QUICK_GATES, log=lambda _: None)
     assert reason in str(raised.value)
     assert "green: container log tail" in raised.value.log_tail  # get_logs of the new deployment
     assert workspace.endpoints["fin-test"].traffic.get("blue") == 100
@@ -257,14 +249,14 @@ def test_a_busy_endpoint_is_waited_for_and_a_locked_one_refused_cleanly(bundle, 
     with a clear reason and the traffic where it was."""
     workspace = FakeWorkspace()
     target = _target(workspace, tmp_path)
-    rollout(target, release(bundle[0], "1"), GATES, log=lambda _: None)
+    rollout(target, release(bundle[0], "1"), QUICK_GATES, log=lambda _: None)
     workspace.conflicts = 2  # someone else's update is still running for two attempts
-    rollout(target, release(bundle[0], "2"), GATES, log=lambda _: None)
+    rollout(target, release(bundle[0], "2"), QUICK_GATES, log=lambda _: None)
     assert workspace.endpoints["fin-test"].traffic == {"green": 100, "blue": 0} and target.live().version == "2"
 
     workspace.conflicts = CONFIG.conflict_attempts  # and now for longer than we wait
     with pytest.raises(RolloutError) as raised:
-        rollout(target, release(bundle[0], "3"), GATES, log=lambda _: None)
+        rollout(target, release(bundle[0], "3"), QUICK_GATES, log=lambda _: None)
     message = str(raised.value)
     assert "another operation is in progress on endpoint fin-test (409 Conflict, 6 attempts)" in message
     assert workspace.endpoints["fin-test"].traffic == {"green": 100, "blue": 0} and target.live().version == "2"
@@ -273,9 +265,9 @@ def test_a_busy_endpoint_is_waited_for_and_a_locked_one_refused_cleanly(bundle, 
 
 def test_non_local_target_moves_no_traffic_without_approval(workspace, bundle, tmp_path):
     target = _target(workspace, tmp_path)
-    rollout(target, release(bundle[0], "1"), GATES, log=lambda _: None)
+    rollout(target, release(bundle[0], "1"), QUICK_GATES, log=lambda _: None)
     with pytest.raises(RolloutError, match="auto_approve"):
-        rollout(target, release(bundle[0], "2"), GATES, approved=False, log=lambda _: None)
+        rollout(target, release(bundle[0], "2"), QUICK_GATES, approved=False, log=lambda _: None)
     assert workspace.endpoints["fin-test"].traffic == {"blue": 100}
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 
 import joblib
 import pytest
@@ -63,6 +64,32 @@ def test_environment_is_built_once_and_reused(local_env):
     assert again.path == local_env.path and marker.stat().st_mtime_ns == before
     assert local_env.version_of("scikit-learn") == "1.8.0"
     assert json.loads(marker.read_text())["fingerprint"] == local_env.fingerprint
+
+
+def test_another_machine_builds_the_exact_environment_a_bundle_records(local_env, tmp_path):
+    lock = tmp_path / BundleFiles.ENVIRONMENT
+    builder.write_lock(local_env, lock)
+    elsewhere = tmp_path / "another-worker-envs"  # has built nothing
+    args = (lock, local_env.spec.name, local_env.fingerprint)
+    exact = (local_env.resolution.python_version, local_env.resolution.pins)
+    assert builder.locked_resolution(*args, elsewhere) == exact
+
+    built = builder.ensure_locked(*args, elsewhere)
+    assert built == builder.built_path(elsewhere, local_env.spec.name, local_env.fingerprint)
+    assert builder.built_resolution(built) == exact
+    versions = subprocess.run(
+        [built / "bin" / "python", "-c", "import sklearn, onnxruntime; print(sklearn.__version__)"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert versions.stdout.strip() == local_env.version_of("scikit-learn")
+
+    record = json.loads(lock.read_text())
+    lock.write_text(json.dumps(record | {"pins": [*record["pins"][1:], "numpy==1.0.0"]}))  # not what was verified
+    with pytest.raises(builder.EnvironmentBuildError, match="does not describe"):
+        builder.ensure_locked(*args, tmp_path / "third")
+    lock.unlink()  # a bundle from before bundles carried it, on a machine without the environment
+    with pytest.raises(builder.EnvironmentBuildError, match=r"neither recorded in it nor built.*rebuild_compatible"):
+        builder.ensure_locked(*args, tmp_path / "third")
 
 
 def test_seed_failure_is_detected_and_the_rebuild_passes(azure_env, trained, tmp_path):
