@@ -33,6 +33,16 @@ QUICK_GATES = GateSettings(
 )
 
 
+def local_registry(tmp_path: Path, experiment: str):
+    """A real MLflow tracking store and model registry under tmp_path, made current: runs started now log there."""
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment(experiment_id=mlflow.create_experiment(experiment, (tmp_path / "art").as_uri()))
+    return mlflow.MlflowClient(tracking_uri=uri)
+
+
 def fast_options(**overrides: Any) -> TrainingOptions:
     return TrainingOptions.from_settings(get_settings().with_overrides(**(FAST_TRAINING | overrides)))
 

@@ -5,19 +5,15 @@ from __future__ import annotations
 
 import mlflow
 import pytest
-from mlflow import MlflowClient
 
 from fin_behavior.deploy.deployer import DeployError, fetch_release
 from fin_behavior.ml import registry
-from fin_behavior_tests.helpers import evidence
+from fin_behavior_tests.helpers import evidence, local_registry
 
 
 @pytest.fixture
 def registered(bundle, tmp_path):
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_experiment(experiment_id=mlflow.create_experiment("deployer-test", (tmp_path / "art").as_uri()))
-    client = MlflowClient(tracking_uri=uri)
+    client = local_registry(tmp_path, "deployer-test")
     tags = registry.evidence_tags([evidence(stage, "v1") for stage in registry.EVIDENCE_STAGES])
     with mlflow.start_run():
         version = registry.register_bundle(client, "m", bundle[0], tags).version

@@ -17,7 +17,6 @@ import mlflow
 import pytest
 from kubernetes.client import ApiClient, AppsV1Api, CoreV1Api
 from kubernetes.client.exceptions import ApiException
-from mlflow import MlflowClient
 
 from fin_behavior.data.fingerprint import sha256_file
 from fin_behavior.deploy import kubernetes as k8s
@@ -27,7 +26,7 @@ from fin_behavior.ml import registry
 from fin_behavior.records import BundleFiles, ModelInfo, read_json, write_json
 from fin_behavior.settings import get_settings
 from fin_behavior_tests.deploy.test_rollout import release
-from fin_behavior_tests.helpers import QUICK_GATES, evidence
+from fin_behavior_tests.helpers import QUICK_GATES, evidence, local_registry
 
 KUBERNETES_VERSION = "1.33"
 CONFIG = k8s.KubernetesConfig("serving", "fin", 2, "LoadBalancer", "250m", "1", "512Mi", "1Gi", 5, poll_seconds=0)
@@ -215,10 +214,7 @@ def test_each_failure_leaves_the_old_color_serving_and_nothing_behind(fail, reas
 @pytest.fixture
 def registered_twice(bundle, tmp_path):
     """Versions 1 and 2 of "m" in a real MLflow registry, with their evidence."""
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_experiment(experiment_id=mlflow.create_experiment("k8s-test", (tmp_path / "art").as_uri()))
-    client = MlflowClient(tracking_uri=uri)
+    client = local_registry(tmp_path, "k8s-test")
     second = tmp_path / "bundle-2"  # other bytes (the registry keeps one version per content), the same answers
     shutil.copytree(bundle[0], second)
     expected = second / BundleFiles.EXPECTED
