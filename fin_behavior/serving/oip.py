@@ -124,8 +124,11 @@ def records_of_request(body: Any, max_rows: int) -> tuple[list[dict[str, Any]], 
         wanted = [o.get("name") if isinstance(o, dict) else None for o in outputs] if isinstance(outputs, list) else []
         if not wanted or not all(isinstance(n, str) for n in wanted):
             raise InputError(422, 'outputs must be a list of {"name": ...}')
+    request_id = body.get("id")
+    if request_id is not None and not isinstance(request_id, str):
+        raise InputError(422, "id must be a string (the answer carries it back)")
     records = [{name: values[i] for name, values in columns.items()} for i in range(count)]
-    return records, wanted, body.get("id")
+    return records, wanted, request_id
 
 
 def _output(name: str, values: list[Any]) -> dict[str, Any]:

@@ -196,6 +196,7 @@ def test_every_client_mistake_is_a_json_4xx_that_names_it(serving_env, bundle, r
         "a matrix": (_infer(matrix), 422, "is not [N] or [N, 1]"),
         "odd datatype": (_infer({"inputs": [good["inputs"][0] | {"datatype": "COMPLEX"}]}), 422, "datatype"),
         "unknown output": (_infer(good | {"outputs": [{"name": "logits"}]}), 422, "no output named 'logits'"),
+        "id not a string": (_infer(good | {"id": {"trace": 1}}), 422, "id must be a string"),
         "deep data": (
             _infer(
                 '{"inputs": [{"name": "age", "shape": [1], "datatype": "FP64", "data": '
