@@ -47,9 +47,11 @@ IMAGE_PYTHON = "3.11"  # Debian bookworm's
 IMAGE_PLATFORM = "x86_64-manylinux_2_36"  # bookworm's glibc
 SITE_PACKAGES = f"/usr/local/lib/python{IMAGE_PYTHON}/dist-packages"
 HOME = "/opt/fin-behavior"
-KEYS_FILE = "/etc/fin-behavior/keys.json"  # mounted at run time (a Kubernetes Secret): never in the image
+KEYS_DIR = "/etc/fin-behavior"
+KEYS_FILE = f"{KEYS_DIR}/keys.json"  # mounted at run time (a Kubernetes Secret): never in the image
 PORT = 8080
-USER = "10001:10001"
+USER_ID = 10001  # uid and gid the service runs as
+USER = f"{USER_ID}:{USER_ID}"
 EPOCH = 315_532_800  # 1980-01-01: every file's timestamp in the context
 LABEL = "io.fin-behavior"
 

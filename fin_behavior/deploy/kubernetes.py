@@ -19,10 +19,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from fin_behavior.deploy.image import KEYS_DIR, PORT, USER_ID
 from fin_behavior.deploy.rollout import Release, RolloutError, Slot, answers_of
 
-PORT = 8080  # the image's (fin_behavior/deploy/image.py)
-KEYS_DIR = "/etc/fin-behavior"
 PREDICTIONS_DIR = "/var/log/fin-behavior"
 COLOR_LABEL = "fin-behavior.io/color"
 VERSION_LABEL = "fin-behavior.io/model-version"
@@ -102,7 +101,13 @@ def deployment_manifest(config: KubernetesConfig, release: Release, color: str, 
             "template": {
                 "metadata": {"labels": labels},
                 "spec": {
-                    "securityContext": {"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001},
+                    # fsGroup: the Secret's files (mode 0440) belong to this group, so the service can read its keys
+                    "securityContext": {
+                        "runAsNonRoot": True,
+                        "runAsUser": USER_ID,
+                        "runAsGroup": USER_ID,
+                        "fsGroup": USER_ID,
+                    },
                     "automountServiceAccountToken": False,
                     "containers": [container],
                     "volumes": [

@@ -172,6 +172,8 @@ def test_a_first_rollout_applies_valid_manifests_and_gates_the_color_before_the_
     assert container["resources"]["limits"] == {"cpu": "1", "memory": "1Gi"}
     assert container["securityContext"]["readOnlyRootFilesystem"] and pod["securityContext"]["runAsNonRoot"]
     assert {"name": "keys", "mountPath": k8s.KEYS_DIR, "readOnly": True} in container["volumeMounts"]
+    keys = next(v["secret"] for v in pod["volumes"] if v["name"] == "keys")  # readable by the group only
+    assert keys["defaultMode"] == 0o440 and pod["securityContext"]["fsGroup"] == pod["securityContext"]["runAsUser"]
     assert deployment["spec"]["replicas"] == 2 and deployment["metadata"]["labels"][k8s.VERSION_LABEL] == "1"
     endpoint = cluster.objects[("service", "fin")]["spec"]
     assert endpoint["type"] == "LoadBalancer" and endpoint["selector"][k8s.COLOR_LABEL] == "blue"
