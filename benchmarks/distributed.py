@@ -23,7 +23,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the test suite's cluster, from a checkout
 
 from fin_behavior.data.generate import generate_csv
-from fin_behavior_tests.distributed.cluster import BIN, free_port, local_cluster
+from fin_behavior.deploy.local import free_port
+from fin_behavior_tests.distributed.cluster import BIN, local_cluster
 
 FULL_PIPELINE = [str(BIN / "dagster"), "job", "execute", "-m", "fin_behavior.definitions", "-j", "full_pipeline"]
 

@@ -171,7 +171,7 @@ def _deploy_alias(settings, alias: str, action: str) -> int:
 def _image(args: argparse.Namespace) -> int:
     """`image base`: the Debian base image; `image build`: a registered version's image, gated, then recorded
     (and pushed with IMAGE_REGISTRY), as the build_image job does."""
-    from fin_behavior.deploy import image
+    from fin_behavior.deploy import deployer, image
     from fin_behavior.settings import get_settings
 
     settings = get_settings()
@@ -187,22 +187,8 @@ def _image(args: argparse.Namespace) -> int:
             return 2
         from mlflow import MlflowClient
 
-        from fin_behavior.deploy import deployer
-        from fin_behavior.deploy.rollout import GateSettings
-
         client = MlflowClient(tracking_uri=settings.tracking_uri)
-        name = settings.registered_model_name
-        version = deployer.resolve_version(client, name, args.version)
-        release = deployer.fetch_release(client, name, version, deployer.releases_dir(settings))
-        built, outcomes = image.build_gated(
-            release,
-            settings.envs_dir or settings.var_dir / "envs",
-            settings.images_dir / "build",
-            settings.image_base,
-            GateSettings.from_settings(settings),
-            settings.image_registry if args.push else "",
-            settings.images_dir,
-        )
+        built, outcomes = deployer.build_image(client, settings, args.version, push=args.push)
     except (image.ImageError, deployer.DeployError) as exc:
         print(f"fin-behavior image {args.action}: {exc}", file=sys.stderr)
         return 1

@@ -26,3 +26,18 @@ def test_console_script_reports_bad_arguments_without_a_traceback(tmp_path):
         [*exe, "generate-data", "--rows", "5", "--out", "/proc/nope/x.csv"], capture_output=True, text=True
     )
     assert unwritable.returncode == 2 and "error:" in unwritable.stderr and "Traceback" not in unwritable.stderr
+
+
+def test_image_commands_without_an_engine_say_so_at_once(tmp_path):
+    """No engine at DOCKER_HOST: a one-line reason (not a traceback, not a minute of debootstrap first)."""
+    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(tmp_path), "FIN_BEHAVIOR_VAR_DIR": str(tmp_path)}
+    env["DOCKER_HOST"] = f"unix://{tmp_path}/no.sock"
+    for command in (["image", "base"], ["image", "build", "--version", "1"]):
+        done = subprocess.run(
+            [sys.executable, "-m", "fin_behavior.cli", *command], capture_output=True, text=True, env=env, timeout=60
+        )
+        assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+        assert "debootstrap bookworm" not in done.stdout
+        why = ("no Docker engine answers", "docker CLI is not installed", "apt-get install debootstrap")
+        last = done.stderr.strip().splitlines()[-1]
+        assert last.startswith(f"fin-behavior image {command[1]}: ") and any(w in last for w in why), last

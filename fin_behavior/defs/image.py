@@ -41,23 +41,11 @@ def serving_image(
     from mlflow import MlflowClient
 
     from fin_behavior.deploy import deployer, image
-    from fin_behavior.deploy.rollout import GateSettings
 
-    settings = config.settings()
     client = MlflowClient(tracking_uri=mlflow.uri)
-    name = settings.registered_model_name
     try:
-        version = deployer.resolve_version(client, name, config.release)
-        release = deployer.fetch_release(client, name, version, deployer.releases_dir(settings, storage.root))
-        built, outcomes = image.build_gated(
-            release,
-            settings.envs_dir or storage.root / "envs",
-            storage.root / "images" / "build",
-            settings.image_base,
-            GateSettings.from_settings(settings),
-            settings.image_registry,
-            settings.images_dir,
-            context.log.info,
+        built, outcomes = deployer.build_image(
+            client, config.settings(), config.release, push=True, var_dir=storage.root, log=context.log.info
         )
     except (deployer.DeployError, image.ImageError) as exc:
         raise dg.Failure(str(exc), allow_retries=False) from None

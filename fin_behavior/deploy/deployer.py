@@ -145,6 +145,28 @@ def kubernetes_target(settings: Settings, envs: Path, workdir: Path) -> Target:
     return k8s.KubernetesTarget(client.AppsV1Api(), client.CoreV1Api(), config, image_for, keys)
 
 
+def build_image(client, settings: Settings, ref: str, push: bool, var_dir: Path | None = None, log=print):
+    """The serving image of registered version `ref` (its evidence checked, its bundle verified), gated
+    running; pushed (with `push` and IMAGE_REGISTRY) and recorded only if it passes: (image, gate outcomes).
+    What the build_image job and `fin-behavior image build` run."""
+    from fin_behavior.deploy import image
+
+    if why := image.engine_available():  # before fetching anything
+        raise image.ImageError(why)
+    name = settings.registered_model_name
+    release = fetch_release(client, name, resolve_version(client, name, ref), releases_dir(settings, var_dir))
+    return image.build_gated(
+        release,
+        settings.envs_dir or (var_dir or settings.var_dir) / "envs",
+        settings.images_dir / "build",
+        settings.image_base,
+        GateSettings.from_settings(settings),
+        settings.image_registry if push else "",
+        settings.images_dir,
+        log,
+    )
+
+
 def resolve_version(client, name: str, ref: str) -> str:
     """`ref` is an alias (candidate, production, previous) or a version number."""
     if ref.isdigit():

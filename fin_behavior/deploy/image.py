@@ -22,7 +22,6 @@ Docker is driven through its CLI.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -37,6 +36,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from fin_behavior.deploy.rollout import GateSettings, Release, answers_of, run_gates
+from fin_behavior.deploy.supervisor import wait_ready
 from fin_behavior.environments.builder import EnvironmentBuildError, locked_resolution, uv_binary
 from fin_behavior.outcome import Outcome
 
@@ -133,6 +133,8 @@ def build_base(tag: str, mirror: str, log=print) -> str:
     """Debian bookworm (minbase) with its python3, as `tag`; its image id. Needs root and debootstrap."""
     if shutil.which("debootstrap") is None:
         raise ImageError("the base image is made with debootstrap: apt-get install debootstrap (as root)")
+    if why := engine_available():  # before a minute of debootstrap, not after
+        raise ImageError(why)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "rootfs"
         log(f"debootstrap bookworm from {mirror} (about a minute)")
@@ -340,26 +342,17 @@ def running(tag: str, keys_json: str, port: int, ready_seconds: float = 60.0) ->
             "-v", f"{keys}:{KEYS_FILE}:ro", tag, "--host", "127.0.0.1", "--port", str(port),
         )  # fmt: skip
         url = f"http://127.0.0.1:{port}"
+
+        def alive() -> bool:
+            return docker("inspect", "--format", "{{.State.Running}}", container, timeout=60) == "true"
+
         try:
-            _wait_ready(url, container, ready_seconds)
+            if why := wait_ready(port, ready_seconds, alive):
+                logs = subprocess.run(["docker", "logs", "--tail", "40", container], capture_output=True, text=True)
+                raise ImageError(f"the container at {url} is not ready ({why}):\n{(logs.stdout + logs.stderr)[-3000:]}")
             yield url
         finally:
             docker("rm", "-f", container, timeout=60)
-
-
-def _wait_ready(url: str, container: str, seconds: float) -> None:
-    import httpx
-
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
-                return
-        if docker("inspect", "--format", "{{.State.Running}}", container, timeout=60) != "true":
-            break
-        time.sleep(0.5)
-    logs = subprocess.run(["docker", "logs", "--tail", "40", container], capture_output=True, text=True)
-    raise ImageError(f"the container did not become ready at {url}:\n{(logs.stdout + logs.stderr)[-3000:]}")
 
 
 def gate(tag: str, release: Release, gates: GateSettings, port: int) -> dict[str, Outcome]:

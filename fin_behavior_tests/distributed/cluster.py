@@ -25,18 +25,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fin_behavior.deploy.local import free_port
+
 BIN = Path(sys.executable).parent
 ENDPOINT_QUEUE = "endpoint"
 
 
 class ServicesUnavailable(RuntimeError):
     pass
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _postgres_bin() -> Path:
