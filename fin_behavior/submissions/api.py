@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import json
 import sys
 from contextlib import asynccontextmanager
 from typing import Any
@@ -27,6 +26,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from fin_behavior.deploy.local import ensure_keys
+from fin_behavior.serving.validation import InputError, decode
 from fin_behavior.settings import Settings
 from fin_behavior.submissions import errors
 from fin_behavior.submissions.intake import accept
@@ -104,11 +104,13 @@ class SubmissionService:
         if len(body) > limit:
             return _error(errors.SubmissionError("Invalid Request", f"the request is over {limit:,} bytes", status=413))
         try:
-            payload = json.loads(body)
+            payload = decode(body)  # the scoring service's parser: deep nesting and huge numbers are a 400 too
             if not isinstance(payload, dict):
-                raise ValueError("not a JSON object")
-        except ValueError as exc:
-            return _error(errors.invalid(f"the body is not a JSON object: {exc}", help="See GET /mlops/help."), 400)
+                raise InputError(400, "not a JSON object")
+        except InputError as exc:
+            return _error(
+                errors.invalid(f"the body is not a JSON object: {exc.message}", help="See GET /mlops/help."), 400
+            )
         try:
             submission = accept(
                 self.settings,
@@ -147,7 +149,7 @@ class SubmissionService:
         if not self._authorized(request):
             return self._refused()
         submission_id = request.path_params["submission_id"]
-        if not (self.root / submission_id / "submission.json").is_file() or "/" in submission_id:
+        if not Submission.well_formed(submission_id) or not (self.root / submission_id / "submission.json").is_file():
             return _error(errors.SubmissionError("Not Found", f"no submission {submission_id[:40]!r}"), 404)
         return JSONResponse(describe(Submission.load(self.root, submission_id)))
 

@@ -13,7 +13,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 
 from fin_behavior.settings import Settings
 from fin_behavior.submissions import errors
-from fin_behavior.submissions.record import SCRIPT_FILE, Submission
+from fin_behavior.submissions.record import ID_LENGTH, SCRIPT_FILE, Submission
 
 NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,62}$")
 MAX_REQUIREMENTS = 50
@@ -86,7 +86,7 @@ def accept(
             f"timeout {timeout!r} s is not between 0 and {settings.submission_max_timeout_seconds:g} s "
             "(SUBMISSION_MAX_TIMEOUT_SECONDS)"
         )
-    submission = Submission(secrets.token_hex(6), name, check_requirements(requirements), float(timeout))
+    submission = Submission(secrets.token_hex(ID_LENGTH // 2), name, check_requirements(requirements), float(timeout))
     directory = submission.directory(settings.submissions_root)
     directory.mkdir(parents=True)
     (directory / SCRIPT_FILE).write_text(text)

@@ -11,6 +11,7 @@ from typing import Any
 
 from fin_behavior.records import read_json, write_json
 
+ID_LENGTH = 12  # hex digits of a submission id
 STATES = ("queued", "preparing", "training", "validating", "verifying", "deploying", "deployed", "failed")
 RECORD_FILE, SCRIPT_FILE = "submission.json", "train.py"
 
@@ -40,6 +41,11 @@ class Submission:
 
     def save(self, root: Path) -> None:
         write_json(self.directory(root) / RECORD_FILE, asdict(self))
+
+    @staticmethod
+    def well_formed(submission_id: str) -> bool:
+        """What intake hands out (secrets.token_hex(6)): anything else names no submission, and no path."""
+        return len(submission_id) == ID_LENGTH and all(c in "0123456789abcdef" for c in submission_id)
 
     @classmethod
     def load(cls, root: Path, submission_id: str) -> Submission:

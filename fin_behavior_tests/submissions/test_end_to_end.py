@@ -117,10 +117,13 @@ def test_the_api_swaps_a_resubmitted_name_under_load_while_another_submission_ru
             "not JSON": client.post("/mlops/deploy", content=b"{not json"),
             "syntax": client.post("/mlops/deploy", json={"script_content": "def f(:\n", "model_name": "m"}),
             "unknown id": client.get("/mlops/submissions/does-not-exist"),
+            "deep JSON": client.post("/mlops/deploy", content=b'{"a":' * 5_000 + b"1" + b"}" * 5_000),
+            "huge id": client.get("/mlops/submissions/" + "a" * 3_000),  # longer than a file name may be
         }
         assert {k: r.status_code for k, r in mistakes.items()} == {
-            "no key": 401, "not JSON": 400, "syntax": 422, "unknown id": 404
+            "no key": 401, "not JSON": 400, "syntax": 422, "unknown id": 404, "deep JSON": 400, "huge id": 404
         }  # fmt: skip
+        assert "nested too deeply" in mistakes["deep JSON"].json()["message"]
         assert all({"error", "message", "details", "help"} <= set(r.json()) for r in mistakes.values())
         assert "line 1" in mistakes["syntax"].json()["message"]
         assert "log_model" in client.get("/mlops/help").json()["contract"]
