@@ -5,6 +5,7 @@ submission runs beside it. The tests run in order on one platform."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -145,7 +146,8 @@ def test_the_api_swaps_a_resubmitted_name_under_load_while_another_submission_ru
         server.terminate()
         server.wait(timeout=30)
 
-    assert resubmitted["status"] == other["status"] == "deployed", (resubmitted["error"], other["error"])
+    errors_in_full = json.dumps([resubmitted["error"], other["error"]], indent=1)  # the colors' log tails, whole
+    assert resubmitted["status"] == other["status"] == "deployed", errors_in_full
     assert resubmitted["model_version"] == "2" and other["model_version"] == "1"
     assert resubmitted["inference_url"] == f"{target.url}/score" != other["inference_url"]
     assert load.failures == {} and load.outcomes["v1"] > 0 and load.outcomes["v2"] > 0, load.outcomes
