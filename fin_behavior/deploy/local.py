@@ -133,7 +133,7 @@ class LocalTarget:
         state = self.state()
         color = state["live"]
         entry = state["colors"].get(color or "", {})
-        if color is None or entry.get("status") != "live" or not process_alive(entry.get("pid")):
+        if color is None or entry.get("status") != "live" or not process_alive(entry):
             return None
         return self.slot(color)
 
@@ -199,7 +199,7 @@ class LocalTarget:
         timeout = self.settings.deploy_start_timeout_seconds
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if not process_alive(slot.detail["pid"]):
+            if not process_alive(slot.detail):
                 return "the process exited"
             try:
                 response = self.client(slot).get("/ready", timeout=2)
@@ -254,9 +254,7 @@ class LocalTarget:
 
     def stop_all(self) -> None:
         """Stop every color and the supervisor: the URL stops answering."""
-        if self.supervisor_pid() is None and not any(
-            process_alive(entry.get("pid")) for entry in self.state()["colors"].values()
-        ):
+        if self.supervisor_pid() is None and not any(process_alive(entry) for entry in self.state()["colors"].values()):
             return
         self.ensure_supervisor()  # one that was killed is started again, takes the colors over, then stops them
         self._command("shutdown")
@@ -277,7 +275,7 @@ class LocalTarget:
     def status(self) -> dict[str, Any]:
         state = self.state()
         for entry in state["colors"].values():
-            entry["running"] = process_alive(entry.get("pid"))
+            entry["running"] = process_alive(entry)
         state["supervisor_running"] = self.supervisor_pid() is not None
         state["answering"] = self.answering()
         return state

@@ -52,15 +52,24 @@ RUNNING = ("starting", "ready", "live", "idle", "restarting")  # statuses of a c
 _MAX_EVENTS = 50
 
 
-def process_alive(pid: int | None) -> bool:
-    """Running and still our scoring service (not a zombie, not a recycled pid)."""
-    if not pid:
-        return False
+_BOOT_ID = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+
+
+def process_identity(pid: int) -> str | None:
+    """Which process holds `pid`: this boot and the process's start time; None when none does (or a zombie).
+    Stable from fork to exit, unlike the command line, which reads empty while a process execs (a color that
+    was checked at that moment looked dead and was stopped)."""
     try:
-        status = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        return status != "Z" and b"fin_behavior.serving.app" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
-        return False
+        return None
+    return None if fields[0] == "Z" else f"{_BOOT_ID}:{fields[19]}"  # field 22 of stat: start time in ticks
+
+
+def process_alive(entry: dict[str, Any]) -> bool:
+    """The color process `entry` recorded is still running (not a zombie, not a recycled pid)."""
+    pid = entry.get("pid")
+    return bool(pid) and entry.get("identity") is not None and process_identity(pid) == entry["identity"]
 
 
 def wait_ready(port: int, timeout: float, alive) -> str | None:
@@ -130,7 +139,7 @@ class Supervisor:
         and take the public socket back from the live color if it still serves."""
         with self.lock:
             for entry in self.state["colors"].values():
-                if entry.get("status") in RUNNING and not process_alive(entry.get("pid")):
+                if entry.get("status") in RUNNING and not process_alive(entry):
                     entry["status"] = "stopped"
             live = self.state["live"]
             entry = self.state["colors"].get(live) if live else None
@@ -149,11 +158,12 @@ class Supervisor:
     def start(self, color: str, spec: dict) -> None:
         with self.lock:
             old = self.state["colors"].get(color, {})
-            if old.get("status") in RUNNING and process_alive(old.get("pid")):
+            if old.get("status") in RUNNING and process_alive(old):
                 self._stop_process(color)
             process = self._spawn(spec)
             self.state["colors"][color] = spec | {
                 "pid": process.pid,
+                "identity": process_identity(process.pid),
                 "status": "starting",
                 "started_at": time.time(),
                 "restarts": [],
@@ -194,7 +204,7 @@ class Supervisor:
     def deactivate(self, color: str, fallback: str | None) -> None:
         with self.lock:
             entry = self.state["colors"].get(color, {})
-            if process_alive(entry.get("pid")):
+            if process_alive(entry):
                 send_command(Path(entry["control"]), "release")
             self.state["live"] = fallback
             if fallback is None:
@@ -229,21 +239,20 @@ class Supervisor:
     def _stop_process(self, color: str) -> None:
         entry = self.state["colors"].get(color, {})
         entry["status"] = "stopped"  # before the signal: the monitor must not restart it
-        pid = entry.get("pid")
-        if process_alive(pid):
-            os.kill(pid, signal.SIGTERM)
+        if process_alive(entry):
+            os.kill(entry["pid"], signal.SIGTERM)
             if not self._wait_exit(color, 15.0):
-                os.kill(pid, signal.SIGKILL)
+                os.kill(entry["pid"], signal.SIGKILL)
                 self._wait_exit(color, 5.0)
 
     def _wait_exit(self, color: str, timeout: float) -> bool:
-        pid = self.state["colors"].get(color, {}).get("pid")
+        entry = self.state["colors"].get(color, {})
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             child = self.children.get(color)
             if child is not None:
                 child.poll()  # reap, or /proc keeps a zombie
-            if not process_alive(pid):
+            if not process_alive(entry):
                 return True
             time.sleep(0.05)
         return False
@@ -266,9 +275,9 @@ class Supervisor:
                     child.poll()
                 live = self.state["live"]
                 entry = self.state["colors"].get(live) if live else None
-                crashed = entry is not None and entry.get("status") == "live" and not process_alive(entry.get("pid"))
+                crashed = entry is not None and entry.get("status") == "live" and not process_alive(entry)
                 for color, other in self.state["colors"].items():
-                    if color != live and other.get("status") in RUNNING and not process_alive(other.get("pid")):
+                    if color != live and other.get("status") in RUNNING and not process_alive(other):
                         other["status"] = "exited"
                         self._event(color, f"v{other.get('version')} exited while {other.get('status')}")
                         self._save()
@@ -310,7 +319,7 @@ class Supervisor:
             if self.state["live"] != color or entry.get("status") != "restarting":
                 return  # a rollout or a stop moved on meanwhile: it decides what serves
             process = self._spawn(entry)
-            entry["pid"] = process.pid
+            entry |= {"pid": process.pid, "identity": process_identity(process.pid)}
             self._save()
         started = time.monotonic()
         reason = wait_ready(entry["port"], self.start_timeout, lambda: process.poll() is None)

@@ -56,7 +56,7 @@ def test_rollouts_and_a_rollback_under_load_fail_no_request(target, bundle, tmp_
     assert second.new.color == "green" and second.replaced.version == "1"
     assert third.new.color == "blue" and third.replaced.version == "2"
     assert served_version(target) == "4"
-    assert not process_alive(second.new.detail["pid"])  # drained and stopped after the next success
+    assert not process_alive(second.new.detail)  # drained and stopped after the next success
 
 
 def _tampered(bundle_dir: Path, tmp_path: Path) -> Path:
@@ -103,7 +103,7 @@ def test_each_failure_rolls_back_and_the_old_version_keeps_serving(failure, targ
     assert served_version(target) == "1"
     state = target.state()
     assert state["live"] == "blue" and state["colors"]["green"]["status"] == "failed"
-    assert not process_alive(state["colors"]["green"]["pid"])
+    assert not process_alive(state["colors"]["green"])
 
 
 def test_state_keys_and_a_kept_color_outlive_the_deployer(target, bundle):

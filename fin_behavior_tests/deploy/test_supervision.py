@@ -8,15 +8,17 @@ import json
 import multiprocessing
 import os
 import signal
+import subprocess
 import time
+from pathlib import Path
 
 import httpx
 import pytest
 
 from fin_behavior.cli import main
-from fin_behavior.deploy.local import process_alive
 from fin_behavior.deploy.lock import RolloutInProgressError, exclusive_rollout
 from fin_behavior.deploy.rollout import rollout
+from fin_behavior.deploy.supervisor import process_alive, process_identity
 from fin_behavior.settings import get_settings
 from fin_behavior_tests.deploy.test_rollout import gates, release
 from fin_behavior_tests.serving_fixtures import Load, local_target, served_version
@@ -138,4 +140,27 @@ def test_a_second_rollout_waits_or_is_refused_naming_the_first(tmp_path):
     killed.join(10)
     with exclusive_rollout(tmp_path, "after a crash", timeout=5):
         pass
-    assert not process_alive(killed.pid)
+
+
+def test_a_color_is_known_by_its_start_time_so_it_stays_alive_through_exec_and_a_recycled_pid_does_not_pass():
+    # the command line of a process reads empty while it execs: a color checked then looked dead and was stopped
+    process = subprocess.Popen(["sh", "-c", "read line; exec sleep 30"], stdin=subprocess.PIPE)
+    try:
+        entry = {"pid": process.pid, "identity": process_identity(process.pid)}
+        cmdline = Path(f"/proc/{process.pid}/cmdline")
+        before = cmdline.read_bytes()
+        process.stdin.write(b"go\n")
+        process.stdin.flush()
+        during_exec = []
+        while (now := cmdline.read_bytes()) in (before, b""):  # the old command line, then none for a moment
+            during_exec.append(process_alive(entry))
+        assert b"sleep" in now and during_exec and all(during_exec)
+        assert process_alive(entry)
+        assert not process_alive(entry | {"identity": entry["identity"] + "0"})  # another process with that pid
+        assert not process_alive(entry | {"identity": None})  # a state file that never recorded one
+    finally:
+        process.kill()
+    _wait(lambda: process_identity(process.pid) is None, 10)  # a zombie is not alive (it is not reaped yet)
+    assert not process_alive(entry)
+    process.wait()
+    assert not process_alive(entry)
