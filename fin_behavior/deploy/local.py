@@ -149,7 +149,6 @@ class LocalTarget:
 
     def start(self, release: Release, color: str) -> Slot:
         self.ensure_supervisor()
-        port = free_port(self.host)
         argv = [
             str(self._python(release)), "-m", "fin_behavior.serving.app",
             "--bundle", str(release.bundle),
@@ -158,7 +157,6 @@ class LocalTarget:
             "--model-version", release.version,
             "--model-name", release.model_name,
             "--host", self.host,
-            "--port", str(port),
             "--control", str(self.root / f"{color}.sock"),
             "--drain-seconds", str(self.settings.drain_seconds),
             "--prediction-log", str(self.root / PREDICTIONS_DIR / f"{color}.jsonl"),
@@ -170,8 +168,7 @@ class LocalTarget:
         spec = {
             "color": color,
             "version": release.version,
-            "argv": self._as_run_as(argv),
-            "port": port,
+            "argv": self._as_run_as(argv),  # the supervisor adds the private port it binds for the color
             "control": str(self.root / f"{color}.sock"),
             "log": str(self.root / "logs" / f"{color}.log"),
             "bundle": str(release.bundle),

@@ -15,7 +15,7 @@ supervisor dies; a restarted supervisor takes the socket back from the live colo
 It is the only writer of the endpoint's state file (endpoint.json): colors, versions, pids, private ports,
 restarts and events. The deploying side (fin_behavior/deploy/local.py) sends it one-line commands:
 
-  start <json>             spawn a color process (argv, log, version, bundle, port) as a child
+  start <json>             spawn a color process (argv, log, version, bundle) as a child, on a port bound here
   mark <color> <status>    record a color's status (ready, failed)
   activate <color>         the color starts accepting on the public socket (bound now if needed); it is live
   deactivate <color> <to>  the color stops accepting; <to> (a color, or "none") is live again
@@ -99,6 +99,7 @@ class Supervisor:
         self.lock = threading.RLock()
         self.children: dict[str, subprocess.Popen] = {}
         self.public: socket.socket | None = None
+        self.private: dict[str, socket.socket] = {}  # each color's own port, bound here, kept across restarts
         self.stopping = threading.Event()
         self.stop_requested = False  # set by SIGTERM; the control loop shuts down
         path = root / STATE_FILE
@@ -160,6 +161,8 @@ class Supervisor:
             old = self.state["colors"].get(color, {})
             if old.get("status") in RUNNING and process_alive(old):
                 self._stop_process(color)
+            self._close_private(color)
+            spec = spec | {"port": self._private(color).getsockname()[1]}
             process = self._spawn(spec)
             self.state["colors"][color] = spec | {
                 "pid": process.pid,
@@ -170,14 +173,30 @@ class Supervisor:
             }
             self._save()
 
+    def _private(self, color: str, port: int = 0) -> socket.socket:
+        """The color's private listening socket, bound here and inherited by each process of the color: a color
+        never looks for a free port (one picked and released can be taken before the color binds it), and
+        connections to a color that is restarting wait in the queue instead of being refused."""
+        if color not in self.private:
+            self.private[color] = socket.create_server((self.host, port), backlog=1024)
+        return self.private[color]
+
+    def _close_private(self, color: str) -> None:
+        if (private := self.private.pop(color, None)) is not None:
+            private.close()
+
     def _spawn(self, spec: dict) -> subprocess.Popen:
+        private = self._private(spec["color"], spec["port"])  # bound again at its port after a supervisor restart
+        argv = [*spec["argv"], "--port", str(spec["port"]), "--private-fd", str(private.fileno())]
         log_path = Path(spec["log"])
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with log_path.open("a") as out:
             stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
             out.write(f"\n=== {stamp} v{spec['version']} on {spec['color']} ===\n")
             out.flush()
-            process = subprocess.Popen(spec["argv"], stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            process = subprocess.Popen(
+                argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, pass_fds=[private.fileno()]
+            )
         self.children[spec["color"]] = process
         return process
 
@@ -220,6 +239,7 @@ class Supervisor:
         with self.lock:
             if not keep:
                 self._wait_exit(color, 10.0)
+                self._close_private(color)
                 entry["status"] = "stopped"
             history = self.state["history"][-19:]
             self.state["history"] = [
@@ -244,6 +264,7 @@ class Supervisor:
             if not self._wait_exit(color, 15.0):
                 os.kill(entry["pid"], signal.SIGKILL)
                 self._wait_exit(color, 5.0)
+        self._close_private(color)  # connections to it are refused from now on
 
     def _wait_exit(self, color: str, timeout: float) -> bool:
         entry = self.state["colors"].get(color, {})
@@ -279,6 +300,7 @@ class Supervisor:
                 for color, other in self.state["colors"].items():
                     if color != live and other.get("status") in RUNNING and not process_alive(other):
                         other["status"] = "exited"
+                        self._close_private(color)
                         self._event(color, f"v{other.get('version')} exited while {other.get('status')}")
                         self._save()
             if crashed and live is not None:
@@ -318,7 +340,13 @@ class Supervisor:
         with self.lock:
             if self.state["live"] != color or entry.get("status") != "restarting":
                 return  # a rollout or a stop moved on meanwhile: it decides what serves
-            process = self._spawn(entry)
+            try:
+                process = self._spawn(entry)
+            except OSError as exc:  # its port was taken while the supervisor was down: counts as a failed restart
+                entry["status"] = "live"
+                self._event(color, f"restart failed: cannot listen on its private port {entry['port']}: {exc}")
+                self._save()
+                return
             entry |= {"pid": process.pid, "identity": process_identity(process.pid)}
             self._save()
         started = time.monotonic()

@@ -18,6 +18,7 @@ class ServiceSettings:
     bundle_digest: str | None = None  # the registry's digest of model_info.json: any other manifest is refused
     host: str = "127.0.0.1"
     port: int = 8080
+    private_fd: int | None = None  # a listening socket inherited from the endpoint's supervisor, instead of port
     max_rows: int = 1_000
     max_body_bytes: int = 1 << 20
     max_queued: int = 128  # complete requests waiting for an answer (protocol.py)

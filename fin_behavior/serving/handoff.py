@@ -52,6 +52,8 @@ class ColorServer:
         self.draining = False
         self.protocol = bounded_protocol(settings.max_url_bytes, settings.max_head_bytes, settings.max_queued)
         self.private = _server(self._asgi, self.protocol, host=settings.host, port=settings.port)
+        # the supervisor binds the private port and keeps it across restarts: no port is picked, then lost
+        self.private_sockets = None if settings.private_fd is None else [socket.socket(fileno=settings.private_fd)]
         self.public: Any = None  # a uvicorn.Server on the public socket while live
         self.public_socket: socket.socket | None = None
         self._public_task: asyncio.Task | None = None
@@ -79,7 +81,7 @@ class ColorServer:
             listener = self._control_listener(self.control)
             threading.Thread(target=self._control_loop, args=(listener,), daemon=True).start()
         try:
-            await self.private.serve()
+            await self.private.serve(sockets=self.private_sockets)
         finally:
             await self._stop_public()
 

@@ -46,12 +46,14 @@ def _answers(target) -> bool:
 
 def test_a_killed_live_color_is_restarted_under_load_and_the_failures_are_bounded(target, bundle):
     rollout(target, release(bundle[0], "1"), gates())
-    victim = target.live().detail["pid"]
+    victim, private_port = target.live().detail["pid"], target.live().detail["port"]
     with Load(target, bundle[1][0]) as load:
         time.sleep(0.5)
         os.kill(victim, signal.SIGKILL)
         back = _wait(lambda: target.live() is not None and target.live().detail["pid"] != victim, 10)
         time.sleep(0.5)
+    assert target.live().detail["port"] == private_port  # the supervisor's socket, inherited by the new process
+    assert target.ready(target.live())
     failed = sum(load.failures.values())
     served = load.outcomes["v1"]
     print(f"\nkill -9 of the live color: serving again after {back:.2f} s; {failed} of {failed + served} failed")
