@@ -9,7 +9,6 @@ from __future__ import annotations
 import collections
 import json
 import os
-import pwd
 import secrets
 import socket
 import subprocess
@@ -37,6 +36,11 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
+def as_user(uid: int) -> list[str]:
+    """The prefix that runs a command as user and group `uid`, with no supplementary groups (no account needed)."""
+    return ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--"]
+
+
 def ensure_keys(path: Path) -> str:
     """The endpoint's API key, generated at first deploy, readable by the owner only. Never logged."""
     if not path.exists():
@@ -51,8 +55,8 @@ class LocalTarget:
     name = "local"
     splits_traffic = False  # one listening socket moves whole: no canary shares
 
-    def __init__(self, root: Path, envs_dir: Path, settings: Settings, run_as: str | None = None):
-        """`run_as`: an unprivileged user the colors run as (when the platform runs as root), for models whose
+    def __init__(self, root: Path, envs_dir: Path, settings: Settings, run_as: int | None = None):
+        """`run_as`: an unprivileged user id the colors run as (when the platform runs as root), for models whose
         code the platform did not write (submitted scripts): they can read only this endpoint's own files."""
         self.root, self.envs_dir, self.settings, self.run_as = root, envs_dir, settings, run_as
         self.host, self.port = settings.endpoint_host, settings.endpoint_port
@@ -186,11 +190,10 @@ class LocalTarget:
     def _as_run_as(self, argv: list[str]) -> list[str]:
         if self.run_as is None or os.geteuid() != 0:
             return argv
-        user = pwd.getpwnam(self.run_as)
         (self.root / PREDICTIONS_DIR).mkdir(exist_ok=True)
         for path in (self.root, self.keys_file, self.root / PREDICTIONS_DIR, *(self.root / PREDICTIONS_DIR).iterdir()):
-            os.chown(path, user.pw_uid, user.pw_gid)  # what the color reads and writes, and nothing else
-        return ["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--clear-groups", "--", *argv]
+            os.chown(path, self.run_as, self.run_as)  # what the color reads and writes, and nothing else
+        return [*as_user(self.run_as), *argv]
 
     def _wait_ready(self, slot: Slot) -> str | None:
         timeout = self.settings.deploy_start_timeout_seconds

@@ -105,8 +105,9 @@ def release(settings: Settings, submission: Submission, trained: Trained) -> tup
     scratch = submission.directory(root) / "verify"  # its HOME and working directory: nothing lands in the bundle
     shutil.rmtree(scratch, ignore_errors=True)
     scratch.mkdir()
-    sandbox.hand_over(scratch)
-    found = _verify(trained.env, bundle / MODEL_DIR, scratch)
+    uid = sandbox.users(root, submission.name).train  # it runs the script's pickle: as the script did
+    sandbox.hand_over(scratch, uid)
+    found = _verify(trained.env, bundle / MODEL_DIR, scratch, uid)
     write_json(bundle / BundleFiles.EXPECTED, {"records": found["records"], "predictions": found["predictions"]})
     write_lock(trained.env, bundle / BundleFiles.ENVIRONMENT, for_others=True)
     files = sorted(p for p in bundle.rglob("*") if p.is_file())
@@ -139,11 +140,11 @@ def release(settings: Settings, submission: Submission, trained: Trained) -> tup
     return bundle, evidence
 
 
-def _verify(env: BuiltEnvironment, model_dir: Path, scratch: Path) -> dict:
+def _verify(env: BuiltEnvironment, model_dir: Path, scratch: Path, uid: int) -> dict:
     """Load and score the model in its environment, isolated like the script (it runs the script's pickle)."""
     variables = {"PATH": f"{env.path / 'bin'}:/usr/bin:/bin", "HOME": str(scratch), "LANG": "C.UTF-8"}
     done = subprocess.run(
-        sandbox.sandboxed([str(env.python), "-m", "fin_behavior.submissions.verify", str(model_dir)]),
+        sandbox.sandboxed([str(env.python), "-m", "fin_behavior.submissions.verify", str(model_dir)], uid),
         capture_output=True,
         text=True,
         timeout=600,
@@ -171,7 +172,8 @@ def endpoint(settings: Settings, name: str):
     if not port_file.exists():
         port_file.write_text(str(free_port(settings.endpoint_host)))
     own = settings.with_overrides(endpoint_port=int(port_file.read_text()))
-    return LocalTarget(directory, envs_dir(settings), own, run_as=sandbox.SANDBOX_USER), directory
+    run_as = sandbox.users(settings.submissions_root, name).serve
+    return LocalTarget(directory, envs_dir(settings), own, run_as=run_as), directory
 
 
 def register(client, submission: Submission, bundle: Path, evidences: list[Evidence], dagster_run_id: str) -> str:

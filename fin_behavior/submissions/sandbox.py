@@ -7,17 +7,18 @@ ever crosses library versions), cached by the fingerprint of its resolution like
 The script runs as a separate process with nothing of the platform's: its own working directory holding only
 train.py, an environment of variables that names only what it needs (its MLflow store, a private one in that
 directory, and the experiment), no platform key, setting or cloud credential; when the platform runs as root,
-as the unprivileged user `nobody` (so the endpoint's key files, mode 0600 in 0700 directories, cannot be read)
-and in a network namespace of its own (no network while it runs); an address-space limit; and a timeout after
-which its whole process group is killed. The script text goes to disk as it came: it is never templated into
+as an unprivileged user id of its model name's own (users()), so it can neither read the endpoints' key files
+(mode 0600 in 0700 directories) nor signal or trace another name's training or serving processes, and in a
+network namespace of its own (no network while it runs); an address-space limit; and a timeout after which its
+whole process group is killed. The script text goes to disk as it came: it is never templated into
 other code.
 """
 
 from __future__ import annotations
 
 import collections
+import fcntl
 import os
-import pwd
 import re
 import resource
 import shutil
@@ -28,15 +29,19 @@ from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 
+from fin_behavior.deploy.local import as_user
 from fin_behavior.environments import builder
 from fin_behavior.environments.spec import EnvironmentSpec, get_spec
+from fin_behavior.records import read_json, write_json
 from fin_behavior.settings import Settings
 from fin_behavior.submissions import errors
 from fin_behavior.submissions.record import SCRIPT_FILE, Submission
 
 SERVER_PACKAGES = ("uvicorn", "httptools", "uvloop", "starlette", "prometheus-client")  # of the scoring service
 ENVIRONMENT = "submission"
-SANDBOX_USER = "nobody"
+# Sandbox user ids, two per model name from here on: no account has them (setpriv needs none), and they lie far
+# above the ranges that systems (< 65,536) and container engines' subordinate ids (100,000 + 65,536 n) give out.
+FIRST_UID = 1_500_000_000
 _LOG_TAIL = 60
 _MISSING = re.compile(r"ModuleNotFoundError: No module named '([\w.]+)'")
 _OUT_OF_MEMORY = ("MemoryError", "Cannot allocate memory", "std::bad_alloc", "OpenBLAS blas_thread_init")
@@ -64,37 +69,59 @@ def build_environment(settings: Settings, requirements: list[str], root: Path) -
         ) from None
 
 
-def sandboxed(command: list[str]) -> list[str]:
-    """`command` as the unprivileged user, with no network, when the platform can arrange it (as root)."""
+@dataclass(frozen=True)
+class Users:
+    """The user ids one model name's code runs as when the platform runs as root: its script and the model's
+    verification (`train`), and its serving colors (`serve`). Each name has its own pair, so that no script and
+    no served model can signal, trace or read another name's processes and files; the two differ so that a
+    resubmitted script cannot stop the version that serves meanwhile."""
+
+    train: int
+    serve: int
+
+
+def users(root: Path, name: str) -> Users:
+    """The name's pair, given once, in the order names first arrive (under a lock: submissions run at once)."""
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / "users.json"
+    with (root / ".users.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        names = read_json(path) if path.exists() else {}
+        if name not in names:
+            names[name] = len(names)
+            write_json(path, names)
+    first = FIRST_UID + 2 * names[name]
+    return Users(train=first, serve=first + 1)
+
+
+def sandboxed(command: list[str], uid: int) -> list[str]:
+    """`command` as the unprivileged user `uid`, with no network, when the platform can arrange it (as root)."""
     if os.geteuid() != 0:
         return command
-    user = pwd.getpwnam(SANDBOX_USER)
-    return [
-        "unshare", "--net", "setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--clear-groups", "--",
-        *command,
-    ]  # fmt: skip
+    return ["unshare", "--net", *as_user(uid), *command]
 
 
 def reachable(path: Path, what: str) -> None:
-    """Refuse clearly when the sandbox user could not reach `path` (it would fail in misleading ways)."""
+    """Refuse clearly when the sandbox users could not reach `path` (it would fail in misleading ways)."""
     if os.geteuid() == 0 and (closed := builder.closed_to_others(path)):
         raise errors.SubmissionError(
             "Platform Misconfigured",
-            f"the sandbox user {SANDBOX_USER!r} cannot reach {what} {path}: {closed} is closed to others",
+            f"the sandbox users cannot reach {what} {path}: {closed} is closed to others",
             help=f"Give others search permission on {closed} (chmod o+x), or set FIN_BEHAVIOR_SUBMISSIONS_DIR "
             "and FIN_BEHAVIOR_ENVS_DIR to directories they can reach.",
             status=500,
         )
 
 
-def hand_over(path: Path) -> None:
-    """Let the sandbox user write `path` (a directory of the submission's own), which it must be able to reach."""
+def hand_over(path: Path, uid: int) -> None:
+    """Let the sandbox user `uid`, and no other, use `path` (a directory of the submission's own), which it must
+    be able to reach."""
     if os.geteuid() != 0:
         return
     reachable(path, "the submission's directory")
-    user = pwd.getpwnam(SANDBOX_USER)
     for item in [path, *path.rglob("*")]:
-        os.chown(item, user.pw_uid, user.pw_gid)
+        os.chown(item, uid, uid)
+    path.chmod(0o700)  # other names' scripts cannot look inside
 
 
 def clean_environment(env: builder.BuiltEnvironment, work: Path, experiment: str) -> dict[str, str]:
@@ -125,7 +152,8 @@ def run_script(env: builder.BuiltEnvironment, directory: Path, submission: Submi
     shutil.rmtree(work, ignore_errors=True)
     (work / "tmp").mkdir(parents=True)
     shutil.copy(directory / SCRIPT_FILE, work / SCRIPT_FILE)
-    hand_over(work)
+    uid = users(settings.submissions_root, submission.name).train
+    hand_over(work, uid)
     log = directory / "train.log"
     limit = settings.submission_memory_limit_mb << 20
 
@@ -135,7 +163,7 @@ def run_script(env: builder.BuiltEnvironment, directory: Path, submission: Submi
     started = time.monotonic()
     with log.open("w") as out:
         process = subprocess.Popen(
-            sandboxed([str(env.python), SCRIPT_FILE]),
+            sandboxed([str(env.python), SCRIPT_FILE], uid),
             cwd=work,
             env=clean_environment(env, work, submission.name),
             stdin=subprocess.DEVNULL,

@@ -1,15 +1,17 @@
 """A submitted script runs in its own environment, isolated, and each way it can fail is a clear error object
-(real uv-built environment, real processes; as root, as `nobody` with no network)."""
+(real uv-built environment, real processes; as root, as a user id of the model name's own, with no network)."""
 
 from __future__ import annotations
 
 import json
 import os
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
+from fin_behavior.deploy.local import as_user
 from fin_behavior.settings import get_settings
 from fin_behavior.submissions import errors, pipeline, sandbox
 from fin_behavior.submissions.intake import accept
@@ -78,7 +80,7 @@ def test_a_timeout_kills_the_script_and_every_process_it_started(env, tmp_path):
     assert not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] == "Z"  # gone, or a reaped zombie
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="dropping to `nobody` and a network namespace need root")
+@pytest.mark.skipif(os.geteuid() != 0, reason="dropping to a sandbox user and a network namespace need root")
 def test_the_script_finds_no_platform_secret_and_no_network(env, monkeypatch):
     settings = get_settings()
     keys = settings.var_dir / "endpoint" / "keys.json"
@@ -105,13 +107,47 @@ def test_the_script_finds_no_platform_secret_and_no_network(env, monkeypatch):
                                  "MLFLOW_EXPERIMENT_NAME", "MLFLOW_DISABLE_TELEMETRY", "LC_CTYPE"}  # fmt: skip
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="user ids of a model name's own need a root platform")
+def test_a_script_can_neither_stop_nor_read_what_another_model_name_runs_and_keeps(env):
+    root = get_settings().submissions_root
+    mine, other = sandbox.users(root, "sandboxed"), sandbox.users(root, "another-model")
+    assert len({mine.train, mine.serve, other.train, other.serve}) == 4
+    assert sandbox.users(root, "another-model") == other  # given once, kept
+    theirs = root / "another-model-work"
+    theirs.mkdir()
+    (theirs / "train.csv").write_text("another team's data\n")
+    sandbox.hand_over(theirs, other.train)
+    served = subprocess.Popen([*as_user(other.serve), "sleep", "300"])  # in place of another name's serving color
+    script = (
+        "import json, os, signal, subprocess\n"
+        "found = {}\n"
+        f"try:\n    os.kill({served.pid}, signal.SIGKILL)\n    found['kill theirs'] = 'killed'\n"
+        "except OSError as exc:\n    found['kill theirs'] = type(exc).__name__\n"
+        f"try:\n    found['read theirs'] = open({str(theirs / 'train.csv')!r}).read()\n"
+        "except OSError as exc:\n    found['read theirs'] = type(exc).__name__\n"
+        "own = subprocess.Popen(['sleep', '300'])\n"
+        "os.kill(own.pid, signal.SIGKILL)  # its own processes it may stop\n"
+        "found['kill own'] = own.wait()\n"
+        "open('found.json', 'w').write(json.dumps(found))\n"
+    )
+    try:
+        with pytest.raises(errors.SubmissionError, match="No MLflow Run"):
+            _run(env, script)
+        assert served.poll() is None
+    finally:
+        served.kill()
+        served.wait()
+    found = json.loads(next(root.glob("*/work/found.json")).read_text())
+    assert found == {"kill theirs": "PermissionError", "read theirs": "PermissionError", "kill own": -9}
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="only a root platform hands work to the sandbox user")
 def test_a_directory_the_sandbox_user_cannot_reach_is_named_not_blamed_on_the_script(reachable_submissions):
     closed = reachable_submissions / "closed"
     (closed / "work").mkdir(parents=True)
     closed.chmod(0o700)
     with pytest.raises(errors.SubmissionError) as raised:
-        sandbox.hand_over(closed / "work")
+        sandbox.hand_over(closed / "work", sandbox.users(reachable_submissions, "m").train)
     error = raised.value.to_dict()
     assert error["error"] == "Platform Misconfigured" and raised.value.status == 500
     assert f"{closed} is closed to others" in error["message"] and "FIN_BEHAVIOR_ENVS_DIR" in error["help"]
