@@ -132,6 +132,9 @@ class Settings(BaseSettings):
     submission_workers: int = Field(2, ge=1)  # slots of the `submissions` pool: scripts run at once; the rest wait
     submission_api_host: str = "127.0.0.1"
     submission_api_port: int = Field(8090, ge=1, le=65535)
+    # each model name's stable URL takes the next port from here (below the kernel's ephemeral range, so no
+    # outgoing connection or port-0 bind can take it between its choice and the first deployment)
+    submission_first_port: int = Field(8100, ge=1, le=65535)
 
     # The serving image (fin_behavior/deploy/image.py): its base (made by `fin-behavior image base` from the
     # Debian archive at debian_mirror) and the registry images are pushed to (empty = kept in the local engine).

@@ -10,8 +10,10 @@ error object the API and the CLI show."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
+import socket
 import subprocess
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -163,17 +165,33 @@ def _verify(env: BuiltEnvironment, model_dir: Path, scratch: Path, uid: int) -> 
 
 
 def endpoint(settings: Settings, name: str):
-    """The name's own local endpoint: its directory, and a stable port (chosen once, kept in the directory)."""
-    from fin_behavior.deploy.local import LocalTarget, free_port
+    """The name's own local endpoint: its directory, and a stable port (given once, kept in the directory)."""
+    from fin_behavior.deploy.local import LocalTarget
 
     directory = settings.submissions_root / "endpoints" / name
     directory.mkdir(parents=True, exist_ok=True)
     port_file = directory / "port"
-    if not port_file.exists():
-        port_file.write_text(str(free_port(settings.endpoint_host)))
+    with sandbox.names_locked(settings.submissions_root):
+        if not port_file.exists():
+            taken = {int(f.read_text()) for f in directory.parent.glob("*/port")}
+            free = (p for p in itertools.count(settings.submission_first_port) if p not in taken)
+            port = next(p for p in free if _bindable(settings.endpoint_host, p))
+            partial = port_file.with_name("port.partial")
+            partial.write_text(str(port))
+            partial.replace(port_file)  # readers outside the lock see no port or the whole of it
     own = settings.with_overrides(endpoint_port=int(port_file.read_text()))
     run_as = sandbox.users(settings.submissions_root, name).serve
     return LocalTarget(directory, envs_dir(settings), own, run_as=run_as), directory
+
+
+def _bindable(host: str, port: int) -> bool:
+    """No other program holds the port now (below the kernel's ephemeral range, nothing takes it implicitly)."""
+    with socket.socket() as probe:
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 def register(client, submission: Submission, bundle: Path, evidences: list[Evidence], dagster_run_id: str) -> str:

@@ -17,6 +17,7 @@ other code.
 from __future__ import annotations
 
 import collections
+import contextlib
 import fcntl
 import os
 import re
@@ -25,6 +26,7 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
@@ -80,12 +82,19 @@ class Users:
     serve: int
 
 
-def users(root: Path, name: str) -> Users:
-    """The name's pair, given once, in the order names first arrive (under a lock: submissions run at once)."""
+@contextlib.contextmanager
+def names_locked(root: Path) -> Iterator[None]:
+    """What model names are given (user ids, ports) is given under this lock: submissions run at once."""
     root.mkdir(parents=True, exist_ok=True)
-    path = root / "users.json"
-    with (root / ".users.lock").open("a") as lock:
+    with (root / ".names.lock").open("a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def users(root: Path, name: str) -> Users:
+    """The name's pair, from its place in the order names first arrived (given once, kept in names.json)."""
+    path = root / "names.json"
+    with names_locked(root):
         names = read_json(path) if path.exists() else {}
         if name not in names:
             names[name] = len(names)

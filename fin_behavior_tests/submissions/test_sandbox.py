@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -175,3 +176,14 @@ def test_a_model_logged_without_an_input_example_is_not_served_and_says_how_to_l
     error = raised.value.to_dict()
     assert error["error"] == "Model Not Servable" and "no signature" in error["message"]
     assert "input_example=X[:5]" in error["help"]
+
+
+def test_each_model_name_keeps_a_port_of_its_own_and_a_port_in_use_is_passed_over(monkeypatch):
+    with socket.create_server(("127.0.0.1", 0)) as held:  # another program's
+        in_use = held.getsockname()[1]
+        monkeypatch.setenv("FIN_BEHAVIOR_SUBMISSION_FIRST_PORT", str(in_use))
+        get_settings.cache_clear()
+        settings = get_settings()
+        ports = [pipeline.endpoint(settings, name)[0].port for name in ("first-model", "second-model", "first-model")]
+    assert ports[0] == ports[2] and ports[0] != ports[1]
+    assert min(ports) > in_use
