@@ -274,6 +274,11 @@ def _submissions(args: argparse.Namespace) -> int:
         return 0
     from fin_behavior.submissions.pipeline import endpoint
 
+    if not (settings.submissions_root / "endpoints" / args.name / "port").exists():
+        print(
+            f"no submitted model named {args.name!r} has an endpoint under {settings.submissions_root}", file=sys.stderr
+        )
+        return 1
     target, _ = endpoint(settings, args.name)
     target.stop_all()
     print(f"stopped {args.name}'s endpoint; nothing serves at {target.url}")

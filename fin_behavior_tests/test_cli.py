@@ -6,6 +6,7 @@ import sys
 import pandas as pd
 
 from fin_behavior.cli import main
+from fin_behavior.settings import get_settings
 
 
 def test_generate_data_writes_the_requested_rows(tmp_path, capsys):
@@ -41,3 +42,11 @@ def test_image_commands_without_an_engine_say_so_at_once(tmp_path):
         why = ("no Docker engine answers", "docker CLI is not installed", "apt-get install debootstrap")
         last = done.stderr.strip().splitlines()[-1]
         assert last.startswith(f"fin-behavior image {command[1]}: ") and any(w in last for w in why), last
+
+
+def test_stopping_a_name_that_was_never_submitted_says_so_and_gives_it_nothing(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("FIN_BEHAVIOR_SUBMISSIONS_DIR", str(tmp_path / "submissions"))
+    get_settings.cache_clear()
+    assert main(["submissions", "stop", "never-submitted"]) == 1
+    assert "no submitted model named 'never-submitted' has an endpoint" in capsys.readouterr().err
+    assert not (tmp_path / "submissions" / "endpoints" / "never-submitted").exists()  # no port given to it
