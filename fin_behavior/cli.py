@@ -105,8 +105,8 @@ def _endpoint_status(target) -> int:
 
 def _endpoint_stats(settings) -> int:
     """The last window's figures per version, from the prediction log (what serving_quality judges)."""
-    from fin_behavior.deploy.deployer import endpoint_dir
-    from fin_behavior.monitoring.evaluate import evaluate, log_dir
+    from fin_behavior.deploy.deployer import DeployError, endpoint_dir, prediction_log_dir
+    from fin_behavior.monitoring.evaluate import evaluate
     from fin_behavior.monitoring.profile import read_profile
 
     releases = endpoint_dir(settings) / "releases"
@@ -117,7 +117,12 @@ def _endpoint_stats(settings) -> int:
         except (OSError, ValueError):
             return None
 
-    window, qualities = evaluate(settings, log_dir(settings, endpoint_dir(settings)), profile_of)
+    try:
+        directory = prediction_log_dir(settings)
+    except DeployError as exc:
+        print(f"fin-behavior endpoint stats: {exc}", file=sys.stderr)
+        return 1
+    window, qualities = evaluate(settings, directory, profile_of)
     print(f"last {settings.monitor_window_minutes:g} min: {window.lines} requests in {window.files} log file(s)")
     if not qualities:
         print("no scoring requests in the window")

@@ -22,10 +22,9 @@ STAGE = "serving_quality"
 
 
 def _log_dir(settings: Settings, storage: StorageResource) -> Path:
-    from fin_behavior.deploy.deployer import endpoint_dir
-    from fin_behavior.monitoring.evaluate import log_dir
+    from fin_behavior.deploy.deployer import prediction_log_dir
 
-    return log_dir(settings, endpoint_dir(settings, storage.root))
+    return prediction_log_dir(settings, storage.root)
 
 
 @dg.observable_source_asset(

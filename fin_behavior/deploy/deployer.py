@@ -55,6 +55,27 @@ def releases_dir(settings: Settings, var_dir: Path | None = None) -> Path:
     return endpoint_dir(settings, var_dir) / "releases"
 
 
+def prediction_log_dir(settings: Settings, var_dir: Path | None = None) -> Path:
+    """Where the monitor reads the prediction log (MONITOR_LOG_DIR, or the local colors' files). On Kubernetes
+    the pods write it to standard output: the window's lines are collected now, through the API server, into
+    that directory, one pair of files per pod."""
+    from fin_behavior.deploy.local import PREDICTIONS_DIR
+
+    endpoint = endpoint_dir(settings, var_dir)
+    if settings.deployment_target != "kubernetes":
+        return settings.monitor_log_dir or endpoint / PREDICTIONS_DIR
+    from fin_behavior.monitoring.collect import write_split
+
+    directory = settings.monitor_log_dir or endpoint / "kubernetes" / PREDICTIONS_DIR
+    try:
+        logs = make_target(settings, var_dir).prediction_logs(int(settings.monitor_window_minutes * 60) + 60)
+    except RolloutError as exc:
+        raise DeployError(str(exc)) from None
+    for pod, text in logs.items():
+        write_split(text, directory, pod)
+    return directory
+
+
 def make_target(settings: Settings, var_dir: Path | None = None) -> Target:
     envs = settings.envs_dir or (var_dir or settings.var_dir) / "envs"
     if settings.deployment_target == "azureml":

@@ -22,7 +22,6 @@ from typing import Any
 from fin_behavior.deploy.image import KEYS_DIR, PORT, USER_ID
 from fin_behavior.deploy.rollout import Release, RolloutError, Slot, answers_of
 
-PREDICTIONS_DIR = "/var/log/fin-behavior"
 COLOR_LABEL = "fin-behavior.io/color"
 VERSION_LABEL = "fin-behavior.io/model-version"
 FIELD_MANAGER = "fin-behavior"
@@ -69,7 +68,7 @@ def deployment_manifest(config: KubernetesConfig, release: Release, color: str, 
         "name": "scoring",
         "image": image,
         "imagePullPolicy": "IfNotPresent",
-        "args": ["--prediction-log", f"{PREDICTIONS_DIR}/{color}.jsonl"],
+        "args": ["--prediction-log", "-"],  # to standard output: collected through the API (prediction_logs)
         "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
         "readinessProbe": {"httpGet": {"path": "/ready", **probe}, "periodSeconds": 5, "failureThreshold": 3},
         "livenessProbe": {"httpGet": {"path": "/health", **probe}, "periodSeconds": 10, "failureThreshold": 3},
@@ -85,7 +84,6 @@ def deployment_manifest(config: KubernetesConfig, release: Release, color: str, 
         },
         "volumeMounts": [
             {"name": "keys", "mountPath": KEYS_DIR, "readOnly": True},
-            {"name": "predictions", "mountPath": PREDICTIONS_DIR},
             {"name": "tmp", "mountPath": "/tmp"},
         ],
     }
@@ -112,7 +110,6 @@ def deployment_manifest(config: KubernetesConfig, release: Release, color: str, 
                     "containers": [container],
                     "volumes": [
                         {"name": "keys", "secret": {"secretName": f"{config.app}-keys", "defaultMode": 0o440}},
-                        {"name": "predictions", "emptyDir": {}},
                         {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}},
                     ],
                 },
@@ -289,6 +286,27 @@ class KubernetesTarget:
     def discard(self, slot: Slot) -> None:
         self._delete("deployment", slot.detail["deployment"])
         self._delete("service", slot.detail["deployment"])
+
+    def prediction_logs(self, since_seconds: int) -> dict[str, str]:
+        """What each pod of the endpoint (either color) wrote to standard output in the last `since_seconds`:
+        its prediction lines, among its own log lines. A pod whose container has not started has none."""
+        from kubernetes.client.exceptions import ApiException
+
+        selector = ",".join(f"{k}={v}" for k, v in _labels(self.config).items())
+        logs = {}
+        for pod in self.core.list_namespaced_pod(self.config.namespace, label_selector=selector).items:
+            name = pod.metadata.name
+            try:
+                logs[name] = self.core.read_namespaced_pod_log(
+                    name, self.config.namespace, container="scoring", since_seconds=since_seconds
+                )
+            except ApiException as exc:
+                if exc.status not in (400, 404):  # waiting to start, or gone meanwhile: nothing to read
+                    raise RolloutError(
+                        f"cannot read the log of pod {name}: HTTP {exc.status} {exc.reason}; the platform's account "
+                        f"needs `get` on `pods/log` in namespace {self.config.namespace}"
+                    ) from None
+        return logs
 
     def logs(self, slot: Slot, lines: int) -> str:
         from kubernetes.client.exceptions import ApiException

@@ -12,10 +12,6 @@ from fin_behavior.monitoring.window import VersionTraffic, Window, read_window
 from fin_behavior.settings import Settings
 
 
-def log_dir(settings: Settings, endpoint: Path) -> Path:
-    return settings.monitor_log_dir or endpoint / "predictions"
-
-
 def evaluate(
     settings: Settings,
     directory: Path,

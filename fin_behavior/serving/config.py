@@ -26,7 +26,7 @@ class ServiceSettings:
     body_timeout_seconds: float = 10.0
     max_url_bytes: int = 8 * 1024
     max_head_bytes: int = 64 * 1024  # request line and headers together
-    prediction_log: Path | None = None  # one JSON line per scored request (prediction_log.py)
+    prediction_log: Path | None = None  # one JSON line per scored request (prediction_log.py); "-": stdout
     log_sample_rate: float = 1.0  # share of scored requests logged with their inputs and outputs
     log_max_bytes: int = 64 << 20  # the log is rotated at this size...
     log_keep_files: int = 8  # ...and at most this many rotated files are kept

@@ -14,6 +14,10 @@ The request path only appends lines to lists; a task on the event loop writes th
 per file, whole lines only, so a reader at most sees a last line still without its newline (readers skip it).
 Past `log_max_bytes` a file is renamed `<name>.<time_ns>.jsonl` and a new one begun; only the newest
 `log_keep_files` renamed files of each are kept. Each color writes its own files: one writer per file.
+
+Given `-` as its path, the service writes both kinds of line to standard output instead, never rotated: in a
+container the runtime keeps (and rotates) standard output, and a cluster's log shipper or the Kubernetes API
+takes the lines from there (fin_behavior/monitoring/collect.py sorts them back into the two files).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import time
 from pathlib import Path
 
 INPUTS_SUFFIX = ".inputs.jsonl"
+STDOUT = Path("-")
 
 
 def log_lines(
@@ -63,7 +68,7 @@ class _Appender:
     def __init__(self, path: Path, max_bytes: int, keep_files: int):
         self.path, self.max_bytes, self.keep_files = path, max_bytes, keep_files
         self.pending: list[bytes] = []
-        self._fd = self._open()
+        self._fd = 1 if path == STDOUT else self._open()
 
     def _open(self) -> int:
         return os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
@@ -75,7 +80,7 @@ class _Appender:
         view = memoryview(data)
         while view:
             view = view[os.write(self._fd, view) :]
-        if os.fstat(self._fd).st_size >= self.max_bytes:
+        if self.path != STDOUT and os.fstat(self._fd).st_size >= self.max_bytes:
             self._rotate()
 
     def _rotate(self) -> None:
@@ -88,7 +93,8 @@ class _Appender:
 
     def close(self) -> None:
         self.flush()
-        os.close(self._fd)
+        if self.path != STDOUT:
+            os.close(self._fd)
 
 
 class PredictionLog:
@@ -101,13 +107,13 @@ class PredictionLog:
         keep_files: int,
         flush_seconds: float = 0.5,
     ):
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if path != STDOUT:
+            path.parent.mkdir(parents=True, exist_ok=True)
         self.flush_seconds, self.sample_rate = flush_seconds, sample_rate
         self._version = json.dumps(model_version).encode()
         self._requests = _Appender(path, max_bytes, keep_files)
-        self._inputs = _Appender(
-            path.with_name(f"{path.name.removesuffix('.jsonl')}.inputs.jsonl"), max_bytes, keep_files
-        )
+        inputs = STDOUT if path == STDOUT else path.with_name(f"{path.name.removesuffix('.jsonl')}{INPUTS_SUFFIX}")
+        self._inputs = _Appender(inputs, max_bytes, keep_files)
 
     def write(
         self, latency_s: float, outcome: int, rows: int, body: bytes, unknown: dict[str, int], response: bytes

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 from types import SimpleNamespace
 from unittest.mock import create_autospec
@@ -19,14 +20,17 @@ from kubernetes.client import ApiClient, AppsV1Api, CoreV1Api
 from kubernetes.client.exceptions import ApiException
 
 from fin_behavior.data.fingerprint import sha256_file
+from fin_behavior.deploy import deployer
 from fin_behavior.deploy import kubernetes as k8s
-from fin_behavior.deploy.deployer import DeployError, deploy, make_target
+from fin_behavior.deploy.deployer import DeployError, deploy, make_target, prediction_log_dir
 from fin_behavior.deploy.rollout import RolloutError, rollout
 from fin_behavior.ml import registry
+from fin_behavior.monitoring.window import read_window
 from fin_behavior.records import BundleFiles, ModelInfo, read_json, write_json
 from fin_behavior.settings import get_settings
 from fin_behavior_tests.deploy.test_rollout import release
 from fin_behavior_tests.helpers import QUICK_GATES, evidence, local_registry
+from fin_behavior_tests.serving_fixtures import start_service
 
 KUBERNETES_VERSION = "1.33"
 CONFIG = k8s.KubernetesConfig("serving", "fin", 2, "LoadBalancer", "250m", "1", "512Mi", "1Gi", 5, poll_seconds=0)
@@ -268,3 +272,55 @@ def test_a_manifest_with_a_mistake_is_refused_by_the_schema(bundle):
     manifest["spec"]["replicaz"] = 2
     with pytest.raises(kubernetes_validate.ValidationError):  # strict: an unknown field is an error, not ignored
         kubernetes_validate.validate(manifest, KUBERNETES_VERSION, strict=True)
+
+
+def test_the_pods_prediction_lines_reach_the_monitor_through_the_api_server(bundle, serving_env, tmp_path, monkeypatch):
+    # The real service, writing its prediction log to standard output as it does in the pods; its stdout and
+    # stderr in one stream, as a pod's log is.
+    service = start_service(serving_env, bundle[0], tmp_path, "--prediction-log", "-")
+    try:
+        with service.client() as client:
+            statuses = [client.post("/score", json=bundle[1][i]).status_code for i in range(20)]
+            statuses.append(client.post("/score", json={"age": "old"}).status_code)
+    finally:
+        service.process.terminate()
+        service.process.wait(30)
+    assert statuses == [200] * 20 + [422]
+    pod_log = service.log.read_text()
+    assert "serving model version 7" in pod_log and not service.predictions.exists()
+
+    cluster = FakeCluster()
+    target = _target(cluster)
+    rollout(target, _release(cluster, bundle[0], "1"), QUICK_GATES, log=lambda _: None)
+    container = cluster.objects[("deployment", "fin-blue")]["spec"]["template"]["spec"]["containers"][0]
+    assert container["args"] == ["--prediction-log", "-"]  # nothing in the pod to collect files from
+    asked = []
+
+    def pod_log_of(name, namespace, *, container, since_seconds, **_):
+        asked.append((name, container, since_seconds))
+        return pod_log
+
+    cluster.core.read_namespaced_pod_log.side_effect = pod_log_of
+    directory = tmp_path / "collected"
+    monkeypatch.setenv("FIN_BEHAVIOR_DEPLOYMENT_TARGET", "kubernetes")
+    monkeypatch.setenv("FIN_BEHAVIOR_MONITOR_LOG_DIR", str(directory))
+    get_settings.cache_clear()
+    monkeypatch.setattr(deployer, "make_target", lambda settings, var_dir=None: target)  # no kube config here
+    assert prediction_log_dir(get_settings()) == directory  # what serving_quality and `endpoint stats` read
+    assert asked == [("fin-blue-7d9f-x2x", "scoring", 15 * 60 + 60)]  # the window (15 min) and a minute more
+    assert sorted(p.name for p in directory.iterdir()) == ["fin-blue-7d9f-x2x.inputs.jsonl", "fin-blue-7d9f-x2x.jsonl"]
+
+    window = read_window(directory, time.time() - 600, time.time(), max_sampled=1_000)
+    traffic = window.versions["7"]
+    assert traffic.requests == 21 and traffic.outcomes == {200: 20, 422: 1} and traffic.logged == 20
+    columns, probabilities = traffic.sample(list(bundle[1][0]))
+    assert len(probabilities) == 20 and columns["age"] == [record["age"] for record in bundle[1][:20]]
+
+
+def test_a_pod_log_the_platform_may_not_read_is_named_with_the_permission_it_needs():
+    cluster = FakeCluster()
+    serving = SimpleNamespace(version="1", info=SimpleNamespace(digest="d"))  # what the manifest reads of a release
+    cluster.objects[("deployment", "fin-blue")] = k8s.deployment_manifest(CONFIG, serving, "blue", "image")
+    cluster.core.read_namespaced_pod_log.side_effect = ApiException(status=403, reason="Forbidden")
+    with pytest.raises(RolloutError, match="needs `get` on `pods/log` in namespace serving"):
+        _target(cluster).prediction_logs(60)
