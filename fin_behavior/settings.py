@@ -130,6 +130,7 @@ class Settings(BaseSettings):
     submission_memory_limit_mb: int = Field(4_096, ge=64)
     submission_python: str = "3.11"  # the Python a script's environment is built with
     submission_workers: int = Field(2, ge=1)  # slots of the `submissions` pool: scripts run at once; the rest wait
+    submission_max_pending: int = Field(20, ge=1)  # submissions the API holds, queued or running; past it a 429
     submission_api_host: str = "127.0.0.1"
     submission_api_port: int = Field(8090, ge=1, le=65535)
     # each model name's stable URL takes the next port from here (below the kernel's ephemeral range, so no

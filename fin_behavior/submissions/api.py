@@ -5,10 +5,11 @@
 POST /mlops/deploy takes `{"script_content": <text or base64>, "model_name": ..., "requirements": [...],
 "timeout": <seconds>}` and answers 202 at once with the submission's id and where to ask about it; the work
 runs in the background, at most SUBMISSION_WORKERS submissions at a time (the others wait, queued), each as a
-Dagster run. GET /mlops/submissions/{id} answers where it stands (queued, preparing, training, validating,
-verifying, deploying, deployed, failed), its timings, MLflow run, model version, URL, Dagster run and error
-object; GET /mlops/help what a script must do. Keys as the scoring service's: X-API-Key or Bearer, from
-`<submissions dir>/keys.json` (made at the first start, mode 0600).
+Dagster run; past SUBMISSION_MAX_PENDING submissions queued or running, a new one is a 429 with Retry-After
+(the queue, its disk and everyone's wait stay bounded). GET /mlops/submissions/{id} answers where it stands
+(queued, preparing, training, validating, verifying, deploying, deployed, failed), its timings, MLflow run,
+model version, URL, Dagster run and error object; GET /mlops/help what a script must do. Keys as the scoring
+service's: X-API-Key or Bearer, from `<submissions dir>/keys.json` (made at the first start, mode 0600).
 """
 
 from __future__ import annotations
@@ -111,6 +112,8 @@ class SubmissionService:
             return _error(
                 errors.invalid(f"the body is not a JSON object: {exc.message}", help="See GET /mlops/help."), 400
             )
+        if len(self.running) >= self.settings.submission_max_pending:
+            return self._full()
         try:
             submission = accept(
                 self.settings,
@@ -130,6 +133,19 @@ class SubmissionService:
             },
             status_code=202,
         )
+
+    def _full(self) -> JSONResponse:
+        pending = len(self.running)
+        error = errors.SubmissionError(
+            "Too Many Submissions",
+            f"{pending} submissions are queued or running; this platform holds at most {pending}",
+            help="Submit again once one has finished (GET /mlops/submissions/{id} says when); the operator can "
+            "raise FIN_BEHAVIOR_SUBMISSION_MAX_PENDING.",
+            status=429,
+        )
+        response = _error(error)
+        response.headers["Retry-After"] = "60"
+        return response
 
     def _start(self, submission_id: str) -> None:
         task = asyncio.get_running_loop().create_task(self._run(submission_id))

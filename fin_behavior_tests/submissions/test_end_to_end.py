@@ -110,7 +110,8 @@ def _finished(client: httpx.Client, submission_id: str, timeout: float = 600) ->
     return status
 
 
-def test_the_api_swaps_a_resubmitted_name_under_load_while_another_submission_runs_beside_it(platform_env):
+def test_the_api_swaps_a_resubmitted_name_under_load_while_another_submission_runs_beside_it(platform_env, monkeypatch):
+    monkeypatch.setenv("FIN_BEHAVIOR_SUBMISSION_MAX_PENDING", "2")  # the two below; a third is refused
     server, client = _api(platform_env)
     try:
         mistakes = {
@@ -140,8 +141,17 @@ def test_the_api_swaps_a_resubmitted_name_under_load_while_another_submission_ru
                 for name in ("seed-model", "other-model")
             ]
             assert [r.status_code for r in accepted] == [202, 202], [r.text for r in accepted]
+            third = client.post("/mlops/deploy", json={"script_content": EXAMPLE, "model_name": "third-model"})
+            assert third.status_code == 429 and third.headers["retry-after"] == "60", third.text
+            assert third.json()["error"] == "Too Many Submissions" and "SUBMISSION_MAX_PENDING" in third.json()["help"]
             resubmitted, other = (_finished(client, r.json()["submission_id"]) for r in accepted)
             time.sleep(1)  # and a moment on the new version
+        syntax = {"script_content": "def f(:\n", "model_name": "m"}
+        deadline = time.monotonic() + 30  # the worker processes exit just after they record the outcome
+        while (again := client.post("/mlops/deploy", json=syntax)).status_code == 429:
+            assert time.monotonic() < deadline, again.text
+            time.sleep(0.2)
+        assert again.status_code == 422  # judged again: the queue has room once both are done
     finally:
         server.terminate()
         server.wait(timeout=30)
