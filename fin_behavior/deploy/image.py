@@ -184,6 +184,7 @@ def dockerfile(release: Release, base: str, context_digest: str) -> str:
         "--bundle", f"{HOME}/model", "--bundle-digest", info.digest, "--keys-file", KEYS_FILE,
         "--model-version", release.version, "--model-name", release.model_name,
         "--host", "0.0.0.0", "--port", str(PORT),
+        "--prediction-log", "-",  # to standard output: the runtime keeps it, the monitor collects it from there
     ]  # fmt: skip
     health = f"import urllib.request; urllib.request.urlopen('http://127.0.0.1:{PORT}/health', timeout=2)"
     return "\n".join(
@@ -329,10 +330,21 @@ def push(image: BuiltImage, registry: str) -> BuiltImage:
 # Running it ----------------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Container:
+    url: str
+    id: str
+
+    def logs(self, lines: int | None = None) -> str:
+        tail = ["--tail", str(lines)] if lines else []
+        done = subprocess.run(["docker", "logs", *tail, self.id], capture_output=True, text=True, timeout=60)
+        return done.stdout + done.stderr
+
+
 @contextmanager
-def running(tag: str, keys_json: str, port: int, ready_seconds: float = 60.0) -> Iterator[str]:
+def running(tag: str, keys_json: str, port: int, ready_seconds: float = 60.0) -> Iterator[Container]:
     """The image serving on 127.0.0.1:`port` as it runs in a cluster (read-only root filesystem, its keys
-    mounted, a private /tmp); its URL. The container is removed afterwards."""
+    mounted, a private /tmp). The container is removed afterwards."""
     with tempfile.TemporaryDirectory() as tmp:
         keys = Path(tmp) / "keys.json"
         keys.write_text(keys_json)
@@ -342,15 +354,15 @@ def running(tag: str, keys_json: str, port: int, ready_seconds: float = 60.0) ->
             "-v", f"{keys}:{KEYS_FILE}:ro", tag, "--host", "127.0.0.1", "--port", str(port),
         )  # fmt: skip
         url = f"http://127.0.0.1:{port}"
+        served = Container(url, container)
 
         def alive() -> bool:
             return docker("inspect", "--format", "{{.State.Running}}", container, timeout=60) == "true"
 
         try:
             if why := wait_ready(port, ready_seconds, alive):
-                logs = subprocess.run(["docker", "logs", "--tail", "40", container], capture_output=True, text=True)
-                raise ImageError(f"the container at {url} is not ready ({why}):\n{(logs.stdout + logs.stderr)[-3000:]}")
-            yield url
+                raise ImageError(f"the container at {url} is not ready ({why}):\n{served.logs(40)[-3000:]}")
+            yield served
         finally:
             docker("rm", "-f", container, timeout=60)
 
@@ -361,8 +373,8 @@ def gate(tag: str, release: Release, gates: GateSettings, port: int) -> dict[str
 
     key = secrets.token_urlsafe(32)
     with (
-        running(tag, json.dumps({"keys": [key]}), port) as url,
-        httpx.Client(base_url=url, headers={"X-API-Key": key}, timeout=30) as client,
+        running(tag, json.dumps({"keys": [key]}), port) as container,
+        httpx.Client(base_url=container.url, headers={"X-API-Key": key}, timeout=30) as client,
     ):
 
         def score(records: list[dict]) -> tuple[list[float], str]:

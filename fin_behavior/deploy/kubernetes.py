@@ -68,7 +68,6 @@ def deployment_manifest(config: KubernetesConfig, release: Release, color: str, 
         "name": "scoring",
         "image": image,
         "imagePullPolicy": "IfNotPresent",
-        "args": ["--prediction-log", "-"],  # to standard output: collected through the API (prediction_logs)
         "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
         "readinessProbe": {"httpGet": {"path": "/ready", **probe}, "periodSeconds": 5, "failureThreshold": 3},
         "livenessProbe": {"httpGet": {"path": "/health", **probe}, "periodSeconds": 10, "failureThreshold": 3},

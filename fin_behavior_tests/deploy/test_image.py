@@ -9,6 +9,7 @@ import json
 import os
 import re
 import subprocess
+import time
 from pathlib import Path
 
 import httpx
@@ -19,6 +20,7 @@ from fin_behavior.deploy import image
 from fin_behavior.deploy.local import free_port
 from fin_behavior.deploy.rollout import GateSettings
 from fin_behavior.environments.builder import built_path, built_resolution
+from fin_behavior.monitoring.collect import write_split
 from fin_behavior.serving.bundle import verify_bundle
 from fin_behavior.settings import get_settings
 from fin_behavior_tests.deploy.test_rollout import release
@@ -109,9 +111,12 @@ def test_the_image_scores_exactly_like_the_local_service_and_passes_the_gates(bu
 
         records = bundle[1][:200]
         key = "k" * 32
-        with image.running(built.tag, json.dumps({"keys": [key]}), free_port()) as url:
-            from_image = httpx.post(f"{url}/score", json=records, headers={"X-API-Key": key}, timeout=30)
-            refused = httpx.post(f"{url}/score", json=records, timeout=30)
+        with image.running(built.tag, json.dumps({"keys": [key]}), free_port()) as container:
+            from_image = httpx.post(f"{container.url}/score", json=records, headers={"X-API-Key": key}, timeout=30)
+            refused = httpx.post(f"{container.url}/score", json=records, timeout=30)
+            time.sleep(1)  # the prediction log is written every 0.5 s: to standard output, in the image
+            # both requests (the refused one too), the scored one with its inputs
+            assert write_split(container.logs(), tmp_path / "collected", "pod") == (2, 1)
         with service.client() as local:
             from_local = local.post("/score", json=records)
         assert from_image.status_code == 200 and from_image.json() == from_local.json()

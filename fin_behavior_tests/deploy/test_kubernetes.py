@@ -292,8 +292,9 @@ def test_the_pods_prediction_lines_reach_the_monitor_through_the_api_server(bund
     cluster = FakeCluster()
     target = _target(cluster)
     rollout(target, _release(cluster, bundle[0], "1"), QUICK_GATES, log=lambda _: None)
-    container = cluster.objects[("deployment", "fin-blue")]["spec"]["template"]["spec"]["containers"][0]
-    assert container["args"] == ["--prediction-log", "-"]  # nothing in the pod to collect files from
+    pod = cluster.objects[("deployment", "fin-blue")]["spec"]["template"]["spec"]
+    assert "args" not in pod["containers"][0]  # the image's own: `--prediction-log -` (test_image.py runs it)
+    assert {v["name"] for v in pod["volumes"]} == {"keys", "tmp"}  # no log file in the pod to collect
     asked = []
 
     def pod_log_of(name, namespace, *, container, since_seconds, **_):
