@@ -165,6 +165,9 @@ class Settings(BaseSettings):
     celery_broker_url: str = "redis://127.0.0.1:6379/0"
     celery_backend_url: str = "redis://127.0.0.1:6379/1"
     celery_endpoint_queue: str = "dagster"  # "dagster": Celery's default queue, any worker
+    # Redis gives a step a worker reserved but has not started to another worker after this long: longer than
+    # any step (the broker's own default, 1 h, would run a step queued behind a longer one twice).
+    celery_visibility_timeout_seconds: float = Field(43_200.0, gt=0)
 
     # deployment_target = "azureml": the workspace (else AZURE_SUBSCRIPTION_ID / AZURE_RESOURCE_GROUP /
     # AZURE_WORKSPACE_NAME, else an Azure ML config.json), the endpoint and its deployments

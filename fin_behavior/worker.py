@@ -15,11 +15,14 @@ from dagster_celery.executor import CeleryExecutor
 from dagster_celery.make_app import make_app
 from dagster_celery.tasks import create_task
 
+from fin_behavior.defs.executor import celery_config
 from fin_behavior.settings import get_settings
 
 _settings = get_settings()
 app = make_app(
-    CeleryExecutor.for_cli(broker=_settings.celery_broker_url, backend=_settings.celery_backend_url).app_args()
+    CeleryExecutor.for_cli(
+        broker=_settings.celery_broker_url, backend=_settings.celery_backend_url, config_source=celery_config(_settings)
+    ).app_args()
 )
 execute_plan = create_task(app)
 

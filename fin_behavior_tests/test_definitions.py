@@ -97,6 +97,16 @@ def test_celery_is_chosen_by_a_setting_and_endpoint_steps_go_to_the_serving_host
     assert _loaded_with(executor="k8s")["executor"] == "k8s"
 
 
+@pytest.mark.skipif(importlib.util.find_spec("dagster_celery") is None, reason="the distributed extra is not installed")
+def test_the_workers_take_the_visibility_timeout_of_the_settings_not_the_brokers_hour():
+    code = "import json; from fin_behavior.worker import app; print(json.dumps(app.conf.broker_transport_options))"
+    env = os.environ | {"FIN_BEHAVIOR_CELERY_VISIBILITY_TIMEOUT_SECONDS": "7200"}
+    command = [sys.executable, "-W", "ignore", "-c", code]
+    out = subprocess.run(command, capture_output=True, text=True, check=True, env=env)
+    options = json.loads(out.stdout.strip().splitlines()[-1])
+    assert options["visibility_timeout"] == 7200 and options["max_retries"] == 3  # dagster-celery's options kept
+
+
 def test_a_distributed_executor_without_its_extra_says_how_to_install_it(monkeypatch):
     from fin_behavior.defs.executor import DistributedExtraMissing, run_executor
     from fin_behavior.settings import Settings

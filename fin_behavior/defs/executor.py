@@ -36,9 +36,17 @@ def run_executor(settings: Settings | None = None) -> dg.ExecutorDefinition:
             f"FIN_BEHAVIOR_EXECUTOR={settings.executor} needs the distributed extra: run `make setup-distributed` "
             "(or `pip install -e .[distributed]`)"
         ) from exc
-    return celery_executor.configured(
-        {"broker": settings.celery_broker_url, "backend": settings.celery_backend_url}, name="celery"
-    )
+    config = {"broker": settings.celery_broker_url, "backend": settings.celery_backend_url}
+    return celery_executor.configured(config | {"config_source": celery_config(settings)}, name="celery")
+
+
+def celery_config(settings: Settings) -> dict:
+    """Celery settings of the executor and the workers alike (fin_behavior/worker.py): dagster-celery's broker
+    options, with the visibility timeout of the settings."""
+    from dagster_celery.defaults import broker_transport_options
+
+    timeout = settings.celery_visibility_timeout_seconds
+    return {"broker_transport_options": broker_transport_options | {"visibility_timeout": timeout}}
 
 
 def on_endpoint_host() -> dict[str, str]:
