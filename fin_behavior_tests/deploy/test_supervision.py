@@ -47,6 +47,7 @@ def _answers(target) -> bool:
 def test_a_killed_live_color_is_restarted_under_load_and_the_failures_are_bounded(target, bundle):
     rollout(target, release(bundle[0], "1"), gates())
     victim, private_port = target.live().detail["pid"], target.live().detail["port"]
+    assert process_alive({"pid": victim})  # as a state file written before identities names it
     with Load(target, bundle[1][0]) as load:
         time.sleep(0.5)
         os.kill(victim, signal.SIGKILL)
@@ -159,7 +160,8 @@ def test_a_color_is_known_by_its_start_time_so_it_stays_alive_through_exec_and_a
         assert b"sleep" in now and during_exec and all(during_exec)
         assert process_alive(entry)
         assert not process_alive(entry | {"identity": entry["identity"] + "0"})  # another process with that pid
-        assert not process_alive(entry | {"identity": None})  # a state file that never recorded one
+        assert not process_alive(entry | {"identity": None})  # a process that was gone when it was recorded
+        assert not process_alive({"pid": process.pid})  # from before identities: by its command line, not ours
     finally:
         process.kill()
     _wait(lambda: process_identity(process.pid) is None, 10)  # a zombie is not alive (it is not reaped yet)
