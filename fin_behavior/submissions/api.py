@@ -135,10 +135,10 @@ class SubmissionService:
         )
 
     def _full(self) -> JSONResponse:
-        pending = len(self.running)
         error = errors.SubmissionError(
             "Too Many Submissions",
-            f"{pending} submissions are queued or running; this platform holds at most {pending}",
+            f"{len(self.running)} submissions are queued or running; this platform holds at most "
+            f"{self.settings.submission_max_pending}",
             help="Submit again once one has finished (GET /mlops/submissions/{id} says when); the operator can "
             "raise FIN_BEHAVIOR_SUBMISSION_MAX_PENDING.",
             status=429,

@@ -144,6 +144,7 @@ def test_the_api_swaps_a_resubmitted_name_under_load_while_another_submission_ru
             third = client.post("/mlops/deploy", json={"script_content": EXAMPLE, "model_name": "third-model"})
             assert third.status_code == 429 and third.headers["retry-after"] == "60", third.text
             assert third.json()["error"] == "Too Many Submissions" and "SUBMISSION_MAX_PENDING" in third.json()["help"]
+            assert third.json()["message"] == "2 submissions are queued or running; this platform holds at most 2"
             resubmitted, other = (_finished(client, r.json()["submission_id"]) for r in accepted)
             time.sleep(1)  # and a moment on the new version
         syntax = {"script_content": "def f(:\n", "model_name": "m"}
