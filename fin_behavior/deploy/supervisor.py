@@ -69,13 +69,14 @@ def process_identity(pid: int) -> str | None:
 def process_alive(entry: dict[str, Any]) -> bool:
     """The color process `entry` recorded is still running (not a zombie, not a recycled pid)."""
     pid = entry.get("pid")
-    if not pid or process_identity(pid) is None:
+    identity = process_identity(pid) if pid else None
+    if identity is None:
         return False
     if "identity" not in entry:  # recorded before identities were: known by its command line, as it was then
         with contextlib.suppress(OSError):
             return b"fin_behavior.serving.app" in Path(f"/proc/{pid}/cmdline").read_bytes()
         return False
-    return process_identity(pid) == entry["identity"]
+    return identity == entry["identity"]
 
 
 def wait_ready(port: int, timeout: float, alive) -> str | None:
