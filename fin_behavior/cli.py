@@ -45,6 +45,10 @@ def _endpoint(args: argparse.Namespace) -> int:
     settings = get_settings()
     if args.action in ("rollback", "start"):
         return _deploy_alias(settings, PREVIOUS if args.action == "rollback" else PRODUCTION, args.action)
+    if args.action == "stats":  # any target: the prediction log it left (collected from the pods on Kubernetes)
+        return _endpoint_stats(settings)
+    if args.action == "import-log":
+        return _import_log(settings, args.file, args.name)
     if settings.deployment_target != "local":
         print(
             f"fin-behavior endpoint {args.action}: manages the local target; for {settings.deployment_target} use "
@@ -55,8 +59,6 @@ def _endpoint(args: argparse.Namespace) -> int:
     target = make_target(settings)
     if args.action == "status":
         return _endpoint_status(target)
-    if args.action == "stats":
-        return _endpoint_stats(settings)
     if args.action == "logs":
         colors = target.status()["colors"]
         live = target.live()
@@ -101,6 +103,23 @@ def _endpoint_status(target) -> int:
         "serving" if serving else "NOT serving" if answering is None else f"INCONSISTENT: the live color is v{expected}"
     )
     return 0 if serving else 1
+
+
+def _import_log(settings, file: Path, name: str) -> int:
+    """A service's standard output (Azure's `get-logs`, a log export), its prediction lines sorted into the two
+    files the monitor reads."""
+    from fin_behavior.deploy.deployer import prediction_log_home
+    from fin_behavior.monitoring.collect import write_split
+
+    try:
+        text = file.read_text(errors="replace")
+    except OSError as exc:
+        print(f"fin-behavior endpoint import-log: cannot read {file}: {exc.strerror}", file=sys.stderr)
+        return 2
+    directory = prediction_log_home(settings)
+    requests, inputs = write_split(text, directory, name)
+    print(f"{requests} request lines and {inputs} input lines of {file} are now {directory}/{name}*.jsonl")
+    return 0 if requests else 1
 
 
 def _endpoint_stats(settings) -> int:
@@ -335,6 +354,13 @@ def build_parser() -> argparse.ArgumentParser:
     actions.add_parser(
         "stats", help="the last monitoring window from the prediction log: traffic, latency, errors, drift per version"
     )
+    imported = actions.add_parser(
+        "import-log",
+        help="sort a service's standard output (e.g. `az ml online-deployment get-logs`) into the prediction log "
+        "the monitor reads (MONITOR_LOG_DIR); exit 1 when it holds no request line",
+    )
+    imported.add_argument("file", type=Path)
+    imported.add_argument("--name", required=True, help="whose lines they are, e.g. the deployment: green")
     logs = actions.add_parser("logs", help="the last lines of a color's service log (default: the live color)")
     logs.add_argument("--color", choices=("blue", "green"))
     logs.add_argument("--lines", type=_positive_int, default=50)

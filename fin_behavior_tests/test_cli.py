@@ -50,3 +50,13 @@ def test_stopping_a_name_that_was_never_submitted_says_so_and_gives_it_nothing(t
     assert main(["submissions", "stop", "never-submitted"]) == 1
     assert "no submitted model named 'never-submitted' has an endpoint" in capsys.readouterr().err
     assert not (tmp_path / "submissions" / "endpoints" / "never-submitted").exists()  # no port given to it
+
+
+def test_importing_a_log_says_what_was_wrong_with_it(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("FIN_BEHAVIOR_MONITOR_LOG_DIR", str(tmp_path / "log"))
+    get_settings.cache_clear()
+    assert main(["endpoint", "import-log", str(tmp_path / "missing.log"), "--name", "green"]) == 2
+    assert "cannot read" in capsys.readouterr().err
+    (tmp_path / "service.log").write_text("INFO serving model version 3\n")  # no prediction line in it
+    assert main(["endpoint", "import-log", str(tmp_path / "service.log"), "--name", "green"]) == 1
+    assert "0 request lines and 0 input lines" in capsys.readouterr().out

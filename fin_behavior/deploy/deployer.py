@@ -55,18 +55,23 @@ def releases_dir(settings: Settings, var_dir: Path | None = None) -> Path:
     return endpoint_dir(settings, var_dir) / "releases"
 
 
-def prediction_log_dir(settings: Settings, var_dir: Path | None = None) -> Path:
-    """Where the monitor reads the prediction log (MONITOR_LOG_DIR, or the local colors' files). On Kubernetes
-    the pods write it to standard output: the window's lines are collected now, through the API server, into
-    that directory, one pair of files per pod."""
+def prediction_log_home(settings: Settings, var_dir: Path | None = None) -> Path:
+    """Where the monitor reads the prediction log: MONITOR_LOG_DIR, or the local colors' files, or where the
+    Kubernetes pods' lines are collected."""
     from fin_behavior.deploy.local import PREDICTIONS_DIR
 
-    endpoint = endpoint_dir(settings, var_dir)
+    below = ("kubernetes",) if settings.deployment_target == "kubernetes" else ()
+    return settings.monitor_log_dir or endpoint_dir(settings, var_dir).joinpath(*below, PREDICTIONS_DIR)
+
+
+def prediction_log_dir(settings: Settings, var_dir: Path | None = None) -> Path:
+    """The prediction log, up to date. On Kubernetes the pods write it to standard output: the window's lines
+    are collected now, through the API server, one pair of files per pod."""
+    directory = prediction_log_home(settings, var_dir)
     if settings.deployment_target != "kubernetes":
-        return settings.monitor_log_dir or endpoint / PREDICTIONS_DIR
+        return directory
     from fin_behavior.monitoring.collect import write_split
 
-    directory = settings.monitor_log_dir or endpoint / "kubernetes" / PREDICTIONS_DIR
     try:
         logs = make_target(settings, var_dir).prediction_logs(int(settings.monitor_window_minutes * 60) + 60)
     except RolloutError as exc:

@@ -23,12 +23,14 @@ from azure.ai.ml.operations import (
 )
 from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ResourceNotFoundError
 
+from fin_behavior.cli import main
 from fin_behavior.deploy import azure
 from fin_behavior.deploy.local import free_port
 from fin_behavior.deploy.rollout import RolloutError, rollout
 from fin_behavior.environments import builder
 from fin_behavior.environments.spec import get_spec
 from fin_behavior.monitoring.window import read_window
+from fin_behavior.settings import get_settings
 from fin_behavior_tests.deploy.test_rollout import release
 from fin_behavior_tests.helpers import ENVS, QUICK_GATES
 from fin_behavior_tests.serving_fixtures import build_bundle
@@ -377,7 +379,7 @@ def test_score_py_scores_an_unknown_category_and_names_it(azure_scoring_server):
     assert answer.json()["unknown_categories"] == [{"record": 0, "field": "city", "value": "Omaha"}]
 
 
-def test_score_py_logs_what_the_monitor_reads(azure_scoring_server, tmp_path):
+def test_score_py_logs_what_the_monitor_reads(azure_scoring_server, tmp_path, monkeypatch, capsys):
     """score.py's stdout lines, exported and split as the README says, give the monitor the same figures as
     the local service's log: the mapping, offline, with Azure's own inference server."""
     url, expected, log = azure_scoring_server
@@ -388,10 +390,13 @@ def test_score_py_logs_what_the_monitor_reads(azure_scoring_server, tmp_path):
             assert client.post("/score", json=record).status_code == 200
         assert client.post("/score", json={"age": "x"}).status_code == 422
     time.sleep(0.5)
-    exported = [line + "\n" for line in log.read_text().splitlines() if line.startswith('{"time":')]
-    (tmp_path / "azure.jsonl").write_text("".join(line for line in exported if '"latency_ms"' in line))
-    (tmp_path / "azure.inputs.jsonl").write_text("".join(line for line in exported if '"request":' in line))
-    window = read_window(tmp_path, started, time.time() + 1, max_sampled=100)
+    monkeypatch.setenv("FIN_BEHAVIOR_MONITOR_LOG_DIR", str(tmp_path / "azure-log"))
+    get_settings.cache_clear()
+    assert main(["endpoint", "import-log", str(log), "--name", "green"]) == 0
+    assert "31 request lines and 30 input lines" in capsys.readouterr().out
+    assert main(["endpoint", "stats"]) == 0
+    assert "31 requests in 1 log file(s)" in capsys.readouterr().out
+    window = read_window(tmp_path / "azure-log", started, time.time() + 1, max_sampled=100)
     traffic = window.versions["7"]
     assert traffic.requests == 31 and traffic.outcomes == {200: 30, 422: 1} and traffic.rows == 30
     columns, probabilities = traffic.sample(list(records[0]))

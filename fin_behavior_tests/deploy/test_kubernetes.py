@@ -19,6 +19,7 @@ import pytest
 from kubernetes.client import ApiClient, AppsV1Api, CoreV1Api
 from kubernetes.client.exceptions import ApiException
 
+from fin_behavior.cli import main
 from fin_behavior.data.fingerprint import sha256_file
 from fin_behavior.deploy import deployer
 from fin_behavior.deploy import kubernetes as k8s
@@ -274,7 +275,9 @@ def test_a_manifest_with_a_mistake_is_refused_by_the_schema(bundle):
         kubernetes_validate.validate(manifest, KUBERNETES_VERSION, strict=True)
 
 
-def test_the_pods_prediction_lines_reach_the_monitor_through_the_api_server(bundle, serving_env, tmp_path, monkeypatch):
+def test_the_pods_prediction_lines_reach_the_monitor_through_the_api_server(
+    bundle, serving_env, tmp_path, monkeypatch, capsys
+):
     # The real service, writing its prediction log to standard output as it does in the pods; its stdout and
     # stderr in one stream, as a pod's log is.
     service = start_service(serving_env, bundle[0], tmp_path, "--prediction-log", "-")
@@ -310,6 +313,8 @@ def test_the_pods_prediction_lines_reach_the_monitor_through_the_api_server(bund
     assert prediction_log_dir(get_settings()) == directory  # what serving_quality and `endpoint stats` read
     assert asked == [("fin-blue-7d9f-x2x", "scoring", 15 * 60 + 60)]  # the window (15 min) and a minute more
     assert sorted(p.name for p in directory.iterdir()) == ["fin-blue-7d9f-x2x.inputs.jsonl", "fin-blue-7d9f-x2x.jsonl"]
+    assert main(["endpoint", "stats"]) == 0  # the command too, with the Kubernetes target configured
+    assert "21 requests in 1 log file(s)" in capsys.readouterr().out
 
     window = read_window(directory, time.time() - 600, time.time(), max_sampled=1_000)
     traffic = window.versions["7"]
