@@ -154,11 +154,11 @@ def test_a_color_is_known_by_its_start_time_so_it_stays_alive_through_exec_and_a
         before = cmdline.read_bytes()
         process.stdin.write(b"go\n")
         process.stdin.flush()
-        during_exec = []
-        while (now := cmdline.read_bytes()) in (before, b""):  # the old command line, then none for a moment
+        during_exec = []  # checked on every step: the old command line, for a moment none (if caught), the new one
+        while (now := cmdline.read_bytes()) in (before, b""):
             during_exec.append(process_alive(entry))
-        assert b"sleep" in now and during_exec and all(during_exec)
-        assert process_alive(entry)
+        assert b"sleep" in now and all(during_exec)
+        assert process_alive(entry)  # another program now runs in it, and it is still the same process
         assert not process_alive(entry | {"identity": entry["identity"] + "0"})  # another process with that pid
         assert not process_alive(entry | {"identity": None})  # a process that was gone when it was recorded
         assert not process_alive({"pid": process.pid})  # from before identities: by its command line, not ours
