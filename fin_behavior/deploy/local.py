@@ -19,8 +19,9 @@ from typing import Any
 
 import httpx
 
+from fin_behavior.confinement import confined, environment_paths
 from fin_behavior.deploy.rollout import Release, RolloutError, Slot, answers_of
-from fin_behavior.deploy.supervisor import CONTROL_SOCKET, PID_FILE, STATE_FILE, process_alive
+from fin_behavior.deploy.supervisor import CONTROL_SOCKET, DEFAULT_PORT_HINT, PID_FILE, STATE_FILE, process_alive
 from fin_behavior.environments.builder import EnvironmentBuildError, ensure_locked
 from fin_behavior.records import read_json
 from fin_behavior.serving.handoff import send_command
@@ -34,11 +35,6 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
         return s.getsockname()[1]
-
-
-def as_user(uid: int) -> list[str]:
-    """The prefix that runs a command as user and group `uid`, with no supplementary groups (no account needed)."""
-    return ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--"]
 
 
 def ensure_keys(path: Path) -> str:
@@ -55,10 +51,26 @@ class LocalTarget:
     name = "local"
     splits_traffic = False  # one listening socket moves whole: no canary shares
 
-    def __init__(self, root: Path, envs_dir: Path, settings: Settings, run_as: int | None = None):
-        """`run_as`: an unprivileged user id the colors run as (when the platform runs as root), for models whose
-        code the platform did not write (submitted scripts): they can read only this endpoint's own files."""
-        self.root, self.envs_dir, self.settings, self.run_as = root, envs_dir, settings, run_as
+    def __init__(
+        self,
+        root: Path,
+        envs_dir: Path,
+        settings: Settings,
+        run_as: int | None = None,
+        port_hint: str = DEFAULT_PORT_HINT,
+    ):
+        """`run_as`: an unprivileged user id the colors run as, confined (when the platform runs as root), for
+        models whose code the platform did not write (submitted scripts): of the machine's files they see only
+        their environment, their bundle and this endpoint's own directory, and they have no network (the
+        supervisor hands each color its listening socket). `port_hint`: how to choose another port when this
+        one is taken."""
+        self.root, self.envs_dir, self.settings, self.run_as, self.port_hint = (
+            root,
+            envs_dir,
+            settings,
+            run_as,
+            port_hint,
+        )
         self.host, self.port = settings.endpoint_host, settings.endpoint_port
         self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._clients: dict[str, httpx.Client] = {}
@@ -96,6 +108,7 @@ class LocalTarget:
             "--start-timeout", str(self.settings.deploy_start_timeout_seconds),
             "--max-restarts", str(self.settings.max_restarts),
             "--restart-window", str(self.settings.restart_window_seconds),
+            "--port-hint", self.port_hint,
         ]  # fmt: skip
         log = self.root / "logs" / "supervisor.log"
         log.parent.mkdir(exist_ok=True)
@@ -172,7 +185,7 @@ class LocalTarget:
         spec = {
             "color": color,
             "version": release.version,
-            "argv": self._as_run_as(argv),  # the supervisor adds the private port it binds for the color
+            "argv": self._as_run_as(argv, release),  # the supervisor adds the private port it binds for the color
             "control": str(self.root / f"{color}.sock"),
             "log": str(self.root / "logs" / f"{color}.log"),
             "bundle": str(release.bundle),
@@ -187,13 +200,14 @@ class LocalTarget:
         self._command(f"mark {color} ready")
         return self.slot(color)
 
-    def _as_run_as(self, argv: list[str]) -> list[str]:
+    def _as_run_as(self, argv: list[str], release: Release) -> list[str]:
         if self.run_as is None or os.geteuid() != 0:
             return argv
         (self.root / PREDICTIONS_DIR).mkdir(exist_ok=True)
         for path in (self.root, self.keys_file, self.root / PREDICTIONS_DIR, *(self.root / PREDICTIONS_DIR).iterdir()):
             os.chown(path, self.run_as, self.run_as)  # what the color reads and writes, and nothing else
-        return [*as_user(self.run_as), *argv]
+        shown = [*environment_paths(Path(argv[0])), release.bundle]
+        return confined(argv, self.run_as, cwd=self.root, read_only=shown, writable=[self.root])
 
     def _wait_ready(self, slot: Slot) -> str | None:
         timeout = self.settings.deploy_start_timeout_seconds

@@ -99,9 +99,22 @@ def wait_ready(port: int, timeout: float, alive) -> str | None:
     return f"not ready within {timeout:.0f} s"
 
 
+DEFAULT_PORT_HINT = "set FIN_BEHAVIOR_ENDPOINT_PORT"
+
+
 class Supervisor:
-    def __init__(self, root: Path, host: str, port: int, start_timeout: float, max_restarts: int, window: float):
-        self.root, self.host, self.port = root, host, port
+    def __init__(
+        self,
+        root: Path,
+        host: str,
+        port: int,
+        start_timeout: float,
+        max_restarts: int,
+        window: float,
+        port_hint: str = DEFAULT_PORT_HINT,
+    ):
+        """`port_hint`: how an operator chooses another port for this endpoint (said when the port is taken)."""
+        self.root, self.host, self.port, self.port_hint = root, host, port, port_hint
         self.start_timeout, self.max_restarts, self.window = start_timeout, max_restarts, window
         self.lock = threading.RLock()
         self.children: dict[str, subprocess.Popen] = {}
@@ -219,8 +232,8 @@ class Supervisor:
                 public = self._listen()
             except OSError as exc:
                 raise RuntimeError(
-                    f"cannot listen on {self.state['url']}: {exc}; another program holds the port: stop it or set "
-                    "FIN_BEHAVIOR_ENDPOINT_PORT"
+                    f"cannot listen on {self.state['url']}: {exc}; another program holds the port: stop it or "
+                    f"{self.port_hint}"
                 ) from None
             send_command(Path(entry["control"]), "adopt", public.fileno())
             entry["status"] = "live"
@@ -441,9 +454,12 @@ def main() -> None:
     parser.add_argument("--start-timeout", type=float, required=True)
     parser.add_argument("--max-restarts", type=int, required=True)
     parser.add_argument("--restart-window", type=float, required=True)
+    parser.add_argument("--port-hint", default=DEFAULT_PORT_HINT)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    supervisor = Supervisor(args.root, args.host, args.port, args.start_timeout, args.max_restarts, args.restart_window)
+    supervisor = Supervisor(
+        args.root, args.host, args.port, args.start_timeout, args.max_restarts, args.restart_window, args.port_hint
+    )
     signal.signal(signal.SIGTERM, lambda *_: setattr(supervisor, "stop_requested", True))
     supervisor.recover()
     log.info("supervising the endpoint %s (state in %s)", supervisor.state["url"], args.root)

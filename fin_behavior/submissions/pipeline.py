@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from fin_behavior.confinement import confined, environment_paths
 from fin_behavior.data.fingerprint import sha256_file
 from fin_behavior.environments.builder import BuiltEnvironment, write_lock
 from fin_behavior.records import BundleFiles, Evidence, FeatureSpec, ModelInfo, Verdict, write_json
@@ -146,7 +147,14 @@ def _verify(env: BuiltEnvironment, model_dir: Path, scratch: Path, uid: int) -> 
     """Load and score the model in its environment, isolated like the script (it runs the script's pickle)."""
     variables = {"PATH": f"{env.path / 'bin'}:/usr/bin:/bin", "HOME": str(scratch), "LANG": "C.UTF-8"}
     done = subprocess.run(
-        sandbox.sandboxed([str(env.python), "-m", "fin_behavior.submissions.verify", str(model_dir)], uid),
+        confined(
+            [str(env.python), "-m", "fin_behavior.submissions.verify", str(model_dir)],
+            uid,
+            cwd=scratch,
+            read_only=[*environment_paths(env.python), model_dir],
+            writable=[scratch],
+            own_processes=True,
+        ),
         capture_output=True,
         text=True,
         timeout=600,
@@ -181,7 +189,11 @@ def endpoint(settings: Settings, name: str):
             partial.replace(port_file)  # readers outside the lock see no port or the whole of it
     own = settings.with_overrides(endpoint_port=int(port_file.read_text()))
     run_as = sandbox.users(settings.submissions_root, name).serve
-    return LocalTarget(directory, envs_dir(settings), own, run_as=run_as), directory
+    hint = (
+        f"remove {port_file} to give {name} the next free port from FIN_BEHAVIOR_SUBMISSION_FIRST_PORT "
+        f"({settings.submission_first_port}) at its next deployment"
+    )
+    return LocalTarget(directory, envs_dir(settings), own, run_as=run_as, port_hint=hint), directory
 
 
 def _bindable(host: str, port: int) -> bool:

@@ -6,11 +6,12 @@ ever crosses library versions), cached by the fingerprint of its resolution like
 
 The script runs as a separate process with nothing of the platform's: its own working directory holding only
 train.py, an environment of variables that names only what it needs (its MLflow store, a private one in that
-directory, and the experiment), no platform key, setting or cloud credential; when the platform runs as root,
-as an unprivileged user id of its model name's own (users()), so it can neither read the endpoints' key files
-(mode 0600 in 0700 directories) nor signal or trace another name's training or serving processes, and in a
-network namespace of its own (no network while it runs); an address-space limit; and a timeout after which its
-whole process group is killed. The script text goes to disk as it came: it is never templated into
+directory, and the experiment), no platform key, setting or cloud credential; an address-space limit; and a
+timeout after which everything it started is killed. When the platform runs as root it is also confined
+(confinement.py): as an unprivileged user id of its model name's own (users()), so it can neither signal nor
+trace another name's processes, seeing of the machine's files only the system, the project's package, its
+environment and its working directory (no data, artifacts, keys, tracking store or another name's files), and
+only its own processes, with no network. The script text goes to disk as it came: it is never templated into
 other code.
 """
 
@@ -31,7 +32,7 @@ from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 
-from fin_behavior.deploy.local import as_user
+from fin_behavior.confinement import confined, environment_paths
 from fin_behavior.environments import builder
 from fin_behavior.environments.spec import EnvironmentSpec, get_spec
 from fin_behavior.records import read_json, write_json
@@ -103,31 +104,10 @@ def users(root: Path, name: str) -> Users:
     return Users(train=first, serve=first + 1)
 
 
-def sandboxed(command: list[str], uid: int) -> list[str]:
-    """`command` as the unprivileged user `uid`, with no network, when the platform can arrange it (as root)."""
-    if os.geteuid() != 0:
-        return command
-    return ["unshare", "--net", *as_user(uid), *command]
-
-
-def reachable(path: Path, what: str) -> None:
-    """Refuse clearly when the sandbox users could not reach `path` (it would fail in misleading ways)."""
-    if os.geteuid() == 0 and (closed := builder.closed_to_others(path)):
-        raise errors.SubmissionError(
-            "Platform Misconfigured",
-            f"the sandbox users cannot reach {what} {path}: {closed} is closed to others",
-            help=f"Give others search permission on {closed} (chmod o+x), or set FIN_BEHAVIOR_SUBMISSIONS_DIR "
-            "and FIN_BEHAVIOR_ENVS_DIR to directories they can reach.",
-            status=500,
-        )
-
-
 def hand_over(path: Path, uid: int) -> None:
-    """Let the sandbox user `uid`, and no other, use `path` (a directory of the submission's own), which it must
-    be able to reach."""
+    """Let the sandbox user `uid`, and no other, use `path` (a directory of the submission's own)."""
     if os.geteuid() != 0:
         return
-    reachable(path, "the submission's directory")
     for item in [path, *path.rglob("*")]:
         os.chown(item, uid, uid)
     path.chmod(0o700)  # other names' scripts cannot look inside
@@ -156,7 +136,6 @@ class ScriptRun:
 
 def run_script(env: builder.BuiltEnvironment, directory: Path, submission: Submission, settings: Settings) -> ScriptRun:
     """Run train.py isolated; a SubmissionError says how it failed (import, memory, timeout, exit code)."""
-    reachable(env.path, "the script's environment")
     work = directory / "work"
     shutil.rmtree(work, ignore_errors=True)
     (work / "tmp").mkdir(parents=True)
@@ -172,7 +151,14 @@ def run_script(env: builder.BuiltEnvironment, directory: Path, submission: Submi
     started = time.monotonic()
     with log.open("w") as out:
         process = subprocess.Popen(
-            sandboxed([str(env.python), SCRIPT_FILE], uid),
+            confined(
+                [str(env.python), SCRIPT_FILE],
+                uid,
+                cwd=work,
+                read_only=environment_paths(env.python),
+                writable=[work],
+                own_processes=True,  # it sees only its own processes, and they all end with it
+            ),
             cwd=work,
             env=clean_environment(env, work, submission.name),
             stdin=subprocess.DEVNULL,

@@ -11,9 +11,7 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 import httpx
 import pytest
@@ -21,7 +19,7 @@ import pytest
 from fin_behavior.deploy.local import free_port
 from fin_behavior.records import read_json
 from fin_behavior.settings import get_settings
-from fin_behavior.submissions import pipeline
+from fin_behavior.submissions import pipeline, sandbox
 from fin_behavior.submissions.api import EXAMPLE
 from fin_behavior.submissions.record import Submission
 from fin_behavior_tests.helpers import ENVS
@@ -32,8 +30,7 @@ CLI = [sys.executable, "-m", "fin_behavior.cli"]
 
 @pytest.fixture(scope="module")
 def platform_env(tmp_path_factory: pytest.TempPathFactory):
-    root = Path(tempfile.mkdtemp(prefix="fin-behavior-submissions-", dir="/tmp"))
-    root.chmod(0o755)  # the sandbox user reaches its working directories
+    root = tmp_path_factory.mktemp("submissions")  # closed to others (pytest makes it so): confined, none need a way in
     env = {
         "FIN_BEHAVIOR_VAR_DIR": str(tmp_path_factory.mktemp("var")),
         "FIN_BEHAVIOR_SUBMISSIONS_DIR": str(root),
@@ -54,7 +51,7 @@ def platform_env(tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.fixture(autouse=True)
-def reachable_submissions(platform_env, monkeypatch):
+def shared_environments(platform_env, monkeypatch):
     """This module's one platform in place of the per-test state directories."""
     for key, value in platform_env.items():
         monkeypatch.setenv(key, value)
@@ -84,6 +81,11 @@ def test_the_cli_submits_the_seed_script_and_its_url_scores_the_input_example(tm
     assert response.status_code == 200, response.text
     assert response.json()["predictions"] == example["predictions"] and len(example["records"]) == 5
     assert httpx.post(f"{url}/score", json=example["records"]).status_code == 401  # its own key, as the platform's
+    if os.geteuid() == 0:  # the submitted code serves confined: its own user id, files and (no) network
+        pid = target.live().detail["pid"]
+        assert os.stat(f"/proc/{pid}").st_uid == sandbox.users(get_settings().submissions_root, "seed-model").serve
+        for namespace in ("mnt", "net"):
+            assert os.readlink(f"/proc/{pid}/ns/{namespace}") != os.readlink(f"/proc/self/ns/{namespace}")
 
 
 def _api(env: dict) -> tuple[subprocess.Popen, httpx.Client]:

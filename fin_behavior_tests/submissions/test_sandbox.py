@@ -3,16 +3,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
 import subprocess
 import time
+import uuid
 from pathlib import Path
 
 import pytest
 
-from fin_behavior.deploy.local import as_user
+from fin_behavior.confinement import as_user
+from fin_behavior.deploy.supervisor import Supervisor
 from fin_behavior.settings import get_settings
 from fin_behavior.submissions import errors, pipeline, sandbox
 from fin_behavior.submissions.intake import accept
@@ -63,11 +66,14 @@ def test_a_script_that_logs_nothing_or_fails_its_run_is_told_what_to_do(env):
     assert "ValueError: the data is not there" in crashed["details"]
 
 
-def test_a_timeout_kills_the_script_and_every_process_it_started(env, tmp_path):
+def test_a_timeout_kills_the_script_and_every_process_it_started(env):
+    marker = f"started-by-the-script-{uuid.uuid4().hex}"
+    # confined (as root), even a child that left the script's process group ends: it dies with its namespace
+    escapes = os.geteuid() == 0
     script = (
         "import subprocess, sys, time\n"
-        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'])\n"
-        "open('child.pid', 'w').write(str(child.pid))\n"
+        f"subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)', {marker!r}], "
+        f"start_new_session={escapes})\n"
         "time.sleep(600)\n"
     )
     started = time.monotonic()
@@ -75,26 +81,47 @@ def test_a_timeout_kills_the_script_and_every_process_it_started(env, tmp_path):
     assert error["error"] == "Timeout", error["details"]
     assert "timeout of 3 s" in error["message"] and "--timeout" in error["help"]
     assert time.monotonic() - started < 30
-    child = int(next(get_settings().submissions_root.glob("*/work/child.pid")).read_text())
-    time.sleep(0.2)
-    stat = Path(f"/proc/{child}/stat")
-    assert not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] == "Z"  # gone, or a reaped zombie
+
+    def still_running() -> list[int]:
+        running = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            with contextlib.suppress(OSError):
+                alive = stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie waits only to be reaped
+                if alive and marker.encode() in stat.with_name("cmdline").read_bytes():
+                    running.append(int(stat.parent.name))
+        return running
+
+    deadline = time.monotonic() + 5
+    while still_running() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not still_running()
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="dropping to a sandbox user and a network namespace need root")
-def test_the_script_finds_no_platform_secret_and_no_network(env, monkeypatch):
+@pytest.mark.skipif(os.geteuid() != 0, reason="confinement (user ids, mount and network namespaces) needs root")
+def test_the_script_finds_no_platform_file_secret_or_network(env, monkeypatch, banking_csv):
     settings = get_settings()
     keys = settings.var_dir / "endpoint" / "keys.json"
     keys.parent.mkdir(mode=0o700, parents=True)
     keys.write_text('{"keys": ["the-platform-s-own-secret-key"]}')
     os.chmod(keys, 0o600)
+    (settings.var_dir / "data").mkdir()
+    data = settings.var_dir / "data" / "transactions.csv"
+    data.write_bytes(banking_csv.read_bytes())
+    data.chmod(0o644)  # readable by every user of the machine: hidden all the same
     monkeypatch.setenv("AZURE_CLIENT_SECRET", "the-cloud-secret")
     monkeypatch.setenv("FIN_BEHAVIOR_ALERT_WEBHOOK_URL", "https://hooks.example/secret")
+    project = Path(pipeline.__file__).parents[2]
     script = (
         "import json, os, socket\n"
-        "found = {'env': sorted(os.environ)}\n"
-        f"try:\n    found['keys'] = open({str(keys)!r}).read()\n"
-        "except OSError as exc:\n    found['keys'] = type(exc).__name__\n"
+        "found = {'env': sorted(os.environ), 'root': sorted(os.listdir('/'))}\n"
+        "found['project'] = sorted(str(p) for p in __import__('pathlib').Path("
+        f"{str(project)!r}).rglob('*') if 'fin_behavior' not in p.parts and p.is_file())\n"
+        f"for name, path in [('keys', {str(keys)!r}), ('data', {str(data)!r}), ('banking_csv', {str(banking_csv)!r})]:"
+        "\n"
+        "    try:\n        found[name] = open(path).read()\n"
+        "    except OSError as exc:\n        found[name] = type(exc).__name__\n"
+        f"found['state'] = os.listdir({str(settings.var_dir)!r})\n"
+        "found['processes'] = sorted(int(p) for p in os.listdir('/proc') if p.isdigit())\n"
         "try:\n    socket.create_connection(('pypi.org', 443), timeout=3)\n    found['network'] = 'reached'\n"
         "except OSError as exc:\n    found['network'] = type(exc).__name__\n"
         "open('found.json', 'w').write(json.dumps(found))\n"
@@ -102,10 +129,16 @@ def test_the_script_finds_no_platform_secret_and_no_network(env, monkeypatch):
     with pytest.raises(errors.SubmissionError, match="No MLflow Run"):
         _run(env, script)
     found = json.loads(next(settings.submissions_root.glob("*/work/found.json")).read_text())
-    assert found["keys"] == "PermissionError" and found["network"] in ("gaierror", "OSError")
+    assert found["keys"] == found["data"] == found["banking_csv"] == "FileNotFoundError"
+    assert found["state"] == ["submissions"]  # of the platform's state, only the way to its own working directory
+    # of the checkout (where the real data, models and keys live by default) the package and the environment only
+    assert found["project"] and all(Path(p).is_relative_to(env.path) for p in found["project"])
+    assert not {"root", "home", "var", "srv", "mnt", "opt"} & set(found["root"])
+    assert found["processes"] == [1]  # itself: no other process of the machine is there to see or signal
+    assert found["network"] in ("gaierror", "OSError")
     assert not [name for name in found["env"] if name.startswith(("AZURE", "FIN_BEHAVIOR", "DAGSTER"))]
     assert set(found["env"]) <= {"PATH", "HOME", "TMPDIR", "LANG", "PYTHONUNBUFFERED", "MLFLOW_TRACKING_URI",
-                                 "MLFLOW_EXPERIMENT_NAME", "MLFLOW_DISABLE_TELEMETRY", "LC_CTYPE"}  # fmt: skip
+                                 "MLFLOW_EXPERIMENT_NAME", "MLFLOW_DISABLE_TELEMETRY", "LC_CTYPE", "PWD"}  # fmt: skip
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="user ids of a model name's own need a root platform")
@@ -139,19 +172,7 @@ def test_a_script_can_neither_stop_nor_read_what_another_model_name_runs_and_kee
         served.kill()
         served.wait()
     found = json.loads(next(root.glob("*/work/found.json")).read_text())
-    assert found == {"kill theirs": "PermissionError", "read theirs": "PermissionError", "kill own": -9}
-
-
-@pytest.mark.skipif(os.geteuid() != 0, reason="only a root platform hands work to the sandbox user")
-def test_a_directory_the_sandbox_user_cannot_reach_is_named_not_blamed_on_the_script(reachable_submissions):
-    closed = reachable_submissions / "closed"
-    (closed / "work").mkdir(parents=True)
-    closed.chmod(0o700)
-    with pytest.raises(errors.SubmissionError) as raised:
-        sandbox.hand_over(closed / "work", sandbox.users(reachable_submissions, "m").train)
-    error = raised.value.to_dict()
-    assert error["error"] == "Platform Misconfigured" and raised.value.status == 500
-    assert f"{closed} is closed to others" in error["message"] and "FIN_BEHAVIOR_ENVS_DIR" in error["help"]
+    assert found == {"kill theirs": "ProcessLookupError", "read theirs": "FileNotFoundError", "kill own": -9}
 
 
 def test_a_script_over_its_memory_limit_is_stopped_and_told_which_limit(env, monkeypatch):
@@ -187,3 +208,16 @@ def test_each_model_name_keeps_a_port_of_its_own_and_a_port_in_use_is_passed_ove
         ports = [pipeline.endpoint(settings, name)[0].port for name in ("first-model", "second-model", "first-model")]
     assert ports[0] == ports[2] and ports[0] != ports[1]
     assert min(ports) > in_use
+
+
+def test_a_name_s_port_taken_later_is_refused_saying_how_to_give_it_another(tmp_path):
+    target, directory = pipeline.endpoint(get_settings(), "port-taken-model")
+    supervisor = Supervisor(directory, target.host, target.port, 5, 1, 60, port_hint=target.port_hint)
+    supervisor.state["colors"]["blue"] = {"control": str(directory / "blue.sock")}
+    taken = socket.create_server((target.host, target.port))  # another program took it after it was given
+    with taken, pytest.raises(RuntimeError) as refused:
+        supervisor.activate("blue")
+    message = str(refused.value)
+    assert f":{target.port}" in message and "another program holds the port" in message
+    assert f"remove {directory / 'port'}" in message and "FIN_BEHAVIOR_SUBMISSION_FIRST_PORT" in message
+    assert "FIN_BEHAVIOR_ENDPOINT_PORT" not in message  # that setting does not choose a submitted name's port
