@@ -131,6 +131,7 @@ class Settings(BaseSettings):
     submission_python: str = "3.11"  # the Python a script's environment is built with
     submission_workers: int = Field(2, ge=1)  # slots of the `submissions` pool: scripts run at once; the rest wait
     submission_max_pending: int = Field(20, ge=1)  # submissions the API holds, queued or running; past it a 429
+    submission_max_pending_per_key: int = Field(5, ge=1)  # of those, from one API key (one team): none starves others
     submission_api_host: str = "127.0.0.1"
     submission_api_port: int = Field(8090, ge=1, le=65535)
     # each model name's stable URL takes the next port from here (below the kernel's ephemeral range, so no

@@ -5,16 +5,20 @@
 POST /mlops/deploy takes `{"script_content": <text or base64>, "model_name": ..., "requirements": [...],
 "timeout": <seconds>}` and answers 202 at once with the submission's id and where to ask about it; the work
 runs in the background, at most SUBMISSION_WORKERS submissions at a time (the others wait, queued), each as a
-Dagster run; past SUBMISSION_MAX_PENDING submissions queued or running, a new one is a 429 with Retry-After
-(the queue, its disk and everyone's wait stay bounded). GET /mlops/submissions/{id} answers where it stands
+Dagster run; past SUBMISSION_MAX_PENDING submissions queued or running, or SUBMISSION_MAX_PENDING_PER_KEY
+from the same API key, a new one is a 429 with Retry-After (the queue, its disk and everyone's wait stay
+bounded, and no key holder fills the queue for the others). GET /mlops/submissions/{id} answers where it stands
 (queued, preparing, training, validating, verifying, deploying, deployed, failed), its timings, MLflow run,
 model version, URL, Dagster run and error object; GET /mlops/help what a script must do. Keys as the scoring
-service's: X-API-Key or Bearer, from `<submissions dir>/keys.json` (made at the first start, mode 0600).
+service's: X-API-Key or Bearer, any of the keys in `<submissions dir>/keys.json` (made with one at the first
+start, mode 0600; an operator adds one per team, read at each request). A submission is seen only with the key
+it came with.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import hmac
 import sys
 from contextlib import asynccontextmanager
@@ -27,6 +31,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from fin_behavior.deploy.local import ensure_keys
+from fin_behavior.records import read_json
 from fin_behavior.serving.validation import InputError, decode
 from fin_behavior.settings import Settings
 from fin_behavior.submissions import errors
@@ -56,9 +61,9 @@ class SubmissionService:
         self.root = settings.submissions_root
         self.root.mkdir(parents=True, exist_ok=True)
         self.keys_file = self.root / "keys.json"
-        self.key = ensure_keys(self.keys_file).encode()
+        ensure_keys(self.keys_file)
         self.slots: asyncio.Semaphore | None = None  # made on the server's loop
-        self.running: set[asyncio.Task] = set()
+        self.running: dict[asyncio.Task, str] = {}  # queued or running -> the client it came from
         self.app = Starlette(
             routes=[
                 Route("/mlops/deploy", self.deploy, methods=["POST"]),
@@ -75,7 +80,7 @@ class SubmissionService:
         for record in sorted(self.root.glob("*/submission.json")):  # queued before a restart: run them now
             submission = Submission.load(self.root, record.parent.name)
             if submission.state == "queued":
-                self._start(submission.id)
+                self._start(submission)
         yield
 
     async def _http_error(self, _: Request, exc: Exception) -> Response:
@@ -83,9 +88,15 @@ class SubmissionService:
         error = errors.SubmissionError("Not Found" if exc.status_code == 404 else "Bad Request", str(exc.detail))
         return JSONResponse(error.to_dict(), status_code=exc.status_code, headers=exc.headers)
 
-    def _authorized(self, request: Request) -> bool:
+    def _client(self, request: Request) -> str | None:
+        """The fingerprint of the key the request offers, None when it is none of the keys (read each time:
+        a key added for a new team works without a restart)."""
         offered = request.headers.get("x-api-key") or request.headers.get("authorization", "").removeprefix("Bearer ")
-        return hmac.compare_digest(offered.encode("latin-1", "replace"), self.key)
+        found = None
+        for key in read_json(self.keys_file)["keys"]:
+            if hmac.compare_digest(offered.encode("latin-1", "replace"), key.encode()):
+                found = hashlib.sha256(key.encode()).hexdigest()[:12]
+        return found
 
     def _refused(self) -> JSONResponse:
         return _error(
@@ -98,7 +109,7 @@ class SubmissionService:
         )
 
     async def deploy(self, request: Request) -> Response:
-        if not self._authorized(request):
+        if (client := self._client(request)) is None:
             return self._refused()
         limit = self.settings.submission_max_script_bytes * 2 + 65_536  # base64 and the other fields
         body = await request.body()
@@ -112,8 +123,20 @@ class SubmissionService:
             return _error(
                 errors.invalid(f"the body is not a JSON object: {exc.message}", help="See GET /mlops/help."), 400
             )
+        per_key = self.settings.submission_max_pending_per_key
+        if (mine := list(self.running.values()).count(client)) >= per_key:
+            return self._full(
+                f"this key already has {mine} queued or running (one key holds at most {per_key})",
+                "Submit again once one of yours has finished (GET /mlops/submissions/{id} says when); the operator "
+                "can raise FIN_BEHAVIOR_SUBMISSION_MAX_PENDING_PER_KEY, or give each team a key of its own.",
+            )
         if len(self.running) >= self.settings.submission_max_pending:
-            return self._full()
+            return self._full(
+                f"{len(self.running)} submissions are queued or running; this platform holds at most "
+                f"{self.settings.submission_max_pending}",
+                "Submit again once one has finished (GET /mlops/submissions/{id} says when); the operator can "
+                "raise FIN_BEHAVIOR_SUBMISSION_MAX_PENDING.",
+            )
         try:
             submission = accept(
                 self.settings,
@@ -124,7 +147,9 @@ class SubmissionService:
             )
         except errors.SubmissionError as exc:
             return _error(exc)
-        self._start(submission.id)
+        submission.client = client
+        submission.save(self.root)
+        self._start(submission)
         return JSONResponse(
             {
                 "submission_id": submission.id,
@@ -134,23 +159,15 @@ class SubmissionService:
             status_code=202,
         )
 
-    def _full(self) -> JSONResponse:
-        error = errors.SubmissionError(
-            "Too Many Submissions",
-            f"{len(self.running)} submissions are queued or running; this platform holds at most "
-            f"{self.settings.submission_max_pending}",
-            help="Submit again once one has finished (GET /mlops/submissions/{id} says when); the operator can "
-            "raise FIN_BEHAVIOR_SUBMISSION_MAX_PENDING.",
-            status=429,
-        )
-        response = _error(error)
+    def _full(self, message: str, help: str) -> JSONResponse:
+        response = _error(errors.SubmissionError("Too Many Submissions", message, help=help, status=429))
         response.headers["Retry-After"] = "60"
         return response
 
-    def _start(self, submission_id: str) -> None:
-        task = asyncio.get_running_loop().create_task(self._run(submission_id))
-        self.running.add(task)
-        task.add_done_callback(self.running.discard)
+    def _start(self, submission: Submission) -> None:
+        task = asyncio.get_running_loop().create_task(self._run(submission.id))
+        self.running[task] = submission.client
+        task.add_done_callback(lambda done: self.running.pop(done, None))
 
     async def _run(self, submission_id: str) -> None:
         assert self.slots is not None
@@ -162,12 +179,14 @@ class SubmissionService:
                 await process.wait()
 
     async def status(self, request: Request) -> Response:
-        if not self._authorized(request):
+        if (client := self._client(request)) is None:
             return self._refused()
         submission_id = request.path_params["submission_id"]
-        if not Submission.well_formed(submission_id) or not (self.root / submission_id / "submission.json").is_file():
+        known = Submission.well_formed(submission_id) and (self.root / submission_id / "submission.json").is_file()
+        submission = Submission.load(self.root, submission_id) if known else None
+        if submission is None or submission.client != client:  # another key's is not there, as an unknown id
             return _error(errors.SubmissionError("Not Found", f"no submission {submission_id[:40]!r}"), 404)
-        return JSONResponse(describe(Submission.load(self.root, submission_id)))
+        return JSONResponse(describe(submission))
 
     async def help(self, _: Request) -> Response:
         s = self.settings

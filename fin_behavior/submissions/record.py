@@ -31,6 +31,7 @@ class Submission:
     url: str = ""
     deployment_seconds: float = 0.0
     error: dict[str, str] | None = None
+    client: str = ""  # the fingerprint of the API key it came with (never the key); "" = the command line
 
     @staticmethod
     def path(root: Path, submission_id: str) -> Path:

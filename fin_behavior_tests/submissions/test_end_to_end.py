@@ -104,9 +104,10 @@ def _api(env: dict) -> tuple[subprocess.Popen, httpx.Client]:
     return server, client
 
 
-def _finished(client: httpx.Client, submission_id: str, timeout: float = 600) -> dict:
+def _finished(client: httpx.Client, submission_id: str, key: str, timeout: float = 600) -> dict:
     deadline = time.monotonic() + timeout
-    while (status := client.get(f"/mlops/submissions/{submission_id}").json())["status"] not in ("deployed", "failed"):
+    asked = f"/mlops/submissions/{submission_id}"
+    while (status := client.get(asked, headers={"X-API-Key": key}).json())["status"] not in ("deployed", "failed"):
         assert time.monotonic() < deadline, status
         time.sleep(0.5)
     return status
@@ -114,7 +115,11 @@ def _finished(client: httpx.Client, submission_id: str, timeout: float = 600) ->
 
 def test_the_api_swaps_a_resubmitted_name_under_load_while_another_submission_runs_beside_it(platform_env, monkeypatch):
     monkeypatch.setenv("FIN_BEHAVIOR_SUBMISSION_MAX_PENDING", "2")  # the two below; a third is refused
+    monkeypatch.setenv("FIN_BEHAVIOR_SUBMISSION_MAX_PENDING_PER_KEY", "1")
     server, client = _api(platform_env)
+    keys_file = get_settings().submissions_root / "keys.json"
+    team_a, team_b, team_c = read_json(keys_file)["keys"][0], "team-b-s-own-key", "team-c-s-own-key"
+    keys_file.write_text(json.dumps({"keys": [team_a, team_b, team_c]}))  # the operator adds a key per team
     try:
         mistakes = {
             "no key": client.post("/mlops/deploy", json={}, headers={"X-API-Key": "wrong"}),
@@ -135,19 +140,27 @@ def test_the_api_swaps_a_resubmitted_name_under_load_while_another_submission_ru
         target = pipeline.endpoint(get_settings(), "seed-model")[0]
         served = next(get_settings().submissions_root.glob("*/bundle/expected.json"))
         with Load(target, read_json(served)["records"][0], clients=4) as load:
-            accepted = [
-                client.post(
-                    "/mlops/deploy",
-                    json={"script_content": EXAMPLE, "model_name": name, "requirements": ["scikit-learn"]},
-                )
-                for name in ("seed-model", "other-model")
-            ]
-            assert [r.status_code for r in accepted] == [202, 202], [r.text for r in accepted]
-            third = client.post("/mlops/deploy", json={"script_content": EXAMPLE, "model_name": "third-model"})
-            assert third.status_code == 429 and third.headers["retry-after"] == "60", third.text
-            assert third.json()["error"] == "Too Many Submissions" and "SUBMISSION_MAX_PENDING" in third.json()["help"]
+
+            def submit(name: str, key: str) -> httpx.Response:
+                request = {"script_content": EXAMPLE, "model_name": name, "requirements": ["scikit-learn"]}
+                return client.post("/mlops/deploy", json=request, headers={"X-API-Key": key})
+
+            first = submit("seed-model", team_a)
+            assert first.status_code == 202, first.text
+            again = submit("third-model", team_a)  # one key cannot fill the queue for the others
+            assert again.status_code == 429 and again.headers["retry-after"] == "60", again.text
+            assert again.json()["error"] == "Too Many Submissions" and "_PER_KEY" in again.json()["help"]
+            assert again.json()["message"] == "this key already has 1 queued or running (one key holds at most 1)"
+            second = submit("other-model", team_b)  # another team is not starved
+            assert second.status_code == 202, second.text
+            third = submit("third-model", team_c)
+            assert third.status_code == 429 and "SUBMISSION_MAX_PENDING." in third.json()["help"], third.text
             assert third.json()["message"] == "2 submissions are queued or running; this platform holds at most 2"
-            resubmitted, other = (_finished(client, r.json()["submission_id"]) for r in accepted)
+            ids = first.json()["submission_id"], second.json()["submission_id"]
+            seen_by = {key: client.get(f"/mlops/submissions/{ids[0]}", headers={"X-API-Key": key}).status_code
+                       for key in (team_a, team_b)}  # fmt: skip
+            assert seen_by == {team_a: 200, team_b: 404}  # a submission is seen with the key it came with only
+            resubmitted, other = _finished(client, ids[0], team_a), _finished(client, ids[1], team_b)
             time.sleep(1)  # and a moment on the new version
         syntax = {"script_content": "def f(:\n", "model_name": "m"}
         deadline = time.monotonic() + 30  # the worker processes exit just after they record the outcome
