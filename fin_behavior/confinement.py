@@ -10,8 +10,10 @@ Not root: the command runs as it is (nothing here can be arranged without privil
 
 from __future__ import annotations
 
+import functools
 import os
 import shlex
+import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -79,6 +81,16 @@ def environment_paths(python: Path) -> list[Path]:
     interpreter = Path(os.path.realpath(python)).parent.parent
     shown = any(interpreter.is_relative_to(system) for system in SYSTEM)
     return [Path(python).parent.parent, *([] if shown else [interpreter])]
+
+
+@functools.cache
+def unavailable() -> str | None:
+    """Why this machine cannot confine code although the platform runs as root (a container without
+    CAP_SYS_ADMIN, say), from one confined `true`; None when it can, or when the platform is not root."""
+    if os.geteuid() != 0:
+        return None
+    probe = subprocess.run(confined(["true"], 65534, Path("/")), capture_output=True, text=True, timeout=30)
+    return None if probe.returncode == 0 else (probe.stderr.strip().splitlines() or ["no reason given"])[-1]
 
 
 def _bind(path: Path, read_only: bool) -> list[str]:

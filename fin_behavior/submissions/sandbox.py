@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 
-from fin_behavior.confinement import confined, environment_paths
+from fin_behavior.confinement import confined, environment_paths, unavailable
 from fin_behavior.environments import builder
 from fin_behavior.environments.spec import EnvironmentSpec, get_spec
 from fin_behavior.records import read_json, write_json
@@ -136,6 +136,15 @@ class ScriptRun:
 
 def run_script(env: builder.BuiltEnvironment, directory: Path, submission: Submission, settings: Settings) -> ScriptRun:
     """Run train.py isolated; a SubmissionError says how it failed (import, memory, timeout, exit code)."""
+    if why := unavailable():
+        raise errors.SubmissionError(
+            "Platform Misconfigured",
+            f"the platform runs as root but cannot confine the script on this machine: {why}",
+            help="Run the platform where it may create mount and network namespaces (on the host, or in a "
+            "container started with --cap-add SYS_ADMIN), or as a user other than root, where scripts run "
+            "unconfined as that user (see the README).",
+            status=500,
+        )
     work = directory / "work"
     shutil.rmtree(work, ignore_errors=True)
     (work / "tmp").mkdir(parents=True)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from fin_behavior.confinement import as_user
+from fin_behavior.confinement import as_user, unavailable
 from fin_behavior.deploy.supervisor import Supervisor
 from fin_behavior.settings import get_settings
 from fin_behavior.submissions import errors, pipeline, sandbox
@@ -221,3 +221,24 @@ def test_a_name_s_port_taken_later_is_refused_saying_how_to_give_it_another(tmp_
     assert f":{target.port}" in message and "another program holds the port" in message
     assert f"remove {directory / 'port'}" in message and "FIN_BEHAVIOR_SUBMISSION_FIRST_PORT" in message
     assert "FIN_BEHAVIOR_ENDPOINT_PORT" not in message  # that setting does not choose a submitted name's port
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only a root platform confines scripts")
+def test_a_machine_that_cannot_confine_is_named_not_blamed_on_the_script(env, tmp_path, monkeypatch):
+    # a container without CAP_SYS_ADMIN, in place: its unshare is refused by the kernel
+    refused = tmp_path / "bin" / "unshare"
+    refused.parent.mkdir()
+    refused.write_text("#!/bin/sh\necho 'unshare: unshare failed: Operation not permitted' >&2\nexit 1\n")
+    refused.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{refused.parent}:{os.environ['PATH']}")
+    unavailable.cache_clear()
+    try:
+        with pytest.raises(errors.SubmissionError) as raised:
+            _run(env, "print('never runs')\n")
+    finally:
+        unavailable.cache_clear()
+    error = raised.value.to_dict()
+    assert error["error"] == "Platform Misconfigured" and raised.value.status == 500
+    assert "cannot confine the script" in error["message"] and "Operation not permitted" in error["message"]
+    assert "SYS_ADMIN" in error["help"]
+    assert not list(get_settings().submissions_root.glob("*/train.log"))  # the script did not run unconfined
