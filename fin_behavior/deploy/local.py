@@ -59,18 +59,13 @@ class LocalTarget:
         run_as: int | None = None,
         port_hint: str = DEFAULT_PORT_HINT,
     ):
-        """`run_as`: an unprivileged user id the colors run as, confined (when the platform runs as root), for
-        models whose code the platform did not write (submitted scripts): of the machine's files they see only
-        their environment, their bundle and this endpoint's own directory, and they have no network (the
-        supervisor hands each color its listening socket). `port_hint`: how to choose another port when this
-        one is taken."""
-        self.root, self.envs_dir, self.settings, self.run_as, self.port_hint = (
-            root,
-            envs_dir,
-            settings,
-            run_as,
-            port_hint,
-        )
+        """`run_as`: for models whose code the platform did not write (submitted scripts), the colors run
+        confined (confinement.py), as this unprivileged user id when the platform runs as root: of the machine's
+        files they see only their environment, their bundle and this endpoint's own directory, and they have no
+        network (the supervisor hands each color its listening socket). `port_hint`: how to choose another
+        port when this one is taken."""
+        self.root, self.envs_dir, self.settings = root, envs_dir, settings
+        self.run_as, self.port_hint = run_as, port_hint
         self.host, self.port = settings.endpoint_host, settings.endpoint_port
         self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._clients: dict[str, httpx.Client] = {}
@@ -201,11 +196,17 @@ class LocalTarget:
         return self.slot(color)
 
     def _as_run_as(self, argv: list[str], release: Release) -> list[str]:
-        if self.run_as is None or os.geteuid() != 0:
+        if self.run_as is None:
             return argv
         (self.root / PREDICTIONS_DIR).mkdir(exist_ok=True)
-        for path in (self.root, self.keys_file, self.root / PREDICTIONS_DIR, *(self.root / PREDICTIONS_DIR).iterdir()):
-            os.chown(path, self.run_as, self.run_as)  # what the color reads and writes, and nothing else
+        if os.geteuid() == 0:
+            for path in (
+                self.root,
+                self.keys_file,
+                self.root / PREDICTIONS_DIR,
+                *(self.root / PREDICTIONS_DIR).iterdir(),
+            ):
+                os.chown(path, self.run_as, self.run_as)  # what the color reads and writes, and nothing else
         shown = [*environment_paths(Path(argv[0])), release.bundle]
         return confined(argv, self.run_as, cwd=self.root, read_only=shown, writable=[self.root])
 

@@ -101,9 +101,10 @@ def closed_to_others(path: Path) -> Path | None:
 
 
 def find_python(requested: str, for_others: bool = False) -> str:
-    """An interpreter whose version starts with `requested` (e.g. "3.10"); with `for_others`, one that an
-    unprivileged user can run too (not one under root's closed home, as pyenv's are)."""
+    """An interpreter whose version starts with `requested` (e.g. "3.10"); with `for_others` on a root
+    platform, one that an unprivileged user can run too (not one under root's closed home, as pyenv's are)."""
     pythons = installed_pythons()
+    for_others = for_others and os.geteuid() == 0  # otherwise the platform's own user runs it, confined
     for version, path in sorted(pythons.items(), reverse=True):
         matches = version == requested or version.startswith(f"{requested}.")
         if matches and not (for_others and closed_to_others(path)):
@@ -169,8 +170,9 @@ def build(
     spec: EnvironmentSpec, root: Path, resolution: Resolution | None = None, for_others: bool = False
 ) -> BuiltEnvironment:
     """The environment for `spec` (as `resolution` says, or resolved now), built with uv unless an identical
-    one is already there. `for_others`: run by an unprivileged user too, so on an interpreter that user can
-    run, and with its bytecode compiled now (that user cannot write it, and would recompile every import)."""
+    one is already there. `for_others`: run confined (read-only, and as root platform by an unprivileged user),
+    so with its bytecode compiled now (it cannot be written then: every import would recompile), and as root on
+    an interpreter that user can run."""
     resolution = resolution or resolve_spec(spec, for_others)
     digest = resolution.fingerprint
     final = built_path(root, spec.name, digest)

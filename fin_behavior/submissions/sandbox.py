@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 
-from fin_behavior.confinement import confined, environment_paths, unavailable
+from fin_behavior.confinement import confined, environment_paths, how_to_allow, unavailable
 from fin_behavior.environments import builder
 from fin_behavior.environments.spec import EnvironmentSpec, get_spec
 from fin_behavior.records import read_json, write_json
@@ -60,8 +60,8 @@ def environment_spec(settings: Settings, requirements: list[str]) -> Environment
 
 def build_environment(settings: Settings, requirements: list[str], root: Path) -> builder.BuiltEnvironment:
     try:
-        # the script and its service run as the sandbox user when the platform runs as root
-        return builder.build(environment_spec(settings, requirements), root, for_others=os.geteuid() == 0)
+        # the script and its service run confined: the environment read-only, as root as the sandbox user
+        return builder.build(environment_spec(settings, requirements), root, for_others=True)
     except builder.EnvironmentBuildError as exc:
         raise errors.SubmissionError(
             "Environment Failed",
@@ -139,10 +139,8 @@ def run_script(env: builder.BuiltEnvironment, directory: Path, submission: Submi
     if why := unavailable():
         raise errors.SubmissionError(
             "Platform Misconfigured",
-            f"the platform runs as root but cannot confine the script on this machine: {why}",
-            help="Run the platform where it may create mount and network namespaces (on the host, or in a "
-            "container started with --cap-add SYS_ADMIN), or as a user other than root, where scripts run "
-            "unconfined as that user (see the README).",
+            f"this machine cannot confine the script: {why}",
+            help=how_to_allow(),
             status=500,
         )
     work = directory / "work"

@@ -1,0 +1,90 @@
+"""Confinement as a platform that is not root would do it (a service account): a user namespace of its own, the
+machine's files hidden, no capability left. These tests run as root, so they run the platform's side as the
+unprivileged user `nobody`; the root side is tested through the submissions (submissions/test_sandbox.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from fin_behavior.confinement import as_user
+
+NOBODY = 65534
+PROBE = """
+import json, os, socket, subprocess
+found = {"uid": os.getuid(), "capabilities": open("/proc/self/status").read().split("CapEff:")[1].split()[0]}
+for name, path in [("hidden", HIDDEN), ("shown", SHOWN)]:
+    try:
+        found[name] = open(path).read()
+    except OSError as exc:
+        found[name] = type(exc).__name__
+remount = subprocess.run(["mount", "-o", "remount,bind,rw", os.path.dirname(SHOWN)], capture_output=True)
+found["remount"] = remount.returncode
+try:
+    open(SHOWN, "a").write("changed")
+    found["write shown"] = "written"
+except OSError as exc:
+    found["write shown"] = type(exc).__name__
+try:
+    socket.create_connection(("127.0.0.1", PORT), timeout=3)
+    found["network"] = "reached"
+except OSError as exc:
+    found["network"] = type(exc).__name__
+found["processes"] = sorted(int(p) for p in os.listdir("/proc") if p.isdigit())
+open("found.json", "w").write(json.dumps(found))
+"""
+
+
+@pytest.fixture
+def machine():
+    """A directory `nobody` may read (pytest's own are closed to others): a file it must not see, a directory
+    it is shown read-only, and its working directory."""
+    base = Path(tempfile.mkdtemp(prefix="fin-behavior-confinement-"))
+    base.chmod(0o755)
+    (base / "secret.txt").write_text("the platform's data, readable by every user")
+    (base / "secret.txt").chmod(0o644)
+    (base / "shown").mkdir(mode=0o755)
+    (base / "shown" / "model.txt").write_text("a bundle")
+    os.chown(base / "shown" / "model.txt", NOBODY, NOBODY)  # its own file: only the mount keeps it unchanged
+    (base / "work").mkdir()
+    os.chown(base / "work", NOBODY, NOBODY)
+    yield base
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="runs the platform's side as `nobody`, which needs root to arrange")
+def test_a_platform_that_is_not_root_confines_in_a_user_namespace_with_no_capability_left(machine):
+    listening = socket.create_server(("127.0.0.1", 0))  # a service of the machine it must not reach
+    probe = PROBE.replace("HIDDEN", repr(str(machine / "secret.txt")))
+    probe = probe.replace("SHOWN", repr(str(machine / "shown" / "model.txt")))
+    probe = probe.replace("PORT", str(listening.getsockname()[1]))
+    work, shown = str(machine / "work"), str(machine / "shown")
+    platform = (  # what the platform, running as `nobody`, runs: the probe, confined
+        "import subprocess, sys\n"
+        "from pathlib import Path\n"
+        "from fin_behavior.confinement import confined, unavailable\n"
+        "assert unavailable() is None, unavailable()\n"
+        f"command = confined(['/usr/bin/python3', '-c', {probe!r}], 0, Path({work!r}),\n"
+        f"                   read_only=[Path({shown!r})], writable=[Path({work!r})], own_processes=True)\n"
+        "sys.exit(subprocess.run(command).returncode)\n"
+    )
+    with listening:
+        done = subprocess.run(
+            [*as_user(NOBODY), sys.executable, "-c", platform], capture_output=True, text=True, timeout=60, cwd="/"
+        )
+    assert done.returncode == 0, done.stderr
+    found = json.loads((machine / "work" / "found.json").read_text())
+    assert found["hidden"] == "FileNotFoundError" and found["shown"] == "a bundle"
+    assert found["capabilities"] == "0000000000000000"  # so no mount can be undone and no root left
+    assert found["remount"] != 0 and found["write shown"] == "OSError"  # read-only (EROFS), though its own file
+    assert (machine / "shown" / "model.txt").read_text() == "a bundle"
+    assert found["network"] != "reached" and found["processes"] == [1]
+    assert (machine / "work" / "found.json").stat().st_uid == NOBODY  # written as the platform's own user
