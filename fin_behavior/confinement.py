@@ -1,8 +1,8 @@
 """Running code the platform did not write (a submitted script, its model's verification and serving) confined:
 in a mount namespace whose root filesystem shows the system's programs and libraries, the project's package
 and the paths the caller names, and nothing else of the machine (no platform state, data, artifacts, keys, or
-another model name's files), with a /tmp and /dev/shm of its own; with no network; optionally in a process
-namespace of its own (it sees and can signal only its own processes, and all of them die with it). Built from
+another model name's files), with a /tmp and /dev/shm of its own; with no network; in a process namespace of
+its own (it sees and can signal only its own processes, and all of them die with it). Built from
 util-linux's `unshare`, `mount` and `setpriv` (present on any Debian), the way bubblewrap and container
 runtimes do it: private mounts, bind mounts, a change of root, capabilities dropped before the command runs.
 
@@ -42,14 +42,14 @@ def confined(
     read_only: Sequence[Path] = (),
     writable: Sequence[Path] = (),
     network: bool = False,
-    own_processes: bool = False,
 ) -> list[str]:
     """`command`, run from `cwd` (one of the paths shown), seeing only the system, the project's package,
     `read_only` and `writable` (each at its own path); as user `uid` when the platform is root, else as the
-    platform's user with no capabilities. `own_processes`: a process namespace of its own, whose first process
-    the command is: it cannot see or signal anything else, and when it ends (or is killed) every process it
-    started ends too. Without it, signals sent to the returned command's pid reach the command itself (every
-    step execs), as a supervisor needs."""
+    platform's user with no capabilities; as the first process of a process namespace of its own, so it cannot
+    see or signal anything else, and when it ends every process it started ends too. The returned command's
+    process stays outside that namespace, passes SIGTERM and SIGHUP on to `command` (a supervisor's
+    graceful stop), ends with its exit status, and takes it down with it if killed. Arguments appended to the
+    returned command reach `command`."""
     shown = [(Path(p), True) for p in (*SYSTEM, PROJECT_PACKAGE, *read_only)] + [(Path(p), False) for p in writable]
     mount_point = _mount_point([path for path, _ in shown] + [Path(cwd)])
     root = shlex.quote(str(mount_point))
@@ -63,9 +63,6 @@ def confined(
         f"mkdir -p {root}/tmp {root}/dev/shm {root}/proc",
         f"mount -t tmpfs -o mode=1777 tmp {root}/tmp",
         f"mount -t tmpfs -o mode=1777 shm {root}/dev/shm",
-        # a fresh /proc shows the new process namespace; without one, the machine's (pids only: other users'
-        # environments and open files stay closed to this user id)
-        f"mount -t proc proc {root}/proc" if own_processes else f"mount --rbind /proc {root}/proc",
     ]
     for device in ("null", "zero", "full", "random", "urandom"):
         steps += [f"touch {root}/dev/{device}", f"mount --bind /dev/{device} {root}/dev/{device}"]
@@ -73,15 +70,24 @@ def confined(
     for path, ro in sorted(shown, key=lambda item: len(item[0].parts)):  # a path inside another (/tmp too): after it
         steps += _bind(root, path, read_only=ro)
     as_root = os.geteuid() == 0
-    drop = [*as_user(uid)[:-1], "--no-new-privs", "--"] if as_root else [*_NO_CAPABILITIES, "--"]
-    inner = ["unshare", f"--root={mount_point}", f"--wd={cwd}", *drop, *command]
-    steps.append(f'exec {shlex.join(inner)} "$@"')  # arguments appended to the returned command reach `command`
-    namespaces = ["--mount", *([] if network else ["--net"])]
+    drop = [*as_user(uid)[:-1], "--no-new-privs"] if as_root else _NO_CAPABILITIES
+    steps += [f"mount -t proc proc {root}/proc", 'exec "$@"']  # a /proc of its namespace; then no way back
+    first = [  # the namespace's first process (the only one the outside forks: a namespace ends with its first)
+        "sh", "-c", "\n".join(steps), "fin-behavior-sandbox",
+        "unshare", f"--root={mount_point}", f"--wd={cwd}", *drop, "--pdeathsig=KILL", "--", *command,
+    ]  # fmt: skip
+    outside = [
+        f'{shlex.join(first)} "$@" &',
+        "command=$!",
+        "trap 'kill -s TERM \"$command\" 2>/dev/null' TERM",
+        "trap 'kill -s HUP \"$command\" 2>/dev/null' HUP",
+        # wait returns early when a signal was passed on: wait again until the command has ended
+        'while :; do wait "$command"; status=$?; kill -0 "$command" 2>/dev/null || exit "$status"; done',
+    ]
+    namespaces = ["--mount", "--pid", *([] if network else ["--net"])]
     if not as_root:  # a user namespace of its own, in which the platform's user may mount
         namespaces = ["--user", "--map-root-user", *namespaces]
-    if own_processes:
-        namespaces += ["--pid", "--fork", "--kill-child"]
-    return ["unshare", *namespaces, "sh", "-c", "\n".join(steps), "fin-behavior-sandbox"]
+    return ["unshare", *namespaces, "sh", "-c", "\n".join(outside), "fin-behavior-sandbox"]
 
 
 def environment_paths(python: Path) -> list[Path]:

@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -75,3 +76,22 @@ def webhook_receiver() -> Iterator[str]:
         yield f"http://127.0.0.1:{server.server_address[1]}/hook"
     finally:
         server.shutdown()
+
+
+def running_with(marker: str, within: float = 5) -> list[int]:
+    """Pids of live processes (not zombies) whose command line holds `marker`, once none is left or after
+    `within` seconds (a killed process takes a moment to go)."""
+
+    def running() -> list[int]:
+        found = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            with contextlib.suppress(OSError):
+                alive = stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie waits only to be reaped
+                if alive and marker.encode() in stat.with_name("cmdline").read_bytes():
+                    found.append(int(stat.parent.name))
+        return found
+
+    deadline = time.monotonic() + within
+    while (found := running()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return found

@@ -7,15 +7,19 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import time
+import uuid
 from pathlib import Path
 
 import pytest
 
-from fin_behavior.confinement import as_user
+from fin_behavior.confinement import as_user, confined
+from fin_behavior_tests.helpers import running_with
 
 NOBODY = 65534
 PROBE = """
@@ -73,7 +77,7 @@ def test_a_platform_that_is_not_root_confines_in_a_user_namespace_with_no_capabi
         "from fin_behavior.confinement import confined, unavailable\n"
         "assert unavailable() is None, unavailable()\n"
         f"command = confined(['/usr/bin/python3', '-c', {probe!r}], 0, Path({work!r}),\n"
-        f"                   read_only=[Path({shown!r})], writable=[Path({work!r})], own_processes=True)\n"
+        f"                   read_only=[Path({shown!r})], writable=[Path({work!r})])\n"
         "sys.exit(subprocess.run(command).returncode)\n"
     )
     with listening:
@@ -88,3 +92,29 @@ def test_a_platform_that_is_not_root_confines_in_a_user_namespace_with_no_capabi
     assert (machine / "shown" / "model.txt").read_text() == "a bundle"
     assert found["network"] != "reached" and found["processes"] == [1]
     assert (machine / "work" / "found.json").stat().st_uid == NOBODY  # written as the platform's own user
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="confines as root here; the non-root mode is the test above")
+def test_a_supervisor_s_sigterm_reaches_the_confined_command_and_a_kill_takes_it_all_down(machine):
+    marker = f"confined-{uuid.uuid4().hex}"
+    command = [  # a service that drains on SIGTERM, with a child of its own
+        "/usr/bin/python3", "-c",
+        "import signal, subprocess, sys, time\n"
+        f"subprocess.Popen(['sleep', '600', {marker!r}])\n"
+        "signal.signal(signal.SIGTERM, lambda *_: (open('drained', 'w').write('yes'), sys.exit(0)))\n"
+        "open('ready', 'w').write('yes')\n"
+        "time.sleep(600)\n",
+        marker,
+    ]  # fmt: skip
+    work = machine / "work"
+    for stop, status in ((signal.SIGTERM, 0), (signal.SIGKILL, -signal.SIGKILL)):
+        (work / "ready").unlink(missing_ok=True)
+        service = subprocess.Popen(confined(command, NOBODY, work, writable=[work]), start_new_session=True)
+        deadline = time.monotonic() + 30
+        while not (work / "ready").exists():
+            assert service.poll() is None and time.monotonic() < deadline, "the confined command did not start"
+            time.sleep(0.05)
+        os.kill(service.pid, stop)  # what the supervisor does: to the pid it started
+        assert service.wait(timeout=30) == status
+        assert not running_with(marker)  # nothing it started outlives it
+    assert (work / "drained").read_text() == "yes"  # the SIGTERM reached it: it drained and exited 0

@@ -153,7 +153,6 @@ def _verify(env: BuiltEnvironment, model_dir: Path, scratch: Path, uid: int) -> 
             cwd=scratch,
             read_only=[*environment_paths(env.python), model_dir],
             writable=[scratch],
-            own_processes=True,
         ),
         capture_output=True,
         text=True,

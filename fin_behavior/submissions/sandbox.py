@@ -164,7 +164,6 @@ def run_script(env: builder.BuiltEnvironment, directory: Path, submission: Submi
                 cwd=work,
                 read_only=environment_paths(env.python),
                 writable=[work],
-                own_processes=True,  # it sees only its own processes, and they all end with it
             ),
             cwd=work,
             env=clean_environment(env, work, submission.name),

@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -81,11 +82,12 @@ def test_the_cli_submits_the_seed_script_and_its_url_scores_the_input_example(tm
     assert response.status_code == 200, response.text
     assert response.json()["predictions"] == example["predictions"] and len(example["records"]) == 5
     assert httpx.post(f"{url}/score", json=example["records"]).status_code == 401  # its own key, as the platform's
-    if os.geteuid() == 0:  # the submitted code serves confined: its own user id, files and (no) network
-        pid = target.live().detail["pid"]
-        assert os.stat(f"/proc/{pid}").st_uid == sandbox.users(get_settings().submissions_root, "seed-model").serve
-        for namespace in ("mnt", "net"):
-            assert os.readlink(f"/proc/{pid}/ns/{namespace}") != os.readlink(f"/proc/self/ns/{namespace}")
+    if os.geteuid() == 0:  # the submitted code serves confined: its own user id, files, processes, (no) network
+        started = target.live().detail["pid"]  # stays outside, passing the supervisor's signals on
+        (served,) = map(int, Path(f"/proc/{started}/task/{started}/children").read_text().split())
+        assert os.stat(f"/proc/{served}").st_uid == sandbox.users(get_settings().submissions_root, "seed-model").serve
+        for namespace in ("mnt", "net", "pid"):
+            assert os.readlink(f"/proc/{served}/ns/{namespace}") != os.readlink(f"/proc/self/ns/{namespace}")
 
 
 def _api(env: dict) -> tuple[subprocess.Popen, httpx.Client]:

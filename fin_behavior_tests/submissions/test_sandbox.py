@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import socket
@@ -19,7 +18,7 @@ from fin_behavior.deploy.supervisor import Supervisor
 from fin_behavior.settings import get_settings
 from fin_behavior.submissions import errors, pipeline, sandbox
 from fin_behavior.submissions.intake import accept
-from fin_behavior_tests.helpers import ENVS
+from fin_behavior_tests.helpers import ENVS, running_with
 
 
 @pytest.fixture(scope="module")
@@ -82,19 +81,7 @@ def test_a_timeout_kills_the_script_and_every_process_it_started(env):
     assert "timeout of 3 s" in error["message"] and "--timeout" in error["help"]
     assert time.monotonic() - started < 30
 
-    def still_running() -> list[int]:
-        running = []
-        for stat in Path("/proc").glob("[0-9]*/stat"):
-            with contextlib.suppress(OSError):
-                alive = stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie waits only to be reaped
-                if alive and marker.encode() in stat.with_name("cmdline").read_bytes():
-                    running.append(int(stat.parent.name))
-        return running
-
-    deadline = time.monotonic() + 5
-    while still_running() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not still_running()
+    assert not running_with(marker)
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="confinement (user ids, mount and network namespaces) needs root")
