@@ -200,12 +200,8 @@ class LocalTarget:
             return argv
         (self.root / PREDICTIONS_DIR).mkdir(exist_ok=True)
         if os.geteuid() == 0:
-            for path in (
-                self.root,
-                self.keys_file,
-                self.root / PREDICTIONS_DIR,
-                *(self.root / PREDICTIONS_DIR).iterdir(),
-            ):
+            predictions = self.root / PREDICTIONS_DIR
+            for path in (self.root, self.keys_file, predictions, *predictions.iterdir()):
                 os.chown(path, self.run_as, self.run_as)  # what the color reads and writes, and nothing else
         shown = [*environment_paths(Path(argv[0])), release.bundle]
         return confined(argv, self.run_as, cwd=self.root, read_only=shown, writable=[self.root])

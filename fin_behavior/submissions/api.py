@@ -18,9 +18,11 @@ it came with.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import hmac
 import sys
+from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -53,6 +55,20 @@ with mlflow.start_run():
 
 def _error(error: errors.SubmissionError, status: int | None = None) -> JSONResponse:
     return JSONResponse(error.to_dict(), status_code=status or error.status)
+
+
+def _keyed(handler: Callable[[SubmissionService, Request, str], Awaitable[Response]]):
+    """`handler`, called with the fingerprint of the request's key; a 401 without a key it knows."""
+
+    @functools.wraps(handler)
+    async def checked(self: SubmissionService, request: Request) -> Response:
+        try:
+            client = self._client(request)
+        except errors.SubmissionError as exc:
+            return _error(exc)
+        return self._refused() if client is None else await handler(self, request, client)
+
+    return checked
 
 
 class SubmissionService:
@@ -92,10 +108,19 @@ class SubmissionService:
         """The fingerprint of the key the request offers, None when it is none of the keys (read each time:
         a key added for a new team works without a restart)."""
         offered = request.headers.get("x-api-key") or request.headers.get("authorization", "").removeprefix("Bearer ")
+        try:
+            keys = [key.encode() for key in read_json(self.keys_file)["keys"]]
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise errors.SubmissionError(
+                "Platform Misconfigured",
+                f"the API's keys file {self.keys_file} cannot be read ({type(exc).__name__}: {exc})",
+                help='The operator must restore it as {"keys": ["<a key>", ...]}; nothing was submitted.',
+                status=503,
+            ) from None
         found = None
-        for key in read_json(self.keys_file)["keys"]:
-            if hmac.compare_digest(offered.encode("latin-1", "replace"), key.encode()):
-                found = hashlib.sha256(key.encode()).hexdigest()[:12]
+        for key in keys:
+            if hmac.compare_digest(offered.encode("latin-1", "replace"), key):
+                found = hashlib.sha256(key).hexdigest()[:12]
         return found
 
     def _refused(self) -> JSONResponse:
@@ -108,9 +133,8 @@ class SubmissionService:
             401,
         )
 
-    async def deploy(self, request: Request) -> Response:
-        if (client := self._client(request)) is None:
-            return self._refused()
+    @_keyed
+    async def deploy(self, request: Request, client: str) -> Response:
         limit = self.settings.submission_max_script_bytes * 2 + 65_536  # base64 and the other fields
         body = await request.body()
         if len(body) > limit:
@@ -178,9 +202,8 @@ class SubmissionService:
                 )
                 await process.wait()
 
-    async def status(self, request: Request) -> Response:
-        if (client := self._client(request)) is None:
-            return self._refused()
+    @_keyed
+    async def status(self, request: Request, client: str) -> Response:
         submission_id = request.path_params["submission_id"]
         known = Submission.well_formed(submission_id) and (self.root / submission_id / "submission.json").is_file()
         submission = Submission.load(self.root, submission_id) if known else None

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 
+import httpx
 import pytest
 
 from fin_behavior.settings import get_settings
@@ -68,3 +70,28 @@ def test_the_script_size_is_limited():
     with pytest.raises(errors.SubmissionError, match="at most 262,144") as raised:
         accept(get_settings(), "x = 1\n" * 50_000, "too-big", [], 30)
     assert raised.value.status == 413
+
+
+def test_an_unreadable_keys_file_is_the_platform_s_fault_said_as_such_and_nothing_is_submitted():
+    from fin_behavior.submissions.api import EXAMPLE, SubmissionService
+
+    service = SubmissionService(get_settings())
+    service.keys_file.write_text('{"keys": ["a-key", ')  # an operator's edit, cut short
+    key = {"X-API-Key": "a-key"}
+
+    async def ask() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=service.app)  # the app in process (no lifespan: nothing will run)
+        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+            answers = [
+                await client.post("/mlops/deploy", json={"script_content": EXAMPLE, "model_name": "m"}, headers=key),
+                await client.get("/mlops/submissions/0123456789ab", headers=key),
+            ]
+            service.keys_file.write_text('{"keys": ["a-key"]}')  # mended: the key works again, with no restart
+            broken = {"script_content": "def f(:\n", "model_name": "m"}  # judged (422): the key was taken
+            return [*answers, await client.post("/mlops/deploy", json=broken, headers=key)]
+
+    answers = asyncio.run(ask())
+    assert [a.status_code for a in answers] == [503, 503, 422]
+    assert all(a.json()["error"] == "Platform Misconfigured" for a in answers[:2])
+    assert str(service.keys_file) in answers[0].json()["message"] and '{"keys"' in answers[0].json()["help"]
+    assert not list(get_settings().submissions_root.glob("*/submission.json"))
