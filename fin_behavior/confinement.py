@@ -16,7 +16,9 @@ from __future__ import annotations
 import functools
 import os
 import shlex
+import signal
 import subprocess
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -72,22 +74,15 @@ def confined(
     as_root = os.geteuid() == 0
     drop = [*as_user(uid)[:-1], "--no-new-privs"] if as_root else _NO_CAPABILITIES
     steps += [f"mount -t proc proc {root}/proc", 'exec "$@"']  # a /proc of its namespace; then no way back
-    first = [  # the namespace's first process (the only one the outside forks: a namespace ends with its first)
+    first = [  # the namespace's first process (a namespace ends with its first)
         "sh", "-c", "\n".join(steps), "fin-behavior-sandbox",
         "unshare", f"--root={mount_point}", f"--wd={cwd}", *drop, "--pdeathsig=KILL", "--", *command,
     ]  # fmt: skip
-    outside = [
-        f'{shlex.join(first)} "$@" &',
-        "command=$!",
-        "trap 'kill -s TERM \"$command\" 2>/dev/null' TERM",
-        "trap 'kill -s HUP \"$command\" 2>/dev/null' HUP",
-        # wait returns early when a signal was passed on: wait again until the command has ended
-        'while :; do wait "$command"; status=$?; kill -0 "$command" 2>/dev/null || exit "$status"; done',
-    ]
     namespaces = ["--mount", "--pid", *([] if network else ["--net"])]
     if not as_root:  # a user namespace of its own, in which the platform's user may mount
         namespaces = ["--user", "--map-root-user", *namespaces]
-    return ["unshare", *namespaces, "sh", "-c", "\n".join(outside), "fin-behavior-sandbox"]
+    # the process the platform starts: outside the new process namespace, it forks `first` into it
+    return ["unshare", *namespaces, sys.executable, "-I", str(PROJECT_PACKAGE / "confinement.py"), *first]
 
 
 def environment_paths(python: Path) -> list[Path]:
@@ -142,3 +137,31 @@ def _bind(root: str, path: Path, read_only: bool) -> list[str]:
     if read_only:
         steps.append(f"mount -o remount,bind,ro {target}")
     return steps
+
+
+def main() -> None:
+    """`python fin_behavior/confinement.py COMMAND...` (standard library only), started by `unshare --pid`:
+    COMMAND, its only child, is the first process of the new process namespace. SIGTERM, SIGHUP and SIGINT
+    sent here are passed on to it (whatever they were set to on entry: a shell cannot undo an ignored signal,
+    Python can); this ends with its status (128 + the signal when one ended it), and if this is killed,
+    COMMAND is too (its parent-death signal)."""
+    started: list[subprocess.Popen] = []
+    pending: list[int] = []
+
+    def pass_on(signum: int, _frame: object) -> None:
+        if started:
+            started[0].send_signal(signum)
+        else:
+            pending.append(signum)
+
+    for passed in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+        signal.signal(passed, pass_on)
+    started.append(subprocess.Popen(sys.argv[1:], close_fds=False))  # the supervisor's sockets go through
+    for signum in pending:
+        started[0].send_signal(signum)
+    status = started[0].wait()
+    sys.exit(status if status >= 0 else 128 - status)
+
+
+if __name__ == "__main__":
+    main()

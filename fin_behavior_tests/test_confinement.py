@@ -10,7 +10,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -18,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from fin_behavior.confinement import as_user, confined
+from fin_behavior.confinement import PROJECT_PACKAGE, as_user, confined
 from fin_behavior_tests.helpers import running_with
 
 NOBODY = 65534
@@ -74,6 +73,7 @@ def test_a_platform_that_is_not_root_confines_in_a_user_namespace_with_no_capabi
     platform = (  # what the platform, running as `nobody`, runs: the probe, confined
         "import subprocess, sys\n"
         "from pathlib import Path\n"
+        f"sys.path.insert(0, {str(PROJECT_PACKAGE.parent)!r})\n"
         "from fin_behavior.confinement import confined, unavailable\n"
         "assert unavailable() is None, unavailable()\n"
         f"command = confined(['/usr/bin/python3', '-c', {probe!r}], 0, Path({work!r}),\n"
@@ -82,7 +82,7 @@ def test_a_platform_that_is_not_root_confines_in_a_user_namespace_with_no_capabi
     )
     with listening:
         done = subprocess.run(
-            [*as_user(NOBODY), sys.executable, "-c", platform], capture_output=True, text=True, timeout=60, cwd="/"
+            [*as_user(NOBODY), "/usr/bin/python3", "-c", platform], capture_output=True, text=True, timeout=60, cwd="/"
         )
     assert done.returncode == 0, done.stderr
     found = json.loads((machine / "work" / "found.json").read_text())
@@ -100,16 +100,24 @@ def test_a_supervisor_s_sigterm_reaches_the_confined_command_and_a_kill_takes_it
     command = [  # a service that drains on SIGTERM, with a child of its own
         "/usr/bin/python3", "-c",
         "import signal, subprocess, sys, time\n"
-        f"subprocess.Popen(['sleep', '600', {marker!r}])\n"
+        "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)', sys.argv[1]])\n"
         "signal.signal(signal.SIGTERM, lambda *_: (open('drained', 'w').write('yes'), sys.exit(0)))\n"
         "open('ready', 'w').write('yes')\n"
         "time.sleep(600)\n",
         marker,
     ]  # fmt: skip
     work = machine / "work"
+
+    def ignore_sigterm() -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
     for stop, status in ((signal.SIGTERM, 0), (signal.SIGKILL, -signal.SIGKILL)):
         (work / "ready").unlink(missing_ok=True)
-        service = subprocess.Popen(confined(command, NOBODY, work, writable=[work]), start_new_session=True)
+        service = subprocess.Popen(
+            confined(command, NOBODY, work, writable=[work]),
+            start_new_session=True,
+            preexec_fn=ignore_sigterm,  # as under a parent that ignores it: the signal must reach the command still
+        )
         deadline = time.monotonic() + 30
         while not (work / "ready").exists():
             assert service.poll() is None and time.monotonic() < deadline, "the confined command did not start"
