@@ -7,12 +7,12 @@ ever crosses library versions), cached by the fingerprint of its resolution like
 The script runs as a separate process with nothing of the platform's: its own working directory holding only
 train.py, an environment of variables that names only what it needs (its MLflow store, a private one in that
 directory, and the experiment), no platform key, setting or cloud credential; an address-space limit; and a
-timeout after which everything it started is killed. When the platform runs as root it is also confined
-(confinement.py): as an unprivileged user id of its model name's own (users()), so it can neither signal nor
-trace another name's processes, seeing of the machine's files only the system, the project's package, its
-environment and its working directory (no data, artifacts, keys, tracking store or another name's files), and
-only its own processes, with no network. The script text goes to disk as it came: it is never templated into
-other code.
+timeout after which everything it started is killed. It is also confined (confinement.py): of the machine's
+files it sees only the system, the project's package, its environment and its working directory (no data,
+artifacts, keys, tracking store or another name's files), only its own processes, and no network; when the
+platform runs as root, as an unprivileged user id of its model name's own (users()). A machine that cannot
+confine it refuses it (Platform Misconfigured). The script text goes to disk as it came: it is never templated
+into other code.
 """
 
 from __future__ import annotations
