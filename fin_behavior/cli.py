@@ -296,9 +296,9 @@ def _submissions(args: argparse.Namespace) -> int:
             print(f"no submission {args.id!r} under {settings.submissions_root}", file=sys.stderr)
             return 1
         return 0
-    from fin_behavior.submissions.pipeline import endpoint
+    from fin_behavior.submissions.pipeline import endpoint, port_path
 
-    if not (settings.submissions_root / "endpoints" / args.name / "port").exists():
+    if not port_path(settings, args.name).exists():
         print(
             f"no submitted model named {args.name!r} has an endpoint under {settings.submissions_root}", file=sys.stderr
         )

@@ -109,7 +109,7 @@ class SubmissionService:
         a key added for a new team works without a restart)."""
         offered = request.headers.get("x-api-key") or request.headers.get("authorization", "").removeprefix("Bearer ")
         try:
-            keys = [key.encode() for key in read_json(self.keys_file)["keys"]]
+            keys = [key.encode() for key in read_json(self.keys_file)["keys"] if key]  # "" would let anyone in
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             raise errors.SubmissionError(
                 "Platform Misconfigured",
@@ -168,11 +168,10 @@ class SubmissionService:
                 payload.get("model_name"),
                 payload.get("requirements") or [],
                 payload.get("timeout", payload.get("timeout_seconds")),
+                client,
             )
         except errors.SubmissionError as exc:
             return _error(exc)
-        submission.client = client
-        submission.save(self.root)
         self._start(submission)
         return JSONResponse(
             {

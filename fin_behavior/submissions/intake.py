@@ -57,9 +57,15 @@ def check_requirements(requirements: list[str]) -> list[str]:
 
 
 def accept(
-    settings: Settings, script: str, name: str, requirements: list[str], timeout_seconds: float | None = None
+    settings: Settings,
+    script: str,
+    name: str,
+    requirements: list[str],
+    timeout_seconds: float | None = None,
+    client: str = "",
 ) -> Submission:
-    """Check the request and store it as queued; SubmissionError (with its HTTP status) when it cannot be."""
+    """Check the request and store it as queued; SubmissionError (with its HTTP status) when it cannot be.
+    `client`: the fingerprint of the API key it came with ("" from the command line)."""
     if not isinstance(name, str) or not NAME.match(name):
         raise errors.invalid(
             f"model name {str(name)[:80]!r} is not usable: 1-63 letters, digits, '-' or '_', starting with a letter"
@@ -86,7 +92,8 @@ def accept(
             f"timeout {timeout!r} s is not between 0 and {settings.submission_max_timeout_seconds:g} s "
             "(SUBMISSION_MAX_TIMEOUT_SECONDS)"
         )
-    submission = Submission(secrets.token_hex(ID_LENGTH // 2), name, check_requirements(requirements), float(timeout))
+    requirements = check_requirements(requirements)
+    submission = Submission(secrets.token_hex(ID_LENGTH // 2), name, requirements, float(timeout), client=client)
     directory = submission.directory(settings.submissions_root)
     directory.mkdir(parents=True)
     (directory / SCRIPT_FILE).write_text(text)

@@ -171,13 +171,18 @@ def _verify(env: BuiltEnvironment, model_dir: Path, scratch: Path, uid: int) -> 
     return found
 
 
+def port_path(settings: Settings, name: str) -> Path:
+    """Where the name's stable port is kept, once it has an endpoint."""
+    return settings.submissions_root / "endpoints" / name / "port"
+
+
 def endpoint(settings: Settings, name: str):
     """The name's own local endpoint: its directory, and a stable port (given once, kept in the directory)."""
     from fin_behavior.deploy.local import LocalTarget
 
-    directory = settings.submissions_root / "endpoints" / name
+    port_file = port_path(settings, name)
+    directory = port_file.parent
     directory.mkdir(parents=True, exist_ok=True)
-    port_file = directory / "port"
     with sandbox.names_locked(settings.submissions_root):
         if not port_file.exists():
             taken = {int(f.read_text()) for f in directory.parent.glob("*/port")}

@@ -86,12 +86,14 @@ def test_an_unreadable_keys_file_is_the_platform_s_fault_said_as_such_and_nothin
                 await client.post("/mlops/deploy", json={"script_content": EXAMPLE, "model_name": "m"}, headers=key),
                 await client.get("/mlops/submissions/0123456789ab", headers=key),
             ]
-            service.keys_file.write_text('{"keys": ["a-key"]}')  # mended: the key works again, with no restart
+            service.keys_file.write_text('{"keys": ["", "a-key"]}')  # mended (and an empty key slipped in)
             broken = {"script_content": "def f(:\n", "model_name": "m"}  # judged (422): the key was taken
-            return [*answers, await client.post("/mlops/deploy", json=broken, headers=key)]
+            answers.append(await client.post("/mlops/deploy", json=broken, headers=key))
+            answers.append(await client.post("/mlops/deploy", json=broken))  # no key is not the empty key
+            return answers
 
     answers = asyncio.run(ask())
-    assert [a.status_code for a in answers] == [503, 503, 422]
+    assert [a.status_code for a in answers] == [503, 503, 422, 401]
     assert all(a.json()["error"] == "Platform Misconfigured" for a in answers[:2])
     assert str(service.keys_file) in answers[0].json()["message"] and '{"keys"' in answers[0].json()["help"]
     assert not list(get_settings().submissions_root.glob("*/submission.json"))
