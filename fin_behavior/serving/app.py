@@ -37,7 +37,7 @@ from starlette.routing import Route
 
 from fin_behavior.serving import oip
 from fin_behavior.serving.bundle import Bundle, BundleError, load_bundle
-from fin_behavior.serving.config import ServiceSettings
+from fin_behavior.serving.config import ServiceSettings, read_keys
 from fin_behavior.serving.openapi import openapi_schema
 from fin_behavior.serving.prediction_log import PredictionLog
 from fin_behavior.serving.scoring import Scored, score_request
@@ -57,19 +57,6 @@ class Reply:
     @classmethod
     def error(cls, status: int, message: str, close: bool = False) -> Reply:
         return cls(status, {"error": message}, close=close)
-
-
-def read_keys(path: Path) -> list[str]:
-    expected = f'{path} must hold {{"keys": ["...", ...]}} with keys of 16+ characters'
-    try:
-        keys = json.loads(path.read_text()).get("keys")
-    except OSError as exc:
-        raise ValueError(f"cannot read the API keys file: {exc}") from None
-    except (ValueError, AttributeError):
-        raise ValueError(f"{expected}; it is not such a JSON object") from None
-    if not keys or not isinstance(keys, list) or not all(isinstance(k, str) and len(k) >= 16 for k in keys):
-        raise ValueError(expected)
-    return keys
 
 
 class _Metrics:

@@ -4,6 +4,7 @@ the platform's settings (fin_behavior/settings.py) both take theirs from this da
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,3 +38,17 @@ class ServiceSettings:
 def service_default(name: str) -> Any:
     """The service's own default for one of its settings."""
     return next(f.default for f in dataclasses.fields(ServiceSettings) if f.name == name)
+
+
+def read_keys(path: Path) -> list[str]:
+    """The API keys in `path`; ValueError saying what is wrong (the scoring service's and the /mlops API's)."""
+    expected = f'{path} must hold {{"keys": ["...", ...]}} with keys of 16+ characters'
+    try:
+        keys = json.loads(path.read_text()).get("keys")
+    except OSError as exc:
+        raise ValueError(f"cannot read the API keys file: {exc}") from None
+    except (ValueError, AttributeError):
+        raise ValueError(f"{expected}; it is not such a JSON object") from None
+    if not keys or not isinstance(keys, list) or not all(isinstance(k, str) and len(k) >= 16 for k in keys):
+        raise ValueError(expected)
+    return keys

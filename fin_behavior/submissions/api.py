@@ -33,7 +33,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from fin_behavior.deploy.local import ensure_keys
-from fin_behavior.records import read_json
+from fin_behavior.serving.config import read_keys
 from fin_behavior.serving.validation import InputError, decode
 from fin_behavior.settings import Settings
 from fin_behavior.submissions import errors
@@ -109,12 +109,12 @@ class SubmissionService:
         a key added for a new team works without a restart)."""
         offered = request.headers.get("x-api-key") or request.headers.get("authorization", "").removeprefix("Bearer ")
         try:
-            keys = [key.encode() for key in read_json(self.keys_file)["keys"] if key]  # "" would let anyone in
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            keys = [key.encode() for key in read_keys(self.keys_file)]  # as the scoring service reads them
+        except ValueError as exc:
             raise errors.SubmissionError(
                 "Platform Misconfigured",
-                f"the API's keys file {self.keys_file} cannot be read ({type(exc).__name__}: {exc})",
-                help='The operator must restore it as {"keys": ["<a key>", ...]}; nothing was submitted.',
+                f"the API's keys file cannot be used: {exc}",
+                help="The operator must mend it; nothing was submitted.",
                 status=503,
             ) from None
         found = None

@@ -72,28 +72,35 @@ def test_the_script_size_is_limited():
     assert raised.value.status == 413
 
 
-def test_an_unreadable_keys_file_is_the_platform_s_fault_said_as_such_and_nothing_is_submitted():
+def test_an_unusable_keys_file_is_the_platform_s_fault_said_as_such_and_nothing_is_submitted():
     from fin_behavior.submissions.api import EXAMPLE, SubmissionService
 
     service = SubmissionService(get_settings())
-    service.keys_file.write_text('{"keys": ["a-key", ')  # an operator's edit, cut short
-    key = {"X-API-Key": "a-key"}
+    team_key = "team-a-s-own-key-0123"
+    key = {"X-API-Key": team_key}
+    request = {"script_content": EXAMPLE, "model_name": "m"}
+    broken = {"script_content": "def f(:\n", "model_name": "m"}  # judged (422) once its key is taken
+    operator_edits = [
+        f'{{"keys": ["{team_key}", ',  # cut short
+        f'{{"keys": ["{team_key}", ""]}}',  # an empty key, which would let a keyless request in
+        f'{{"keys": ["{team_key}", "short"]}}',  # a guessable one
+    ]
 
     async def ask() -> list[httpx.Response]:
         transport = httpx.ASGITransport(app=service.app)  # the app in process (no lifespan: nothing will run)
         async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
-            answers = [
-                await client.post("/mlops/deploy", json={"script_content": EXAMPLE, "model_name": "m"}, headers=key),
-                await client.get("/mlops/submissions/0123456789ab", headers=key),
-            ]
-            service.keys_file.write_text('{"keys": ["", "a-key"]}')  # mended (and an empty key slipped in)
-            broken = {"script_content": "def f(:\n", "model_name": "m"}  # judged (422): the key was taken
+            answers = []
+            for edit in operator_edits:
+                service.keys_file.write_text(edit)
+                answers.append(await client.post("/mlops/deploy", json=request, headers=key))
+                answers.append(await client.post("/mlops/deploy", json=request))
+                answers.append(await client.get("/mlops/submissions/0123456789ab", headers=key))
+            service.keys_file.write_text(f'{{"keys": ["{team_key}"]}}')  # mended: taken again, with no restart
             answers.append(await client.post("/mlops/deploy", json=broken, headers=key))
-            answers.append(await client.post("/mlops/deploy", json=broken))  # no key is not the empty key
             return answers
 
     answers = asyncio.run(ask())
-    assert [a.status_code for a in answers] == [503, 503, 422, 401]
-    assert all(a.json()["error"] == "Platform Misconfigured" for a in answers[:2])
-    assert str(service.keys_file) in answers[0].json()["message"] and '{"keys"' in answers[0].json()["help"]
+    assert [a.status_code for a in answers] == [503] * 9 + [422]
+    assert all(a.json()["error"] == "Platform Misconfigured" for a in answers[:9])
+    assert str(service.keys_file) in answers[0].json()["message"] and "16+ characters" in answers[0].json()["message"]
     assert not list(get_settings().submissions_root.glob("*/submission.json"))
