@@ -231,16 +231,17 @@ def _submit(args: argparse.Namespace) -> int:
 
     from fin_behavior.settings import get_settings
     from fin_behavior.submissions import errors
-    from fin_behavior.submissions.intake import accept
+    from fin_behavior.submissions.intake import accept, key_fingerprint
     from fin_behavior.submissions.record import Submission
 
     settings = get_settings()
+    client = key_fingerprint(settings.submission_key.encode()) if settings.submission_key else ""  # owner
     requirements = list(args.requirement or [])
     if args.requirements_file:
         lines = args.requirements_file.read_text().splitlines()
         requirements += [line.split("#")[0].strip() for line in lines if line.split("#")[0].strip()]
     try:
-        submission = accept(settings, args.script.read_text(), args.name, requirements, args.timeout)
+        submission = accept(settings, args.script.read_text(), args.name, requirements, args.timeout, client)
     except errors.SubmissionError as exc:
         _print_error(exc.to_dict())
         return 1

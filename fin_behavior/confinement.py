@@ -1,35 +1,39 @@
-"""Running code the platform did not write (a submitted script, its model's verification and serving) confined:
-in a mount namespace whose root filesystem shows the system's programs and libraries, the project's package
-and the paths the caller names, and nothing else of the machine (no platform state, data, artifacts, keys, or
-another model name's files), with a /tmp and /dev/shm of its own; with no network; in a process namespace of
-its own (it sees and can signal only its own processes, and all of them die with it). Built from
-util-linux's `unshare`, `mount` and `setpriv` (present on any Debian), the way bubblewrap and container
-runtimes do it: private mounts, bind mounts, a change of root, capabilities dropped before the command runs.
+"""Running code the platform did not write (a submitted script, its model's verification and serving) confined,
+with bubblewrap (`bwrap`, Debian's `bubblewrap`: the sandbox of Flatpak, small and well reviewed) rather than
+namespace code of our own. The command sees a root filesystem of the system's programs and libraries, the
+project's package and the paths the caller names, and nothing else of the machine (no platform state, data,
+artifacts, keys, or another model name's files); a /tmp and /dev/shm of its own, each a tmpfs of bounded size;
+no network; its own process, IPC (System V and POSIX message queues and shared memory end with it), UTS and
+cgroup namespaces; no controlling terminal; and it dies with the process the platform started.
 
-As root, the command runs as an unprivileged user id the caller chooses. As any other user (a service
-account), in a user namespace of its own as that same user, with no capabilities (it cannot undo a mount, make
-a read-only path writable or leave its root); the kernel must allow unprivileged user namespaces. Where the
-namespaces cannot be made, `unavailable()` says why: callers refuse rather than run the code unconfined."""
+As root, bwrap builds the namespaces and mounts as root, then the command runs as an unprivileged user id the
+caller chooses, with no capability now or after an exec and no setuid gain (setpriv). As any other user (a
+service account), bwrap runs in a user namespace of its own as that same user, with every capability dropped;
+the kernel must allow unprivileged user namespaces. Where the sandbox cannot be made, `unavailable()` says why:
+callers refuse rather than run the code unconfined. The user id has a name inside (its own /etc/passwd line),
+so `getpwuid` answers as for any account.
+
+Memory, processes, CPU and disk are bounded by the kernel too, around this: fin_behavior/bounds.py."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import json
 import os
-import shlex
+import shutil
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
 PROJECT_PACKAGE = Path(__file__).resolve().parent  # the environments import it through a .pth file
 SYSTEM = ("/usr", "/etc")  # programs, libraries, certificates, locales; /etc/shadow stays root's (mode 0640)
-# The new root is a fresh tmpfs mounted, inside the private mount namespace only, on an empty directory the
-# platform makes as root, or else on the first of these that exists and holds nothing the command is shown.
-NEW_ROOT = Path("/run/fin-behavior-sandbox")
-_OTHER_MOUNT_POINTS = ("/mnt", "/media", "/srv", "/opt", "/boot")
-# what the command runs under when it is not root: no capability, now or after an exec, no setuid gain
-_NO_CAPABILITIES = ["setpriv", "--no-new-privs", "--bounding-set=-all", "--inh-caps=-all", "--ambient-caps=-all"]
+HOSTNAME = "fin-behavior-sandbox"
+DEFAULT_TMP_BYTES = 256 << 20  # each of /tmp and /dev/shm
+USER_NAME = "sandbox"
 
 
 def as_user(uid: int) -> list[str]:
@@ -44,45 +48,24 @@ def confined(
     read_only: Sequence[Path] = (),
     writable: Sequence[Path] = (),
     network: bool = False,
+    tmp_bytes: int = DEFAULT_TMP_BYTES,
 ) -> list[str]:
     """`command`, run from `cwd` (one of the paths shown), seeing only the system, the project's package,
     `read_only` and `writable` (each at its own path); as user `uid` when the platform is root, else as the
     platform's user with no capabilities; as the first process of a process namespace of its own, so it cannot
     see or signal anything else, and when it ends every process it started ends too. The returned command's
-    process stays outside that namespace, passes SIGTERM and SIGHUP on to `command` (a supervisor's
-    graceful stop), ends with its exit status, and takes it down with it if killed. Arguments appended to the
-    returned command reach `command`."""
-    shown = [(Path(p), True) for p in (*SYSTEM, PROJECT_PACKAGE, *read_only)] + [(Path(p), False) for p in writable]
-    mount_point = _mount_point([path for path, _ in shown] + [Path(cwd)])
-    root = shlex.quote(str(mount_point))
-    steps = ["set -e", f"mount -t tmpfs -o mode=0755 fin-behavior-sandbox {root}"]
-    for top in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):  # merged /usr: links into /usr
-        if os.path.islink(top):
-            steps.append(f"ln -s {shlex.quote(os.readlink(top))} {root}{top}")
-        elif os.path.isdir(top):
-            steps += _bind(root, Path(top), read_only=True)
-    steps += [
-        f"mkdir -p {root}/tmp {root}/dev/shm {root}/proc",
-        f"mount -t tmpfs -o mode=1777 tmp {root}/tmp",
-        f"mount -t tmpfs -o mode=1777 shm {root}/dev/shm",
-    ]
-    for device in ("null", "zero", "full", "random", "urandom"):
-        steps += [f"touch {root}/dev/{device}", f"mount --bind /dev/{device} {root}/dev/{device}"]
-    steps.append(f"ln -s /proc/self/fd {root}/dev/fd")
-    for path, ro in sorted(shown, key=lambda item: len(item[0].parts)):  # a path inside another (/tmp too): after it
-        steps += _bind(root, path, read_only=ro)
-    as_root = os.geteuid() == 0
-    drop = [*as_user(uid)[:-1], "--no-new-privs"] if as_root else _NO_CAPABILITIES
-    steps += [f"mount -t proc proc {root}/proc", 'exec "$@"']  # a /proc of its namespace; then no way back
-    first = [  # the namespace's first process (a namespace ends with its first)
-        "sh", "-c", "\n".join(steps), "fin-behavior-sandbox",
-        "unshare", f"--root={mount_point}", f"--wd={cwd}", *drop, "--pdeathsig=KILL", "--", *command,
-    ]  # fmt: skip
-    namespaces = ["--mount", "--pid", *([] if network else ["--net"])]
-    if not as_root:  # a user namespace of its own, in which the platform's user may mount
-        namespaces = ["--user", "--map-root-user", *namespaces]
-    # the process the platform starts: outside the new process namespace, it forks `first` into it
-    return ["unshare", *namespaces, sys.executable, "-I", str(PROJECT_PACKAGE / "confinement.py"), *first]
+    process stays outside the sandbox, passes SIGTERM, SIGHUP and SIGINT on to `command` (a supervisor's graceful
+    stop), ends with its exit status, and takes it down with it if killed. Arguments appended to the returned
+    command reach `command`; so do the file descriptors it inherits."""
+    spec = {
+        "uid": uid,
+        "cwd": str(cwd),
+        "read_only": [str(p) for p in (*SYSTEM, PROJECT_PACKAGE, *read_only)],
+        "writable": [str(p) for p in writable],
+        "network": network,
+        "tmp_bytes": tmp_bytes,
+    }
+    return [sys.executable, "-I", str(PROJECT_PACKAGE / "confinement.py"), json.dumps(spec), *command]
 
 
 def environment_paths(python: Path) -> list[Path]:
@@ -95,18 +78,18 @@ def environment_paths(python: Path) -> list[Path]:
 
 @functools.cache
 def unavailable() -> str | None:
-    """Why this machine cannot confine code (a container without CAP_SYS_ADMIN, a kernel that refuses
-    unprivileged user namespaces), from one confined `true`; None when it can."""
-    try:
-        command = confined(["true"], 65534, Path("/"))
-    except RuntimeError as exc:
-        return str(exc)
-    probe = subprocess.run(command, capture_output=True, text=True, timeout=30)
+    """Why this machine cannot confine code (no bubblewrap, a container without CAP_SYS_ADMIN, a kernel that
+    refuses unprivileged user namespaces), from one confined `true`; None when it can."""
+    if shutil.which("bwrap") is None:
+        return "bubblewrap is not installed (no `bwrap` on PATH)"
+    probe = subprocess.run(confined(["true"], 65534, Path("/")), capture_output=True, text=True, timeout=30)
     return None if probe.returncode == 0 else (probe.stderr.strip().splitlines() or ["no reason given"])[-1]
 
 
 def how_to_allow() -> str:
     """What an operator changes so that `unavailable()` is None."""
+    if shutil.which("bwrap") is None:
+        return "Install bubblewrap (apt-get install bubblewrap)."
     if os.geteuid() == 0:
         return (
             "Run the platform where it may create namespaces (on the host, or in a container started with "
@@ -118,48 +101,111 @@ def how_to_allow() -> str:
     )
 
 
-def _mount_point(shown: list[Path]) -> Path:
-    if os.geteuid() == 0:
-        NEW_ROOT.mkdir(parents=True, exist_ok=True)
-        return NEW_ROOT
-    for candidate in map(Path, _OTHER_MOUNT_POINTS):
-        if candidate.is_dir() and not any(path.is_relative_to(candidate) for path in shown):
-            return candidate
-    raise RuntimeError(f"none of {', '.join(_OTHER_MOUNT_POINTS)} can hold the confined command's root")
+# The launcher: the process the platform starts (standard library only) ----------------------------------------
 
 
-def _bind(root: str, path: Path, read_only: bool) -> list[str]:
-    target = shlex.quote(f"{root}{path}")
-    source = shlex.quote(str(path))
-    parent = shlex.quote(f"{root}{path.parent}")
-    made = f"mkdir -p {target}" if path.is_dir() else f"mkdir -p {parent}; touch {target}"  # a mount point
-    steps = [made, f"mount --rbind {source} {target}"]
-    if read_only:
-        steps.append(f"mount -o remount,bind,ro {target}")
-    return steps
+def _identity_files(uid: int) -> tuple[int, int]:
+    """In-memory /etc/passwd and /etc/group for the sandbox: the machine's, plus a name for `uid`."""
+    files = []
+    for path, line in (
+        ("/etc/passwd", f"{USER_NAME}:x:{uid}:{uid}:confined code:/nonexistent:/usr/sbin/nologin\n"),
+        ("/etc/group", f"{USER_NAME}:x:{uid}:\n"),
+    ):
+        known = Path(path).read_text() if Path(path).exists() else ""
+        ids = {entry.split(":")[2] for entry in known.splitlines() if entry.count(":") >= 3}
+        fd = os.memfd_create(Path(path).name, 0)  # inheritable: bwrap reads it
+        os.write(fd, (known if known.endswith("\n") or not known else known + "\n").encode())
+        if str(uid) not in ids:
+            os.write(fd, line.encode())
+        os.lseek(fd, 0, os.SEEK_SET)
+        files.append(fd)
+    return files[0], files[1]
+
+
+def _bwrap(spec: dict, command: list[str], status_fd: int) -> list[str]:
+    uid, as_root = spec["uid"], os.geteuid() == 0
+    namespaces = ["--unshare-ipc", "--unshare-pid", "--unshare-uts", "--unshare-cgroup-try"]
+    if not spec["network"]:
+        namespaces.append("--unshare-net")
+    if not as_root:  # a user namespace of its own, in which the platform's user may mount; nothing kept
+        namespaces += ["--unshare-user", "--disable-userns", "--cap-drop", "ALL"]
+    passwd, group = _identity_files(uid if as_root else os.getuid())
+    # bwrap's own init is the namespace's first process: it dies with bwrap (--die-with-parent), and with it
+    # everything inside, whatever user ids they changed to (a command that is the first process itself and
+    # changed its user id loses that parent-death signal)
+    argv = ["bwrap", *namespaces, "--die-with-parent", "--new-session", "--hostname", HOSTNAME]
+    for top in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):  # merged /usr: links into /usr
+        if os.path.islink(top):
+            argv += ["--symlink", os.readlink(top), top]
+        elif os.path.isdir(top):
+            argv += ["--ro-bind", top, top]
+    size = str(spec["tmp_bytes"])
+    argv += ["--proc", "/proc", "--dev", "/dev"]
+    for scratch in ("/tmp", "/dev/shm"):  # each a tmpfs of its own size, open to all like the machine's
+        argv += ["--perms", "1777", "--size", size, "--tmpfs", scratch]
+    shown = [(p, "--ro-bind") for p in spec["read_only"]] + [(p, "--bind") for p in spec["writable"]]
+    made: set[str] = set()
+    for path, how in sorted(shown, key=lambda item: len(Path(item[0]).parts)):  # a path inside another: after it
+        for parent in reversed(Path(path).parents[:-1]):  # the way to it, where bwrap must make it: open to all
+            if str(parent) not in made:
+                made.add(str(parent))
+                argv += ["--perms", "0755", "--dir", str(parent)]
+        argv += [how, path, path]
+    argv += ["--ro-bind-data", str(passwd), "/etc/passwd", "--ro-bind-data", str(group), "/etc/group"]
+    argv += ["--chdir", spec["cwd"], "--json-status-fd", str(status_fd), "--"]
+    if as_root:  # no capability now or after an exec, no setuid gain
+        argv += [*as_user(uid)[:-1], "--no-new-privs", "--bounding-set=-all", "--inh-caps=-all", "--"]
+    return argv + command
+
+
+def _signal_children(init: int, signum: int) -> None:
+    """Send `signum` to the command (and any orphan the init adopted): bwrap's init does not pass signals on."""
+    try:
+        children = Path(f"/proc/{init}/task/{init}/children").read_text().split()
+    except OSError:
+        return
+    for pid in children:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(pid), signum)
 
 
 def main() -> None:
-    """`python fin_behavior/confinement.py COMMAND...` (standard library only), started by `unshare --pid`:
-    COMMAND, its only child, is the first process of the new process namespace. SIGTERM, SIGHUP and SIGINT
-    sent here are passed on to it (whatever they were set to on entry: a shell cannot undo an ignored signal,
-    Python can); this ends with its status (128 + the signal when one ended it), and if this is killed,
-    COMMAND is too (its parent-death signal)."""
-    started: list[subprocess.Popen] = []
+    """`python fin_behavior/confinement.py SPEC COMMAND...`: COMMAND in bubblewrap's sandbox as SPEC says, as
+    the first process of its own process namespace. SIGTERM, SIGHUP and SIGINT sent here are passed on to it
+    (whatever they were set to on entry); this ends with its status (128 + the signal when one ended it), and
+    if this is killed, COMMAND is too (bwrap's --die-with-parent)."""
+    spec, command = json.loads(sys.argv[1]), sys.argv[2:]
+    read_status, write_status = os.pipe()
+    os.set_inheritable(write_status, True)
+    init: list[int] = []  # the sandbox's first process (bwrap's init), as seen from here, once bwrap has said
     pending: list[int] = []
 
     def pass_on(signum: int, _frame: object) -> None:
-        if started:
-            started[0].send_signal(signum)
+        if init:
+            _signal_children(init[0], signum)
         else:
             pending.append(signum)
 
     for passed in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
         signal.signal(passed, pass_on)
-    started.append(subprocess.Popen(sys.argv[1:], close_fds=False))  # the supervisor's sockets go through
-    for signum in pending:
-        started[0].send_signal(signum)
-    status = started[0].wait()
+    sandbox = subprocess.Popen(_bwrap(spec, command, write_status), close_fds=False)  # the sockets go through
+    os.close(write_status)
+
+    def read_child_pid() -> None:
+        with os.fdopen(read_status, "rb") as status:
+            for line in status:
+                try:
+                    found = json.loads(line).get("child-pid")
+                except ValueError:
+                    continue
+                if found:
+                    init.append(int(found))
+                    for signum in pending:
+                        _signal_children(init[0], signum)
+                    pending.clear()
+
+    threading.Thread(target=read_child_pid, daemon=True).start()
+    status = sandbox.wait()
     sys.exit(status if status >= 0 else 128 - status)
 
 

@@ -127,7 +127,29 @@ class Settings(BaseSettings):
     submission_max_script_bytes: int = Field(256 * 1024, ge=1)
     submission_default_timeout_seconds: float = Field(600.0, gt=0)
     submission_max_timeout_seconds: float = Field(3_600.0, gt=0)
-    submission_memory_limit_mb: int = Field(4_096, ge=64)
+    # Kernel bounds on every process a script (and its model's verification) starts, together (a cgroup; tmpfs
+    # and shared memory count as memory), and on its working directory (a tmpfs of this size and file count).
+    submission_memory_limit_mb: int = Field(4_096, ge=64, description="memory of a script and all it starts")
+    submission_max_processes: int = Field(256, ge=8, description="processes and threads a script may hold at once")
+    submission_cpus: float = Field(1.0, gt=0, description="CPU time a script may use per second (1.0: one core)")
+    submission_disk_limit_mb: int = Field(2_048, ge=16, description="a script's working directory, at most")
+    submission_max_files: int = Field(20_000, ge=100, description="files in a script's working directory and model")
+    submission_max_model_mb: int = Field(1_024, ge=1, description="the logged model taken from the script, at most")
+    submission_max_log_bytes: int = Field(8 << 20, ge=4096, description="a script's output kept in its log")
+    # ... and on each served color of a submitted model (its writable directory holds its prediction log)
+    submission_serve_memory_limit_mb: int = Field(1_024, ge=64, description="memory of one served color")
+    submission_serve_max_processes: int = Field(64, ge=8, description="processes and threads of one served color")
+    submission_serve_cpus: float = Field(1.0, gt=0, description="CPU time one served color may use per second")
+    submission_serve_disk_limit_mb: int = Field(256, ge=16, description="one served color's writable directory")
+    submission_predict_timeout_seconds: float = Field(
+        10.0, gt=0, description="a submitted model's predict past this answers 504 (its health keeps answering)"
+    )
+    # Where the kernel cannot bound a submission (no cgroup controllers, no root for the tmpfs), submissions are
+    # refused unless this is true: then they run confined with rlimits only, and the status says so.
+    submission_accept_weaker_bounds: bool = False
+    # The API key the command line acts with: names belong to the key that created them (empty: the operator's
+    # own identity, which owns the names first submitted from the command line).
+    submission_key: str = ""
     submission_python: str = "3.11"  # the Python a script's environment is built with
     submission_workers: int = Field(2, ge=1)  # slots of the `submissions` pool: scripts run at once; the rest wait
     submission_max_pending: int = Field(20, ge=1)  # submissions the API holds, queued or running; past it a 429

@@ -7,6 +7,7 @@ side's view: it asks the supervisor to act and reads the state the supervisor ke
 from __future__ import annotations
 
 import collections
+import hashlib
 import json
 import os
 import secrets
@@ -19,6 +20,7 @@ from typing import Any
 
 import httpx
 
+from fin_behavior import bounds
 from fin_behavior.confinement import confined, environment_paths
 from fin_behavior.deploy.rollout import Release, RolloutError, Slot, answers_of
 from fin_behavior.deploy.supervisor import CONTROL_SOCKET, DEFAULT_PORT_HINT, PID_FILE, STATE_FILE, process_alive
@@ -60,10 +62,10 @@ class LocalTarget:
         port_hint: str = DEFAULT_PORT_HINT,
     ):
         """`run_as`: for models whose code the platform did not write (submitted scripts), the colors run
-        confined (confinement.py), as this unprivileged user id when the platform runs as root: of the machine's
-        files they see only their environment, their bundle and this endpoint's own directory, and they have no
-        network (the supervisor hands each color its listening socket). `port_hint`: how to choose another
-        port when this one is taken."""
+        confined (confinement.py), as this unprivileged user id when the platform runs as root, and bounded by
+        the kernel (bounds.py): of the machine's files they see only their environment, their bundle, the key
+        file and a directory of their own, and they have no network (the supervisor hands each color its
+        listening sockets). `port_hint`: how to choose another port when this one is taken."""
         self.root, self.envs_dir, self.settings = root, envs_dir, settings
         self.run_as, self.port_hint = run_as, port_hint
         self.host, self.port = settings.endpoint_host, settings.endpoint_port
@@ -169,22 +171,27 @@ class LocalTarget:
             "--model-version", release.version,
             "--model-name", release.model_name,
             "--host", self.host,
-            "--control", str(self.root / f"{color}.sock"),
             "--drain-seconds", str(self.settings.drain_seconds),
-            "--prediction-log", str(self.root / PREDICTIONS_DIR / f"{color}.jsonl"),
             "--log-sample-rate", str(self.settings.prediction_log_sample_rate),
-            "--log-max-bytes", str(self.settings.prediction_log_max_bytes),
             "--log-keep-files", str(self.settings.prediction_log_keep_files),
         ]  # fmt: skip
         self.key()
         spec = {
             "color": color,
             "version": release.version,
-            "argv": self._as_run_as(argv, release),  # the supervisor adds the private port it binds for the color
+            # the supervisor adds the private port and the control socket it binds for the color
             "control": str(self.root / f"{color}.sock"),
             "log": str(self.root / "logs" / f"{color}.log"),
             "bundle": str(release.bundle),
         }
+        if self.run_as is None:
+            argv += [
+                "--prediction-log", str(self.root / PREDICTIONS_DIR / f"{color}.jsonl"),
+                "--log-max-bytes", str(self.settings.prediction_log_max_bytes),
+            ]  # fmt: skip
+            spec["argv"] = argv
+        else:
+            spec |= self._confined(argv, release, color)
         self._command(f"start {json.dumps(spec)}")
         slot = self.slot(color)
         reason = self._wait_ready(slot)
@@ -195,16 +202,51 @@ class LocalTarget:
         self._command(f"mark {color} ready")
         return self.slot(color)
 
-    def _as_run_as(self, argv: list[str], release: Release) -> list[str]:
-        if self.run_as is None:
-            return argv
-        (self.root / PREDICTIONS_DIR).mkdir(exist_ok=True)
-        if os.geteuid() == 0:
-            predictions = self.root / PREDICTIONS_DIR
-            for path in (self.root, self.keys_file, predictions, *predictions.iterdir()):
-                os.chown(path, self.run_as, self.run_as)  # what the color reads and writes, and nothing else
-        shown = [*environment_paths(Path(argv[0])), release.bundle]
-        return confined(argv, self.run_as, cwd=self.root, read_only=shown, writable=[self.root])
+    def _confined(self, argv: list[str], release: Release, color: str) -> dict[str, Any]:
+        """A color of a model the platform did not write: confined (its environment and bundle read-only, the
+        endpoint's key file read-only, and one directory of its own to write: its prediction log), with kernel
+        bounds on its memory, processes, CPU and that directory's size. The endpoint's own directory, where the
+        supervisor keeps state, pid file, sockets and logs, is never shown to it; what it writes, the platform
+        only ever reads as data."""
+        s = self.settings
+        writable = self.root / "colors" / color
+        keep = s.prediction_log_keep_files
+        log_bytes = max(1 << 20, (s.submission_serve_disk_limit_mb << 20) // (keep + 2))  # rotation fits its disk
+        argv = [
+            *argv,
+            "--prediction-log", str(writable / "predictions.jsonl"),
+            "--log-max-bytes", str(log_bytes),
+            "--predict-timeout-seconds", str(s.submission_predict_timeout_seconds),
+        ]  # fmt: skip
+        uid = os.geteuid() if os.geteuid() != 0 else self.run_as
+        self._share_keys(uid)
+        shown = [*environment_paths(Path(argv[0])), release.bundle, self.keys_file]
+        command = confined(argv, uid, cwd=writable, read_only=shown, writable=[writable])
+        if bounds.unavailable() is not None:  # the weaker mode the operator accepted (the submission said so)
+            return {"argv": command, "bounds": {"writable": str(writable)}}
+        return {
+            "argv": command,
+            "bounds": {
+                "group": f"color-{hashlib.sha256(str(self.root).encode()).hexdigest()[:12]}-{color}",
+                "memory_bytes": s.submission_serve_memory_limit_mb << 20,
+                "processes": s.submission_serve_max_processes,
+                "cpus": s.submission_serve_cpus,
+                "writable": str(writable),
+                "disk_bytes": s.submission_serve_disk_limit_mb << 20,
+                "uid": uid,
+            },
+        }
+
+    def _share_keys(self, uid: int) -> None:
+        """The key file, readable by the color's user and changeable by no one but the platform."""
+        if os.geteuid() != 0:
+            return
+        fd = os.open(self.keys_file, os.O_RDONLY | os.O_NOFOLLOW)
+        try:
+            os.fchown(fd, 0, uid)
+            os.fchmod(fd, 0o640)
+        finally:
+            os.close(fd)
 
     def _wait_ready(self, slot: Slot) -> str | None:
         timeout = self.settings.deploy_start_timeout_seconds

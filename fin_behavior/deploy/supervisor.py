@@ -35,6 +35,7 @@ import http.client
 import json
 import logging
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -43,6 +44,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from fin_behavior import bounds
 from fin_behavior.records import read_json, write_json
 from fin_behavior.serving.handoff import send_command
 
@@ -50,6 +52,7 @@ log = logging.getLogger("fin_behavior.deploy.supervisor")
 STATE_FILE, CONTROL_SOCKET, PID_FILE = "endpoint.json", "supervisor.sock", "supervisor.pid"
 RUNNING = ("starting", "ready", "live", "idle", "restarting")  # statuses of a color whose process should be up
 _MAX_EVENTS = 50
+_LOG_ROTATE_BYTES = 32 << 20  # a color's output log is rotated at a (re)start past this size
 
 
 _BOOT_ID = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
@@ -120,6 +123,8 @@ class Supervisor:
         self.children: dict[str, subprocess.Popen] = {}
         self.public: socket.socket | None = None
         self.private: dict[str, socket.socket] = {}  # each color's own port, bound here, kept across restarts
+        self.controls: dict[str, socket.socket] = {}  # each color's control socket, bound here (see _control)
+        self.groups: dict[str, bounds.ControlGroup] = {}  # a confined color's kernel bounds
         self.stopping = threading.Event()
         self.stop_requested = False  # set by SIGTERM; the control loop shuts down
         path = root / STATE_FILE
@@ -181,7 +186,7 @@ class Supervisor:
             old = self.state["colors"].get(color, {})
             if old.get("status") in RUNNING and process_alive(old):
                 self._stop_process(color)
-            self._close_private(color)
+            self._forget(color)
             spec = spec | {"port": self._private(color).getsockname()[1]}
             process = self._spawn(spec)
             self.state["colors"][color] = spec | {
@@ -205,20 +210,83 @@ class Supervisor:
         if (private := self.private.pop(color, None)) is not None:
             private.close()
 
+    def _forget(self, color: str) -> None:
+        """A color's process is gone: its sockets are closed, what is left in its control group killed."""
+        self._close_private(color)
+        if (control := self.controls.pop(color, None)) is not None:
+            control.close()
+        self._ungroup(color)
+
+    def _control(self, color: str, path: Path) -> socket.socket:
+        """The color's control socket, bound here in the endpoint's directory (where no color can write) and
+        inherited by each process of the color: a color never names a path the platform then connects to."""
+        if color not in self.controls:
+            if len(str(path)) > 100:
+                raise ValueError(f"control socket path too long for a Unix socket (max ~100 characters): {path}")
+            path.unlink(missing_ok=True)
+            listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            listener.bind(str(path))
+            os.chmod(path, 0o600)  # only the owner may move traffic
+            listener.listen(8)
+            self.controls[color] = listener
+        return self.controls[color]
+
     def _spawn(self, spec: dict) -> subprocess.Popen:
-        private = self._private(spec["color"], spec["port"])  # bound again at its port after a supervisor restart
+        color = spec["color"]
+        private = self._private(color, spec["port"])  # bound again at its port after a supervisor restart
+        control = self._control(color, Path(spec["control"]))
         argv = [*spec["argv"], "--port", str(spec["port"]), "--private-fd", str(private.fileno())]
+        argv += ["--control-fd", str(control.fileno())]
         log_path = Path(spec["log"])
         log_path.parent.mkdir(parents=True, exist_ok=True)
+        if log_path.is_file() and log_path.stat().st_size > _LOG_ROTATE_BYTES:  # the platform's file, never the color's
+            log_path.replace(log_path.with_name(log_path.name + ".1"))
+        enter = self._bounded(color, spec.get("bounds"))
         with log_path.open("a") as out:
             stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
-            out.write(f"\n=== {stamp} v{spec['version']} on {spec['color']} ===\n")
+            out.write(f"\n=== {stamp} v{spec['version']} on {color} ===\n")
             out.flush()
             process = subprocess.Popen(
-                argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, pass_fds=[private.fileno()]
+                argv,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                pass_fds=[private.fileno(), control.fileno()],
+                preexec_fn=enter,
             )
-        self.children[spec["color"]] = process
+        self.children[color] = process
         return process
+
+    def _bounded(self, color: str, limits: dict | None):
+        """What a confined color's process does before it execs: join a control group of the color's own (memory
+        of every kind, processes, CPU) and take a file-size limit (its output log is the platform's file); its
+        writable directory is a tmpfs of bounded size. None for the platform's own model."""
+        if not limits:
+            return None
+        scratch = Path(limits["writable"])
+        if "group" not in limits:  # the weaker mode the operator accepted: no control group, no tmpfs
+            scratch.mkdir(mode=0o700, parents=True, exist_ok=True)
+            return None
+        if not os.path.ismount(scratch):
+            scratch.mkdir(mode=0o700, parents=True, exist_ok=True)
+            uid = limits["uid"]
+            options = f"size={limits['disk_bytes']},nr_inodes=1024,mode=0700,uid={uid},gid={uid},nosuid,nodev"
+            subprocess.run(["mount", "-t", "tmpfs", "-o", options, "fin-behavior-color", str(scratch)], check=True)
+        self._ungroup(color)
+        group = bounds.ControlGroup.create(
+            limits["group"], bounds.Limits(limits["memory_bytes"], limits["processes"], limits["cpus"])
+        )
+        self.groups[color] = group
+
+        def enter() -> None:
+            group.join()
+            resource.setrlimit(resource.RLIMIT_FSIZE, (_LOG_ROTATE_BYTES * 2, _LOG_ROTATE_BYTES * 2))
+
+        return enter
+
+    def _ungroup(self, color: str) -> None:
+        if (group := self.groups.pop(color, None)) is not None:
+            group.remove()  # what is left of the color goes with it
 
     def mark(self, color: str, status: str) -> None:
         with self.lock:
@@ -259,7 +327,7 @@ class Supervisor:
         with self.lock:
             if not keep:
                 self._wait_exit(color, 10.0)
-                self._close_private(color)
+                self._forget(color)
                 entry["status"] = "stopped"
             history = self.state["history"][-19:]
             self.state["history"] = [
@@ -284,7 +352,7 @@ class Supervisor:
             if not self._wait_exit(color, 15.0):
                 os.kill(entry["pid"], signal.SIGKILL)
                 self._wait_exit(color, 5.0)
-        self._close_private(color)  # connections to it are refused from now on
+        self._forget(color)  # connections to it are refused from now on
 
     def _wait_exit(self, color: str, timeout: float) -> bool:
         entry = self.state["colors"].get(color, {})
@@ -302,6 +370,9 @@ class Supervisor:
         with self.lock:
             for color in list(self.state["colors"]):
                 self._stop_process(color)
+                writable = (self.state["colors"][color].get("bounds") or {}).get("writable")
+                if writable and os.path.ismount(writable):  # a confined color's directory goes with the endpoint
+                    subprocess.run(["umount", "--lazy", writable], check=False)
             self.state["live"] = None
             self._close_public("the endpoint was stopped")
             self._save()
@@ -320,7 +391,7 @@ class Supervisor:
                 for color, other in self.state["colors"].items():
                     if color != live and other.get("status") in RUNNING and not process_alive(other):
                         other["status"] = "exited"
-                        self._close_private(color)
+                        self._forget(color)
                         self._event(color, f"v{other.get('version')} exited while {other.get('status')}")
                         self._save()
             if crashed and live is not None:

@@ -23,6 +23,7 @@ import logging
 import re
 import time
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +46,7 @@ from fin_behavior.serving.validation import InputError
 
 log = logging.getLogger("fin_behavior.serving")
 KEY_HINT = "send it as X-API-Key or Authorization: Bearer <key>"
+_PREDICT_WORKERS = 4  # threads a submitted model predicts in; a stuck one holds its thread, not the service
 
 
 @dataclass(frozen=True)
@@ -117,6 +119,7 @@ class ScoringService:
             else None
         )
         self.bundle: Bundle | None = None
+        self.predict_pool: ThreadPoolExecutor | None = None  # set for a model whose code is not the platform's
         self.refusal = "not loaded yet"
         self.pending_bodies = 0
         self._version_header = [(b"x-model-version", settings.model_version.encode())]
@@ -125,6 +128,8 @@ class ScoringService:
         try:
             self.bundle = load_bundle(settings.bundle_dir, settings.bundle_digest)
             self.refusal = ""
+            if settings.predict_timeout_seconds is not None and self.bundle.info.runtime == "pyfunc":
+                self.predict_pool = ThreadPoolExecutor(_PREDICT_WORKERS, thread_name_prefix="predict")
         except BundleError as exc:
             self.refusal = str(exc)
             log.error("model bundle refused, service stays not-ready: %s", exc)
@@ -194,13 +199,26 @@ class ScoringService:
         except InputError as exc:
             return Reply.error(exc.status, exc.message, close=exc.status in (408, 413, 503)), b""
         try:
-            scored = scorer(raw)
+            scored = scorer(raw) if self.predict_pool is None else await self._bounded_predict(scorer, raw)
             return Reply(200, scored.answer, scored), raw
         except InputError as exc:
             return Reply.error(exc.status, exc.message), raw
         except Exception:  # a server fault: logged with its trace, the client gets no internals
             log.exception("scoring failed")
             return Reply.error(500, "internal error while scoring; see the service log"), raw
+
+    async def _bounded_predict(self, scorer: Any, raw: bytes) -> Scored:
+        """A model whose code the platform did not write predicts in worker threads, so a slow or stuck predict
+        costs a 504 to the requests it holds up and never freezes the event loop (health, readiness, the control
+        socket). Requests wait for a worker within the service's queue bound (max_queued, then 503)."""
+        assert self.predict_pool is not None and self.settings.predict_timeout_seconds is not None
+        future = self.predict_pool.submit(scorer, raw)
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(future), self.settings.predict_timeout_seconds)
+        except TimeoutError:
+            future.cancel()  # if it is still waiting for a worker; a running predict keeps its thread
+            seconds = self.settings.predict_timeout_seconds
+            raise InputError(504, f"the model did not answer within {seconds:g} s") from None
 
     async def _read_body(self, scope: dict, receive: Any) -> bytes:
         """The whole body, within the size and time limits. A body that arrives with its headers (nearly every

@@ -32,7 +32,8 @@ class ServiceSettings:
     log_max_bytes: int = 64 << 20  # the log is rotated at this size...
     log_keep_files: int = 8  # ...and at most this many rotated files are kept
     drain_seconds: float = 10.0  # how long a released color answers its open connections (see handoff.py)
-    control: Path | None = None  # Unix socket for blue/green commands (see handoff.py)
+    control_fd: int | None = None  # a listening Unix socket for blue/green commands, bound by the supervisor
+    predict_timeout_seconds: float | None = None  # a pyfunc (submitted) model's predict past this: 504
 
 
 def service_default(name: str) -> Any:

@@ -47,7 +47,7 @@ class ColorServer:
         from fin_behavior.serving.protocol import bounded_protocol
 
         self.app = app
-        self.control = settings.control
+        self.control_fd = settings.control_fd
         self.drain_seconds = settings.drain_seconds
         self.draining = False
         self.protocol = bounded_protocol(settings.max_url_bytes, settings.max_head_bytes, settings.max_queued)
@@ -77,8 +77,8 @@ class ColorServer:
 
     async def serve(self) -> None:
         self.loop = asyncio.get_running_loop()
-        if self.control is not None:
-            listener = self._control_listener(self.control)
+        if self.control_fd is not None:  # bound by the supervisor where this process cannot write or swap it
+            listener = socket.socket(fileno=self.control_fd)
             threading.Thread(target=self._control_loop, args=(listener,), daemon=True).start()
         try:
             await self.private.serve(sockets=self.private_sockets)
@@ -130,17 +130,6 @@ class ColorServer:
         self.public = self.public_socket = self._public_task = None
 
     # The control socket, served by a thread (blocking calls, ancillary data) ----------------------------
-
-    @staticmethod
-    def _control_listener(path: Path) -> socket.socket:
-        if len(str(path)) > 100:
-            raise ValueError(f"control socket path too long for a Unix socket (max ~100 characters): {path}")
-        path.unlink(missing_ok=True)
-        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        listener.bind(str(path))
-        os.chmod(path, 0o600)  # only the owner may move traffic
-        listener.listen(8)
-        return listener
 
     def _control_loop(self, listener: socket.socket) -> None:
         while True:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import hashlib
 import hmac
 import sys
 from collections.abc import Awaitable, Callable
@@ -37,7 +36,7 @@ from fin_behavior.serving.config import read_keys
 from fin_behavior.serving.validation import InputError, decode
 from fin_behavior.settings import Settings
 from fin_behavior.submissions import errors
-from fin_behavior.submissions.intake import accept
+from fin_behavior.submissions.intake import accept, key_fingerprint
 from fin_behavior.submissions.record import Submission
 
 EXAMPLE = """import mlflow
@@ -55,6 +54,22 @@ with mlflow.start_run():
 
 def _error(error: errors.SubmissionError, status: int | None = None) -> JSONResponse:
     return JSONResponse(error.to_dict(), status_code=status or error.status)
+
+
+async def _bounded_body(request: Request, limit: int) -> bytes:
+    """The body, refused with a 413 as soon as it is known to pass `limit`: from its declared length before a byte
+    is read, else once that many bytes have arrived (never read whole first)."""
+    too_large = errors.SubmissionError("Invalid Request", f"the request is over {limit:,} bytes", status=413)
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise too_large
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _keyed(handler: Callable[[SubmissionService, Request, str], Awaitable[Response]]):
@@ -120,7 +135,7 @@ class SubmissionService:
         found = None
         for key in keys:
             if hmac.compare_digest(offered.encode("latin-1", "replace"), key):
-                found = hashlib.sha256(key).hexdigest()[:12]
+                found = key_fingerprint(key)
         return found
 
     def _refused(self) -> JSONResponse:
@@ -136,9 +151,10 @@ class SubmissionService:
     @_keyed
     async def deploy(self, request: Request, client: str) -> Response:
         limit = self.settings.submission_max_script_bytes * 2 + 65_536  # base64 and the other fields
-        body = await request.body()
-        if len(body) > limit:
-            return _error(errors.SubmissionError("Invalid Request", f"the request is over {limit:,} bytes", status=413))
+        try:
+            body = await _bounded_body(request, limit)
+        except errors.SubmissionError as exc:
+            return _error(exc)
         try:
             payload = decode(body)  # the scoring service's parser: deep nesting and huge numbers are a 400 too
             if not isinstance(payload, dict):

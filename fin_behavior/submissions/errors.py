@@ -26,7 +26,7 @@ PACKAGE_OF = {
 }
 
 
-@dataclass(frozen=True)
+@dataclass  # not frozen: an exception's traceback is set as it travels (through context managers too)
 class SubmissionError(Exception):
     error: str  # a short title, e.g. "Training Failed"
     message: str  # what went wrong

@@ -1,11 +1,13 @@
 """A submission's request, checked before anything is built or run: the script (base64 or plain text, within
 the size limit, compiling), the model name, requirements that are package specifiers and nothing else (no
-URL, path or pip option can reach the installer), the timeout. Accepted, it is written to disk as queued."""
+URL, path or pip option can reach the installer), the timeout, and that the name is free or the key's own (a
+name belongs to the key that first submitted it). Accepted, it is written to disk as queued."""
 
 from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import re
 import secrets
 
@@ -14,9 +16,15 @@ from packaging.requirements import InvalidRequirement, Requirement
 from fin_behavior.settings import Settings
 from fin_behavior.submissions import errors
 from fin_behavior.submissions.record import ID_LENGTH, SCRIPT_FILE, Submission
+from fin_behavior.submissions.sandbox import claim
 
-NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,62}$")
+NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,62}")
 MAX_REQUIREMENTS = 50
+
+
+def key_fingerprint(key: bytes) -> str:
+    """Who a submission came from, without the key: the API's key, or the command line's SUBMISSION_KEY."""
+    return hashlib.sha256(key).hexdigest()[:12]
 
 
 def decode_script(content: str) -> str:
@@ -66,7 +74,7 @@ def accept(
 ) -> Submission:
     """Check the request and store it as queued; SubmissionError (with its HTTP status) when it cannot be.
     `client`: the fingerprint of the API key it came with ("" from the command line)."""
-    if not isinstance(name, str) or not NAME.match(name):
+    if not isinstance(name, str) or not NAME.fullmatch(name):  # fullmatch: "$" would let a final newline in
         raise errors.invalid(
             f"model name {str(name)[:80]!r} is not usable: 1-63 letters, digits, '-' or '_', starting with a letter"
         )
@@ -93,6 +101,7 @@ def accept(
             "(SUBMISSION_MAX_TIMEOUT_SECONDS)"
         )
     requirements = check_requirements(requirements)
+    claim(settings.submissions_root, name, client)  # a name belongs to the key that first submitted it
     submission = Submission(secrets.token_hex(ID_LENGTH // 2), name, requirements, float(timeout), client=client)
     directory = submission.directory(settings.submissions_root)
     directory.mkdir(parents=True)

@@ -14,12 +14,11 @@ import itertools
 import json
 import shutil
 import socket
-import subprocess
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from fin_behavior.confinement import confined, environment_paths
+from fin_behavior.confinement import environment_paths
 from fin_behavior.data.fingerprint import sha256_file
 from fin_behavior.environments.builder import BuiltEnvironment, write_lock
 from fin_behavior.records import BundleFiles, Evidence, FeatureSpec, ModelInfo, Verdict, write_json
@@ -27,6 +26,7 @@ from fin_behavior.serving.bundle import TENSOR_INPUT
 from fin_behavior.settings import Settings
 from fin_behavior.submissions import errors, sandbox
 from fin_behavior.submissions.record import SCRIPT_FILE, Submission
+from fin_behavior.untrusted import UntrustedDataError, copy_tree
 
 STAGES = ("submission_training", "submission_verification")  # the evidence a submitted version carries
 BUNDLE_DIR, MODEL_DIR = "bundle", "model"
@@ -41,20 +41,37 @@ def envs_dir(settings: Settings) -> Path:
 class Trained:
     env: BuiltEnvironment
     run_id: str
-    tracking_uri: str
-    model_uri: str
+    model: Path  # the logged model's files, copied out of the sandbox as data (the platform's own copy)
     evidence: Evidence
 
 
 def train(settings: Settings, submission: Submission) -> Trained:
+    """Run the script in its bounded workspace, find its model there (inside the sandbox), and copy the model's
+    files out as hostile data; the workspace is gone afterwards, its log stays."""
     root = settings.submissions_root
     directory = submission.directory(root)
     submission.enter(root, "preparing")
     env = sandbox.build_environment(settings, submission.requirements, envs_dir(settings))
     submission.enter(root, "training")
-    run = sandbox.run_script(env, directory, submission, settings)
-    submission.enter(root, "validating")
-    run_id, model_uri = find_model(f"sqlite:///{run.work / 'mlflow.db'}", run.log)
+    uid = sandbox.users(root, submission.name).train
+    model = directory / MODEL_DIR
+    shutil.rmtree(model, ignore_errors=True)
+    with sandbox.workspace(settings, directory / "work", uid) as work:
+        run = sandbox.run_script(env, work, directory, submission, settings)
+        submission.enter(root, "validating")
+        run_id, model_path = sandbox.collect(env, run, submission, settings)
+        try:
+            size = copy_tree(
+                work, model_path, model, settings.submission_max_model_mb << 20, settings.submission_max_files
+            )
+        except UntrustedDataError as exc:
+            raise errors.SubmissionError(
+                "Model Not Servable",
+                f"the logged model cannot be taken: {exc}",
+                help="Log the model with the flavor's own log_model: its files must be plain files (no links) "
+                f"written by the script, within {settings.submission_max_model_mb} MiB and "
+                f"{settings.submission_max_files} files.",
+            ) from None
     submission.mlflow_run_id = run_id
     submission.save(root)
     evidence = Evidence(
@@ -62,55 +79,21 @@ def train(settings: Settings, submission: Submission) -> Trained:
         run_id,
         [
             Verdict("run_finished", True, True, "FINISHED", "FINISHED", f"MLflow run {run_id} finished"),
-            Verdict("model_logged", True, True, model_uri, "a logged model", f"the run logged {model_uri}"),
+            Verdict("model_logged", True, True, size, "a logged model", f"the run logged a model of {size:,} bytes"),
         ],
     )
-    return Trained(env, run_id, f"sqlite:///{run.work / 'mlflow.db'}", model_uri, evidence)
-
-
-def find_model(tracking_uri: str, log: Path) -> tuple[str, str]:
-    """(run id, model URI) of the script's run that logged a model, in the script's own MLflow store."""
-    from mlflow import MlflowClient
-
-    if not Path(tracking_uri.removeprefix("sqlite:///")).exists():
-        raise errors.no_run(sandbox.log_tail(log, 20))
-    client = MlflowClient(tracking_uri=tracking_uri)
-    experiments = [e.experiment_id for e in client.search_experiments()]
-    runs = client.search_runs(experiments, order_by=["attributes.start_time DESC"]) if experiments else []
-    if not runs:
-        raise errors.no_run(sandbox.log_tail(log, 20))
-    models = client.search_logged_models(experiment_ids=experiments)
-    for run in runs:
-        logged = [m for m in models if m.source_run_id == run.info.run_id]
-        if logged:
-            if run.info.status != "FINISHED":
-                raise errors.run_failed(run.info.run_id, run.info.status)
-            return run.info.run_id, f"models:/{logged[0].model_id}"
-    latest = runs[0].info
-    if latest.status != "FINISHED":
-        raise errors.run_failed(latest.run_id, latest.status)
-    raise errors.no_model(latest.run_id, sandbox.log_tail(log, 20))
+    return Trained(env, run_id, model, evidence)
 
 
 def release(settings: Settings, submission: Submission, trained: Trained) -> tuple[Path, Evidence]:
     """The verified bundle of the submission's model (in its directory), and the evidence of verification."""
-    import mlflow
-    from mlflow import MlflowClient
-
     root = settings.submissions_root
     submission.enter(root, "verifying")
     bundle = submission.directory(root) / BUNDLE_DIR
     shutil.rmtree(bundle, ignore_errors=True)
     bundle.mkdir(parents=True)
-    model_id = trained.model_uri.removeprefix("models:/")
-    logged = MlflowClient(tracking_uri=trained.tracking_uri).get_logged_model(model_id)
-    shutil.copytree(mlflow.artifacts.download_artifacts(artifact_uri=logged.artifact_location), bundle / MODEL_DIR)
-    scratch = submission.directory(root) / "verify"  # its HOME and working directory: nothing lands in the bundle
-    shutil.rmtree(scratch, ignore_errors=True)
-    scratch.mkdir()
-    uid = sandbox.users(root, submission.name).train  # it runs the script's pickle: as the script did
-    sandbox.hand_over(scratch, uid)
-    found = _verify(trained.env, bundle / MODEL_DIR, scratch, uid)
+    shutil.copytree(trained.model, bundle / MODEL_DIR, symlinks=True)  # the platform's copy: plain files only
+    found = _verify(settings, submission, trained.env, bundle / MODEL_DIR)
     write_json(bundle / BundleFiles.EXPECTED, {"records": found["records"], "predictions": found["predictions"]})
     write_lock(trained.env, bundle / BundleFiles.ENVIRONMENT, for_others=True)
     files = sorted(p for p in bundle.rglob("*") if p.is_file())
@@ -143,32 +126,72 @@ def release(settings: Settings, submission: Submission, trained: Trained) -> tup
     return bundle, evidence
 
 
-def _verify(env: BuiltEnvironment, model_dir: Path, scratch: Path, uid: int) -> dict:
-    """Load and score the model in its environment, isolated like the script (it runs the script's pickle)."""
-    variables = {"PATH": f"{env.path / 'bin'}:/usr/bin:/bin", "HOME": str(scratch), "LANG": "C.UTF-8"}
-    done = subprocess.run(
-        confined(
+def _verify(settings: Settings, submission: Submission, env: BuiltEnvironment, model_dir: Path) -> dict:
+    """Load and score the model in its environment, confined and bounded like the script (it runs the script's
+    pickle); what it prints is the model's word, so it is read within a bound and checked as data."""
+    uid = sandbox.users(settings.submissions_root, submission.name).train
+    with sandbox.workspace(settings, submission.directory(settings.submissions_root) / "verify", uid) as scratch:
+        variables = {"PATH": f"{env.path / 'bin'}:/usr/bin:/bin", "HOME": str(scratch), "LANG": "C.UTF-8"}
+        finished = sandbox.run_bounded(
             [str(env.python), "-m", "fin_behavior.submissions.verify", str(model_dir)],
+            settings,
+            f"verify-{submission.id}",
             uid,
-            cwd=scratch,
-            read_only=[*environment_paths(env.python), model_dir],
-            writable=[scratch],
-        ),
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=scratch,
-        env=variables | {"MLFLOW_DISABLE_TELEMETRY": "true"},
-    )
+            scratch,
+            [*environment_paths(env.python), model_dir],
+            variables | {"MLFLOW_DISABLE_TELEMETRY": "true"},
+            timeout=600,
+            output_limit=_VERIFY_OUTPUT_BYTES,
+        )
+    lines = finished.output.last().strip().splitlines()
     try:
-        found = json.loads(done.stdout.strip().splitlines()[-1])
+        found = json.loads(lines[-1])
     except (IndexError, ValueError):
-        raise errors.not_servable("the verification task did not answer", done.stderr[-3000:]) from None
-    if "error" in found:
-        raise errors.not_servable(f"the logged model cannot be served: {found['error']}", found.get("details", ""))
-    if not found["records"]:
-        raise errors.not_servable("the model's input example is empty")
+        raise errors.not_servable("the verification task did not answer", finished.output.last(3000)) from None
+    if isinstance(found, dict) and "error" in found:
+        raise errors.not_servable(
+            f"the logged model cannot be served: {str(found['error'])[:1000]}", str(found.get("details", ""))[-3000:]
+        )
+    if problem := verification_problem(found):
+        raise errors.not_servable(f"the verification's answer is not usable: {problem}")
     return found
+
+
+_VERIFY_OUTPUT_BYTES = 4 << 20
+_MAX_FEATURES, _MAX_RECORDS, _MAX_TEXT = 2_000, 100, 1_000
+_SCALAR = (int, float, str, bool, type(None))
+
+
+def verification_problem(found: object) -> str | None:
+    """What is wrong with the verification task's answer (printed by code that ran the script's pickle), or None:
+    the shape verify.py prints, within bounds, of plain values only."""
+    if not isinstance(found, dict) or found.get("layout") not in ("tensor", "columns"):
+        return "not an object with a layout of 'tensor' or 'columns'"
+    features, records, predictions = found.get("features"), found.get("records"), found.get("predictions")
+    if not isinstance(features, list) or not 0 < len(features) <= _MAX_FEATURES:
+        return f"features must be a list of 1 to {_MAX_FEATURES}"
+    names = []
+    for feature in features:
+        if not isinstance(feature, dict) or feature.get("dtype") not in ("float", "string"):
+            return "each feature must have a dtype of 'float' or 'string'"
+        name = feature.get("name")
+        if not isinstance(name, str) or not 0 < len(name) <= 200 or not name.isprintable():
+            return "each feature must have a printable name of 1 to 200 characters"
+        names.append(name)
+    if len(set(names)) != len(names):
+        return "feature names repeat"
+    if not isinstance(records, list) or not 0 < len(records) <= _MAX_RECORDS:
+        return f"the input example must have 1 to {_MAX_RECORDS} records"
+    for record in records:
+        if not isinstance(record, dict) or not set(record) <= set(names):
+            return "each record must be an object of the features"
+        if not all(isinstance(v, _SCALAR) and (not isinstance(v, str) or len(v) <= _MAX_TEXT) for v in record.values()):
+            return "record values must be numbers, booleans, null or short text"
+    if not isinstance(predictions, list) or len(predictions) != len(records):
+        return "there must be one prediction per record"
+    if not all(isinstance(p, _SCALAR) and (not isinstance(p, str) or len(p) <= _MAX_TEXT) for p in predictions):
+        return "predictions must be numbers, booleans, null or short text"
+    return None
 
 
 def port_path(settings: Settings, name: str) -> Path:
@@ -185,19 +208,36 @@ def endpoint(settings: Settings, name: str):
     directory.mkdir(parents=True, exist_ok=True)
     with sandbox.names_locked(settings.submissions_root):
         if not port_file.exists():
-            taken = {int(f.read_text()) for f in directory.parent.glob("*/port")}
+            taken = {port for f in directory.parent.glob("*/port") if (port := read_port(f)) is not None}
             free = (p for p in itertools.count(settings.submission_first_port) if p not in taken)
             port = next(p for p in free if _bindable(settings.endpoint_host, p))
             partial = port_file.with_name("port.partial")
             partial.write_text(str(port))
             partial.replace(port_file)  # readers outside the lock see no port or the whole of it
-    own = settings.with_overrides(endpoint_port=int(port_file.read_text()))
+        port = read_port(port_file)
+    if port is None:
+        raise errors.SubmissionError(
+            "Platform Misconfigured",
+            f"the port file of {name} cannot be read as a port number",
+            help=f"Remove {port_file}: {name} gets the next free port at its next deployment.",
+            status=500,
+        )
+    own = settings.with_overrides(endpoint_port=port)
     run_as = sandbox.users(settings.submissions_root, name).serve
     hint = (
         f"remove {port_file} to give {name} the next free port from FIN_BEHAVIOR_SUBMISSION_FIRST_PORT "
         f"({settings.submission_first_port}) at its next deployment"
     )
     return LocalTarget(directory, envs_dir(settings), own, run_as=run_as, port_hint=hint), directory
+
+
+def read_port(path: Path) -> int | None:
+    """The port a name's port file holds; None when it holds anything else (one name's file never stops another's)."""
+    try:
+        text = path.read_text()[:16].strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return int(text) if text.isdigit() and 0 < int(text) < 65536 else None
 
 
 def _bindable(host: str, port: int) -> bool:

@@ -1,4 +1,5 @@
-"""A submitted script's own environment, and running the script in it, isolated.
+"""A submitted script's own environment, and running the script (and what else runs its code) in it, isolated
+and bounded.
 
 The environment is built with uv from the script's requirements plus the platform's MLflow and the scoring
 service's server packages (the model is served later by the same environment it was trained in, so no pickle
@@ -7,12 +8,15 @@ ever crosses library versions), cached by the fingerprint of its resolution like
 The script runs as a separate process with nothing of the platform's: its own working directory holding only
 train.py, an environment of variables that names only what it needs (its MLflow store, a private one in that
 directory, and the experiment), no platform key, setting or cloud credential; an address-space limit; and a
-timeout after which everything it started is killed. It is also confined (confinement.py): of the machine's
-files it sees only the system, the project's package, its environment and its working directory (no data,
-artifacts, keys, tracking store or another name's files), only its own processes, and no network; when the
-platform runs as root, as an unprivileged user id of its model name's own (users()). A machine that cannot
-confine it refuses it (Platform Misconfigured). The script text goes to disk as it came: it is never templated
-into other code.
+timeout after which everything it started is killed. It is confined (confinement.py): of the machine's files it
+sees only the system, the project's package, its environment and its working directory (no data, artifacts,
+keys, tracking store or another name's files), only its own processes, IPC objects and host name, and no
+network; when the platform runs as root, as an unprivileged user id of its model name's own (users()). It is
+bounded by the kernel (bounds.py): memory of every kind, processes and CPU for everything it starts together,
+and its working directory is a tmpfs of a fixed size and file count, gone when the submission's stage ends
+(its log stays). A machine that cannot confine or bound it refuses it (Platform Misconfigured), unless the
+operator accepted the weaker mode (SUBMISSION_ACCEPT_WEAKER_BOUNDS). The script text goes to disk as it came: it
+is never templated into other code. Its output reaches the platform through a pipe, bounded.
 """
 
 from __future__ import annotations
@@ -20,25 +24,27 @@ from __future__ import annotations
 import collections
 import contextlib
 import fcntl
+import json
 import os
 import re
 import resource
-import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 
-from fin_behavior.confinement import confined, environment_paths, how_to_allow, unavailable
+from fin_behavior import bounds, confinement
+from fin_behavior.confinement import confined, environment_paths
 from fin_behavior.environments import builder
 from fin_behavior.environments.spec import EnvironmentSpec, get_spec
 from fin_behavior.records import read_json, write_json
 from fin_behavior.settings import Settings
 from fin_behavior.submissions import errors
 from fin_behavior.submissions.record import SCRIPT_FILE, Submission
+from fin_behavior.untrusted import Output
 
 SERVER_PACKAGES = ("uvicorn", "httptools", "uvloop", "starlette", "prometheus-client")  # of the scoring service
 ENVIRONMENT = "submission"
@@ -85,32 +91,86 @@ class Users:
 
 @contextlib.contextmanager
 def names_locked(root: Path) -> Iterator[None]:
-    """What model names are given (user ids, ports) is given under this lock: submissions run at once."""
+    """What model names are given (user ids, owners, ports) is given under this lock: submissions run at once."""
     root.mkdir(parents=True, exist_ok=True)
     with (root / ".names.lock").open("a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         yield
 
 
+def _names(root: Path) -> dict[str, dict]:
+    """name -> {"index": its place in the order names first arrived, "owner": the key fingerprint that made it}
+    (names.json; a file of an earlier version, {name: index}, reads as owned by the command line's identity)."""
+    path = root / "names.json"
+    names = read_json(path) if path.exists() else {}
+    return {n: v if isinstance(v, dict) else {"index": v, "owner": ""} for n, v in names.items()}
+
+
+def claim(root: Path, name: str, owner: str) -> None:
+    """`name` for `owner` (an API key's fingerprint; "" the command line's identity): given to the first that asks,
+    and from then on to no one else (403, the seed's error object)."""
+    with names_locked(root):
+        names = _names(root)
+        if name not in names:
+            names[name] = {"index": len(names), "owner": owner}
+            write_json(root / "names.json", names)
+        elif names[name]["owner"] != owner:
+            raise errors.SubmissionError(
+                "Forbidden",
+                f"the model name {name!r} belongs to another team's key",
+                help="Choose another model name; a name's versions, URL and traffic are its owner's alone.",
+                status=403,
+            )
+
+
 def users(root: Path, name: str) -> Users:
     """The name's pair, from its place in the order names first arrived (given once, kept in names.json)."""
-    path = root / "names.json"
     with names_locked(root):
-        names = read_json(path) if path.exists() else {}
+        names = _names(root)
         if name not in names:
-            names[name] = len(names)
-            write_json(path, names)
-    first = FIRST_UID + 2 * names[name]
+            names[name] = {"index": len(names), "owner": ""}
+            write_json(root / "names.json", names)
+    first = FIRST_UID + 2 * names[name]["index"]
     return Users(train=first, serve=first + 1)
 
 
-def hand_over(path: Path, uid: int) -> None:
-    """Let the sandbox user `uid`, and no other, use `path` (a directory of the submission's own)."""
-    if os.geteuid() != 0:
-        return
-    for item in [path, *path.rglob("*")]:
-        os.chown(item, uid, uid)
-    path.chmod(0o700)  # other names' scripts cannot look inside
+def weaker_bounds(settings: Settings) -> str | None:
+    """None when the kernel confines and bounds submitted code here; otherwise what is missing, when the operator
+    accepted running without it (SUBMISSION_ACCEPT_WEAKER_BOUNDS). A machine that cannot confine at all, or
+    cannot bound without that acceptance, refuses: Platform Misconfigured, naming why and what to change."""
+    if why := confinement.unavailable():
+        raise errors.SubmissionError(
+            "Platform Misconfigured",
+            f"this machine cannot confine submitted code: {why}",
+            help=confinement.how_to_allow(),
+            status=500,
+        )
+    missing = bounds.unavailable()
+    if missing is None:
+        return None
+    if settings.submission_accept_weaker_bounds:
+        return f"weaker mode: {missing}; memory is bounded per process (RLIMIT_AS) and disk not at all"
+    raise errors.SubmissionError(
+        "Platform Misconfigured",
+        f"this machine cannot bound submitted code's memory, processes, CPU and disk: {missing}",
+        help="Run the platform as root on a machine with cgroup memory, pids and cpu controllers, or accept the "
+        "weaker mode with FIN_BEHAVIOR_SUBMISSION_ACCEPT_WEAKER_BOUNDS=true.",
+        status=500,
+    )
+
+
+@contextlib.contextmanager
+def workspace(settings: Settings, path: Path, uid: int) -> Iterator[Path]:
+    """A working directory for the name's code (`uid`), bounded in size and file count, closed to others, and
+    gone when the context ends."""
+    bounded = weaker_bounds(settings) is None
+    with bounds.bounded_directory(
+        path, settings.submission_disk_limit_mb << 20, settings.submission_max_files, uid if bounded else None
+    ) as work:
+        (work / "tmp").mkdir()
+        if bounded:
+            os.chown(work / "tmp", uid, uid)  # made by the platform in a directory nobody else has touched yet
+        yield work
 
 
 def clean_environment(env: builder.BuiltEnvironment, work: Path, experiment: str) -> dict[str, str]:
@@ -128,65 +188,154 @@ def clean_environment(env: builder.BuiltEnvironment, work: Path, experiment: str
 
 
 @dataclass(frozen=True)
+class Finished:
+    code: int | None  # None: stopped at its timeout
+    output: Output
+    out_of_memory: bool
+
+
+def run_bounded(
+    command: Sequence[str],
+    settings: Settings,
+    name: str,
+    uid: int,
+    work: Path,
+    read_only: Sequence[Path],
+    env: dict[str, str],
+    timeout: float,
+    log: Path | None = None,
+    output_limit: int = 1 << 20,
+) -> Finished:
+    """`command` confined as `uid` in `work` and bounded (a control group `name` of its own, or rlimits in the
+    weaker mode); its output (standard output and error together) through a bounded pipe, into `log` if given.
+    Everything it started is gone when this returns."""
+    weaker = weaker_bounds(settings)
+    memory = settings.submission_memory_limit_mb << 20
+    group = None
+    if weaker is None:
+        limits = bounds.Limits(memory, settings.submission_max_processes, settings.submission_cpus)
+        group = bounds.ControlGroup.create(name, limits)
+
+    def enter() -> None:
+        if group is not None:
+            group.join()
+        else:  # the weaker mode: what a process can bound alone
+            resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+
+    sink = log.open("wb") if log else None
+    try:
+        process = subprocess.Popen(
+            confined(command, uid, cwd=work, read_only=read_only, writable=[work]),
+            cwd=work,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: a timeout ends everything it started
+            preexec_fn=enter,
+        )
+        assert process.stdout is not None
+        output = Output(process.stdout, settings.submission_max_log_bytes if log else output_limit, sink)
+        try:
+            code: int | None = process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+            code = None
+        if group is not None:
+            group.kill()
+        output.finish()
+        process.stdout.close()
+        killed = group.out_of_memory_kills() > 0 if group is not None else False
+        return Finished(code, output, killed)
+    finally:
+        if sink is not None:
+            sink.close()
+        if group is not None:
+            group.remove()
+
+
+@dataclass(frozen=True)
 class ScriptRun:
     work: Path  # its working directory, with its MLflow store
     seconds: float
     log: Path
 
 
-def run_script(env: builder.BuiltEnvironment, directory: Path, submission: Submission, settings: Settings) -> ScriptRun:
-    """Run train.py isolated; a SubmissionError says how it failed (import, memory, timeout, exit code)."""
-    if why := unavailable():
-        raise errors.SubmissionError(
-            "Platform Misconfigured",
-            f"this machine cannot confine the script: {why}",
-            help=how_to_allow(),
-            status=500,
-        )
-    work = directory / "work"
-    shutil.rmtree(work, ignore_errors=True)
-    (work / "tmp").mkdir(parents=True)
-    shutil.copy(directory / SCRIPT_FILE, work / SCRIPT_FILE)
+def run_script(
+    env: builder.BuiltEnvironment, work: Path, directory: Path, submission: Submission, settings: Settings
+) -> ScriptRun:
+    """Run train.py confined and bounded in `work` (a workspace()); a SubmissionError says how it failed (import,
+    memory, timeout, exit code). Its log, `directory`/train.log, keeps at most SUBMISSION_MAX_LOG_BYTES."""
+    script = os.open(work / SCRIPT_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    with os.fdopen(script, "wb") as out:
+        out.write((directory / SCRIPT_FILE).read_bytes())
     uid = users(settings.submissions_root, submission.name).train
-    hand_over(work, uid)
     log = directory / "train.log"
-    limit = settings.submission_memory_limit_mb << 20
-
-    def limit_memory() -> None:
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-
     started = time.monotonic()
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            confined(
-                [str(env.python), SCRIPT_FILE],
-                uid,
-                cwd=work,
-                read_only=environment_paths(env.python),
-                writable=[work],
-            ),
-            cwd=work,
-            env=clean_environment(env, work, submission.name),
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group: a timeout ends everything it started
-            preexec_fn=limit_memory,
-        )
-        try:
-            code = process.wait(timeout=submission.timeout_seconds)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-            raise errors.timeout(submission.timeout_seconds) from None
-    tail = log_tail(log)
-    if code != 0:
+    finished = run_bounded(
+        [str(env.python), SCRIPT_FILE],
+        settings,
+        f"submission-{submission.id}",
+        uid,
+        work,
+        environment_paths(env.python),
+        clean_environment(env, work, submission.name),
+        submission.timeout_seconds,
+        log=log,
+    )
+    tail = finished.output.last(16_000)
+    tail = "\n".join(tail.splitlines()[-_LOG_TAIL:])
+    if finished.code is None:
+        raise errors.timeout(submission.timeout_seconds)
+    if finished.code != 0:
         if missing := _MISSING.search(tail):
             raise errors.missing_module(missing[1].split(".")[0], tail)
-        if any(marker in tail for marker in _OUT_OF_MEMORY):
+        if finished.out_of_memory or any(marker in tail for marker in _OUT_OF_MEMORY):
             raise errors.out_of_memory(settings.submission_memory_limit_mb, tail)
-        raise errors.script_failed(code, tail)
+        raise errors.script_failed(finished.code, tail)
     return ScriptRun(work, time.monotonic() - started, log)
+
+
+def collect(
+    env: builder.BuiltEnvironment, run: ScriptRun, submission: Submission, settings: Settings
+) -> tuple[str, str]:
+    """(run id, the model's directory relative to the working directory), found inside the sandbox by the
+    script's own user in the script's own store (collect.py); a SubmissionError when there is none."""
+    uid = users(settings.submissions_root, submission.name).train
+    variables = clean_environment(env, run.work, submission.name)
+    finished = run_bounded(
+        [str(env.python), "-m", "fin_behavior.submissions.collect", str(run.work)],
+        settings,
+        f"collect-{submission.id}",
+        uid,
+        run.work,
+        environment_paths(env.python),
+        variables,
+        timeout=300,
+        output_limit=64 << 10,
+    )
+    lines = finished.output.last().strip().splitlines()
+    try:
+        found = json.loads(lines[-1])
+        assert isinstance(found, dict)
+    except (IndexError, ValueError, AssertionError):
+        raise errors.no_run(log_tail(run.log, 20)) from None
+    run_id = str(found.get("run_id", ""))[:64]
+    problem = found.get("error")
+    if problem == "run_failed":
+        raise errors.run_failed(run_id, str(found.get("status", ""))[:20])
+    if problem == "no_model":
+        raise errors.no_model(run_id, log_tail(run.log, 20))
+    if problem == "outside":
+        raise errors.not_servable(
+            f"the run {run_id} logged its model outside its working directory; only files the script wrote there "
+            "are taken"
+        )
+    model_path = found.get("model_path")
+    if problem or not isinstance(model_path, str) or not run_id:
+        raise errors.no_run(log_tail(run.log, 20))
+    return run_id, model_path
 
 
 def log_tail(path: Path, lines: int = _LOG_TAIL) -> str:

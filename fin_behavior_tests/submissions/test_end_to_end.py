@@ -38,6 +38,7 @@ def platform_env(tmp_path_factory: pytest.TempPathFactory):
         "FIN_BEHAVIOR_ENVS_DIR": str(ENVS),
         "FIN_BEHAVIOR_DRAIN_SECONDS": "2",
         "FIN_BEHAVIOR_SUBMISSION_API_PORT": str(free_port()),
+        "FIN_BEHAVIOR_SUBMISSION_KEY": "team-a-s-own-key",  # the command line acts as team A
         "DAGSTER_HOME": str(tmp_path_factory.mktemp("dagster_home")),
     }
     yield env
@@ -84,10 +85,21 @@ def test_the_cli_submits_the_seed_script_and_its_url_scores_the_input_example(tm
     assert httpx.post(f"{url}/score", json=example["records"]).status_code == 401  # its own key, as the platform's
     if os.geteuid() == 0:  # the submitted code serves confined: its own user id, files, processes, (no) network
         started = target.live().detail["pid"]  # stays outside, passing the supervisor's signals on
-        (served,) = map(int, Path(f"/proc/{started}/task/{started}/children").read_text().split())
+        served = served_process(started)
         assert os.stat(f"/proc/{served}").st_uid == sandbox.users(get_settings().submissions_root, "seed-model").serve
-        for namespace in ("mnt", "net", "pid"):
+        for namespace in ("mnt", "net", "pid", "ipc", "uts"):
             assert os.readlink(f"/proc/{served}/ns/{namespace}") != os.readlink(f"/proc/self/ns/{namespace}")
+
+
+def served_process(started: int) -> int:
+    """The scoring service's own process below the one the supervisor started (the launcher, bwrap, its init)."""
+    pending = [started]
+    while pending:
+        pid = pending.pop()
+        if b"fin_behavior.serving.app" in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:3]:
+            return pid
+        pending += map(int, Path(f"/proc/{pid}/task/{pid}/children").read_text().split())
+    raise AssertionError(f"no scoring service below {started}")
 
 
 def _api(env: dict) -> tuple[subprocess.Popen, httpx.Client]:
@@ -120,8 +132,9 @@ def test_the_api_swaps_a_resubmitted_name_under_load_while_another_submission_ru
     monkeypatch.setenv("FIN_BEHAVIOR_SUBMISSION_MAX_PENDING_PER_KEY", "1")
     server, client = _api(platform_env)
     keys_file = get_settings().submissions_root / "keys.json"
-    team_a, team_b, team_c = read_json(keys_file)["keys"][0], "team-b-s-own-key", "team-c-s-own-key"
-    keys_file.write_text(json.dumps({"keys": [team_a, team_b, team_c]}))  # the operator adds a key per team
+    team_a, team_b, team_c = platform_env["FIN_BEHAVIOR_SUBMISSION_KEY"], "team-b-s-own-key", "team-c-s-own-key"
+    operator = read_json(keys_file)["keys"][0]
+    keys_file.write_text(json.dumps({"keys": [operator, team_a, team_b, team_c]}))  # the operator adds a key per team
     try:
         mistakes = {
             "no key": client.post("/mlops/deploy", json={}, headers={"X-API-Key": "wrong"}),
@@ -147,7 +160,10 @@ def test_the_api_swaps_a_resubmitted_name_under_load_while_another_submission_ru
                 request = {"script_content": EXAMPLE, "model_name": name, "requirements": ["scikit-learn"]}
                 return client.post("/mlops/deploy", json=request, headers={"X-API-Key": key})
 
-            first = submit("seed-model", team_a)
+            taken = submit("seed-model", team_b)  # team A's name (made from the command line, as team A)
+            assert taken.status_code == 403 and taken.json()["error"] == "Forbidden", taken.text
+            assert "belongs to another team" in taken.json()["message"]
+            first = submit("seed-model", team_a)  # its owner replaces its version as before
             assert first.status_code == 202, first.text
             again = submit("third-model", team_a)  # one key cannot fill the queue for the others
             assert again.status_code == 429 and again.headers["retry-after"] == "60", again.text

@@ -1,0 +1,49 @@
+"""Finding the model a submitted script logged, inside the script's own sandbox (run there after the script, as
+its user): the script wrote the MLflow store, so reading it is the script's business, not the platform's. Prints
+one JSON line: the run that logged a model and where that model's files are, relative to the working
+directory; or why there is none. The platform then copies those files out as hostile data
+(fin_behavior/untrusted.py), from the working directory only, whatever the store said.
+
+    <submission env>/bin/python -m fin_behavior.submissions.collect WORK_DIR
+
+Imports only MLflow and the standard library (what the submission's environment has)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from urllib.parse import unquote, urlparse
+
+
+def find(work: str) -> dict:
+    from mlflow import MlflowClient
+
+    store = os.path.join(work, "mlflow.db")
+    if not os.path.isfile(store):
+        return {"error": "no_run"}
+    client = MlflowClient(tracking_uri=f"sqlite:///{store}")
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    runs = client.search_runs(experiments, order_by=["attributes.start_time DESC"]) if experiments else []
+    if not runs:
+        return {"error": "no_run"}
+    models = client.search_logged_models(experiment_ids=experiments)
+    for run in runs:
+        logged = [m for m in models if m.source_run_id == run.info.run_id]
+        if logged:
+            if run.info.status != "FINISHED":
+                return {"error": "run_failed", "run_id": run.info.run_id, "status": run.info.status}
+            location = logged[0].artifact_location
+            path = unquote(urlparse(location).path) if location.startswith("file:") else location
+            relative = os.path.relpath(os.path.realpath(path), os.path.realpath(work))
+            if relative.startswith(os.pardir) or os.path.isabs(relative):
+                return {"error": "outside", "run_id": run.info.run_id, "location": location[:300]}
+            return {"run_id": run.info.run_id, "model_path": relative}
+    latest = runs[0].info
+    if latest.status != "FINISHED":
+        return {"error": "run_failed", "run_id": latest.run_id, "status": latest.status}
+    return {"error": "no_model", "run_id": latest.run_id}
+
+
+if __name__ == "__main__":
+    print(json.dumps(find(sys.argv[1])))

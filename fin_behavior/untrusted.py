@@ -1,0 +1,147 @@
+"""What a confined process wrote (a submitted script, its model's verification, a served model), taken in by the
+platform as hostile data: never a path followed, never more than a bound, never parsed as anything but data.
+
+- `copy_tree`: a directory tree to a place of the platform's: every component opened relative to its parent's
+  descriptor with O_NOFOLLOW (a link swapped in at any moment is refused, not followed), regular files and
+  directories only, within a size, file-count and depth bound; refused whole otherwise.
+- `Output`: a process's output through a pipe, kept within a bound (head and tail), for logs and answers.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import os
+import shutil
+import stat
+import threading
+from pathlib import Path
+from typing import IO
+
+_DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+_CHUNK = 1 << 20
+MAX_DEPTH = 32
+
+
+class UntrustedDataError(ValueError):
+    """What a confined process left cannot be taken: says what and which bound."""
+
+
+def copy_tree(root: Path, below: str, destination: Path, max_bytes: int, max_files: int) -> int:
+    """Copy the directory `below` (a relative path, as a confined process named it) of `root` (a directory of the
+    platform's) to `destination` (made here, must not exist); the number of bytes copied. UntrustedDataError,
+    with nothing left at `destination`, when the path leaves `root` or passes a link, or the tree holds anything
+    but regular files and directories, or more than `max_bytes` or `max_files`."""
+    parts = [p for p in Path(below).parts if p != "."]
+    if Path(below).is_absolute() or ".." in parts or len(parts) > MAX_DEPTH:
+        raise UntrustedDataError(f"{below[:200]!r} is not a path inside the working directory")
+    budget = {"bytes": max_bytes, "files": max_files}
+    top = os.open(root, _DIRECTORY)
+    try:
+        for part in parts:  # each step relative to the one before, never through a link
+            try:
+                step = os.open(part, _DIRECTORY, dir_fd=top)
+            except OSError as exc:
+                raise UntrustedDataError(f"{below[:200]!r} cannot be opened without following a link: "
+                                         f"{exc.strerror}") from None  # fmt: skip
+            os.close(top)
+            top = step
+        destination.mkdir(mode=0o755)
+        try:
+            _copy_directory(top, destination, budget, depth=0, where=below)
+        except BaseException:
+            shutil.rmtree(destination, ignore_errors=True)
+            raise
+    finally:
+        os.close(top)
+    return max_bytes - budget["bytes"]
+
+
+def _copy_directory(directory: int, destination: Path, budget: dict[str, int], depth: int, where: str) -> None:
+    if depth > MAX_DEPTH:
+        raise UntrustedDataError(f"{where} is nested more than {MAX_DEPTH} directories deep")
+    with os.scandir(directory) as entries:
+        names = sorted(entry.name for entry in entries)
+    for name in names:
+        if not name.isprintable():
+            raise UntrustedDataError(f"{where} holds a file whose name is not printable text: {name[:60]!r}")
+        budget["files"] -= 1
+        if budget["files"] < 0:
+            raise UntrustedDataError(f"{where} holds more files than the limit allows")
+        info = os.stat(name, dir_fd=directory, follow_symlinks=False)
+        inside = f"{where}/{name}"
+        if stat.S_ISDIR(info.st_mode):
+            child = os.open(name, _DIRECTORY, dir_fd=directory)
+            try:
+                (destination / name).mkdir(mode=0o755)
+                _copy_directory(child, destination / name, budget, depth + 1, inside)
+            finally:
+                os.close(child)
+        elif stat.S_ISREG(info.st_mode):
+            _copy_file(directory, name, destination / name, budget, inside)
+        else:
+            kind = "a symbolic link" if stat.S_ISLNK(info.st_mode) else "not a regular file"
+            raise UntrustedDataError(f"{inside} is {kind}: only regular files and directories are taken")
+
+
+def _copy_file(directory: int, name: str, target: Path, budget: dict[str, int], where: str) -> None:
+    try:
+        source = os.open(name, _FILE, dir_fd=directory)
+    except OSError as exc:  # ELOOP: it became a link after it was looked at
+        raise UntrustedDataError(f"{where} cannot be opened without following a link: {exc.strerror}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(source).st_mode):
+            raise UntrustedDataError(f"{where} is not a regular file")
+        out = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        try:
+            while chunk := os.read(source, _CHUNK):
+                budget["bytes"] -= len(chunk)
+                if budget["bytes"] < 0:
+                    raise UntrustedDataError(f"{where} takes the tree over its size limit")
+                os.write(out, chunk)
+        finally:
+            os.close(out)
+    finally:
+        os.close(source)
+
+
+class Output:
+    """A process's output read from a pipe by a thread, kept within `limit` bytes: the first `limit` bytes go to
+    `sink` (a log file) when one is given, and the last `tail_bytes` are always kept, so a flood neither fills the
+    disk nor the memory and the end (where errors are) is never lost."""
+
+    def __init__(self, pipe: IO[bytes], limit: int, sink: IO[bytes] | None = None, tail_bytes: int = 1 << 16):
+        self.pipe, self.limit, self.sink = pipe, limit, sink
+        self.tail: collections.deque[bytes] = collections.deque()
+        self.tail_size, self.tail_bytes = 0, tail_bytes
+        self.written = self.dropped = 0
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            while chunk := self.pipe.read1(1 << 16):  # type: ignore[attr-defined]
+                room = max(0, self.limit - self.written)
+                if self.sink is not None and room:
+                    self.sink.write(chunk[:room])
+                    self.sink.flush()
+                self.written += min(room, len(chunk))
+                self.dropped += max(0, len(chunk) - room)
+                self.tail.append(chunk)
+                self.tail_size += len(chunk)
+                while self.tail_size - len(self.tail[0]) >= self.tail_bytes:
+                    self.tail_size -= len(self.tail.popleft())
+
+    def finish(self, timeout: float = 10.0) -> None:
+        """Wait for the end of the output (the process ended); a note of what was left out goes to the sink."""
+        self.thread.join(timeout)
+        if self.sink is not None and self.dropped:
+            self.sink.write(f"\n[{self.dropped:,} bytes of output over the {self.limit:,}-byte limit left out; "
+                            "the end follows]\n".encode())  # fmt: skip
+            self.sink.write(self.last(self.tail_bytes).encode())
+            self.sink.flush()
+
+    def last(self, size: int | None = None) -> str:
+        data = b"".join(self.tail)
+        return data[-(size or len(data)) :].decode("utf-8", errors="replace")
