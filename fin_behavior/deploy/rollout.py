@@ -147,6 +147,9 @@ def parity(score: Scorer, release: Release, tolerance: float) -> Outcome:
         proba, _ = score(records)
     except Exception as exc:
         return Outcome(False, "error", tolerance, f"scoring the {len(records)} parity records failed: {exc}")
+    if not all(isinstance(a, int | float) for a in [*proba, *expected]):  # labels a submitted model answers with
+        differ = sum(a != b for a, b in zip(proba, expected, strict=False)) + abs(len(proba) - len(expected))
+        return Outcome(differ == 0, differ, 0, f"{differ} of {len(records)} known records answered differently")
     diff = float(np.max(np.abs(np.asarray(proba) - np.asarray(expected)))) if records else 0.0
     return Outcome(
         diff <= tolerance,

@@ -84,6 +84,16 @@ def out_of_memory(limit_mb: int, details: str) -> SubmissionError:
     )
 
 
+def out_of_disk(limit_mb: int, details: str) -> SubmissionError:
+    return SubmissionError(
+        "Disk Limit",
+        f"the script wrote more than its {limit_mb} MiB working directory holds",
+        details=details,
+        help="Write less (keep data and checkpoints out of the working directory); the limit is the platform's "
+        "SUBMISSION_DISK_LIMIT_MB.",
+    )
+
+
 def script_failed(code: int, details: str) -> SubmissionError:
     return SubmissionError(
         "Training Failed",

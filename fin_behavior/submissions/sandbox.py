@@ -293,6 +293,8 @@ def run_script(
             raise errors.missing_module(missing[1].split(".")[0], tail)
         if finished.out_of_memory or any(marker in tail for marker in _OUT_OF_MEMORY):
             raise errors.out_of_memory(settings.submission_memory_limit_mb, tail)
+        if "No space left on device" in tail or "Disk quota exceeded" in tail:
+            raise errors.out_of_disk(settings.submission_disk_limit_mb, tail)
         raise errors.script_failed(finished.code, tail)
     return ScriptRun(work, time.monotonic() - started, log)
 

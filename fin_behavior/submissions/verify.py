@@ -39,13 +39,20 @@ def describe(model_dir: str) -> dict:
         records = [{f"f{i}": float(v) for i, v in enumerate(row)} for row in rows]
         layout = "tensor"
     else:
-        features = [{"name": c.name, "dtype": "float" if str(c.type) in NUMERIC else "string"} for c in inputs.inputs]
+        features = [
+            {"name": c.name, "dtype": "float" if _type_name(c.type) in NUMERIC else "string"} for c in inputs.inputs
+        ]
         frame = example if hasattr(example, "to_dict") else None
         if frame is None:
             raise ValueError("the input example is not a table matching the signature's columns")
         records = json.loads(frame.to_json(orient="records"))
         layout = "columns"
     return {"features": features, "records": records, "layout": layout}
+
+
+def _type_name(kind: object) -> str:
+    """A column type's name: `DataType.double` is an enum member whose str() is "DataType.double"."""
+    return str(getattr(kind, "name", kind))
 
 
 def score(model_dir: str, described: dict) -> list:

@@ -8,6 +8,7 @@ import base64
 import httpx
 import pytest
 
+from fin_behavior.records import read_json
 from fin_behavior.settings import get_settings
 from fin_behavior.submissions import errors
 from fin_behavior.submissions.intake import accept, check_requirements, decode_script
@@ -55,6 +56,7 @@ def test_a_syntax_error_is_named_with_its_line_before_anything_is_built():
     ("name", "script", "timeout", "message"),
     [
         ("1-starts-with-a-digit", SCRIPT, 30, "is not usable"),
+        ("look-alike\n", SCRIPT, 30, "is not usable"),  # not a second name beside "look-alike"
         ("financial-behavior-model", SCRIPT, 30, "the platform's own model"),
         ("ok", "   ", 30, "the script is empty"),
         ("ok", SCRIPT, 0, "is not between 0 and"),
@@ -104,3 +106,44 @@ def test_an_unusable_keys_file_is_the_platform_s_fault_said_as_such_and_nothing_
     assert all(a.json()["error"] == "Platform Misconfigured" for a in answers[:9])
     assert str(service.keys_file) in answers[0].json()["message"] and "16+ characters" in answers[0].json()["message"]
     assert not list(get_settings().submissions_root.glob("*/submission.json"))
+
+
+def test_a_name_belongs_to_the_key_that_made_it_and_its_owner_keeps_replacing_it():
+    settings = get_settings()
+    accept(settings, SCRIPT, "team-a-model", [], 30, client="a" * 12)
+    with pytest.raises(errors.SubmissionError) as raised:
+        accept(settings, SCRIPT, "team-a-model", [], 30, client="b" * 12)
+    assert raised.value.status == 403 and raised.value.error == "Forbidden"
+    assert "belongs to another team" in raised.value.message and "another model name" in raised.value.help
+    with pytest.raises(errors.SubmissionError, match="belongs to another team"):
+        accept(settings, SCRIPT, "team-a-model", [], 30, client="")  # the command line is no one's master key
+    again = accept(settings, SCRIPT, "team-a-model", [], 30, client="a" * 12)
+    assert again.name == "team-a-model"
+    assert len(list(settings.submissions_root.glob("*/submission.json"))) == 2  # the refused ones left nothing
+
+
+def test_a_request_body_over_the_limit_is_refused_before_it_is_read():
+    from fin_behavior.submissions.api import SubmissionService
+
+    service = SubmissionService(get_settings())
+    key = {"X-API-Key": read_json(service.keys_file)["keys"][0]}
+    limit = get_settings().submission_max_script_bytes * 2 + 65_536
+    sent = []
+
+    async def endless():  # a client that would send 300 MiB: the service must stop asking long before
+        for _ in range(300):
+            sent.append(1)
+            yield b"x" * (1 << 20)
+
+    async def ask() -> tuple[httpx.Response, httpx.Response]:
+        transport = httpx.ASGITransport(app=service.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+            huge = key | {"content-length": str(300 << 20)}
+            declared = await client.post("/mlops/deploy", content=b"{}", headers=huge)
+            streamed = await client.post("/mlops/deploy", content=endless(), headers=key)
+            return declared, streamed
+
+    declared, streamed = asyncio.run(ask())
+    assert declared.status_code == streamed.status_code == 413
+    assert f"over {limit:,} bytes" in streamed.json()["message"]
+    assert len(sent) <= limit // (1 << 20) + 2  # read no further than the limit

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from fin_behavior import bounds
 from fin_behavior.confinement import as_user, unavailable
 from fin_behavior.deploy.supervisor import Supervisor
 from fin_behavior.settings import get_settings
@@ -239,3 +240,130 @@ def test_a_machine_that_cannot_confine_is_named_not_blamed_on_the_script(env, tm
     assert "cannot confine submitted code" in error["message"] and "Operation not permitted" in error["message"]
     assert "SYS_ADMIN" in error["help"]
     assert not list(get_settings().submissions_root.glob("*/train.log"))  # the script did not run unconfined
+
+
+# What a hostile script does to the platform around it: each attack with canaries in the test's own directory.
+
+needs_bounds = pytest.mark.skipif(
+    bounds.unavailable() is not None, reason=f"no kernel bounds on this machine: {bounds.unavailable()}"
+)
+
+
+@needs_bounds
+def test_memory_of_every_kind_across_processes_is_one_bound(env, monkeypatch):
+    # four children of 160 MiB each and 160 MiB in /dev/shm: each under the limit, together far over it
+    monkeypatch.setenv("FIN_BEHAVIOR_SUBMISSION_MEMORY_LIMIT_MB", "512")
+    get_settings.cache_clear()
+    script = (
+        "import subprocess, sys\n"
+        "hog = 'b = bytearray(160 * 2**20); b[::4096] = b\"x\" * len(b[::4096]); import time; time.sleep(20)'\n"
+        "children = [subprocess.Popen([sys.executable, '-c', hog]) for _ in range(4)]\n"
+        "open('/dev/shm/ballast', 'wb').write(b'y' * (160 * 2**20))\n"
+        "sys.exit(max(abs(c.wait()) for c in children))\n"
+    )
+    error = _error(env, script)
+    assert error["error"] == "Memory Limit" and "512 MiB" in error["message"], error
+
+
+@needs_bounds
+def test_a_disk_hog_is_stopped_at_its_quota_and_its_workspace_is_gone_after(env, monkeypatch):
+    monkeypatch.setenv("FIN_BEHAVIOR_SUBMISSION_DISK_LIMIT_MB", "32")
+    get_settings.cache_clear()
+    error = _error(env, "open('checkpoint.bin', 'wb').write(b'z' * (100 * 2**20))\n")
+    assert error["error"] == "Disk Limit" and "32 MiB" in error["message"], error
+    assert "SUBMISSION_DISK_LIMIT_MB" in error["help"]
+    (directory,) = get_settings().submissions_root.glob("*/train.log")  # the log stays ...
+    assert not (directory.parent / "work").exists()  # ... the workspace does not
+
+
+@needs_bounds
+def test_ipc_objects_die_with_the_submission_and_never_pass_between_names(env):
+    key = 0x5EC12E7
+    make = (
+        "import ctypes, json, os\n"
+        "libc = ctypes.CDLL(None, use_errno=True)\n"
+        f"found = {{'shm': libc.shmget({key}, 1 << 20, 0o1666), 'queue': libc.msgget({key}, 0o1666)}}\n"
+        "open('/dev/shm/left-behind', 'w').write('x')\n"
+        "print(json.dumps(found))\n"
+    )
+    made = _found(_error(env, make))
+    assert made["shm"] >= 0 and made["queue"] >= 0  # it made them, in its own IPC namespace
+    look = (
+        "import ctypes, json, os\n"
+        "libc = ctypes.CDLL(None, use_errno=True)\n"
+        f"found = {{'shm': libc.shmget({key}, 0, 0), 'queue': libc.msgget({key}, 0)}}\n"
+        "found['files'] = os.listdir('/dev/shm')\n"
+        "print(json.dumps(found))\n"
+    )
+    settings = get_settings()
+    submission = accept(settings, look, "another-name", [], 60)
+    directory = submission.directory(settings.submissions_root)
+    with pytest.raises(errors.SubmissionError) as raised, sandbox.workspace(
+        settings, directory / "work", sandbox.users(settings.submissions_root, "another-name").train
+    ) as work:
+        run = sandbox.run_script(env, work, directory, submission, settings)
+        sandbox.collect(env, run, submission, settings)
+    assert _found(raised.value.to_dict()) == {"shm": -1, "queue": -1, "files": []}  # nothing of the other name
+    host = subprocess.run(["ipcs", "-m", "-q"], capture_output=True, text=True).stdout
+    assert f"{key:#010x}" not in host  # and nothing left on the machine
+
+
+def _hostile_model_script(after_logging: str) -> str:
+    return (
+        "import mlflow, mlflow.sklearn, os\n"
+        "from sklearn.linear_model import LogisticRegression\n"
+        "with mlflow.start_run():\n"
+        "    model = LogisticRegression().fit([[0.0], [1.0]], [0, 1])\n"
+        "    info = mlflow.sklearn.log_model(model, name='model', input_example=[[0.0]],"
+        " serialization_format='cloudpickle')\n"
+        "path = mlflow.get_logged_model(info.model_id).artifact_location\n" + after_logging
+    )
+
+
+@pytest.mark.parametrize(
+    ("attack", "refusal"),
+    [
+        ("os.symlink(CANARY, os.path.join(path, 'stolen.txt'))\n", "is a symbolic link"),
+        ("os.symlink(os.path.dirname(CANARY), os.path.join(path, 'checkout'))\n", "is a symbolic link"),
+        (  # its own store names another place as the model: another name's model, the platform's files
+            "import sqlite3\ndb = sqlite3.connect('mlflow.db')\n"
+            "db.execute('UPDATE logged_models SET artifact_location = ?', (os.path.dirname(CANARY),))\ndb.commit()\n",
+            "outside its working directory",
+        ),
+        (  # a sparse file: nothing on its disk, a gigabyte to whoever copies it
+            "f = open(os.path.join(path, 'weights.bin'), 'wb'); f.truncate(2 * 2**30); f.close()\n",
+            "over its size limit",
+        ),
+    ],
+    ids=["link to a host file", "link to a host directory", "store names a host path", "sparse giant"],
+)
+def test_nothing_of_the_host_reaches_the_bundle_whatever_the_script_leaves(env, tmp_path, monkeypatch, attack, refusal):
+    monkeypatch.setenv("FIN_BEHAVIOR_SUBMISSION_MAX_MODEL_MB", "64")
+    get_settings.cache_clear()
+    canary = tmp_path / "platform" / "registry.db"  # in place of the platform's files, another name's model
+    canary.parent.mkdir()
+    canary.write_text("the platform's own records")
+    settings = get_settings()
+    script = _hostile_model_script(attack.replace("CANARY", repr(str(canary))))
+    submission = accept(settings, script, "grabber", ["scikit-learn"], 120)
+    monkeypatch.setattr(sandbox, "build_environment", lambda *_: env)
+    with pytest.raises(errors.SubmissionError) as raised:
+        pipeline.train(settings, submission)
+    error = raised.value.to_dict()
+    assert error["error"] == "Model Not Servable" and refusal in error["message"], error
+    directory = submission.directory(settings.submissions_root)
+    assert not (directory / pipeline.MODEL_DIR).exists() and not (directory / pipeline.BUNDLE_DIR).exists()
+    assert not (directory / "work").exists()
+    assert canary.read_text() == "the platform's own records"
+    assert "platform's own records" not in json.dumps(error)
+
+
+def test_a_name_s_unreadable_port_file_does_not_stop_another_name_from_getting_one():
+    settings = get_settings()
+    pipeline.endpoint(settings, "first-model")
+    pipeline.port_path(settings, "first-model").write_text("not a port\n" * 1000)
+    target, _ = pipeline.endpoint(settings, "second-model")
+    assert target.port >= settings.submission_first_port
+    with pytest.raises(errors.SubmissionError, match="cannot be read as a port number") as raised:
+        pipeline.endpoint(settings, "first-model")
+    assert "Remove" in raised.value.help
