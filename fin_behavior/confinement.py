@@ -151,7 +151,8 @@ def _bwrap(spec: dict, command: list[str], status_fd: int) -> list[str]:
                 made.add(str(parent))
                 argv += ["--perms", "0755", "--dir", str(parent)]
         argv += [how, path, path]
-    argv += ["--ro-bind-data", str(passwd), "/etc/passwd", "--ro-bind-data", str(group), "/etc/group"]
+    for fd, path in ((passwd, "/etc/passwd"), (group, "/etc/group")):  # readable by all, as the machine's are
+        argv += ["--perms", "0644", "--ro-bind-data", str(fd), path]
     argv += ["--chdir", spec["cwd"], "--json-status-fd", str(status_fd), "--"]
     if as_root:  # no capability now or after an exec, no setuid gain
         argv += [*as_user(uid)[:-1], "--no-new-privs", "--bounding-set=-all", "--inh-caps=-all", "--"]

@@ -48,7 +48,7 @@ X, y = make_classification(n_samples=1000, n_features=10, random_state=42)
 with mlflow.start_run():
     model = RandomForestClassifier(n_estimators=100, random_state=42).fit(X, y)
     mlflow.log_metric("accuracy", model.score(X, y))
-    mlflow.sklearn.log_model(model, name="model", input_example=X[:5], serialization_format="cloudpickle")
+    mlflow.sklearn.log_model(model, name="model", input_example=X[:5])
 """
 
 

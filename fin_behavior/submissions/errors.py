@@ -11,7 +11,7 @@ SCRIPT_CONTRACT = (
     "2. train your model\n"
     '3. call mlflow.<flavor>.log_model(model, name="model", input_example=X[:5]) inside that run\n'
     'Example: with mlflow.start_run(): model.fit(X, y); mlflow.sklearn.log_model(model, name="model", '
-    'input_example=X[:5], serialization_format="cloudpickle")\n'
+    "input_example=X[:5])\n"
     "MLFLOW_TRACKING_URI and the experiment are set for you; do not set them."
 )
 

@@ -274,7 +274,7 @@ def run_script(
     log = directory / "train.log"
     started = time.monotonic()
     finished = run_bounded(
-        [str(env.python), SCRIPT_FILE],
+        [str(env.python), "-m", "fin_behavior.submissions.runner", SCRIPT_FILE],
         settings,
         f"submission-{submission.id}",
         uid,

@@ -23,12 +23,12 @@ def describe(model_dir: str) -> dict:
 
     model = Model.load(model_dir)
     signature = model.signature
-    if signature is None:
-        raise ValueError("the model has no signature: log it with input_example=X[:5] so its inputs are known")
+    example = model.load_input_example(model_dir) if signature is not None else None
+    if signature is None or example is None:
+        if "sklearn" in model.flavors:  # the seed's own `log_model(model, 'model')`: the estimator says its inputs
+            return _from_estimator(model_dir)
+        raise ValueError("the model has no signature and input example: log it with input_example=X[:5]")
     inputs = signature.inputs
-    example = model.load_input_example(model_dir)
-    if example is None:
-        raise ValueError("the model has no input example: log it with input_example=X[:5]")
     if inputs.is_tensor_spec():
         (spec,) = inputs.inputs
         width = spec.shape[-1] if len(spec.shape) == 2 else -1
@@ -48,6 +48,28 @@ def describe(model_dir: str) -> dict:
         records = json.loads(frame.to_json(orient="records"))
         layout = "columns"
     return {"features": features, "records": records, "layout": layout}
+
+
+def _from_estimator(model_dir: str) -> dict:
+    """The inputs of a scikit-learn model logged with neither signature nor example, from the fitted estimator
+    (`feature_names_in_` when it was fitted on a table, else `n_features_in_` numbers); its example, one row of
+    zeros, is made up, and said so."""
+    import mlflow.sklearn
+
+    estimator = mlflow.sklearn.load_model(model_dir)
+    names = [str(n) for n in getattr(estimator, "feature_names_in_", [])]
+    width = len(names) or int(getattr(estimator, "n_features_in_", 0))
+    if width < 1:
+        raise ValueError("the model has no signature and its estimator does not say its inputs: log it with "
+                         "input_example=X[:5]")  # fmt: skip
+    layout = "columns" if names else "tensor"
+    names = names or [f"f{i}" for i in range(width)]
+    return {
+        "features": [{"name": n, "dtype": "float"} for n in names],
+        "records": [dict.fromkeys(names, 0.0)],
+        "layout": layout,
+        "example": "made up: one row of zeros (the model was logged without an input example)",
+    }
 
 
 def _type_name(kind: object) -> str:

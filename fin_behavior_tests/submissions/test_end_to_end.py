@@ -65,9 +65,24 @@ def _input_example(submission_id: str) -> dict:
     return read_json(get_settings().submissions_root / submission_id / "bundle" / "expected.json")
 
 
+# The second seed's test script, byte for byte: MLflow's default serialization, no input example.
+SEED_SCRIPT = """import mlflow
+import mlflow.sklearn
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.datasets import make_classification
+
+X, y = make_classification(n_samples=1000, n_features=20)
+
+with mlflow.start_run():
+    model = RandomForestClassifier()
+    model.fit(X, y)
+    mlflow.sklearn.log_model(model, 'model')
+"""
+
+
 def test_the_cli_submits_the_seed_script_and_its_url_scores_the_input_example(tmp_path):
     script = tmp_path / "train.py"
-    script.write_text(EXAMPLE)
+    script.write_text(SEED_SCRIPT)
     command = [*CLI, "submit", str(script), "--name", "seed-model", "--requirement", "scikit-learn", "--wait"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -82,7 +97,10 @@ def test_the_cli_submits_the_seed_script_and_its_url_scores_the_input_example(tm
     target = pipeline.endpoint(get_settings(), "seed-model")[0]
     response = httpx.post(f"{url}/score", json=example["records"], headers={"X-API-Key": target.key()})
     assert response.status_code == 200, response.text
-    assert response.json()["predictions"] == example["predictions"] and len(example["records"]) == 5
+    assert response.json()["predictions"] == example["predictions"] and len(example["records"]) == 1
+    assert len(example["records"][0]) == 20  # the forest said its inputs: 20 features, a row of zeros
+    log = (get_settings().submissions_root / submission_id / "train.log").read_text()
+    assert "getpwuid" not in log and "Untrusted" not in log  # its user has a name; its forest is not refused
     assert httpx.post(f"{url}/score", json=example["records"]).status_code == 401  # its own key, as the platform's
     if os.geteuid() == 0:  # the submitted code serves confined: its own user id, files, processes, (no) network
         started = target.live().detail["pid"]  # stays outside, passing the supervisor's signals on
@@ -157,8 +175,9 @@ def test_the_api_swaps_a_resubmitted_name_under_load_while_another_submission_ru
         served = next(get_settings().submissions_root.glob("*/bundle/expected.json"))
         with Load(target, read_json(served)["records"][0], clients=4) as load:
 
-            def submit(name: str, key: str) -> httpx.Response:
-                request = {"script_content": EXAMPLE, "model_name": name, "requirements": ["scikit-learn"]}
+            def submit(name: str, key: str) -> httpx.Response:  # seed-model keeps its inputs from v1 to v2
+                script = SEED_SCRIPT if name == "seed-model" else EXAMPLE
+                request = {"script_content": script, "model_name": name, "requirements": ["scikit-learn"]}
                 return client.post("/mlops/deploy", json=request, headers={"X-API-Key": key})
 
             taken = submit("seed-model", team_b)  # team A's name (made from the command line, as team A)

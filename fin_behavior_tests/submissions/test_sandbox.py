@@ -180,20 +180,36 @@ def test_a_script_over_its_memory_limit_is_stopped_and_told_which_limit(env, mon
     assert error["error"] == "Memory Limit" and "512 MiB" in error["message"]
 
 
-def test_a_model_logged_without_an_input_example_is_not_served_and_says_how_to_log_it(env):
+def test_a_model_logged_as_mlflow_s_examples_do_is_verified_and_one_it_cannot_read_is_told_how_to_log(env):
     settings = get_settings()
-    script = (
+    seed_style = (  # MLflow's default serialization, no input example
         "import mlflow, mlflow.sklearn\nfrom sklearn.linear_model import LogisticRegression\n"
         "with mlflow.start_run():\n"
-        "    model = LogisticRegression().fit([[0.0], [1.0]], [0, 1])\n"
-        "    mlflow.sklearn.log_model(model, name='model', serialization_format='cloudpickle')\n"
+        "    model = LogisticRegression().fit([[0.0, 1.0], [1.0, 0.0]], [0, 1])\n"
+        "    mlflow.sklearn.log_model(model, 'model')\n"
     )
-    submission = accept(settings, script, "no-example", ["scikit-learn"], 120)
+    submission = accept(settings, seed_style, "seed-style", ["scikit-learn"], 120)
+    bundle, evidence = pipeline.release(settings, submission, pipeline.train(settings, submission))
+    expected = json.loads((bundle / "expected.json").read_text())
+    assert expected["records"] == [{"f0": 0.0, "f1": 0.0}]  # the estimator said its inputs: a made-up row of zeros
+    assert expected["predictions"] in ([0], [1])  # scored in its own environment, as served later
+    assert (bundle / "model" / "model.pkl").is_file()  # pickled (cloudpickle), not refused by skops
+    assert [(v.check, v.passed) for v in evidence.verdicts] == [("loads_cleanly", True), ("scores_example", True)]
+
+    opaque = (  # a model of its own with neither signature nor example: nothing says what it takes
+        "import mlflow, mlflow.pyfunc\n"
+        "class Echo(mlflow.pyfunc.PythonModel):\n"
+        "    def predict(self, context, model_input, params=None):\n"
+        "        return model_input\n"
+        "with mlflow.start_run():\n"
+        "    mlflow.pyfunc.log_model(name='model', python_model=Echo())\n"
+    )
+    submission = accept(settings, opaque, "no-example", ["scikit-learn"], 120)
     trained = pipeline.train(settings, submission)
     with pytest.raises(errors.SubmissionError) as raised:
         pipeline.release(settings, submission, trained)
     error = raised.value.to_dict()
-    assert error["error"] == "Model Not Servable" and "no signature" in error["message"]
+    assert error["error"] == "Model Not Servable" and "no signature and input example" in error["message"]
     assert "input_example=X[:5]" in error["help"]
 
 
