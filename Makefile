@@ -11,6 +11,9 @@ MLFLOW_STORE ?= sqlite:///$(CURDIR)/var/mlflow/mlflow.db
 setup: $(STAMP)
 
 $(STAMP): requirements.lock pyproject.toml
+	@# submitted code runs in bubblewrap's sandbox (Debian's bubblewrap); as root, installed here when missing
+	@command -v bwrap >/dev/null || { [ "$$(id -u)" = 0 ] && (apt-get update -qq && apt-get install -y -qq bubblewrap) >/dev/null; } \
+	  || echo "bubblewrap is not installed: submissions will be refused (apt-get install bubblewrap)"
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet "uv==$$(sed -n 's/^uv==//p' requirements.lock)"
 	$(BIN)/uv pip sync --quiet --python $(BIN)/python requirements.lock
