@@ -104,12 +104,13 @@ def settings_page(model: type[BaseSettings] | None = None) -> str:
         from fin_behavior.settings import Settings
 
         model = Settings
-    intro = f"""
-Every tunable of the platform, one default each, written once in `{Path(inspect.getfile(model)).name}`
-(`{model.__module__}.{model.__name__}`). Each is set with its environment variable; the per-run ones are also
-Dagster run config under `ops: <asset>: config:` with the same name (see [assets](assets.md)), empty by
-default: an empty field takes the setting when the run starts. Lists and tuples are JSON in the environment,
-e.g. `FIN_BEHAVIOR_TRAFFIC_STEPS='[10, 50]'`. Paths in the checkout are shown relative to it.
+    intro = """
+Every tunable of the platform, one default each, written once in `fin_behavior/settings.py` (the
+pydantic-settings model `Settings`; each field's description is its meaning here). Each is set with its
+environment variable; the per-run ones are also Dagster run config under `ops: <asset>: config:` with the same
+name (see [assets](assets.md)), empty by default: an empty field takes the setting when the run starts. Lists
+and tuples are JSON in the environment, e.g. `FIN_BEHAVIOR_TRAFFIC_STEPS='[10, 50]'`. Paths in the checkout are
+shown relative to it.
 """
     return _page(
         "Settings", intro, _table(("setting", "environment variable", "default", "meaning"), settings_rows(model))

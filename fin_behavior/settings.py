@@ -186,7 +186,7 @@ class Settings(BaseSettings):
     # choice and the first deployment.
     submission_first_port: int = Field(
         8100, ge=1, le=65535, description="each submitted model name's stable URL takes the next port from here, "
-        "in the order names first arrive",
+        "in the order names first arrive (kept in <submissions dir>/endpoints/<name>/port)",
     )  # fmt: skip
 
     # The serving image (fin_behavior/deploy/image.py).
@@ -242,9 +242,11 @@ class Settings(BaseSettings):
 
     # deployment_target = "azureml": the workspace (else AZURE_SUBSCRIPTION_ID / AZURE_RESOURCE_GROUP /
     # AZURE_WORKSPACE_NAME, else an Azure ML config.json), the endpoint and its deployments
-    azure_subscription_id: str = Field("", description="the Azure ML workspace's subscription")
-    azure_resource_group: str = Field("", description="the Azure ML workspace's resource group")
-    azure_workspace_name: str = Field("", description="the Azure ML workspace")
+    azure_subscription_id: str = Field("", description="the workspace's subscription; empty = AZURE_SUBSCRIPTION_ID")
+    azure_resource_group: str = Field("", description="the workspace's resource group; empty = AZURE_RESOURCE_GROUP")
+    azure_workspace_name: str = Field(
+        "", description="the Azure ML workspace; empty = AZURE_WORKSPACE_NAME, else azure_config_file"
+    )
     azure_config_file: Path = Field(
         Path("config.json"), description="an Azure ML workspace config.json (downloaded from the portal)"
     )
