@@ -390,18 +390,19 @@ def drift(generated: dict[str, str], directory: Path = REFERENCE_DIR) -> list[st
     report = []
     for name, text in generated.items():
         path = directory / name
+        shown = path.relative_to(CHECKOUT) if path.is_relative_to(CHECKOUT) else path
         committed = path.read_text() if path.exists() else ""
         if committed == text:
             continue
         if not committed:
-            report.append(f"{path}: missing")
+            report.append(f"{shown}: missing")
             continue
         changed = [
             line
             for line in difflib.unified_diff(committed.splitlines(), text.splitlines(), lineterm="", n=0)
             if line[:1] in "+-" and not line.startswith(("+++", "---"))
         ]
-        report += [f"{path}: {line}" for line in changed] or [f"{path}: differs in whitespace"]
+        report += [f"{shown}: {line}" for line in changed] or [f"{shown}: differs in whitespace"]
     return report
 
 
@@ -424,7 +425,11 @@ def main(argv: list[str] | None = None) -> int:
     generated = pages()
     if args.check:
         report = drift(generated)
-        print("\n".join(report) if report else "docs/reference matches the code")
+        print(
+            "\n".join(report) + "\n(-: the committed page, +: the code; run make docs)"
+            if report
+            else "docs/reference matches the code"
+        )
         return 1 if report else 0
     for path in write(generated):
         print(f"wrote {path.relative_to(CHECKOUT)}")

@@ -22,7 +22,8 @@ def generated() -> dict[str, str]:
 
 def test_the_committed_reference_is_what_the_code_says(generated):
     report = docs_reference.drift(generated)
-    assert not report, "docs/reference disagrees with the code; run `make docs` and commit:\n" + "\n".join(report)
+    explained = "(-: the committed page, +: the code); run `make docs` and commit"
+    assert not report, f"docs/reference disagrees with the code {explained}:\n" + "\n".join(report)
 
 
 def test_a_setting_added_to_the_code_but_not_to_the_docs_is_named(generated, tmp_path):
