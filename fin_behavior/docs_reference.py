@@ -303,7 +303,7 @@ def _probe(app: Any, method: str, path: str) -> str:
 def _route_rows(app: Any, routes: list[tuple[str, str, Callable[..., Any]]]) -> list[tuple[str, ...]]:
     """(method, path, needs, handler[, what it does]): the last column only once a handler has a docstring."""
     docs = [_first_paragraph(getattr(handler, "__doc__", None)) for _, _, handler in routes]
-    rows = []
+    rows: list[tuple[str, ...]] = []
     for (method, path, handler), doc in zip(routes, docs, strict=True):
         row = (method, _code(path), _probe(app, method, path), _code(getattr(handler, "__qualname__", handler)))
         rows.append((*row, doc) if any(docs) else row)

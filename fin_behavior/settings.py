@@ -2,6 +2,8 @@
 
 Each field can be set with an environment variable `FIN_BEHAVIOR_<FIELD>` (e.g. `FIN_BEHAVIOR_RAW_DATA_PATH`),
 and the per-run ones are also Dagster run config (their defaults in the launchpad come from here).
+Each field's `description` is its meaning in docs/reference/settings.md, which `make docs` writes from this
+model: a field without one, or a page not regenerated after a change, fails the tests.
 """
 
 from __future__ import annotations
