@@ -4,9 +4,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export DAGSTER_HOME := $(CURDIR)/dagster_home
+# mkdocs-material's notice about its successor, printed on every build otherwise
+export NO_MKDOCS_2_WARNING := 1
 MLFLOW_STORE ?= sqlite:///$(CURDIR)/var/mlflow/mlflow.db
 
-.PHONY: setup demo test dev mlflow-ui lint lock clean bench-tools endpoint-status docker-engine image test-image setup-distributed test-distributed
+.PHONY: setup demo test dev mlflow-ui lint docs lock clean bench-tools endpoint-status docker-engine image test-image setup-distributed test-distributed
 
 setup: $(STAMP)
 
@@ -60,8 +62,13 @@ setup-distributed: setup  ## the distributed extra (dagster-celery, dagster-post
 test-distributed: setup-distributed  ## full_pipeline and the sensor's retrain on Celery workers (needs redis-server, postgresql)
 	FIN_BEHAVIOR_TEST_DISTRIBUTED=1 $(BIN)/pytest -q fin_behavior_tests/distributed
 
-lint: setup
+lint: setup  ## ruff, and the docs site built strictly (a broken link fails)
 	$(BIN)/ruff check fin_behavior fin_behavior_tests benchmarks
+	$(BIN)/mkdocs build --strict --quiet
+
+docs: setup  ## docs/reference/ written from the code, then the site built strictly into site/
+	$(BIN)/python -W ignore -m fin_behavior.docs_reference
+	$(BIN)/mkdocs build --strict --quiet
 
 lock:  ## re-resolve requirements.lock after changing pyproject.toml
 	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 -o requirements.lock

@@ -2,6 +2,8 @@
 
 Each field can be set with an environment variable `FIN_BEHAVIOR_<FIELD>` (e.g. `FIN_BEHAVIOR_RAW_DATA_PATH`),
 and the per-run ones are also Dagster run config (their defaults in the launchpad come from here).
+Each field's `description` is its meaning in docs/reference/settings.md, which `make docs` writes from this
+model: a field without one, or a page not regenerated after a change, fails the tests.
 """
 
 from __future__ import annotations
@@ -26,14 +28,19 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FIN_BEHAVIOR_", frozen=True)
 
     # Where state lives: data, artifacts, the MLflow store. Git-ignored.
-    var_dir: Path = Field(default_factory=lambda: _project_root() / "var")
-    # Input CSV. Empty means the embedded synthetic data at <var_dir>/data/transactions.csv, made on first use.
-    raw_data_path: Path | None = None
-    # Object storage for artifacts (fsspec URL, e.g. abfs://<container>/<path>), so steps share no disk;
-    # empty = artifacts live only under <var_dir>/artifacts. See fin_behavior/ml/remote.py.
-    artifact_store_url: str = ""
-    default_rows: int = Field(5_000, ge=1)
-    default_seed: int = 42
+    var_dir: Path = Field(
+        default_factory=lambda: _project_root() / "var", description="all local state: data, artifacts, caches"
+    )
+    raw_data_path: Path | None = Field(
+        None, description="input CSV (also resource config storage.raw_data_path); empty = the embedded synthetic "
+        "data at <var_dir>/data/transactions.csv, made on first use",
+    )  # fmt: skip
+    artifact_store_url: str = Field(
+        "", description="object storage for artifacts, an fsspec URL (abfs://... for Azure Blob, file:///shared/...; "
+        "s3:// needs s3fs installed); empty = artifacts live only under <var_dir>/artifacts (ml/remote.py)",
+    )  # fmt: skip
+    default_rows: int = Field(5_000, ge=1, description="rows of the embedded data made on first use")
+    default_seed: int = Field(42, description="seed of the embedded data made on first use")
 
     # processed_dataset
     target_quantile: float = Field(0.95, gt=0, lt=1, description="HighAmount = amount >= this quantile")
@@ -51,12 +58,14 @@ class Settings(BaseSettings):
     search_max_rows: int = Field(20_000, ge=100, description="the search runs on a stratified sample of this size")
     test_size: float = Field(0.2, gt=0, lt=1, description="stratified hold-out share")
     random_state: int = Field(42, description="seed of the split, the search and the forest")
-    n_estimators: tuple[int, int] = (50, 200)
-    max_depth: tuple[int, int] = (3, 20)
-    min_samples_split: tuple[int, int] = (2, 20)
-    min_samples_leaf: tuple[int, int] = (1, 20)
-    bootstrap: tuple[bool, ...] = (True, False)
-    class_weight: tuple[str, ...] = ("balanced", "balanced_subsample", "none")
+    n_estimators: tuple[int, int] = Field((50, 200), description="search range of the forest's trees, inclusive")
+    max_depth: tuple[int, int] = Field((3, 20), description="search range of the trees' depth, inclusive")
+    min_samples_split: tuple[int, int] = Field((2, 20), description="search range of min_samples_split, inclusive")
+    min_samples_leaf: tuple[int, int] = Field((1, 20), description="search range of min_samples_leaf, inclusive")
+    bootstrap: tuple[bool, ...] = Field((True, False), description="search choices of bootstrap")
+    class_weight: tuple[str, ...] = Field(
+        ("balanced", "balanced_subsample", "none"), description="search choices of class_weight"
+    )
     min_roc_auc: float = Field(0.75, ge=0, le=1, description="roc_auc_gate: hold-out ROC-AUC at least this")
     min_accuracy: float = Field(0.8, ge=0, le=1, description="accuracy_gate: hold-out accuracy at least this")
     min_balanced_accuracy_margin: float = Field(
@@ -67,46 +76,68 @@ class Settings(BaseSettings):
     # compatible_model: the serving environment the model must load in
     serving_environment: str = Field("local", description="the serving environment the model must load in")
     serving_environments_file: Path = Field(
-        default_factory=lambda: Path(__file__).parent / "environments" / "serving_environments.toml"
+        default_factory=lambda: Path(__file__).parent / "environments" / "serving_environments.toml",
+        description="where serving environments are declared",
     )
     parity_tolerance: float = Field(
         0.02, ge=0, le=1, description="quality_parity: largest serving vs trained hold-out ROC-AUC difference"
     )
-    # How long the environment sensor trusts a resolution of the serving spec before asking the index again.
-    resolution_max_age_seconds: float = Field(3_600, ge=0)
-    # Built serving environments (hundreds of MB each). Empty = <var_dir>/envs.
-    envs_dir: Path | None = None
+    resolution_max_age_seconds: float = Field(
+        3_600, ge=0, description="how long a resolution of an unchanged serving spec is reused (the observation, "
+        "the build, the checks and the environment sensor share it) before the index is asked again",
+    )  # fmt: skip
+    envs_dir: Path | None = Field(
+        None, description="where built serving environments live (hundreds of MB each); empty = <var_dir>/envs"
+    )
 
-    # MLflow tracking and registry. Empty URI = a SQLite store at <var_dir>/mlflow/mlflow.db.
-    mlflow_tracking_uri: str = ""
-    mlflow_experiment: str = "financial-behavior"
+    mlflow_tracking_uri: str = Field(
+        "", description="MLflow tracking and registry store (also resource config mlflow.tracking_uri); "
+        "empty = a SQLite store at <var_dir>/mlflow/mlflow.db",
+    )  # fmt: skip
+    mlflow_experiment: str = Field("financial-behavior", description="MLflow experiment name")
     registered_model_name: str = Field("financial-behavior-model", description="MLflow registered model name")
 
     # live_deployment: where the model serves, and the gates a new version passes before it gets traffic
-    deployment_target: str = "local"
-    endpoint_host: str = "127.0.0.1"
-    endpoint_port: int = Field(8080, ge=1, le=65535)
-    # Endpoint state, keys, logs and downloaded releases. Empty = <var_dir>/endpoint.
-    endpoint_dir: Path | None = None
-    deploy_start_timeout_seconds: float = Field(60.0, gt=0)
-    # How long a replaced color keeps answering its open keep-alive connections (with Connection: close).
-    drain_seconds: float = Field(service_default("drain_seconds"), ge=0)
+    deployment_target: str = Field("local", description="where live_deployment serves: local, azureml or kubernetes")
+    endpoint_host: str = Field("127.0.0.1", description="the stable URL's host")
+    endpoint_port: int = Field(8080, ge=1, le=65535, description="the stable URL's port")
+    endpoint_dir: Path | None = Field(
+        None, description="endpoint state, keys, logs, prediction log and downloaded releases; "
+        "empty = <var_dir>/endpoint",
+    )  # fmt: skip
+    deploy_start_timeout_seconds: float = Field(
+        60.0, gt=0, description="the ready gate: how long a new color may take to answer /ready"
+    )
+    drain_seconds: float = Field(
+        service_default("drain_seconds"), ge=0,
+        description="how long a replaced color keeps answering its open keep-alive connections (Connection: close)",
+    )  # fmt: skip
     keep_old_color: bool = Field(False, description="keep the replaced color running, idle, after a success")
-    # One rollout at a time per endpoint: how long a second one waits for the first before it gives up.
-    rollout_lock_timeout_seconds: float = Field(600.0, ge=0)
+    rollout_lock_timeout_seconds: float = Field(
+        600.0, ge=0, description="one rollout at a time per endpoint: how long a second one waits, then gives up"
+    )
     # The local endpoint's supervisor restarts a live color that dies, at most max_restarts times in
     # restart_window_seconds; past that it reports a crash loop and stops answering.
-    max_restarts: int = Field(5, ge=0)
-    restart_window_seconds: float = Field(300.0, gt=0)
-    serving_parity_tolerance: float = Field(1e-4, ge=0)
-    gate_latency_requests: int = Field(50, ge=1)
-    # The prediction log each color writes (var/endpoint/predictions/<color>.jsonl): the share of scored
-    # requests logged with their inputs and outputs, and its bounds on disk (see serving/prediction_log.py).
-    prediction_log_sample_rate: float = Field(service_default("log_sample_rate"), ge=0, le=1)
-    prediction_log_max_bytes: int = Field(service_default("log_max_bytes"), ge=1024)
-    prediction_log_keep_files: int = Field(service_default("log_keep_files"), ge=1)
+    max_restarts: int = Field(5, ge=0, description="restarts of a dead live color allowed in the window")
+    restart_window_seconds: float = Field(300.0, gt=0, description="the window max_restarts counts in")
+    serving_parity_tolerance: float = Field(1e-4, ge=0, description="the parity gate: served vs verified probability")
+    gate_latency_requests: int = Field(
+        50, ge=1, description="requests in the latency gate and the latency_p95 check (bar: max_latency_ms)"
+    )
+    # The prediction log each color writes (var/endpoint/predictions/<color>.jsonl) and its bounds on disk
+    # (see serving/prediction_log.py).
+    prediction_log_sample_rate: float = Field(
+        service_default("log_sample_rate"), ge=0, le=1,
+        description="share of scored requests logged with their inputs and answers",
+    )  # fmt: skip
+    prediction_log_max_bytes: int = Field(
+        service_default("log_max_bytes"), ge=1024, description="a color's prediction log is rotated at this size"
+    )
+    prediction_log_keep_files: int = Field(
+        service_default("log_keep_files"), ge=1, description="rotated prediction log files kept"
+    )
     # Monitoring (serving_quality, `fin-behavior endpoint stats`): the rolling window, the bars of its checks,
-    # and where alerts go (a Slack-compatible incoming webhook; empty = no alerts, the checks still fail).
+    # and where alerts go.
     monitor_window_minutes: float = Field(15.0, gt=0, description="the rolling window monitoring looks at")
     max_error_rate: float = Field(0.01, ge=0, le=1, description="error_rate: non-200 share of scoring requests")
     # PSI has a sampling noise of about (bins - 1) / rows: city has ~40 categories, so 1,000 rows keep it ~0.04.
@@ -115,94 +146,147 @@ class Settings(BaseSettings):
     psi_alert: float = Field(0.2, gt=0, description="input_drift and prediction_drift fail from this PSI")
     # Drift is measured on a uniform sample of the window's logged requests: 10,000 keep PSI's noise ~0.004.
     monitor_max_sampled: int = Field(10_000, ge=100, description="logged requests drift is measured on, at most")
-    monitor_log_dir: Path | None = None  # empty = <endpoint dir>/predictions (the local endpoint's colors)
-    alert_webhook_url: str = ""
-    # Canary on targets that split traffic (azureml): shares (%) the new color holds, each watched for
-    # traffic_step_seconds, before it takes all, e.g. FIN_BEHAVIOR_TRAFFIC_STEPS='[10, 50]'. Empty = at once.
-    traffic_steps: tuple[int, ...] = ()
-    traffic_step_seconds: float = Field(60.0, ge=0)
+    monitor_log_dir: Path | None = Field(
+        None, description="where the monitor reads the prediction log (e.g. lines collected from Azure ML); "
+        "empty = <endpoint dir>/predictions, on Kubernetes <endpoint dir>/kubernetes/predictions",
+    )  # fmt: skip
+    alert_webhook_url: str = Field(
+        "", description="where a failed monitoring check is posted (a Slack-compatible incoming webhook); "
+        "empty = no alerts, the checks still fail",
+    )  # fmt: skip
+    # Canary on targets that split traffic (azureml), e.g. FIN_BEHAVIOR_TRAFFIC_STEPS='[10, 50]'.
+    traffic_steps: tuple[int, ...] = Field(
+        (), description="canary shares (%) the new color holds, each watched for traffic_step_seconds, before it "
+        "takes all; empty = at once",
+    )  # fmt: skip
+    traffic_step_seconds: float = Field(60.0, ge=0, description="how long each canary share is watched")
 
     # Submitted training scripts (fin_behavior/submissions): where they live, their limits, the HTTP API.
-    submissions_dir: Path | None = None  # empty = <var_dir>/submissions
-    submission_max_script_bytes: int = Field(256 * 1024, ge=1)
-    submission_default_timeout_seconds: float = Field(600.0, gt=0)
-    submission_max_timeout_seconds: float = Field(3_600.0, gt=0)
+    submissions_dir: Path | None = Field(
+        None, description="submitted scripts, their records, working directories, bundles and endpoints; "
+        "empty = <var_dir>/submissions",
+    )  # fmt: skip
+    submission_max_script_bytes: int = Field(256 * 1024, ge=1, description="largest accepted script")
+    submission_default_timeout_seconds: float = Field(
+        600.0, gt=0, description="a script's timeout when none is asked for"
+    )
+    submission_max_timeout_seconds: float = Field(3_600.0, gt=0, description="the longest timeout a script may ask")
     # Kernel bounds on every process a script (and its model's verification) starts, together (a cgroup; tmpfs
     # and shared memory count as memory), and on its working directory (a tmpfs of this size and file count).
-    submission_memory_limit_mb: int = Field(4_096, ge=64, description="memory of a script and all it starts")
+    submission_memory_limit_mb: int = Field(
+        4_096, ge=64, description="memory (MiB) of a script and everything it starts, tmpfs and shared memory included"
+    )
     submission_max_processes: int = Field(256, ge=8, description="processes and threads a script may hold at once")
     submission_cpus: float = Field(1.0, gt=0, description="CPU time a script may use per second (1.0: one core)")
-    submission_disk_limit_mb: int = Field(2_048, ge=16, description="a script's working directory, at most")
+    submission_disk_limit_mb: int = Field(2_048, ge=16, description="a script's working directory (MiB), at most")
     submission_max_files: int = Field(20_000, ge=100, description="files in a script's working directory and model")
-    submission_max_model_mb: int = Field(1_024, ge=1, description="the logged model taken from the script, at most")
+    submission_max_model_mb: int = Field(1_024, ge=1, description="the logged model taken from the script (MiB)")
     submission_max_log_bytes: int = Field(8 << 20, ge=4096, description="a script's output kept in its log")
     # ... and on each served color of a submitted model (its writable directory holds its prediction log)
-    submission_serve_memory_limit_mb: int = Field(1_024, ge=64, description="memory of one served color")
+    submission_serve_memory_limit_mb: int = Field(1_024, ge=64, description="memory (MiB) of one served color")
     submission_serve_max_processes: int = Field(64, ge=8, description="processes and threads of one served color")
     submission_serve_cpus: float = Field(1.0, gt=0, description="CPU time one served color may use per second")
-    submission_serve_disk_limit_mb: int = Field(256, ge=16, description="one served color's writable directory")
+    submission_serve_disk_limit_mb: int = Field(256, ge=16, description="one served color's writable directory (MiB)")
     submission_predict_timeout_seconds: float = Field(
         10.0, gt=0, description="a submitted model's predict past this answers 504 (its health keeps answering)"
     )
-    # Where the kernel cannot bound a submission (no cgroup controllers, no root for the tmpfs), submissions are
-    # refused unless this is true: then they run confined with rlimits only, and the status says so.
-    submission_accept_weaker_bounds: bool = False
-    # The API key the command line acts with: names belong to the key that created them (empty: the operator's
-    # own identity, which owns the names first submitted from the command line).
-    submission_key: str = ""
-    submission_python: str = "3.11"  # the Python a script's environment is built with
-    submission_workers: int = Field(2, ge=1)  # slots of the `submissions` pool: scripts run at once; the rest wait
-    submission_max_pending: int = Field(20, ge=1)  # submissions the API holds, queued or running; past it a 429
-    submission_max_pending_per_key: int = Field(5, ge=1)  # of those, from one API key (one team): none starves others
-    submission_api_host: str = "127.0.0.1"
-    submission_api_port: int = Field(8090, ge=1, le=65535)
-    # each model name's stable URL takes the next port from here (below the kernel's ephemeral range, so no
-    # outgoing connection or port-0 bind can take it between its choice and the first deployment)
-    submission_first_port: int = Field(8100, ge=1, le=65535)
+    submission_accept_weaker_bounds: bool = Field(
+        False,
+        description="where the kernel cannot bound submissions (no cgroup controllers, not root), run them with "
+        "rlimits only instead of refusing them",
+    )
+    submission_key: str = Field(
+        "",
+        description="the API key the command line submits with (names belong to the key that made them); "
+        "empty = the operator's own identity",
+    )
+    submission_python: str = Field("3.11", description="the Python a script's environment is built with")
+    submission_workers: int = Field(
+        2, ge=1, description="slots of the submissions pool: scripts run at once; the rest wait"
+    )
+    submission_max_pending: int = Field(
+        20, ge=1, description="submissions the API holds, queued or running; past it POST /mlops/deploy is a 429"
+    )
+    submission_max_pending_per_key: int = Field(
+        5, ge=1, description="of those, from one API key (one team); past it that key's POST is a 429"
+    )
+    submission_api_host: str = Field("127.0.0.1", description="the /mlops HTTP API's host")
+    submission_api_port: int = Field(8090, ge=1, le=65535, description="the /mlops HTTP API's port")
+    # Below the kernel's ephemeral range, so no outgoing connection or port-0 bind can take it between its
+    # choice and the first deployment.
+    submission_first_port: int = Field(
+        8100, ge=1, le=65535, description="each submitted model name's stable URL takes the next port from here, "
+        "in the order names first arrive (kept in <submissions dir>/endpoints/<name>/port)",
+    )  # fmt: skip
 
-    # The serving image (fin_behavior/deploy/image.py): its base (made by `fin-behavior image base` from the
-    # Debian archive at debian_mirror) and the registry images are pushed to (empty = kept in the local engine).
-    image_base: str = "fin-behavior/python:3.11-bookworm"
-    debian_mirror: str = "http://deb.debian.org/debian"
-    image_registry: str = ""
+    # The serving image (fin_behavior/deploy/image.py).
+    image_base: str = Field(
+        "fin-behavior/python:3.11-bookworm", description="the serving image's base (made by fin-behavior image base)"
+    )
+    debian_mirror: str = Field("http://deb.debian.org/debian", description="where image base fetches Debian from")
+    image_registry: str = Field(
+        "", description="where images are pushed (image build --push, build_image, the Kubernetes target); "
+        "empty = images stay in the local engine",
+    )  # fmt: skip
 
     # deployment_target = "kubernetes": the cluster from the kube config (KUBECONFIG, kubernetes_context) or,
     # inside a pod, its service account; the endpoint's Service `kubernetes_app` and its two Deployments.
-    kubernetes_context: str = ""  # empty = the kube config's current context
-    kubernetes_namespace: str = "fin-behavior"
-    kubernetes_app: str = "fin-behavior"
-    kubernetes_replicas: int = Field(2, ge=1)
-    kubernetes_service_type: Literal["ClusterIP", "NodePort", "LoadBalancer"] = "ClusterIP"
-    kubernetes_cpu_request: str = "250m"
-    kubernetes_cpu_limit: str = "1"
-    kubernetes_memory_request: str = "512Mi"
-    kubernetes_memory_limit: str = "1Gi"
-    kubernetes_ready_timeout_seconds: float = Field(300.0, gt=0)  # image pulls take longer than a process start
+    kubernetes_context: str = Field(
+        "", description="the cluster's context in the kube config (KUBECONFIG); empty = its current context, "
+        "in a pod its service account",
+    )  # fmt: skip
+    kubernetes_namespace: str = Field("fin-behavior", description="where the endpoint lives")
+    kubernetes_app: str = Field(
+        "fin-behavior", description="the endpoint Service's name (Deployments <app>-blue, <app>-green, Secret "
+        "<app>-keys)",
+    )  # fmt: skip
+    kubernetes_replicas: int = Field(2, ge=1, description="pods per color")
+    kubernetes_service_type: Literal["ClusterIP", "NodePort", "LoadBalancer"] = Field(
+        "ClusterIP", description="the endpoint Service's type"
+    )
+    kubernetes_cpu_request: str = Field("250m", description="each pod's CPU request")
+    kubernetes_cpu_limit: str = Field("1", description="each pod's CPU limit")
+    kubernetes_memory_request: str = Field("512Mi", description="each pod's memory request")
+    kubernetes_memory_limit: str = Field("1Gi", description="each pod's memory limit")
+    kubernetes_ready_timeout_seconds: float = Field(
+        300.0, gt=0, description="how long a new color may take to be ready (image pulls included)"
+    )
 
     # How a run executes its steps (fin_behavior/defs/executor.py). "celery" needs `make setup-distributed`, a
     # broker, Dagster storage every process reaches (Postgres) and `fin-behavior worker` processes; "k8s" a run
-    # launched in a Kubernetes pod (K8sRunLauncher). See the README's "Outgrowing one machine". Steps that
-    # touch the machine's own endpoint (deploy, its checks, monitoring, submissions) go to
-    # celery_endpoint_queue, which only the serving host's worker consumes.
-    executor: Literal["in_process", "multiprocess", "celery", "k8s"] = "in_process"
-    celery_broker_url: str = "redis://127.0.0.1:6379/0"
-    celery_backend_url: str = "redis://127.0.0.1:6379/1"
-    celery_endpoint_queue: str = "dagster"  # "dagster": Celery's default queue, any worker
-    # Redis gives a step a worker reserved but has not started to another worker after this long: longer than
-    # any step (the broker's own default, 1 h, would run a step queued behind a longer one twice).
-    celery_visibility_timeout_seconds: float = Field(43_200.0, gt=0)
+    # launched in a Kubernetes pod (K8sRunLauncher). See docs/scaling-out.md.
+    executor: Literal["in_process", "multiprocess", "celery", "k8s"] = Field(
+        "in_process", description="how runs execute their steps (celery and k8s need make setup-distributed)"
+    )
+    celery_broker_url: str = Field("redis://127.0.0.1:6379/0", description="the Celery broker (executor celery)")
+    celery_backend_url: str = Field("redis://127.0.0.1:6379/1", description="the Celery result backend")
+    # Steps that touch the machine's own endpoint (deploy, its checks, monitoring, submissions) go to this queue.
+    celery_endpoint_queue: str = Field(
+        "dagster", description="the queue of the steps that work on the local endpoint: give it the serving host's "
+        "worker only (dagster: Celery's default queue, any worker)",
+    )  # fmt: skip
+    # Longer than any step: the broker's own default, 1 h, would run a step queued behind a longer one twice.
+    celery_visibility_timeout_seconds: float = Field(
+        43_200.0, gt=0, description="how long Redis waits before giving a reserved, unstarted step to another worker"
+    )
 
     # deployment_target = "azureml": the workspace (else AZURE_SUBSCRIPTION_ID / AZURE_RESOURCE_GROUP /
     # AZURE_WORKSPACE_NAME, else an Azure ML config.json), the endpoint and its deployments
-    azure_subscription_id: str = ""
-    azure_resource_group: str = ""
-    azure_workspace_name: str = ""
-    azure_config_file: Path = Path("config.json")
-    azure_endpoint_name: str = "fin-behavior"
-    azure_instance_type: str = "Standard_F4s_v2"
-    azure_instance_count: int = Field(1, ge=1)
-    azure_request_timeout_ms: int = Field(90_000, ge=1_000)
-    azure_max_concurrent_requests_per_instance: int = Field(4, ge=1)
+    azure_subscription_id: str = Field("", description="the workspace's subscription; empty = AZURE_SUBSCRIPTION_ID")
+    azure_resource_group: str = Field("", description="the workspace's resource group; empty = AZURE_RESOURCE_GROUP")
+    azure_workspace_name: str = Field(
+        "", description="the Azure ML workspace; empty = AZURE_WORKSPACE_NAME, else azure_config_file"
+    )
+    azure_config_file: Path = Field(
+        Path("config.json"), description="an Azure ML workspace config.json (downloaded from the portal)"
+    )
+    azure_endpoint_name: str = Field("fin-behavior", description="the managed online endpoint (unique in its region)")
+    azure_instance_type: str = Field("Standard_F4s_v2", description="deployment instance type")
+    azure_instance_count: int = Field(1, ge=1, description="deployment instances")
+    azure_request_timeout_ms: int = Field(90_000, ge=1_000, description="request timeout of a deployment")
+    azure_max_concurrent_requests_per_instance: int = Field(
+        4, ge=1, description="concurrent requests per instance (WORKER_COUNT follows it)"
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
