@@ -38,6 +38,7 @@ from fin_behavior.settings import Settings
 from fin_behavior.submissions import errors
 from fin_behavior.submissions.intake import accept, key_fingerprint
 from fin_behavior.submissions.record import Submission
+from fin_behavior.submissions.sandbox import weaker_bounds
 
 EXAMPLE = """import mlflow
 import mlflow.sklearn
@@ -241,12 +242,26 @@ class SubmissionService:
                 "limits": {
                     "script_bytes": s.submission_max_script_bytes,
                     "memory_mb": s.submission_memory_limit_mb,
+                    "processes": s.submission_max_processes,
+                    "cpus": s.submission_cpus,
+                    "disk_mb": s.submission_disk_limit_mb,
+                    "model_mb": s.submission_max_model_mb,
                     "python": s.submission_python,
                     "network": "none while the script runs",
+                    "bounds": bounds_status(s),
                 },
                 "example": EXAMPLE,
             }
         )
+
+
+def bounds_status(settings: Settings) -> str:
+    """How this machine confines and bounds submitted code, as the help and the CLI say it."""
+    try:
+        weaker = weaker_bounds(settings)
+    except errors.SubmissionError as exc:
+        return f"submissions are refused: {exc.message}"
+    return weaker or "kernel: bubblewrap sandbox; memory, processes and CPU per cgroup; disk per tmpfs"
 
 
 def describe(submission: Submission) -> dict[str, Any]:
@@ -263,5 +278,5 @@ def serve(settings: Settings) -> None:
 
     service = SubmissionService(settings)
     url = f"http://{settings.submission_api_host}:{settings.submission_api_port}"
-    print(f"submissions API on {url}; its key is in {service.keys_file}", flush=True)
+    print(f"submissions API on {url}; its key is in {service.keys_file}; {bounds_status(settings)}", flush=True)
     uvicorn.run(service.app, host=settings.submission_api_host, port=settings.submission_api_port, log_level="warning")

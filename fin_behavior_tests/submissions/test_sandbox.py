@@ -383,3 +383,20 @@ def test_a_name_s_unreadable_port_file_does_not_stop_another_name_from_getting_o
     with pytest.raises(errors.SubmissionError, match="cannot be read as a port number") as raised:
         pipeline.endpoint(settings, "first-model")
     assert "Remove" in raised.value.help
+
+
+def test_without_kernel_bounds_submissions_are_refused_unless_the_operator_accepts_the_weaker_mode(monkeypatch):
+    from fin_behavior.submissions.api import bounds_status
+
+    missing = "no cgroup controller for memory, pids"  # a machine without them, as bounds.unavailable() says it
+    monkeypatch.setattr(sandbox.bounds, "unavailable", lambda: missing)
+    with pytest.raises(errors.SubmissionError) as raised:
+        sandbox.weaker_bounds(get_settings())
+    assert raised.value.error == "Platform Misconfigured" and missing in raised.value.message
+    assert "SUBMISSION_ACCEPT_WEAKER_BOUNDS=true" in raised.value.help
+    assert bounds_status(get_settings()).startswith("submissions are refused")
+
+    monkeypatch.setenv("FIN_BEHAVIOR_SUBMISSION_ACCEPT_WEAKER_BOUNDS", "true")
+    get_settings.cache_clear()
+    note = sandbox.weaker_bounds(get_settings())
+    assert note.startswith("weaker mode") and missing in note and bounds_status(get_settings()) == note
