@@ -44,6 +44,30 @@ def test_1_full_pipeline_from_nothing_serves_the_production_version(platform):
     assert event.metadata["url"].value == platform.target.url and event.metadata["served_version"].value == "1"
 
 
+def test_1b_holdout_traffic_does_not_drift_and_the_platforms_probes_are_counted_apart(platform):
+    """After full_pipeline the window holds the rollout's and the checks' probes (the same few known records,
+    hundreds of times); replayed hold-out rows are judged alone, and the probes are counted apart."""
+    artifacts = platform.var / "artifacts"
+    rows = pd.read_parquet(next((artifacts / "processed_dataset").glob("*/processed_dataset.parquet")))
+    holdout = pd.read_parquet(next((artifacts / "trained_model").glob("*/holdout_ids.parquet")))["transaction_id"]
+    records = json.loads(rows[rows["transaction_id"].isin(set(holdout))][list(FEATURES)].to_json(orient="records"))
+    assert len(records) >= 900
+    with httpx.Client(base_url=platform.target.url, headers={"X-API-Key": platform.target.key()}) as client:
+        for i in range(0, len(records), 20):
+            assert client.post("/score", json=records[i : i + 20]).status_code == 200
+    time.sleep(0.8)  # the log is written every 0.5 s
+    result = platform.run("monitor")  # the default window: everything full_pipeline sent is in it
+    assert result.success
+    checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert all(c.passed for c in checks.values()), {k: c.description for k, c in checks.items()}
+    metadata = result.asset_materializations_for_node("serving_quality")[0].metadata
+    figures = metadata["figures"].value
+    batches = (len(records) + 19) // 20
+    assert (figures["requests"], figures["rows"]) == (batches + 1, len(records) + 1)  # and test_1's client request
+    assert figures["probe_requests"] == metadata["probe_requests"].value >= 100  # smoke, parity, latency, checks
+    assert f"{figures['probe_requests']} platform probes counted apart" in metadata["window"].value
+
+
 def test_2_new_data_is_retrained_and_rolled_over_with_no_failed_request(platform):
     generate_csv(platform.var / "data" / "transactions.csv", rows=5_000, seed=7)  # the raw file is replaced
     request = platform.tick(data_version_sensor)

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from fin_behavior.deploy.local import LocalTarget, ensure_keys
+from fin_behavior.deploy.local import LocalTarget, ensure_keys, ensure_probe_key
 from fin_behavior.deploy.lock import exclusive_rollout
 from fin_behavior.deploy.rollout import (
     GateSettings,
@@ -166,7 +166,8 @@ def kubernetes_target(settings: Settings, envs: Path, workdir: Path) -> Target:
         memory_limit=settings.kubernetes_memory_limit,
         ready_timeout_seconds=settings.kubernetes_ready_timeout_seconds,
     )
-    keys = json.dumps({"keys": [ensure_keys(workdir / "keys.json")]})
+    keys_file = workdir / "keys.json"
+    keys = json.dumps({"keys": [ensure_keys(keys_file)], "probe_keys": [ensure_probe_key(keys_file)]})
     client = kubernetes.client
     return k8s.KubernetesTarget(client.AppsV1Api(), client.CoreV1Api(), config, image_for, keys)
 
