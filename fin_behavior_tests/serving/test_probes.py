@@ -7,8 +7,9 @@ from __future__ import annotations
 import json
 import time
 
+from fin_behavior.deploy.rollout import Slot
 from fin_behavior.monitoring.window import read_window
-from fin_behavior_tests.serving_fixtures import start_service
+from fin_behavior_tests.serving_fixtures import local_target, start_service
 
 PROBE_KEY = "platform-probe-key-0123456789"
 
@@ -50,3 +51,21 @@ def test_only_the_probe_key_marks_a_probe_and_a_forged_mark_counts_as_traffic(se
     assert 'fin_behavior_probe_requests_total{endpoint="score",status="200"} 7.0' in metrics
     lines = (tmp_path / "predictions.jsonl").read_text().splitlines()
     assert sum(json.loads(line).get("probe", False) for line in lines) == 7
+
+
+def test_a_color_started_before_its_endpoint_had_a_probe_key_is_still_probed(serving_env, bundle, tmp_path):
+    """A running color read its keys file before the platform added the probe key: it refuses that key, so the
+    platform probes it with the client key (counted as traffic, as before) until the color is replaced."""
+    service = start_service(serving_env, bundle[0], tmp_path)  # its keys file has no probe key
+    target = local_target(tmp_path)  # the same keys file
+    try:
+        started = time.time()
+        slot = Slot("blue", "7", {"port": int(service.url.rsplit(":", 1)[1])})
+        assert target.score(slot, bundle[1][:2])[1] == "7"
+        assert json.loads(target.keys_file.read_text())["probe_keys"] == [target.probe_key()]  # added for the next
+        time.sleep(0.8)
+    finally:
+        service.process.terminate()
+        service.process.wait(10)
+    traffic = read_window(tmp_path, started, time.time(), max_sampled=10).versions["7"]
+    assert (traffic.outcomes, traffic.probes) == ({401: 1, 200: 1}, 0)
