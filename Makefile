@@ -10,10 +10,10 @@ MLFLOW_STORE ?= sqlite:///$(CURDIR)/var/mlflow/mlflow.db
 
 setup: $(STAMP)
 
-$(STAMP): requirements.lock pyproject.toml
+$(STAMP): requirements.lock pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet "uv==$$(sed -n 's/^uv==//p' requirements.lock)"
-	$(BIN)/uv pip sync --quiet --python $(BIN)/python requirements.lock
+	$(BIN)/uv pip sync --quiet --compile-bytecode --python $(BIN)/python requirements.lock  # .pyc at install: else, with PYTHONDONTWRITEBYTECODE set, every start compiles every module
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
 	touch $@
 

@@ -68,14 +68,18 @@ def registered_model_version(
     except NotApprovedError as exc:
         raise dg.Failure(str(exc), allow_retries=False) from None
     record = TrainingRecord.read(trained.path(info.trained_model_version))
-    with mlflow.start_run(context, storage.mlflow_artifacts):
-        client = MlflowClient(tracking_uri=mlflow.uri)
-        tags |= _provenance(info, context.run.run_id, record.mlflow_run_id)
-        registration = registry.register_bundle(client, name, bundle, tags)
+    client = MlflowClient(tracking_uri=mlflow.uri)
+    tags |= _provenance(info, context.run.run_id, record.mlflow_run_id)
+    registration = registry.already_registered(client, name, info.digest, tags)
+    if registration is None:
+        with mlflow.start_run(context, storage.mlflow_artifacts):
+            registration = registry.register_bundle(client, name, bundle, tags)
+        done = "registered" if registration.created else "already registered (evidence tags updated) as"
+    else:
+        done = "reused: nothing to register, candidate already is"
     production = registry.alias_version(client, name, registry.PRODUCTION)
     context.log.info(
-        f"{'registered' if registration.created else 'already registered as'} {name} "
-        f"version {registration.version} (candidate); production is {production or 'not set yet'}"
+        f"{done} {name} version {registration.version} (candidate); production is {production or 'not set yet'}"
     )
     candidate = registry.alias_version(client, name, registry.CANDIDATE)
     expected = registry.find_version(client, name, info.digest)

@@ -70,6 +70,18 @@ def find_version(client, name: str, digest: str) -> str | None:
     return str(min((v.version for v in found), key=int)) if found else None
 
 
+def already_registered(client, name: str, digest: str, tags: dict[str, str]) -> Registration | None:
+    """The version holding exactly this bundle, when it is `candidate` and already carries this evidence (the
+    nothing-changed path: no MLflow run, no write); None when `register_bundle` has work to do."""
+    existing = find_version(client, name, digest)
+    if existing is None or alias_version(client, name, CANDIDATE) != existing:
+        return None
+    held = client.get_model_version(name, existing).tags
+    if any(held.get(key) != value for key, value in tags.items() if key.startswith(("evidence.", "gate."))):
+        return None
+    return Registration(existing, created=False)
+
+
 def register_bundle(client, name: str, bundle_dir: Path, tags: dict[str, str]) -> Registration:
     """Register the bundle (logged into the active MLflow run) unless identical content already is; either way
     the version becomes `candidate`. `tags` must carry the evidence (see `evidence_tags`)."""
@@ -119,7 +131,9 @@ def alias_version(client, name: str, alias: str) -> str | None:
 def promote(client, name: str, version: str) -> str | None:
     """After a successful deployment: `production` -> version, the one it replaced -> `previous`."""
     replaced = alias_version(client, name, PRODUCTION)
-    if replaced is not None and replaced != version:
+    if replaced == version:
+        return replaced  # nothing moves: no write
+    if replaced is not None:
         client.set_registered_model_alias(name, PREVIOUS, replaced)
     client.set_registered_model_alias(name, PRODUCTION, version)
     return replaced
