@@ -27,6 +27,7 @@ from fin_behavior.deploy.rollout import (
     smoke,
 )
 from fin_behavior.ml import registry
+from fin_behavior.ml.registry_view import RegistryView
 from fin_behavior.outcome import Outcome
 from fin_behavior.records import BundleFiles, NotApprovedError, read_json
 from fin_behavior.serving.bundle import BundleError, verify_bundle
@@ -288,6 +289,32 @@ def endpoint_checks(
         ),
         "latency_p95": latency(score, release, settings.gate_latency_requests, settings.max_latency_ms),
     }
+
+
+def deploy_unchanged(
+    view: RegistryView, settings: Settings, ref: str, target: Target, endpoint: Path, *, who: str, log=print
+) -> Deployment | None:
+    """The nothing-changed path of `deploy`, from the local view of an unchanged registry (registry_view.py), so
+    without MLflow: `ref` names the version that is already production and already answers at the URL, its
+    evidence passes and its cached bundle verifies. None when any of that is not so: `deploy` then decides."""
+    version = ref if ref.isdigit() else view.alias(ref)
+    tags = view.tags.get(version or "")
+    if version is None or tags is None or view.alias(registry.PRODUCTION) != version:
+        return None
+    with exclusive_rollout(endpoint, f"{who}: {ref} of {view.model_name}", settings.rollout_lock_timeout_seconds, log):
+        live = target.live()
+        if live is None or live.version != version:
+            return None
+        try:
+            registry.check_evidence(view.model_name, version, tags)
+            verify_bundle(endpoint / "releases" / version, tags.get(registry.BUNDLE_TAG))
+            release = load_release(view.model_name, version, endpoint / "releases" / version)
+        except (NotApprovedError, BundleError):
+            return None  # `deploy` says why
+        if answering(target, release) != version:
+            return None
+    log(f"v{version} already serves on {live.color} at {target.url} and is production; nothing to roll out")
+    return Deployment(release, live, None, None)
 
 
 def deploy(

@@ -46,7 +46,13 @@ def evidence_tags(evidences: list[Evidence], required: tuple[str, ...] = EVIDENC
 def require_evidence(client, name: str, version: str, required: tuple[str, ...] = EVIDENCE_STAGES) -> dict[str, str]:
     """The version's tags, refused unless they carry passing evidence of every stage behind it: the stages it
     names, and at least `required` (the platform's own model: dataset, trained model, bundle)."""
-    tags = client.get_model_version(name, version).tags
+    return check_evidence(name, version, client.get_model_version(name, version).tags, required)
+
+
+def check_evidence(
+    name: str, version: str, tags: dict[str, str], required: tuple[str, ...] = EVIDENCE_STAGES
+) -> dict[str, str]:
+    """`require_evidence` on tags already read (registry_view.py keeps them)."""
     failed = [f"{k[5:]} ({v})" for k, v in tags.items() if k.startswith("gate.") and not v.startswith("passed")]
     named = [s for s in tags.get(STAGES_TAG, "").split(",") if s]
     missing = [stage for stage in dict.fromkeys([*required, *named]) if f"evidence.{stage}" not in tags]
@@ -77,9 +83,12 @@ def already_registered(client, name: str, digest: str, tags: dict[str, str]) -> 
     if existing is None or alias_version(client, name, CANDIDATE) != existing:
         return None
     held = client.get_model_version(name, existing).tags
-    if any(held.get(key) != value for key, value in tags.items() if key.startswith(("evidence.", "gate."))):
-        return None
-    return Registration(existing, created=False)
+    return Registration(existing, created=False) if carries(held, tags) else None
+
+
+def carries(held: dict[str, str], tags: dict[str, str]) -> bool:
+    """A version's tags already hold this bundle's evidence, verdict for verdict."""
+    return all(held.get(key) == value for key, value in tags.items() if key.startswith(("evidence.", "gate.")))
 
 
 def register_bundle(client, name: str, bundle_dir: Path, tags: dict[str, str]) -> Registration:
