@@ -3,8 +3,10 @@ on local disk with the stamp of the MLflow store it came from, so that a run wit
 registry questions without importing MLflow (seconds here) or opening its store.
 
 The view is used only while the store provably has not changed since it was read: for a SQLite store (the
-default) the stamp is the size and modification time of the database file and of its journal and WAL files,
-which every write to the store changes (a new run, a tag, an alias moved by hand in the MLflow UI). With any
+default) the stamp is SQLite's file change counter (in the database header, incremented by every committed
+write) with the size and modification time of the database file and of its journal and WAL files (in WAL mode
+writes land there first), so every write to the store changes it (a new run, a tag, an alias moved by hand in
+the MLflow UI). With any
 other store there is no stamp to compare, and the view is never used. It is a cache, never the truth: whoever
 writes to the registry writes to MLflow first and refreshes the view from MLflow after (`refresh`); a reader that
 finds no valid view asks MLflow.
@@ -23,11 +25,17 @@ _SQLITE = "sqlite:///"
 
 
 def store_stamp(tracking_uri: str) -> str | None:
-    """Size and mtime of the SQLite database and its -journal/-wal files; None for a store without a file."""
+    """The SQLite database's change counter, and size and mtime of it and its -journal/-wal files; None for a
+    store without a file."""
     if not tracking_uri.startswith(_SQLITE):
         return None
     database = Path(tracking_uri.removeprefix(_SQLITE))
-    parts = []
+    try:
+        with database.open("rb") as db:
+            counter = int.from_bytes(db.read(28)[24:28], "big")  # the header's "file change counter"
+    except FileNotFoundError:
+        return None
+    parts = [str(counter)]
     for path in (database, database.with_name(database.name + "-journal"), database.with_name(database.name + "-wal")):
         try:
             stat = path.stat()
@@ -35,7 +43,7 @@ def store_stamp(tracking_uri: str) -> str | None:
             parts.append("-")
             continue
         parts.append(f"{stat.st_size}:{stat.st_mtime_ns}")
-    return "|".join(parts) if parts[0] != "-" else None
+    return "|".join(parts)
 
 
 @dataclass(frozen=True)
