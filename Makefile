@@ -12,13 +12,13 @@ MLFLOW_STORE ?= sqlite:///$(CURDIR)/var/mlflow/mlflow.db
 
 setup: $(STAMP)
 
-$(STAMP): requirements.lock pyproject.toml
+$(STAMP): requirements.lock pyproject.toml Makefile
 	@# submitted code runs in bubblewrap's sandbox (Debian's bubblewrap); as root, installed here when missing
 	@command -v bwrap >/dev/null || { [ "$$(id -u)" = 0 ] && (apt-get update -qq && apt-get install -y -qq bubblewrap) >/dev/null; } \
 	  || echo "bubblewrap is not installed: submissions will be refused (apt-get install bubblewrap)"
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet "uv==$$(sed -n 's/^uv==//p' requirements.lock)"
-	$(BIN)/uv pip sync --quiet --python $(BIN)/python requirements.lock
+	$(BIN)/uv pip sync --quiet --compile-bytecode --python $(BIN)/python requirements.lock  # .pyc at install: else, with PYTHONDONTWRITEBYTECODE set, every start compiles every module
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
 	touch $@
 

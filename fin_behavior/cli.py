@@ -142,7 +142,7 @@ def _endpoint_stats(settings) -> int:
         print(f"fin-behavior endpoint stats: {exc}", file=sys.stderr)
         return 1
     window, qualities = evaluate(settings, directory, profile_of)
-    print(f"last {settings.monitor_window_minutes:g} min: {window.lines} requests in {window.files} log file(s)")
+    print(f"last {settings.monitor_window_minutes:g} min: {window.describe()}")
     if not qualities:
         print("no scoring requests in the window")
         return 0
@@ -150,7 +150,8 @@ def _endpoint_stats(settings) -> int:
         f = quality.figures
         print(
             f"\nv{version}: {f['requests']} requests, {f['rows']} rows; latency p50 {f['p50_ms']} ms, "
-            f"p95 {f['p95_ms']} ms, p99 {f['p99_ms']} ms; not 200: {f['error_rate']:.2%} {f['outcomes']}"
+            f"p95 {f['p95_ms']} ms, p99 {f['p99_ms']} ms; not 200: {f['error_rate']:.2%} {f['outcomes']}; "
+            f"{f['probe_requests']} platform probes apart"
         )
         if f["unknown_categories"]:
             print(f"  unknown categories: {f['unknown_categories']}")

@@ -23,7 +23,7 @@ from fin_behavior.data.generate import generate_csv
 from fin_behavior.defs.sensors import data_version_sensor
 from fin_behavior.ml import registry
 from fin_behavior.settings import get_settings
-from fin_behavior_tests.e2e import FAST, failure_message
+from fin_behavior_tests.e2e import FAST, failure_message, log_messages
 from fin_behavior_tests.helpers import webhook_bodies, webhook_receiver
 from fin_behavior_tests.serving_fixtures import Load, served_version
 
@@ -42,6 +42,54 @@ def test_1_full_pipeline_from_nothing_serves_the_production_version(platform):
     assert response.status_code == 200 and response.json()["model_version"] == "1"
     event = platform.instance.get_latest_materialization_event(dg.AssetKey("live_deployment")).asset_materialization
     assert event.metadata["url"].value == platform.target.url and event.metadata["served_version"].value == "1"
+
+
+def test_1b_holdout_traffic_does_not_drift_and_the_platforms_probes_are_counted_apart(platform):
+    """After full_pipeline the window holds the rollout's and the checks' probes (the same few known records,
+    hundreds of times); replayed hold-out rows are judged alone, and the probes are counted apart."""
+    artifacts = platform.var / "artifacts"
+    rows = pd.read_parquet(next((artifacts / "processed_dataset").glob("*/processed_dataset.parquet")))
+    holdout = pd.read_parquet(next((artifacts / "trained_model").glob("*/holdout_ids.parquet")))["transaction_id"]
+    records = json.loads(rows[rows["transaction_id"].isin(set(holdout))][list(FEATURES)].to_json(orient="records"))
+    assert len(records) >= 900
+    with httpx.Client(base_url=platform.target.url, headers={"X-API-Key": platform.target.key()}) as client:
+        for i in range(0, len(records), 20):
+            assert client.post("/score", json=records[i : i + 20]).status_code == 200
+    time.sleep(0.8)  # the log is written every 0.5 s
+    result = platform.run("monitor")  # the default window: everything full_pipeline sent is in it
+    assert result.success
+    checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert all(c.passed for c in checks.values()), {k: c.description for k, c in checks.items()}
+    metadata = result.asset_materializations_for_node("serving_quality")[0].metadata
+    figures = metadata["figures"].value
+    batches = (len(records) + 19) // 20
+    assert (figures["requests"], figures["rows"]) == (batches + 1, len(records) + 1)  # and test_1's client request
+    assert figures["probe_requests"] == metadata["probe_requests"].value >= 100  # smoke, parity, latency, checks
+    assert f"{figures['probe_requests']} platform probes counted apart" in metadata["window"].value
+
+
+def test_1c_a_rerun_with_nothing_changed_reuses_every_stage_without_touching_mlflow(platform):
+    """The nothing-changed path: each stage finds its work done from a small local record (the published version,
+    the local view of the unchanged registry, the live color) and the MLflow store is not written at all."""
+    from fin_behavior.ml.registry_view import store_stamp
+
+    uri = get_settings().tracking_uri
+    runs, stamp = len(platform.client.search_runs(experiment_ids=_experiments(platform))), store_stamp(uri)
+    result = platform.run("full_pipeline", FAST)
+    assert result.success, failure_message(result)
+    said = "\n".join(log_messages(platform, result))
+    assert "reused trained model" in said and f"reused {platform.name} version 1: already candidate" in said
+    assert "v1 already serves on" in said and "nothing to roll out" in said
+    registered = result.asset_materializations_for_node("registered_model_version")[0].metadata
+    assert registered["reused"].value and not registered["newly_registered"].value
+    assert all(c.passed for c in result.get_asset_check_evaluations())  # judged again, every check
+    assert store_stamp(uri) == stamp  # no MLflow run, version, tag or alias written: the store file is untouched
+    assert len(platform.client.search_runs(experiment_ids=_experiments(platform))) == runs
+    assert [str(v.version) for v in platform.client.search_model_versions(f"name='{platform.name}'")] == ["1"]
+
+
+def _experiments(platform) -> list[str]:
+    return [e.experiment_id for e in platform.client.search_experiments()]
 
 
 def test_2_new_data_is_retrained_and_rolled_over_with_no_failed_request(platform):

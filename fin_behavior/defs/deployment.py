@@ -47,28 +47,37 @@ def live_deployment(
     if config.skip:
         context.log.info("skip is set: stopping after registration; the endpoint and the aliases are unchanged")
         return
-    from mlflow import MlflowClient
-
     from fin_behavior.deploy import deployer as deploy
     from fin_behavior.deploy.lock import RolloutInProgressError
     from fin_behavior.deploy.rollout import RolloutError
+    from fin_behavior.ml import registry_view
 
     settings = config.settings()
+    name, endpoint = settings.registered_model_name, deploy.endpoint_dir(settings, storage.root)
     target = deploy.make_target(settings, storage.root)
-    client = MlflowClient(tracking_uri=mlflow.uri)
+    who = f"Dagster run {context.run.run_id} ({context.run.job_name})"
+    view = registry_view.load(storage.root, mlflow.uri, name)
     try:
-        deployment = deploy.deploy(
-            client,
-            settings,
-            settings.registered_model_name,
-            config.release,
-            target,
-            deploy.endpoint_dir(settings, storage.root),
-            who=f"Dagster run {context.run.run_id} ({context.run.job_name})",
-            keep_old=settings.keep_old_color,
-            approved=config.auto_approve or target.name == "local",
-            log=context.log.info,
+        deployment = view and deploy.deploy_unchanged(
+            view, settings, config.release, target, endpoint, who=who, log=context.log.info
         )
+        if not deployment:
+            from mlflow import MlflowClient
+
+            client = MlflowClient(tracking_uri=mlflow.uri)
+            deployment = deploy.deploy(
+                client,
+                settings,
+                name,
+                config.release,
+                target,
+                endpoint,
+                who=who,
+                keep_old=settings.keep_old_color,
+                approved=config.auto_approve or target.name == "local",
+                log=context.log.info,
+            )
+            registry_view.refresh(client, storage.root, mlflow.uri, name)
     except RolloutError as exc:
         raise dg.Failure(description=str(exc), metadata=_gate_messages(exc.gates), allow_retries=False) from None
     except (deploy.DeployError, RolloutInProgressError) as exc:
@@ -102,16 +111,20 @@ _CHECKS = {
 
 @dg.multi_asset_check(specs=check_specs(live_deployment, _CHECKS), can_subset=True, op_tags=on_endpoint_host())
 def live_deployment_checks(context: dg.AssetCheckExecutionContext, storage: StorageResource, mlflow: MlflowTracking):
-    from mlflow import MlflowClient
-
     from fin_behavior.deploy import deployer as deploy
-    from fin_behavior.ml import registry
+    from fin_behavior.ml import registry, registry_view
 
     settings = get_settings()
     target = deploy.make_target(settings, storage.root)
     materialization = context.instance.get_latest_materialization_event(live_deployment.key)
     name = materialization.asset_materialization.metadata["model_name"].value  # as configured for that run
-    production = registry.alias_version(MlflowClient(tracking_uri=mlflow.uri), name, registry.PRODUCTION)
+    view = registry_view.load(storage.root, mlflow.uri, name)  # the registry's answer while it is unchanged
+    if view is not None:
+        production = view.alias(registry.PRODUCTION)
+    else:
+        from mlflow import MlflowClient
+
+        production = registry.alias_version(MlflowClient(tracking_uri=mlflow.uri), name, registry.PRODUCTION)
     outcomes = deploy.endpoint_checks(
         target, deploy.live_release(target, settings, name, storage.root), production, settings
     )

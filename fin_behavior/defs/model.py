@@ -36,9 +36,9 @@ class TrainingConfig(SettingsConfig):
 
 
 def _metrics_table(metrics: dict[str, float]) -> str:
-    from fin_behavior.ml.evaluate import METRICS
-
-    rows = [f"| {m} | {metrics[m]:.4f} | {metrics[f'baseline_{m}']:.4f} |" for m in METRICS]
+    """Every metric the record holds with its baseline, in the record's order (ml/evaluate.py's)."""
+    pairs = [m for m in metrics if f"baseline_{m}" in metrics]
+    rows = [f"| {m} | {metrics[m]:.4f} | {metrics[f'baseline_{m}']:.4f} |" for m in pairs]
     return "| metric | model | majority baseline |\n|---|---:|---:|\n" + "\n".join(rows)
 
 
@@ -59,23 +59,27 @@ def _run_link(tracking_uri: str, experiment_id: str, run_id: str) -> str:
 def trained_model(
     context: dg.AssetExecutionContext, config: TrainingConfig, storage: StorageResource, mlflow: MlflowTracking
 ) -> dg.MaterializeResult:
-    from fin_behavior.data.processing import read_dataset
-    from fin_behavior.ml import tracking, training
+    from fin_behavior.ml import training  # light: scikit-learn, pandas and MLflow only when there is training to do
 
     settings = config.settings()
     datasets = storage.versions("processed_dataset")
     if note := datasets.attempt_note():
         context.log.warning(f"processed_dataset: {note}")
     try:
-        data_version, dataset = read_dataset(datasets)
+        data_version = datasets.current_version()
+        datasets.approved(data_version)
     except NotApprovedError as exc:
         raise dg.Failure(description=str(exc), allow_retries=False) from None
     store = storage.versions(STAGE)
     version = training.version_of(data_version, settings)
     if store.published(version):
-        context.log.info(f"trained model {version} was already trained and judged for exactly these inputs")
+        context.log.info(f"reused trained model {version}: already trained and judged for exactly these inputs")
         record, evidence = TrainingRecord.read(store.path(version)), store.reuse(version)
     else:
+        from fin_behavior.data.processing import read_dataset
+        from fin_behavior.ml import tracking
+
+        _, dataset = read_dataset(datasets, data_version)
         with mlflow.start_run(context, storage.mlflow_artifacts) as run:
             tags = {
                 "dagster_run_id": context.run.run_id,

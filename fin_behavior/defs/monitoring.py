@@ -52,14 +52,15 @@ class MonitorConfig(SettingsConfig):
 
 
 def _table(qualities: dict[str, Quality], production: str | None) -> str:
-    header = "| version | requests | rows | p50 ms | p95 ms | p99 ms | error rate | outcomes | unknown categories |"
-    lines = [header, "|---|---:|---:|---:|---:|---:|---:|---|---|"]
+    header = "| version | requests | rows | p50 ms | p95 ms | p99 ms | error rate | outcomes | unknown categories "
+    header += "| platform probes |"
+    lines = [header, "|---|---:|---:|---:|---:|---:|---:|---|---|---:|"]
     for version, q in sorted(qualities.items()):
         f = q.figures
         mark = " (production)" if version == production else ""
         lines.append(
             f"| v{version}{mark} | {f['requests']} | {f['rows']} | {f['p50_ms']} | {f['p95_ms']} | {f['p99_ms']} | "
-            f"{f['error_rate']:.2%} | {f['outcomes']} | {f['unknown_categories'] or '-'} |"
+            f"{f['error_rate']:.2%} | {f['outcomes']} | {f['unknown_categories'] or '-'} | {f['probe_requests']} |"
         )
     return "\n".join(lines)
 
@@ -108,7 +109,8 @@ def serving_quality(
         for check, verdict in judged.checks.items()
     ]
     metadata = {
-        "window": f"last {settings.monitor_window_minutes:g} min: {window.lines} requests in {window.files} file(s)",
+        "window": f"last {settings.monitor_window_minutes:g} min: {window.describe()}",
+        "probe_requests": window.probes,
         "production_version": production or "none",
         "by_version": dg.MetadataValue.md(_table(qualities, production)),
         "figures": dg.MetadataValue.json(judged.figures),

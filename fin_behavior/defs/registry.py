@@ -35,6 +35,31 @@ def _provenance(info: ModelInfo, dagster_run_id: str, trained_run_id: str) -> di
     return tags | {f"sha256.{name}": digest for name, digest in info.sha256.items()}
 
 
+def _register(context, mlflow: MlflowTracking, storage: StorageResource, name: str, bundle, info: ModelInfo, tags):
+    """The bundle registered (or found registered and its evidence brought up to date) in MLflow; (registration,
+    production, candidate, the version holding the bundle), and the local view of the registry refreshed."""
+    from mlflow import MlflowClient
+
+    from fin_behavior.ml import registry, registry_view
+
+    client = MlflowClient(tracking_uri=mlflow.uri)
+    registration = registry.already_registered(client, name, info.digest, tags)
+    if registration is None:
+        with mlflow.start_run(context, storage.mlflow_artifacts):
+            registration = registry.register_bundle(client, name, bundle, tags)
+        done = "registered" if registration.created else "already registered (evidence tags updated) as"
+    else:
+        done = "reused: nothing to register, candidate already is"
+    production = registry.alias_version(client, name, registry.PRODUCTION)
+    context.log.info(
+        f"{done} {name} version {registration.version} (candidate); production is {production or 'not set yet'}"
+    )
+    candidate = registry.alias_version(client, name, registry.CANDIDATE)
+    expected = registry.find_version(client, name, info.digest)
+    registry_view.refresh(client, storage.root, mlflow.uri, name)
+    return registration, production, candidate, expected
+
+
 @dg.asset(
     deps=[compatible_model],
     group_name="deployment",
@@ -46,9 +71,7 @@ def _provenance(info: ModelInfo, dagster_run_id: str, trained_run_id: str) -> di
 def registered_model_version(
     context: dg.AssetExecutionContext, config: RegistryConfig, storage: StorageResource, mlflow: MlflowTracking
 ) -> dg.MaterializeResult:
-    from mlflow import MlflowClient
-
-    from fin_behavior.ml import registry
+    from fin_behavior.ml import registry, registry_view
     from fin_behavior.records import TrainingRecord
 
     name = config.settings().registered_model_name
@@ -68,17 +91,19 @@ def registered_model_version(
     except NotApprovedError as exc:
         raise dg.Failure(str(exc), allow_retries=False) from None
     record = TrainingRecord.read(trained.path(info.trained_model_version))
-    with mlflow.start_run(context, storage.mlflow_artifacts):
-        client = MlflowClient(tracking_uri=mlflow.uri)
-        tags |= _provenance(info, context.run.run_id, record.mlflow_run_id)
-        registration = registry.register_bundle(client, name, bundle, tags)
-    production = registry.alias_version(client, name, registry.PRODUCTION)
-    context.log.info(
-        f"{'registered' if registration.created else 'already registered as'} {name} "
-        f"version {registration.version} (candidate); production is {production or 'not set yet'}"
-    )
-    candidate = registry.alias_version(client, name, registry.CANDIDATE)
-    expected = registry.find_version(client, name, info.digest)
+    tags |= _provenance(info, context.run.run_id, record.mlflow_run_id)
+    # The nothing-changed path: the local view of the registry, valid only while the store is untouched, says
+    # candidate already holds this bundle with this evidence; MLflow is not even imported.
+    view = registry_view.load(storage.root, mlflow.uri, name)
+    candidate = view.alias(registry.CANDIDATE) if view else None
+    held = view.tags.get(candidate, {}) if view and candidate else {}
+    reused = bool(view and held.get(registry.BUNDLE_TAG) == info.digest and registry.carries(held, tags))
+    if view and reused:
+        registration, expected = registry.Registration(candidate, created=False), candidate
+        production = view.alias(registry.PRODUCTION)
+        context.log.info(f"reused {name} version {candidate}: already candidate with this bundle and this evidence")
+    else:
+        registration, production, candidate, expected = _register(context, mlflow, storage, name, bundle, info, tags)
     consistent = Outcome(
         candidate is not None and candidate == expected,
         candidate or "none",
@@ -91,6 +116,7 @@ def registered_model_version(
             "model_name": name,
             "version": registration.version,
             "newly_registered": registration.created,
+            "reused": reused,  # decided from the local view of an unchanged registry, without MLflow
             "model_uri": f"models:/{name}/{registration.version}",
             "candidate_uri": f"models:/{name}@{registry.CANDIDATE}",
             "production_version": production or "none",

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from fin_behavior.deploy.local import LocalTarget, ensure_keys
+from fin_behavior.deploy.local import LocalTarget, ensure_keys, ensure_probe_key
 from fin_behavior.deploy.lock import exclusive_rollout
 from fin_behavior.deploy.rollout import (
     GateSettings,
@@ -27,6 +27,7 @@ from fin_behavior.deploy.rollout import (
     smoke,
 )
 from fin_behavior.ml import registry
+from fin_behavior.ml.registry_view import RegistryView
 from fin_behavior.outcome import Outcome
 from fin_behavior.records import BundleFiles, NotApprovedError, read_json
 from fin_behavior.serving.bundle import BundleError, verify_bundle
@@ -166,7 +167,8 @@ def kubernetes_target(settings: Settings, envs: Path, workdir: Path) -> Target:
         memory_limit=settings.kubernetes_memory_limit,
         ready_timeout_seconds=settings.kubernetes_ready_timeout_seconds,
     )
-    keys = json.dumps({"keys": [ensure_keys(workdir / "keys.json")]})
+    keys_file = workdir / "keys.json"
+    keys = json.dumps({"keys": [ensure_keys(keys_file)], "probe_keys": [ensure_probe_key(keys_file)]})
     client = kubernetes.client
     return k8s.KubernetesTarget(client.AppsV1Api(), client.CoreV1Api(), config, image_for, keys)
 
@@ -287,6 +289,32 @@ def endpoint_checks(
         ),
         "latency_p95": latency(score, release, settings.gate_latency_requests, settings.max_latency_ms),
     }
+
+
+def deploy_unchanged(
+    view: RegistryView, settings: Settings, ref: str, target: Target, endpoint: Path, *, who: str, log=print
+) -> Deployment | None:
+    """The nothing-changed path of `deploy`, from the local view of an unchanged registry (registry_view.py), so
+    without MLflow: `ref` names the version that is already production and already answers at the URL, its
+    evidence passes and its cached bundle verifies. None when any of that is not so: `deploy` then decides."""
+    version = ref if ref.isdigit() else view.alias(ref)
+    tags = view.tags.get(version or "")
+    if version is None or tags is None or view.alias(registry.PRODUCTION) != version:
+        return None
+    with exclusive_rollout(endpoint, f"{who}: {ref} of {view.model_name}", settings.rollout_lock_timeout_seconds, log):
+        live = target.live()
+        if live is None or live.version != version:
+            return None
+        try:
+            registry.check_evidence(view.model_name, version, tags)
+            verify_bundle(endpoint / "releases" / version, tags.get(registry.BUNDLE_TAG))
+            release = load_release(view.model_name, version, endpoint / "releases" / version)
+        except (NotApprovedError, BundleError):
+            return None  # `deploy` says why
+        if answering(target, release) != version:
+            return None
+    log(f"v{version} already serves on {live.color} at {target.url} and is production; nothing to roll out")
+    return Deployment(release, live, None, None)
 
 
 def deploy(

@@ -49,6 +49,22 @@ def ensure_keys(path: Path) -> str:
     return read_json(path)["keys"][0]
 
 
+def ensure_probe_key(path: Path) -> str:
+    """The platform's own key for the endpoint whose keys file is `path` (its "probe_keys", added at first use,
+    never given to clients): requests made with it are probes, kept out of the monitored traffic (see
+    fin_behavior/serving/config.py, read_probe_keys, for why a key)."""
+    ensure_keys(path)
+    keys = read_json(path)
+    if not keys.get("probe_keys"):
+        keys["probe_keys"] = [secrets.token_urlsafe(32)]
+        partial = path.with_name(f".{path.name}.partial")
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(keys, f)
+        os.replace(partial, path)
+    return keys["probe_keys"][0]
+
+
 class LocalTarget:
     name = "local"
     splits_traffic = False  # one listening socket moves whole: no canary shares
@@ -82,6 +98,9 @@ class LocalTarget:
 
     def key(self) -> str:
         return ensure_keys(self.keys_file)
+
+    def probe_key(self) -> str:
+        return ensure_probe_key(self.keys_file)
 
     # The supervisor ------------------------------------------------------------------------------------------
 
@@ -175,7 +194,7 @@ class LocalTarget:
             "--log-sample-rate", str(self.settings.prediction_log_sample_rate),
             "--log-keep-files", str(self.settings.prediction_log_keep_files),
         ]  # fmt: skip
-        self.key()
+        self.probe_key()
         spec = {
             "color": color,
             "version": release.version,
@@ -264,15 +283,17 @@ class LocalTarget:
         return f"not ready within {timeout:.0f} s (setting deploy_start_timeout_seconds)"
 
     def client(self, slot: Slot | None = None) -> httpx.Client:
-        """A keep-alive client for one color's private port, or for the public URL (made once: building one
-        costs tens of milliseconds, which would swamp the latency gate)."""
+        """The platform's keep-alive client (its probe key) for one color's private port, or for the public URL
+        (made once: building one costs tens of milliseconds, which would swamp the latency gate)."""
         base = f"http://{self.host}:{slot.detail['port']}" if slot else self.url
         if base not in self._clients:
-            self._clients[base] = httpx.Client(base_url=base, headers={"X-API-Key": self.key()}, timeout=10)
+            self._clients[base] = httpx.Client(base_url=base, headers={"X-API-Key": self.probe_key()}, timeout=10)
         return self._clients[base]
 
     def score(self, slot: Slot | None, records: list[dict]) -> tuple[list[float], str]:
         response = self.client(slot).post("/score", json=records)
+        if response.status_code == 401:  # a color started before its endpoint had a probe key: probed as a client
+            response = self.client(slot).post("/score", json=records, headers={"X-API-Key": self.key()})
         if response.status_code != 200:
             raise RuntimeError(f"HTTP {response.status_code}: {response.text[:300]}")
         body = response.json()

@@ -46,7 +46,13 @@ def evidence_tags(evidences: list[Evidence], required: tuple[str, ...] = EVIDENC
 def require_evidence(client, name: str, version: str, required: tuple[str, ...] = EVIDENCE_STAGES) -> dict[str, str]:
     """The version's tags, refused unless they carry passing evidence of every stage behind it: the stages it
     names, and at least `required` (the platform's own model: dataset, trained model, bundle)."""
-    tags = client.get_model_version(name, version).tags
+    return check_evidence(name, version, client.get_model_version(name, version).tags, required)
+
+
+def check_evidence(
+    name: str, version: str, tags: dict[str, str], required: tuple[str, ...] = EVIDENCE_STAGES
+) -> dict[str, str]:
+    """`require_evidence` on tags already read (registry_view.py keeps them)."""
     failed = [f"{k[5:]} ({v})" for k, v in tags.items() if k.startswith("gate.") and not v.startswith("passed")]
     named = [s for s in tags.get(STAGES_TAG, "").split(",") if s]
     missing = [stage for stage in dict.fromkeys([*required, *named]) if f"evidence.{stage}" not in tags]
@@ -68,6 +74,21 @@ def require_evidence(client, name: str, version: str, required: tuple[str, ...] 
 def find_version(client, name: str, digest: str) -> str | None:
     found = client.search_model_versions(f"name='{name}' and tags.{BUNDLE_TAG}='{digest}'")
     return str(min((v.version for v in found), key=int)) if found else None
+
+
+def already_registered(client, name: str, digest: str, tags: dict[str, str]) -> Registration | None:
+    """The version holding exactly this bundle, when it is `candidate` and already carries this evidence (the
+    nothing-changed path: no MLflow run, no write); None when `register_bundle` has work to do."""
+    existing = find_version(client, name, digest)
+    if existing is None or alias_version(client, name, CANDIDATE) != existing:
+        return None
+    held = client.get_model_version(name, existing).tags
+    return Registration(existing, created=False) if carries(held, tags) else None
+
+
+def carries(held: dict[str, str], tags: dict[str, str]) -> bool:
+    """A version's tags already hold this bundle's evidence, verdict for verdict."""
+    return all(held.get(key) == value for key, value in tags.items() if key.startswith(("evidence.", "gate.")))
 
 
 def register_bundle(client, name: str, bundle_dir: Path, tags: dict[str, str]) -> Registration:
@@ -119,7 +140,9 @@ def alias_version(client, name: str, alias: str) -> str | None:
 def promote(client, name: str, version: str) -> str | None:
     """After a successful deployment: `production` -> version, the one it replaced -> `previous`."""
     replaced = alias_version(client, name, PRODUCTION)
-    if replaced is not None and replaced != version:
+    if replaced == version:
+        return replaced  # nothing moves: no write
+    if replaced is not None:
         client.set_registered_model_alias(name, PREVIOUS, replaced)
     client.set_registered_model_alias(name, PRODUCTION, version)
     return replaced

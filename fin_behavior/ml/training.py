@@ -1,27 +1,27 @@
 """The trained_model stage as plain code: train one version on the approved dataset, judge it with its gates,
 record it in the active MLflow run (a failed attempt is tagged `gates: failed`), and publish it with its
-evidence. Only an approved version becomes current; a failed one stays inspectable under its version."""
+evidence. Only an approved version becomes current; a failed one stays inspectable under its version.
+
+Light at import: naming a version and finding it already published (the nothing-changed path of every run)
+needs neither scikit-learn nor pandas; `train_version` imports them when there is training to do."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 from collections.abc import Callable
+from importlib.metadata import version as installed_version
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import joblib
-import pandas as pd
-import sklearn
-
-from fin_behavior.environments.versions import model_package_versions
-from fin_behavior.ml import evaluate, gates, plots, tracking
+from fin_behavior.ml import gates
+from fin_behavior.ml.options import TrainingOptions
 from fin_behavior.ml.store import VersionStore
-from fin_behavior.ml.train import TrainingOptions, train
 from fin_behavior.records import Evidence, TrainingRecord
 from fin_behavior.settings import Settings
 
 if TYPE_CHECKING:
+    import pandas as pd
     from mlflow.entities import RunInfo
 
 MODEL_FILE = "model.joblib"  # the whole pipeline as trained (scaler included)
@@ -36,7 +36,7 @@ def version_of(data_version: str, settings: Settings) -> str:
         data_version,
         gates.CODE_VERSION,
         TrainingOptions.from_settings(settings).describe(),
-        sklearn.__version__,
+        installed_version("scikit-learn"),  # sklearn.__version__, without importing it
         gates.thresholds(settings),
     ]
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
@@ -52,6 +52,13 @@ def train_version(
     progress: Callable[[str], None],
 ) -> tuple[TrainingRecord, Evidence]:
     """Train, evaluate, judge, log to the active MLflow run `run`, and publish; returns what was published."""
+    import joblib
+    import pandas as pd
+
+    from fin_behavior.environments.versions import model_package_versions
+    from fin_behavior.ml import evaluate, plots, tracking
+    from fin_behavior.ml.train import train
+
     options = TrainingOptions.from_settings(settings)
     version = version_of(data_version, settings)
     staging = store.staging(version)

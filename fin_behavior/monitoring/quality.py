@@ -54,6 +54,7 @@ def judge(traffic: VersionTraffic, profile: dict[str, Any] | None, settings: Set
         "outcomes": {str(k): v for k, v in statuses.items()},
         "unknown_categories": dict(traffic.unknown.most_common()),
         "sampled_rows": measured.rows if measured else 0,
+        "probe_requests": traffic.probes,  # the platform's own: in none of the figures above
     }
     enough = measured is not None and measured.rows >= settings.min_monitor_rows
     volume = Outcome(

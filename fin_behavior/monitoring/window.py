@@ -1,5 +1,7 @@
 """The prediction log over a rolling window: every request's time, version, latency, outcome and unknown
-categories, and a uniform sample of the logged inputs and probabilities for the drift statistics.
+categories, and a uniform sample of the logged inputs and probabilities for the drift statistics. The
+platform's own requests (probes: rollout gates, endpoint checks, benchmarks) are only counted, apart: they are in
+none of the traffic, latency, error or drift figures.
 
 One pass over the request files (small lines, split once at their commas) and one over the inputs files in
 which only a line's time and version are read; only the inputs kept in the sample (reservoir sampling, at most
@@ -21,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fin_behavior.serving.prediction_log import INPUTS_SUFFIX
+from fin_behavior.serving.prediction_log import INPUTS_SUFFIX, PROBE_END
 from fin_behavior.serving.validation import InputError, records_of
 
 _UNKNOWN = b'"unknown_categories":'
@@ -38,6 +40,7 @@ class VersionTraffic:
     rows: int = 0
     unknown: Counter = field(default_factory=Counter)  # field -> records with a value never seen in training
     logged: int = 0  # requests that carried their inputs (the sampled share)
+    probes: int = 0  # the platform's own requests (probe key): in none of the figures above
     _sample: list[bytes] = field(default_factory=list)
 
     @property
@@ -80,7 +83,15 @@ class Window:
     until: float
     versions: dict[str, VersionTraffic]
     files: int
-    lines: int
+    lines: int  # the clients' requests
+
+    @property
+    def probes(self) -> int:
+        """The platform's own requests in the window, every version: counted here and nowhere else."""
+        return sum(t.probes for t in self.versions.values())
+
+    def describe(self) -> str:
+        return f"{self.lines} requests in {self.files} log file(s); {self.probes} platform probes counted apart"
 
 
 class _Reservoir:
@@ -148,6 +159,9 @@ def read_window(directory: Path, since: float, until: float, max_sampled: int, s
     # {"time":T | "model_version":"v" | "latency_ms":L | "outcome":O | "rows":R | "inputs_sha256":"h"[,"unknown..."]}
     for _, version, latency, outcome, rows, rest in _fields(requests, since, until, 5):
         traffic = traffic_of(version)
+        if rest.endswith(PROBE_END):  # the service writes the whole line: a client cannot end it so
+            traffic.probes += 1
+            continue
         try:
             traffic.latencies_ms.append(float(latency[13:]))
             traffic.outcomes[int(outcome[10:])] += 1

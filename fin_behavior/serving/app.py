@@ -6,7 +6,9 @@ service object itself (the hot path, no routing or middleware); the other endpoi
 Endpoints: POST /score (key required), GET /version and /metrics (key required), GET /health (liveness),
 GET /ready (bundle loaded and verified), GET /openapi.json, and the Open Inference Protocol's /v2 routes
 (oip.py; inference through the same hot path as /score). Every answer is JSON, every client mistake a 4xx
-that names it. No client can starve the others: a request takes a place in the scoring queue only once its
+that names it. A scoring request authenticated with the platform's probe key (config.read_probe_keys) is the
+platform checking its own endpoint: logged and counted as a probe, apart from the clients' traffic. No client
+can starve the others: a request takes a place in the scoring queue only once its
 whole body has arrived, and a full queue is a 503 with Retry-After, not an unbounded wait (protocol.py); a body
 still arriving must arrive within `body_timeout_seconds` (408), and only so many may be arriving at once.
 """
@@ -38,7 +40,7 @@ from starlette.routing import Route
 
 from fin_behavior.serving import oip
 from fin_behavior.serving.bundle import Bundle, BundleError, load_bundle
-from fin_behavior.serving.config import ServiceSettings, read_keys
+from fin_behavior.serving.config import ServiceSettings, read_keys, read_probe_keys
 from fin_behavior.serving.openapi import openapi_schema
 from fin_behavior.serving.prediction_log import PredictionLog
 from fin_behavior.serving.scoring import Scored, score_request
@@ -47,6 +49,7 @@ from fin_behavior.serving.validation import InputError
 log = logging.getLogger("fin_behavior.serving")
 KEY_HINT = "send it as X-API-Key or Authorization: Bearer <key>"
 _PREDICT_WORKERS = 4  # threads a submitted model predicts in; a stuck one holds its thread, not the service
+CLIENT, PROBE = "client", "probe"  # who sent a scoring request, by its key (see config.read_probe_keys)
 
 
 @dataclass(frozen=True)
@@ -83,6 +86,12 @@ class _Metrics:
             ["field"],
             registry=self.registry,
         )
+        self.probes = Counter(
+            "fin_behavior_probe_requests",
+            "The platform's own scoring requests (probe key), by endpoint and status: not in the figures above",
+            ["endpoint", "status"],
+            registry=self.registry,
+        )
         self.model = Gauge("fin_behavior_model_info", "The model version served", ["version"], registry=self.registry)
         self.model.labels(version=version).set(1)
 
@@ -106,6 +115,7 @@ class ScoringService:
     def __init__(self, settings: ServiceSettings):
         self.settings = settings
         self.keys = [k.encode() for k in read_keys(settings.keys_file)]
+        self.probe_keys = [k.encode() for k in read_probe_keys(settings.keys_file)]
         self.metrics = _Metrics(settings.model_version)
         self.predictions = (
             PredictionLog(
@@ -171,12 +181,13 @@ class ScoringService:
             await self._send(send, reply, [(b"allow", b"POST")])
             return
         self.metrics.in_flight.inc()
+        caller = self._caller(scope)
         try:
-            reply, raw = await self._answer(scope, receive, scorer)
+            reply, raw = await self._answer(scope, receive, scorer, caller)
             sent = await self._send(send, reply)
         finally:
             self.metrics.in_flight.dec()
-        self._record(endpoint, reply, raw, sent, time.perf_counter() - started)
+        self._record(endpoint, reply, raw, sent, time.perf_counter() - started, caller == PROBE)
 
     def _score(self, raw: bytes) -> Scored:
         assert self.bundle is not None
@@ -189,8 +200,8 @@ class ScoringService:
             raise InputError(404, refused)
         return oip.infer(self.bundle, raw, self.settings.max_rows, name, version)
 
-    async def _answer(self, scope: dict, receive: Any, scorer: Any) -> tuple[Reply, bytes]:
-        if not self._authorized(scope):
+    async def _answer(self, scope: dict, receive: Any, scorer: Any, caller: str | None) -> tuple[Reply, bytes]:
+        if caller is None:
             return Reply.error(401, f"missing or invalid API key: {KEY_HINT}"), b""
         if self.bundle is None:
             return Reply.error(503, f"model not loaded: {self.refusal}"), b""
@@ -269,8 +280,13 @@ class ScoringService:
         await send({"type": "http.response.body", "body": body})
         return body
 
-    def _record(self, endpoint: str, reply: Reply, raw: bytes, response: bytes, elapsed: float) -> None:
+    def _record(self, endpoint: str, reply: Reply, raw: bytes, response: bytes, elapsed: float, probe: bool) -> None:
         status = reply.status
+        if probe:  # the platform's own request: its own count and log line, none of the clients' figures
+            self.metrics.probes.labels(endpoint, status).inc()
+            if self.predictions is not None:
+                self.predictions.write(elapsed, status, reply.scored.rows if reply.scored else 0, raw, {}, b"", True)
+            return
         counter = self._counts.get((endpoint, status)) or self._counts.setdefault(
             (endpoint, status), self.metrics.requests.labels(endpoint, status)
         )
@@ -285,10 +301,16 @@ class ScoringService:
                 raw, response = scored.logged_request, scored.logged_answer or response
             self.predictions.write(elapsed, status, scored.rows if scored else 0, raw, unknown, response)
 
-    def _authorized(self, scope: dict) -> bool:
+    def _caller(self, scope: dict) -> str | None:
+        """CLIENT or PROBE by the key offered (every key compared, in constant time), None without a valid key."""
         offered = (_header(scope, b"x-api-key") or _header(scope, b"authorization")).removeprefix("Bearer ")
         offered_bytes = offered.encode("latin-1")
-        return any(hmac.compare_digest(offered_bytes, key) for key in self.keys)
+        client = any([hmac.compare_digest(offered_bytes, key) for key in self.keys])
+        probe = any([hmac.compare_digest(offered_bytes, key) for key in self.probe_keys])
+        return PROBE if probe else CLIENT if client else None
+
+    def _authorized(self, scope: dict) -> bool:
+        return self._caller(scope) is not None
 
     # Everything else ---------------------------------------------------------------------------------------
 

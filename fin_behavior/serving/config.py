@@ -41,11 +41,12 @@ def service_default(name: str) -> Any:
     return next(f.default for f in dataclasses.fields(ServiceSettings) if f.name == name)
 
 
-def read_keys(path: Path) -> list[str]:
-    """The API keys in `path`; ValueError saying what is wrong (the scoring service's and the /mlops API's)."""
-    expected = f'{path} must hold {{"keys": ["...", ...]}} with keys of 16+ characters'
+def read_keys(path: Path, field: str = "keys") -> list[str]:
+    """The API keys in `path`; ValueError saying what is wrong (the scoring service's and the /mlops API's).
+    `field="probe_keys"`: the platform's probe keys (see `read_probe_keys`)."""
+    expected = f'{path} must hold {{"{field}": ["...", ...]}} with keys of 16+ characters'
     try:
-        keys = json.loads(path.read_text()).get("keys")
+        keys = json.loads(path.read_text()).get(field)
     except OSError as exc:
         raise ValueError(f"cannot read the API keys file: {exc}") from None
     except (ValueError, AttributeError):
@@ -53,3 +54,21 @@ def read_keys(path: Path) -> list[str]:
     if not keys or not isinstance(keys, list) or not all(isinstance(k, str) and len(k) >= 16 for k in keys):
         raise ValueError(expected)
     return keys
+
+
+def read_probe_keys(path: Path) -> list[str]:
+    """The platform's own keys in the same file (`"probe_keys"`, optional): a request authenticated with one is the
+    platform probing its endpoint (rollout gates, endpoint checks, benchmarks), logged as a probe and kept out of
+    the monitored traffic.
+
+    Why a key and not a header: the mark must be something only the platform can produce, or any client could
+    hide its traffic from monitoring by copying it. The platform already holds a secret the clients do not, the
+    keys file it writes (mode 0600, or the cluster's Secret), and the service already compares the offered key
+    with every key in constant time. A second kind of key adds no new secret, no clock and no new header: a
+    client cannot mark a request without the probe key, and a request carrying any other sign of being a probe
+    (a header, a field) is ordinary traffic. Each endpoint has its own probe key, never handed to its clients
+    (they are given `"keys"`); a confined submitted model that can read its own endpoint's keys file can also
+    write that endpoint's log, so the key gives it nothing more."""
+    if "probe_keys" not in (json.loads(path.read_text()) or {}):
+        return []
+    return read_keys(path, "probe_keys")

@@ -21,7 +21,7 @@ from typing import Any
 from fin_behavior.records import FeatureSpec
 from fin_behavior.serving.bundle import Bundle
 from fin_behavior.serving.scoring import Scored, score_records
-from fin_behavior.serving.validation import InputError, decode
+from fin_behavior.serving.validation import InputError, decode, is_text, not_text
 
 PROTOCOL_VERSION = "2"
 INFER_PATH = re.compile(r"^/v2/models/(?P<name>[^/]+)(?:/versions/(?P<version>[^/]+))?/infer$")
@@ -127,6 +127,8 @@ def records_of_request(body: Any, max_rows: int) -> tuple[list[dict[str, Any]], 
     request_id = body.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise InputError(422, "id must be a string (the answer carries it back)")
+    if request_id is not None and not is_text(request_id):
+        raise not_text("id")
     records = [{name: values[i] for name, values in columns.items()} for i in range(count)]
     return records, wanted, request_id
 

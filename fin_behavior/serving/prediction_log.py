@@ -4,7 +4,9 @@ Two files per color, so that the monitor reads what it needs of every request wi
 
 - `<color>.jsonl`, every request (its fields always in this order):
   `{"time":1795947359.649803,"model_version":"3","latency_ms":0.812,"outcome":200,"rows":1,
-  "inputs_sha256":"…","unknown_categories":{"city":1}}` (`unknown_categories` only when there are any);
+  "inputs_sha256":"…","unknown_categories":{"city":1}}` (`unknown_categories` only when there are any); a
+  request of the platform's own (authenticated with its probe key, see serving/config.py) ends `,"probe":true}`
+  instead, and it has no inputs line: the monitor counts probes apart from the clients' traffic;
 - `<color>.inputs.jsonl`, a sampled share of the scored requests (`log_sample_rate`, default all):
   `{"time":…,"model_version":"3","request":{…},"response":{…}}`, the body exactly as the client sent it (once it
   had passed validation) and the answer exactly as sent: bytes the service already holds, so logging them costs
@@ -32,6 +34,7 @@ from pathlib import Path
 
 INPUTS_SUFFIX = ".inputs.jsonl"
 STDOUT = Path("-")
+PROBE_END = b',"probe":true}\n'  # the end of a probe's request line: written by the service, never by a client
 
 
 def log_lines(
@@ -43,6 +46,7 @@ def log_lines(
     unknown: dict[str, int],
     response: bytes,
     sample_rate: float,
+    probe: bool = False,
 ) -> tuple[bytes, bytes | None]:
     """(request line, inputs line or None when not sampled) for one scored request, newline-terminated.
     Azure's score.py prints the same lines to stdout."""
@@ -53,6 +57,8 @@ def log_lines(
         rows,
         hashlib.sha256(body).hexdigest()[:16].encode(),
     )
+    if probe:
+        return line + PROBE_END, None
     if unknown:
         line += b',"unknown_categories":' + json.dumps(unknown, separators=(",", ":")).encode()
     if outcome != 200 or not (sample_rate >= 1.0 or random.random() < sample_rate):
@@ -116,9 +122,18 @@ class PredictionLog:
         self._inputs = _Appender(inputs, max_bytes, keep_files)
 
     def write(
-        self, latency_s: float, outcome: int, rows: int, body: bytes, unknown: dict[str, int], response: bytes
+        self,
+        latency_s: float,
+        outcome: int,
+        rows: int,
+        body: bytes,
+        unknown: dict[str, int],
+        response: bytes,
+        probe: bool = False,
     ) -> None:
-        request, inputs = log_lines(self._version, latency_s, outcome, rows, body, unknown, response, self.sample_rate)
+        request, inputs = log_lines(
+            self._version, latency_s, outcome, rows, body, unknown, response, self.sample_rate, probe
+        )
         self._requests.pending.append(request)
         if inputs:
             self._inputs.pending.append(inputs)

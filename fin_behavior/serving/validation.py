@@ -8,6 +8,10 @@ wrong type, odd column names) is a 4xx here, never an exception further in.
 A category value the model never saw is scored, not refused: the pipeline's one-hot encoder maps it to
 "unknown" by design (a bank cannot refuse a customer for living in a new city). It is reported with the
 answer and counted.
+
+Every string that is scored is Unicode text. JSON can spell what is not: a lone UTF-16 surrogate (`"\\ud800"`)
+decodes to a Python str that no encoder takes, and the ONNX runtime (UTF-8 strings) would answer it with a 500.
+It is a 422 naming the field here (`is_text`); raw bytes that are not UTF-8 are already a 400 in `decode`.
 """
 
 from __future__ import annotations
@@ -99,6 +103,23 @@ def _split_records(split: Any) -> list[dict[str, Any]]:
     return rows
 
 
+def is_text(value: str) -> bool:
+    """True unless the string holds a lone UTF-16 surrogate, i.e. it is Unicode text that UTF-8 can carry."""
+    if value.isascii():  # nearly every value: no encoding on the hot path
+        return True
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def not_text(where: str) -> InputError:
+    return InputError(
+        422, f"{where} is not valid Unicode text: it holds a lone UTF-16 surrogate (such as \\ud800); send UTF-8 text"
+    )
+
+
 def _number(where: str, name: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InputError(422, f"{where}: field '{name}' must be a number, got {_show.repr(value)}")
@@ -139,6 +160,8 @@ class Schema:
                     value = _number(where, name, value)
                 elif not isinstance(value, str):
                     raise InputError(422, f"{where}: field '{name}' must be a string, got {_show.repr(value)}")
+                elif not is_text(value):
+                    raise not_text(f"{where}: field '{name}'")
                 elif categories and value not in categories:
                     parsed.unknown.append((i, name, value))
                 parsed.columns[name].append(value)

@@ -379,6 +379,13 @@ def test_score_py_scores_an_unknown_category_and_names_it(azure_scoring_server):
     assert answer.json()["unknown_categories"] == [{"record": 0, "field": "city", "value": "Omaha"}]
 
 
+def test_score_py_answers_a_lone_surrogate_with_a_422_naming_the_field(azure_scoring_server):
+    url, expected, _ = azure_scoring_server
+    content = json.dumps([expected["records"][0] | {"city": "\ud800"}]).encode()  # JSON's escape: "\\ud800"
+    answer = httpx.post(f"{url}/score", content=content, headers={"content-type": "application/json"}, timeout=30)
+    assert answer.status_code == 422 and "field 'city' is not valid Unicode text" in answer.json()["error"], answer.text
+
+
 def test_score_py_logs_what_the_monitor_reads(azure_scoring_server, tmp_path, monkeypatch, capsys):
     """score.py's stdout lines, exported and split as the README says, give the monitor the same figures as
     the local service's log: the mapping, offline, with Azure's own inference server."""

@@ -35,7 +35,7 @@ from fin_behavior_tests.serving_fixtures import start_service
 
 KUBERNETES_VERSION = "1.33"
 CONFIG = k8s.KubernetesConfig("serving", "fin", 2, "LoadBalancer", "250m", "1", "512Mi", "1Gi", 5, poll_seconds=0)
-KEYS = json.dumps({"keys": ["k" * 32]})
+KEYS = json.dumps({"keys": ["k" * 32], "probe_keys": ["p" * 32]})  # as deployer.make_target writes them
 
 
 def _not_found(what: str) -> ApiException:
@@ -52,6 +52,7 @@ class FakeCluster:
         self.expected: dict[str, dict] = {}  # model version -> expected.json of its bundle
         self.applied: list[tuple[str, str]] = []
         self.scored: list[tuple[str, bool]] = []  # (service, did the endpoint Service exist then)
+        self.offered: set[str] = set()  # the API keys the platform's requests carried
         self.apps = create_autospec(AppsV1Api, instance=True)
         self.core = create_autospec(CoreV1Api, instance=True)
         self.core.api_client = create_autospec(ApiClient, instance=True)
@@ -126,7 +127,8 @@ class FakeCluster:
         assert method == "POST" and path.endswith(":http/proxy/score") and auth_settings == ["BearerToken"]
         self.scored.append((service_name, ("service", CONFIG.app) in self.objects))
         secret = json.loads(self.objects[("secret", f"{CONFIG.app}-keys")]["stringData"]["keys.json"])
-        if header_params["X-API-Key"] not in secret["keys"]:
+        self.offered.add(header_params["X-API-Key"])
+        if header_params["X-API-Key"] not in secret["keys"] + secret["probe_keys"]:
             raise ApiException(status=401, reason="missing or invalid API key")
         service = self.objects.get(("service", service_name))
         if service is None:
@@ -167,6 +169,7 @@ def test_a_first_rollout_applies_valid_manifests_and_gates_the_color_before_the_
         ("service", "fin"),
     }
     assert cluster.scored[0] == ("fin-blue", False)  # the gates reached the new color before any traffic could
+    assert cluster.offered == {"p" * 32}  # every gate request was the platform's probe (its key, in the Secret)
     deployment = cluster.objects[("deployment", "fin-blue")]
     pod = deployment["spec"]["template"]["spec"]
     container = pod["containers"][0]

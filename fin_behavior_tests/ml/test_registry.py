@@ -96,3 +96,23 @@ def test_only_versions_with_passing_evidence_get_in_and_get_out(client, tmp_path
     client.set_model_version_tag("m", good, "gate.trained_model.gate", "passed: 1.0 vs 0.5")
     with pytest.raises(NotApprovedError, match="no evidence of passing the blocking checks of processed_dataset"):
         registry.require_evidence(client, "m", good)
+
+
+def test_the_local_view_of_the_registry_holds_only_while_the_store_is_untouched(client, tmp_path):
+    from fin_behavior.ml import registry_view
+
+    uri, var = f"sqlite:///{tmp_path}/mlflow.db", tmp_path / "var"  # the fixture's store
+    v1 = _register(client, _bundle(tmp_path, "a", b"model-1")).version
+    v2 = _register(client, _bundle(tmp_path, "b", b"model-2")).version  # candidate now
+    registry.promote(client, "m", v1)
+    registry_view.refresh(client, var, uri, "m")
+    view = registry_view.load(var, uri, "m")
+    assert view is not None and (view.alias(registry.CANDIDATE), view.alias(registry.PRODUCTION)) == (v2, v1)
+    assert view.tags[v1][registry.BUNDLE_TAG] == client.get_model_version("m", v1).tags[registry.BUNDLE_TAG]
+    assert registry_view.load(var, uri, "other") is None and registry_view.load(var, uri + "x", "m") is None
+
+    registry.promote(client, "m", v1)  # production already names it: nothing written, the view still holds
+    assert registry_view.load(var, uri, "m") == view
+    client.set_registered_model_alias("m", registry.PRODUCTION, v2)  # by hand, in the MLflow UI say
+    assert registry_view.load(var, uri, "m") is None  # the store changed: MLflow is asked again
+    assert registry_view.load(var, "http://mlflow.example", "m") is None  # no file to stamp: never used

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import httpx
 
 NUMERIC_BAD = ["forty", True, None, [1], {"v": 1}, "1e400", ""]
-CATEGORY_BAD = [3, None, ["Male"], {"v": "Male"}, True, 1.5]
+CATEGORY_BAD = [3, None, ["Male"], {"v": "Male"}, True, 1.5, "\ud800", "Oma\udfffha"]  # lone surrogates: not text
 CATEGORY_UNSEEN = ["", "x" * 10_000, "Ωmaha", "NULL", "<script>"]  # scored as unknown: 200
 PATHS = [
     "/score", "/health", "/ready", "/version", "/metrics", "/openapi.json", "/", "/nope", "/score/", "/SCORE",
@@ -103,3 +103,23 @@ def test_hostile_requests_never_get_a_5xx(service, bundle):
     assert {401, 404, 405, 413, 422} <= set(statuses)  # the corpus reaches each kind of refusal
     unseen = [i for i, c in enumerate(corpus) if any(c.name.endswith(f"={v!r}"[:60]) for v in CATEGORY_UNSEEN[2:])]
     assert unseen and all(statuses[i] == 200 for i in unseen)  # a category never seen in training is scored
+
+
+def test_a_lone_surrogate_in_a_category_is_a_422_naming_the_field(service, bundle):
+    """JSON can spell a string that is not Unicode text ("\\ud800"); the model never sees it, whatever the form."""
+    record = bundle[1][0]
+    split = {"dataframe_split": {"columns": list(record), "data": [list(record.values()) for _ in "ab"]}}
+    split["dataframe_split"]["data"][1][list(record).index("gender")] = "\udc00"
+    bodies = {
+        "one record": (record | {"city": "\ud800"}, "record: field 'city'"),
+        "a list": ([record, record | {"account_type": "Sav\ud83dings"}], "record 1: field 'account_type'"),
+        "dataframe_split": (split, "record 1: field 'gender'"),
+    }
+    with service.client() as client:
+        for case, (body, field) in bodies.items():
+            content = json.dumps(body).encode()  # ASCII, the surrogate escaped as JSON allows
+            assert b"\\ud8" in content or b"\\udc00" in content
+            answer = client.post("/score", content=content, headers={"Content-Type": "application/json"})
+            assert answer.status_code == 422, (case, answer.text)
+            assert field in answer.json()["error"] and "not valid Unicode text" in answer.json()["error"], case
+        assert client.post("/score", json=record).status_code == 200  # and the service scores on

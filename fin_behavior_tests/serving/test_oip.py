@@ -197,6 +197,8 @@ def test_every_client_mistake_is_a_json_4xx_that_names_it(serving_env, bundle, r
         "odd datatype": (_infer({"inputs": [good["inputs"][0] | {"datatype": "COMPLEX"}]}), 422, "datatype"),
         "unknown output": (_infer(good | {"outputs": [{"name": "logits"}]}), 422, "no output named 'logits'"),
         "id not a string": (_infer(good | {"id": {"trace": 1}}), 422, "id must be a string"),
+        "lone surrogate": (_infer(changed("city", data=["Austin", "\ud800"])), 422, "record 1: field 'city'"),
+        "lone surrogate in the id": (_infer(good | {"id": "req-\udfff"}), 422, "id is not valid Unicode text"),
         "deep data": (
             _infer(
                 '{"inputs": [{"name": "age", "shape": [1], "datatype": "FP64", "data": '
