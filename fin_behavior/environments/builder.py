@@ -122,14 +122,22 @@ def _uv(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str
     return subprocess.run([uv_binary(), *args], input=stdin, capture_output=True, text=True, timeout=1_800)
 
 
-def resolve(spec: EnvironmentSpec, python: str) -> tuple[str, ...]:
-    """Exact `name==version` pins for the spec's packages on `python`."""
+# For an environment of code the platform did not write (a submission's: `for_others`), nothing of a package runs
+# as the platform while it is built: wheels only (a source distribution runs its setup.py to build, as whoever
+# builds it), no bytecode compiled by the environment's own interpreter (its startup runs the packages' .pth
+# files), and that interpreter only ever started with -I -S (no site: no .pth).
+_BINARY_ONLY = ("--no-build",)
+
+
+def resolve(spec: EnvironmentSpec, python: str, binary_only: bool = False) -> tuple[str, ...]:
+    """Exact `name==version` pins for the spec's packages on `python` (`binary_only`: from wheels alone)."""
     result = _uv(
         "pip",
         "compile",
         "--quiet",
         "--no-header",
         "--no-annotate",
+        *(_BINARY_ONLY if binary_only else ()),
         "--python",
         python,
         "-",
@@ -149,7 +157,7 @@ def fingerprint(python_version: str, pins: tuple[str, ...]) -> str:
 
 def resolve_spec(spec: EnvironmentSpec, for_others: bool = False) -> Resolution:
     python = find_python(spec.python, for_others)
-    return Resolution(python, python_version(python) or spec.python, resolve(spec, python))
+    return Resolution(python, python_version(python) or spec.python, resolve(spec, python, binary_only=for_others))
 
 
 def built_path(root: Path, name: str, fingerprint: str) -> Path:
@@ -180,20 +188,12 @@ def build(
     if (final / _COMPLETE).exists():
         return env
     staging = root / f".staging-{spec.name}-{digest}-{os.getpid()}"
-    compile_bytecode = ("--compile-bytecode",) if for_others else ()
+    untrusted = _BINARY_ONLY if for_others else ()
     shutil.rmtree(staging, ignore_errors=True)
     try:
         for step in (
             ("venv", "--quiet", "--relocatable", "--python", resolution.python, str(staging)),
-            (
-                "pip",
-                "install",
-                "--quiet",
-                *compile_bytecode,
-                "--python",
-                str(staging / "bin" / "python"),
-                *resolution.pins,
-            ),
+            ("pip", "install", "--quiet", *untrusted, "--python", str(staging / "bin" / "python"), *resolution.pins),
         ):
             result = _uv(*step)
             if result.returncode != 0:
@@ -201,13 +201,18 @@ def build(
                     f"building serving environment {spec.name!r} failed at `uv {' '.join(step[:2])}`: "
                     f"{result.stderr.strip()[-1500:]}"
                 )
-        site = subprocess.run(
-            [str(staging / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        Path(site, "fin_behavior_project.pth").write_text(f"{_PROJECT_ROOT}\n")
+        # where a virtual environment keeps its packages, known without starting its interpreter (whose site
+        # module would run the packages' .pth files)
+        major_minor = ".".join(resolution.python_version.split(".")[:2])
+        site = staging / "lib" / f"python{major_minor}" / "site-packages"
+        if not site.is_dir():
+            raise EnvironmentBuildError(f"building {spec.name!r}: uv made no {site.relative_to(staging)}")
+        if for_others:  # confined, it is read-only: compiled now, by compileall, which runs none of their code
+            subprocess.run(  # -S: no site, no .pth; compileall only compiles
+                [str(staging / "bin" / "python"), "-I", "-S", "-m", "compileall", "-q", "-j", "0", str(site)],
+                capture_output=True,
+            )
+        (site / "fin_behavior_project.pth").write_text(f"{_PROJECT_ROOT}\n")
         marker = {"fingerprint": digest, "python": resolution.python_version, "pins": resolution.pins}
         (staging / _COMPLETE).write_text(json.dumps(marker))
         final.parent.mkdir(parents=True, exist_ok=True)

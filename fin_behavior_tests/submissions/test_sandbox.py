@@ -400,3 +400,44 @@ def test_without_kernel_bounds_submissions_are_refused_unless_the_operator_accep
     get_settings.cache_clear()
     note = sandbox.weaker_bounds(get_settings())
     assert note.startswith("weaker mode") and missing in note and bounds_status(get_settings()) == note
+
+
+def _package_index(directory: Path, canary: Path) -> Path:
+    """A local index of two hostile packages: a source distribution whose setup.py writes `canary`, and a wheel
+    whose .pth file writes it whenever an interpreter of the environment starts with its site module."""
+    import io
+    import tarfile
+    import zipfile
+
+    directory.mkdir()
+    setup = f"open({str(canary)!r}, 'a').write('setup.py ran as the platform')\nfrom setuptools import setup\nsetup()\n"
+    with tarfile.open(directory / "evilsdist-1.0.tar.gz", "w:gz") as sdist:
+        for name, text in (("setup.py", setup), ("PKG-INFO", "Metadata-Version: 2.1\nName: evilsdist\nVersion: 1.0\n")):
+            data = text.encode()
+            info = tarfile.TarInfo(f"evilsdist-1.0/{name}")
+            info.size = len(data)
+            sdist.addfile(info, io.BytesIO(data))
+    pth = f"import os; open({str(canary)!r}, 'a').write('.pth ran as ' + str(os.getuid()))\n"
+    dist = "evilpth-1.0.dist-info"
+    files = {
+        "evilpth.pth": pth,
+        f"{dist}/METADATA": "Metadata-Version: 2.1\nName: evilpth\nVersion: 1.0\n",
+        f"{dist}/WHEEL": "Wheel-Version: 1.0\nGenerator: hand\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    files[f"{dist}/RECORD"] = "".join(f"{name},,\n" for name in [*files, f"{dist}/RECORD"])
+    with zipfile.ZipFile(directory / "evilpth-1.0-py3-none-any.whl", "w") as wheel:
+        for name, text in files.items():
+            wheel.writestr(name, text)
+    return directory
+
+
+def test_a_requirement_s_own_code_never_runs_as_the_platform_while_its_environment_is_built(tmp_path, monkeypatch):
+    canary = tmp_path / "ran-as-the-platform"
+    monkeypatch.setenv("UV_FIND_LINKS", str(_package_index(tmp_path / "index", canary)))
+    settings = get_settings()
+    with pytest.raises(errors.SubmissionError) as raised:  # a source distribution would run setup.py to build
+        sandbox.build_environment(settings, ["evilsdist"], tmp_path / "envs")
+    assert raised.value.error == "Environment Failed" and "evilsdist" in raised.value.details
+    env = sandbox.build_environment(settings, ["evilpth"], tmp_path / "envs")  # a wheel with a .pth builds...
+    assert (env.path / "lib" / "python3.11" / "site-packages" / "evilpth.pth").is_file()
+    assert not canary.exists()  # ... and nothing of it ran as the platform meanwhile
