@@ -5,14 +5,18 @@ platform as hostile data: never a path followed, never more than a bound, never 
   descriptor with O_NOFOLLOW (a link swapped in at any moment is refused, not followed), regular files and
   directories only, within a size, file-count and depth bound; refused whole otherwise.
 - `Output`: a process's output through a pipe, kept within a bound (head and tail), for logs and answers.
+- `ask`: an HTTP request to a served model's color, within a wall-clock deadline and a size bound.
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
+import http.client
+import json
 import os
 import shutil
+import socket
 import stat
 import threading
 from pathlib import Path
@@ -145,3 +149,62 @@ class Output:
     def last(self, size: int | None = None) -> str:
         data = b"".join(self.tail)
         return data[-(size or len(data)) :].decode("utf-8", errors="replace")
+
+
+class Answer:
+    """An HTTP answer read within bounds (see `ask`)."""
+
+    def __init__(self, status: int, body: bytes):
+        self.status, self.body = status, body
+
+    def json(self) -> dict:
+        """The body as a JSON object; {} when it is none (a hostile answer is never a crash of the reader)."""
+        try:
+            found = json.loads(self.body)
+        except (ValueError, RecursionError):
+            return {}
+        return found if isinstance(found, dict) else {}
+
+
+def ask(
+    host: str,
+    port: int,
+    method: str,
+    path: str,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    limit: int = 1 << 20,
+    seconds: float = 10.0,
+) -> Answer:
+    """One HTTP request to a service the platform does not trust (a served model's color): the whole exchange,
+    headers included, within `seconds` of wall time (the socket is shut down at the deadline, so an answer that
+    drips a byte at a time ends there too), and at most `limit` bytes of body read. OSError when it could not
+    be asked; UntrustedDataError when the answer passed a bound."""
+    conn = http.client.HTTPConnection(host, port, timeout=seconds)
+    expired = threading.Event()
+
+    def cut() -> None:
+        expired.set()
+        with contextlib.suppress(OSError, AttributeError):
+            conn.sock.shutdown(socket.SHUT_RDWR)  # type: ignore[union-attr]
+
+    watchdog = threading.Timer(seconds, cut)
+    watchdog.start()
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        response = conn.getresponse()
+        data = bytearray()
+        while chunk := response.read1(65_536):
+            data += chunk
+            if len(data) > limit:
+                raise UntrustedDataError(f"its answer to {method} {path} passed {limit:,} bytes")
+        if expired.is_set():  # the cut ended the body early: not its whole answer
+            raise OSError("cut at the deadline")
+        return Answer(response.status, bytes(data))
+    except (OSError, http.client.HTTPException) as exc:
+        if expired.is_set():
+            raise UntrustedDataError(f"its answer to {method} {path} took longer than {seconds:g} s") from None
+        raise OSError(f"{method} {path}: {exc}") from None
+    finally:
+        watchdog.cancel()
+        conn.close()

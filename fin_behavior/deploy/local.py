@@ -18,19 +18,27 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from fin_behavior import bounds
 from fin_behavior.confinement import confined, environment_paths
-from fin_behavior.deploy.rollout import Release, RolloutError, Slot, answers_of
-from fin_behavior.deploy.supervisor import CONTROL_SOCKET, DEFAULT_PORT_HINT, PID_FILE, STATE_FILE, process_alive
+from fin_behavior.deploy.rollout import Release, RolloutError, Slot
+from fin_behavior.deploy.supervisor import (
+    CONTROL_SOCKET,
+    DEFAULT_PORT_HINT,
+    PID_FILE,
+    STATE_FILE,
+    process_alive,
+    wait_ready,
+)
 from fin_behavior.environments.builder import EnvironmentBuildError, ensure_locked
 from fin_behavior.records import read_json
 from fin_behavior.serving.handoff import send_command
 from fin_behavior.settings import Settings
+from fin_behavior.untrusted import Answer, UntrustedDataError, ask
 
 KEYS_FILE = "keys.json"
 PREDICTIONS_DIR = "predictions"  # one log per color (one writer per file), read by the monitor
+_ANSWER_BYTES = 8 << 20  # the most the platform reads of one answer from a color
+_READY_SECONDS = 2.0  # a color that does not say it is ready within this is not (it may be restarting)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -86,7 +94,6 @@ class LocalTarget:
         self.run_as, self.port_hint = run_as, port_hint
         self.host, self.port = settings.endpoint_host, settings.endpoint_port
         self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self._clients: dict[str, httpx.Client] = {}
 
     @property
     def url(self) -> str:
@@ -268,44 +275,45 @@ class LocalTarget:
             os.close(fd)
 
     def _wait_ready(self, slot: Slot) -> str | None:
-        timeout = self.settings.deploy_start_timeout_seconds
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not process_alive(slot.detail):
-                return "the process exited"
-            try:
-                response = self.client(slot).get("/ready", timeout=2)
-                if response.status_code == 200:
-                    return None
-                return f"the service is up but not ready: {response.json().get('reason')}"  # bundle refused
-            except httpx.TransportError:
-                time.sleep(0.1)
-        return f"not ready within {timeout:.0f} s (setting deploy_start_timeout_seconds)"
+        return wait_ready(
+            int(slot.detail["port"]),
+            self.settings.deploy_start_timeout_seconds,
+            lambda: process_alive(slot.detail),
+            "setting deploy_start_timeout_seconds",
+        )
 
-    def client(self, slot: Slot | None = None) -> httpx.Client:
-        """The platform's keep-alive client (its probe key) for one color's private port, or for the public URL
-        (made once: building one costs tens of milliseconds, which would swamp the latency gate)."""
-        base = f"http://{self.host}:{slot.detail['port']}" if slot else self.url
-        if base not in self._clients:
-            self._clients[base] = httpx.Client(base_url=base, headers={"X-API-Key": self.probe_key()}, timeout=10)
-        return self._clients[base]
+    def _ask(
+        self, slot: Slot | None, path: str, records: list[dict] | None = None, key: str | None = None, seconds=30.0
+    ) -> Answer:
+        """One request to a color (or the public URL; a POST of `records` with `key`, else a keyless GET), read as a
+        hostile service's answer: within a deadline and a size bound (a served model can answer anything, as
+        slowly as it likes)."""
+        port = int(slot.detail["port"]) if slot else self.port
+        if records is None:
+            return ask(self.host, port, "GET", path, limit=_ANSWER_BYTES, seconds=seconds)
+        body, headers = json.dumps(records).encode(), {"X-API-Key": key or "", "Content-Type": "application/json"}
+        return ask(self.host, port, "POST", path, body, headers, limit=_ANSWER_BYTES, seconds=seconds)
 
     def score(self, slot: Slot | None, records: list[dict]) -> tuple[list[float], str]:
-        response = self.client(slot).post("/score", json=records)
-        if response.status_code == 401:  # a color started before its endpoint had a probe key: probed as a client
-            response = self.client(slot).post("/score", json=records, headers={"X-API-Key": self.key()})
-        if response.status_code != 200:
-            raise RuntimeError(f"HTTP {response.status_code}: {response.text[:300]}")
+        response = self._ask(slot, "/score", records, key=self.probe_key())
+        if response.status == 401:  # a color started before its endpoint had a probe key: probed as a client
+            response = self._ask(slot, "/score", records, key=self.key())
+        if response.status != 200:
+            raise RuntimeError(f"HTTP {response.status}: {response.body[:300].decode(errors='replace')}")
         body = response.json()
-        return answers_of(body), body["model_version"]
+        answers, version = body.get("probabilities", body.get("predictions")), body.get("model_version")
+        if not isinstance(answers, list) or not isinstance(version, str):
+            raise RuntimeError(f"the answer is not a scoring answer: {response.body[:300].decode(errors='replace')}")
+        return answers, version
 
     def answering(self) -> str | None:
         """The model version answering at the public URL right now (a fresh connection), None when none does."""
         try:
-            response = httpx.get(f"{self.url}/ready", timeout=5)
-        except httpx.TransportError:
+            response = self._ask(None, "/ready", seconds=_READY_SECONDS)
+        except (OSError, UntrustedDataError):
             return None
-        return response.json().get("model_version") if response.status_code == 200 else None
+        version = response.json().get("model_version") if response.status == 200 else None
+        return version if isinstance(version, str) else None
 
     def switch(self, new: Slot, old: Slot | None) -> None:
         self._command(f"activate {new.color}")  # the old color keeps accepting too, until it is retired
@@ -314,10 +322,12 @@ class LocalTarget:
         self._command(f"deactivate {new.color} {old.color if old else 'none'}")
 
     def ready(self, slot: Slot | None) -> bool:
+        """The color's own process (not a restart of it, which is another) answers that it is ready."""
         try:
-            return self.client(slot).get("/ready").status_code == 200
-        except httpx.TransportError:
+            answered = self._ask(slot, "/ready", seconds=_READY_SECONDS).status == 200
+        except (OSError, UntrustedDataError):
             return False
+        return answered and (slot is None or process_alive(slot.detail))
 
     def retire(self, slot: Slot, keep: bool) -> None:
         self._command(f"retire {slot.color} {'keep' if keep else 'stop'}")  # answers once drained

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import http.client
 import json
 import logging
 import os
@@ -47,6 +46,7 @@ from typing import Any
 from fin_behavior import bounds
 from fin_behavior.records import read_json, write_json
 from fin_behavior.serving.handoff import send_command
+from fin_behavior.untrusted import UntrustedDataError, ask
 
 log = logging.getLogger("fin_behavior.deploy.supervisor")
 STATE_FILE, CONTROL_SOCKET, PID_FILE = "endpoint.json", "supervisor.sock", "supervisor.pid"
@@ -82,24 +82,26 @@ def process_alive(entry: dict[str, Any]) -> bool:
     return identity == entry["identity"]
 
 
-def wait_ready(port: int, timeout: float, alive) -> str | None:
-    """None once /ready answers 200 on the private port; otherwise why not (exited, refused bundle, timeout)."""
+def wait_ready(port: int, timeout: float, alive, setting: str = "") -> str | None:
+    """None once /ready answers 200 on the private port; otherwise why not (exited, refused bundle, timeout). Each
+    answer is read as a hostile service's: within a deadline and a size bound."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not alive():
             return "the process exited"
         try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            conn.request("GET", "/ready")
-            response = conn.getresponse()
-            body = response.read()
-            conn.close()
-            if response.status == 200:
-                return None
-            return f"the service is up but not ready: {json.loads(body or b'{}').get('reason')}"
-        except (OSError, http.client.HTTPException, ValueError):
+            seconds = max(0.5, min(5.0, deadline - time.monotonic()))
+            answer = ask("127.0.0.1", port, "GET", "/ready", limit=64 << 10, seconds=seconds)
+        except OSError:
             time.sleep(0.1)
-    return f"not ready within {timeout:.0f} s"
+            continue
+        except UntrustedDataError as exc:
+            return f"its readiness answer is not usable: {exc}"
+        if answer.status == 200:
+            return None
+        reason = answer.json().get("reason")
+        return f"the service is up but not ready: {str(reason)[:500]}"
+    return f"not ready within {timeout:.0f} s" + (f" ({setting})" if setting else "")
 
 
 DEFAULT_PORT_HINT = "set FIN_BEHAVIOR_ENDPOINT_PORT"
