@@ -96,9 +96,9 @@ def test_a_killed_supervisor_is_no_single_point_of_failure(target, bundle):
     rollout(target, release(bundle[0], "1"), gates())
     os.kill(target.supervisor_pid(), signal.SIGKILL)
     _wait(lambda: target.supervisor_pid() is None, 5)
-    with Load(target, bundle[1][0]) as load:
-        time.sleep(0.5)  # the live color still holds the socket and serves
-    assert load.failures == {} and load.outcomes["v1"] > 0
+    with Load(target, bundle[1][0]) as load:  # the live color still holds the socket and serves
+        _wait(lambda: load.outcomes["v1"] >= 20 or load.failures, 30)  # (a busy machine is slow to start clients)
+    assert load.failures == {} and load.outcomes["v1"] >= 20
 
     target.ensure_supervisor()  # any later command starts a new one; it takes the live color over
     assert target.status()["supervisor_running"] and target.live().version == "1"
