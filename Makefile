@@ -62,8 +62,10 @@ setup-distributed: setup  ## the distributed extra (dagster-celery, dagster-post
 test-distributed: setup-distributed  ## full_pipeline and the sensor's retrain on Celery workers (needs redis-server, postgresql)
 	FIN_BEHAVIOR_TEST_DISTRIBUTED=1 $(BIN)/pytest -q fin_behavior_tests/distributed
 
-lint: setup  ## ruff, and the docs site built strictly (a broken link fails)
+lint: setup  ## ruff, mypy, the layer contracts (setup.cfg [importlinter]), and the docs site built strictly
 	$(BIN)/ruff check fin_behavior fin_behavior_tests benchmarks
+	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/mkdocs build --strict --quiet
 
 docs: setup  ## docs/reference/ written from the code, then the site built strictly into site/

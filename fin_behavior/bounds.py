@@ -81,13 +81,14 @@ def _layout() -> _Layout | str:
         with contextlib.suppress(OSError):
             if set(CONTROLLERS) <= set((Path(point) / "cgroup.controllers").read_text().split()):
                 return _Layout(2, dict.fromkeys(CONTROLLERS, directory))
-    directories, missing = {}, []
+    directories: dict[str, Path] = {}
+    missing: list[str] = []
     for controller in CONTROLLERS:
-        point = next((p for p, kind, options in mounts if kind == "cgroup" and controller in options), None)
-        if point is None:
+        mount = next((p for p, kind, options in mounts if kind == "cgroup" and controller in options), None)
+        if mount is None:
             missing.append(controller)
         else:
-            directories[controller] = Path(point) / own.get(controller, "/").lstrip("/")
+            directories[controller] = Path(mount) / own.get(controller, "/").lstrip("/")
     if missing:
         return (
             f"no cgroup controller for {', '.join(missing)} (neither a cgroup v2 hierarchy with memory, pids and "

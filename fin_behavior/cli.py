@@ -39,6 +39,7 @@ def _verify_env(args: argparse.Namespace) -> int:
 
 def _endpoint(args: argparse.Namespace) -> int:
     from fin_behavior.deploy.deployer import make_target
+    from fin_behavior.deploy.local import LocalTarget
     from fin_behavior.ml.registry import PREVIOUS, PRODUCTION
     from fin_behavior.settings import get_settings
 
@@ -57,6 +58,8 @@ def _endpoint(args: argparse.Namespace) -> int:
         )
         return 2
     target = make_target(settings)
+    if not isinstance(target, LocalTarget):  # deployment_target is local (above): make_target made one
+        raise TypeError(f"make_target gave a {target.name} target for deployment_target=local")
     if args.action == "status":
         return _endpoint_status(target)
     if args.action == "logs":

@@ -194,7 +194,7 @@ class ModelInfo(_Record):
     @classmethod
     def from_dict(cls, payload: dict[str, Any]) -> ModelInfo:
         features = [FeatureSpec(**f) for f in payload["features"]]
-        return super().from_dict(payload | {"features": features})  # type: ignore[return-value]
+        return super().from_dict(payload | {"features": features})
 
     def feature_names(self) -> list[str]:
         return [f.name for f in self.features]

@@ -8,7 +8,7 @@ from fin_behavior.outcome import Outcome
 from fin_behavior.records import Evidence
 
 
-def check_specs(asset: str, checks: dict[str, tuple[bool, str]]) -> list[dg.AssetCheckSpec]:
+def check_specs(asset: str | dg.AssetsDefinition, checks: dict[str, tuple[bool, str]]) -> list[dg.AssetCheckSpec]:
     return [
         dg.AssetCheckSpec(name, asset=asset, blocking=blocking, description=description)
         for name, (blocking, description) in checks.items()

@@ -1,6 +1,8 @@
 """Dagster wiring of the last stage: a registered version serves behind the endpoint's stable URL, after
 passing its gates on the idle color. A failure leaves the old version serving and the aliases unmoved."""
 
+from typing import Any
+
 import dagster as dg
 from pydantic import Field
 
@@ -83,7 +85,7 @@ def live_deployment(
     except (deploy.DeployError, RolloutInProgressError) as exc:
         raise dg.Failure(description=str(exc), allow_retries=False) from None
     release, result = deployment.release, deployment.result
-    metadata = {
+    metadata: dict[str, Any] = {
         "url": dg.MetadataValue.url(target.url),
         "target": target.name,
         "model_name": release.model_name,

@@ -5,6 +5,7 @@ import hashlib
 import json
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 
@@ -108,7 +109,7 @@ def serving_quality(
         )
         for check, verdict in judged.checks.items()
     ]
-    metadata = {
+    metadata: dict[str, Any] = {
         "window": f"last {settings.monitor_window_minutes:g} min: {window.describe()}",
         "probe_requests": window.probes,
         "production_version": production or "none",

@@ -98,7 +98,7 @@ def registered_model_version(
     candidate = view.alias(registry.CANDIDATE) if view else None
     held = view.tags.get(candidate, {}) if view and candidate else {}
     reused = bool(view and held.get(registry.BUNDLE_TAG) == info.digest and registry.carries(held, tags))
-    if view and reused:
+    if view and candidate and reused:  # reused implies a candidate (held is {} without one); named for mypy
         registration, expected = registry.Registration(candidate, created=False), candidate
         production = view.alias(registry.PRODUCTION)
         context.log.info(f"reused {name} version {candidate}: already candidate with this bundle and this evidence")

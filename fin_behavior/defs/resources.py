@@ -149,7 +149,8 @@ class MlflowTracking(dg.ConfigurableResource):
         )
         tracker = MlFlow(init)
         try:
-            yield tracker.active_run().info
+            # MlFlow gets mlflow's functions (active_run among them) from its metaclass, which mypy cannot see
+            yield tracker.active_run().info  # type: ignore[attr-defined]
         except BaseException:
             mlflow.end_run(status="FAILED")
             raise

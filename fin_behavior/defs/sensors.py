@@ -90,7 +90,10 @@ def data_version_sensor(context: dg.SensorEvaluationContext, storage: StorageRes
     version = file_fingerprint(path, storage.fingerprint_cache)[:16]  # stat first; hashes only on change
     latest = context.instance.get_latest_materialization_event(processed_dataset.key)
     built_from = (
-        latest.asset_materialization.tags.get("dagster/input_data_version/raw_transactions") if latest else None
+        # a materialization event always carries its materialization, whose tags dagster sets ({} when none)
+        latest.asset_materialization.tags.get("dagster/input_data_version/raw_transactions")  # type: ignore[union-attr]
+        if latest
+        else None
     )
     if version == built_from:
         return dg.SkipReason(f"raw data {path} is version {version}, the one processed_dataset was built from")

@@ -71,10 +71,14 @@ def prediction_log_dir(settings: Settings, var_dir: Path | None = None) -> Path:
     directory = prediction_log_home(settings, var_dir)
     if settings.deployment_target != "kubernetes":
         return directory
+    from fin_behavior.deploy.kubernetes import KubernetesTarget
     from fin_behavior.monitoring.collect import write_split
 
     try:
-        logs = make_target(settings, var_dir).prediction_logs(int(settings.monitor_window_minutes * 60) + 60)
+        target = make_target(settings, var_dir)
+        if not isinstance(target, KubernetesTarget):  # deployment_target is kubernetes (above): make_target made one
+            raise DeployError(f"the prediction log is collected from Kubernetes pods, not from a {target.name} target")
+        logs = target.prediction_logs(int(settings.monitor_window_minutes * 60) + 60)
     except RolloutError as exc:
         raise DeployError(str(exc)) from None
     for pod, text in logs.items():

@@ -202,7 +202,7 @@ class LocalTarget:
             "--log-keep-files", str(self.settings.prediction_log_keep_files),
         ]  # fmt: skip
         self.probe_key()
-        spec = {
+        spec: dict[str, Any] = {
             "color": color,
             "version": release.version,
             # the supervisor adds the private port and the control socket it binds for the color
@@ -244,6 +244,8 @@ class LocalTarget:
             "--log-max-bytes", str(log_bytes),
             "--predict-timeout-seconds", str(s.submission_predict_timeout_seconds),
         ]  # fmt: skip
+        if self.run_as is None:  # start() confines only a target made with run_as
+            raise RolloutError(f"{color}: a confined color needs run_as, the user id it runs as")
         uid = os.geteuid() if os.geteuid() != 0 else self.run_as
         self._share_keys(uid)
         shown = [*environment_paths(Path(argv[0])), release.bundle, self.keys_file]
@@ -317,6 +319,9 @@ class LocalTarget:
 
     def switch(self, new: Slot, old: Slot | None) -> None:
         self._command(f"activate {new.color}")  # the old color keeps accepting too, until it is retired
+
+    def shift(self, new: Slot, old: Slot, percent: int) -> None:  # never called: splits_traffic is False
+        raise NotImplementedError("one listening socket cannot split traffic; canary steps are not taken here")
 
     def switch_back(self, new: Slot, old: Slot | None) -> None:
         self._command(f"deactivate {new.color} {old.color if old else 'none'}")

@@ -58,9 +58,10 @@ class Slot:
 
 class Target(Protocol):
     name: str
-    url: str
     splits_traffic: bool  # can hold shares of traffic (canary steps); `shift` is only called where True
 
+    @property
+    def url(self) -> str: ...  # the public URL, as clients see it
     def live(self) -> Slot | None: ...
     def start(self, release: Release, color: str) -> Slot: ...  # started and ready, or raises
     # slot None = through the public URL, as clients see it
@@ -99,17 +100,15 @@ class GateSettings:
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> GateSettings:
-        return cls(
-            **{
-                "max_latency_ms": settings.max_latency_ms,
-                "parity_tolerance": settings.serving_parity_tolerance,
-                "latency_requests": settings.gate_latency_requests,
-                "traffic_steps": settings.traffic_steps,
-                "step_seconds": settings.traffic_step_seconds,
-                "confirm_seconds": settings.deploy_start_timeout_seconds,
-            }
-            | overrides
-        )
+        values: dict[str, Any] = {
+            "max_latency_ms": settings.max_latency_ms,
+            "parity_tolerance": settings.serving_parity_tolerance,
+            "latency_requests": settings.gate_latency_requests,
+            "traffic_steps": settings.traffic_steps,
+            "step_seconds": settings.traffic_step_seconds,
+            "confirm_seconds": settings.deploy_start_timeout_seconds,
+        }
+        return cls(**(values | overrides))
 
 
 @dataclass(frozen=True)
@@ -263,6 +262,8 @@ def rollout(
             )
         switched = True  # from here on, a failure puts the traffic back
         for percent in canary_steps(target, old, gates, log):
+            if old is None:  # canary_steps takes no step on a first deployment: nothing to share traffic with
+                raise RolloutError(f"v{release.version}: a canary step needs a color already serving")
             target.shift(new, old, percent)
             log(f"{percent}% of traffic on {color}; watching it for {gates.step_seconds:g} s")
             watch(target, new, release, gates.step_seconds, f"with {percent}% of traffic")

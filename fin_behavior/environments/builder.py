@@ -93,7 +93,7 @@ def installed_pythons() -> dict[str, str]:
     return found
 
 
-def closed_to_others(path: Path) -> Path | None:
+def closed_to_others(path: str | Path) -> Path | None:
     """The first directory on the way to `path`, or `path` itself, that other users cannot search or run (None:
     they can reach it)."""
     resolved = Path(path).resolve()

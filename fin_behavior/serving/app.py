@@ -37,6 +37,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import Scope
 
 from fin_behavior.serving import oip
 from fin_behavior.serving.bundle import Bundle, BundleError, load_bundle
@@ -96,7 +97,7 @@ class _Metrics:
         self.model.labels(version=version).set(1)
 
 
-def _header(scope: dict, name: bytes) -> str:
+def _header(scope: Scope, name: bytes) -> str:
     for key, value in scope["headers"]:
         if key == name:
             return value.decode("latin-1")
@@ -164,7 +165,7 @@ class ScoringService:
 
     # The hot path ------------------------------------------------------------------------------------------
 
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] == "http":
             path = scope["path"]
             if path == "/score":
@@ -173,7 +174,7 @@ class ScoringService:
                 return await self._scoring(scope, receive, send, "infer", functools.partial(self._infer, infer))
         return await self.rest(scope, receive, send)
 
-    async def _scoring(self, scope: dict, receive: Any, send: Any, endpoint: str, scorer: Any) -> None:
+    async def _scoring(self, scope: Scope, receive: Any, send: Any, endpoint: str, scorer: Any) -> None:
         """A scoring request of either protocol: the same key, limits, queue, metrics and prediction log."""
         started = time.perf_counter()
         if scope["method"] != "POST":
@@ -200,7 +201,7 @@ class ScoringService:
             raise InputError(404, refused)
         return oip.infer(self.bundle, raw, self.settings.max_rows, name, version)
 
-    async def _answer(self, scope: dict, receive: Any, scorer: Any, caller: str | None) -> tuple[Reply, bytes]:
+    async def _answer(self, scope: Scope, receive: Any, scorer: Any, caller: str | None) -> tuple[Reply, bytes]:
         if caller is None:
             return Reply.error(401, f"missing or invalid API key: {KEY_HINT}"), b""
         if self.bundle is None:
@@ -231,7 +232,7 @@ class ScoringService:
             seconds = self.settings.predict_timeout_seconds
             raise InputError(504, f"the model did not answer within {seconds:g} s") from None
 
-    async def _read_body(self, scope: dict, receive: Any) -> bytes:
+    async def _read_body(self, scope: Scope, receive: Any) -> bytes:
         """The whole body, within the size and time limits. A body that arrives with its headers (nearly every
         request) is read at once; only one still arriving counts against the pending cap and the deadline."""
         limit = self.settings.max_body_bytes
@@ -301,7 +302,7 @@ class ScoringService:
                 raw, response = scored.logged_request, scored.logged_answer or response
             self.predictions.write(elapsed, status, scored.rows if scored else 0, raw, unknown, response)
 
-    def _caller(self, scope: dict) -> str | None:
+    def _caller(self, scope: Scope) -> str | None:
         """CLIENT or PROBE by the key offered (every key compared, in constant time), None without a valid key."""
         offered = (_header(scope, b"x-api-key") or _header(scope, b"authorization")).removeprefix("Bearer ")
         offered_bytes = offered.encode("latin-1")
@@ -309,7 +310,7 @@ class ScoringService:
         probe = any([hmac.compare_digest(offered_bytes, key) for key in self.probe_keys])
         return PROBE if probe else CLIENT if client else None
 
-    def _authorized(self, scope: dict) -> bool:
+    def _authorized(self, scope: Scope) -> bool:
         return self._caller(scope) is not None
 
     # Everything else ---------------------------------------------------------------------------------------

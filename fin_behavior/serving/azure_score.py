@@ -12,6 +12,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from azureml_inference_server_http.api.aml_response import AMLResponse
 
@@ -23,7 +24,7 @@ from fin_behavior.serving.validation import InputError
 MAX_ROWS = int(os.environ.get("FIN_BEHAVIOR_MAX_ROWS", "1000"))
 SAMPLE_RATE = float(os.environ.get("FIN_BEHAVIOR_LOG_SAMPLE_RATE", "1.0"))
 log = logging.getLogger("fin_behavior.serving.azure")
-_state = {}
+_state: dict[str, Any] = {}  # bundle, version, collectors: set by init()
 
 
 def init():

@@ -119,7 +119,8 @@ def records_of_request(body: Any, max_rows: int) -> tuple[list[dict[str, Any]], 
     count = rows.pop()
     if count > max_rows:
         raise InputError(413, f"{count} rows in one request; at most {max_rows} (split the batch)")
-    outputs, wanted = body.get("outputs"), None
+    outputs = body.get("outputs")
+    wanted: list[Any] | None = None  # the names asked for: strings, once checked below
     if outputs is not None:
         wanted = [o.get("name") if isinstance(o, dict) else None for o in outputs] if isinstance(outputs, list) else []
         if not wanted or not all(isinstance(n, str) for n in wanted):
@@ -145,7 +146,7 @@ def infer(bundle: Bundle, raw: bytes, max_rows: int, name: str, model_version: s
     answer too, for the prediction log (the monitor reads one form)."""
     records, wanted, request_id = records_of_request(decode(raw), max_rows)
     scored = score_records(bundle, records, max_rows, model_version)
-    available = {k: scored.answer[k] for k in ("predictions", "probabilities") if k in scored.answer}
+    available: dict[str, Any] = {k: scored.answer[k] for k in ("predictions", "probabilities") if k in scored.answer}
     unknown = [n for n in wanted or () if n not in available]
     if unknown:
         raise InputError(422, f"no output named {unknown[0][:_NAME_SHOWN]!r}; outputs: {', '.join(available)}")

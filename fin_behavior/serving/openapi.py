@@ -8,7 +8,7 @@ from fin_behavior.records import FeatureSpec
 
 
 def _record_schema(features: list[FeatureSpec]) -> dict[str, Any]:
-    properties = {}
+    properties: dict[str, dict[str, Any]] = {}
     for feature in features:
         if feature.dtype == "float":
             properties[feature.name] = {"type": "number"}

@@ -66,8 +66,8 @@ def check_requirements(requirements: list[str]) -> list[str]:
 
 def accept(
     settings: Settings,
-    script: str,
-    name: str,
+    script: object,  # untrusted (a request body's fields): checked below
+    name: object,
     requirements: list[str],
     timeout_seconds: float | None = None,
     client: str = "",

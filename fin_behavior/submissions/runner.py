@@ -21,7 +21,8 @@ def _pickle_scikit_learn_models_by_default() -> None:
         return  # the script does not use scikit-learn: nothing to change, nothing imported
     import mlflow.sklearn
 
-    mlflow.sklearn._get_default_serialization_format = lambda: mlflow.sklearn.SERIALIZATION_FORMAT_CLOUDPICKLE
+    # a private function of MLflow's, replaced on purpose (above); mlflow.sklearn is a lazy module to mypy
+    mlflow.sklearn._get_default_serialization_format = lambda: mlflow.sklearn.SERIALIZATION_FORMAT_CLOUDPICKLE  # type: ignore[attr-defined]
 
 
 if __name__ == "__main__":

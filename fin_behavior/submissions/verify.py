@@ -12,6 +12,7 @@ import json
 import sys
 import traceback
 import warnings
+from typing import Any
 
 import numpy as np
 
@@ -23,7 +24,8 @@ def describe(model_dir: str) -> dict:
 
     model = Model.load(model_dir)
     signature = model.signature
-    example = model.load_input_example(model_dir) if signature is not None else None
+    # Any: MLflow annotates `str | None`, but returns the example as logged (a DataFrame, an ndarray, ...)
+    example: Any = model.load_input_example(model_dir) if signature is not None else None
     if signature is None or example is None:
         if "sklearn" in model.flavors:  # the seed's own `log_model(model, 'model')`: the estimator says its inputs
             return _from_estimator(model_dir)

@@ -23,7 +23,8 @@ def run(submission_id: str) -> bool:
     from fin_behavior.defs.submissions import POOL, submissions
 
     instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
-    instance.add_dynamic_partitions(submissions.name, [submission_id])
+    # submissions.name is typed optional, but defs/submissions.py names the partitions
+    instance.add_dynamic_partitions(submissions.name, [submission_id])  # type: ignore[arg-type]
     if instance.event_log_storage.supports_global_concurrency_limits:
         instance.event_log_storage.set_concurrency_slots(POOL, get_settings().submission_workers)
     result = defs.resolve_job_def("submission").execute_in_process(
