@@ -186,7 +186,7 @@ def ask(
     def cut() -> None:
         expired.set()
         with contextlib.suppress(OSError, AttributeError):
-            conn.sock.shutdown(socket.SHUT_RDWR)  # type: ignore[union-attr]
+            conn.sock.shutdown(socket.SHUT_RDWR)
 
     watchdog = threading.Timer(seconds, cut)
     watchdog.start()
