@@ -83,6 +83,8 @@ def _copy_directory(directory: int, destination: Path, budget: dict[str, int], d
             finally:
                 os.close(child)
         elif stat.S_ISREG(info.st_mode):
+            if info.st_blocks * 512 < info.st_size:  # holes: nothing on its disk, all of it on the platform's
+                raise UntrustedDataError(f"{inside} is a sparse file: only files written in full are taken")
             _copy_file(directory, name, destination / name, budget, inside)
         else:
             kind = "a symbolic link" if stat.S_ISLNK(info.st_mode) else "not a regular file"

@@ -190,7 +190,7 @@ class LocalTarget:
     def start(self, release: Release, color: str) -> Slot:
         self.ensure_supervisor()
         argv = [
-            str(self._python(release)), "-m", "fin_behavior.serving.app",
+            str(self._python(release)), "-I", "-m", "fin_behavior.serving.app",  # -I: nothing from its working dir
             "--bundle", str(release.bundle),
             "--bundle-digest", release.info.digest,
             "--keys-file", str(self.keys_file),

@@ -57,19 +57,31 @@ def _error(error: errors.SubmissionError, status: int | None = None) -> JSONResp
     return JSONResponse(error.to_dict(), status_code=status or error.status)
 
 
+_BODY_SECONDS = 10.0  # a body must arrive within this (as the scoring service's body_timeout_seconds)
+_BODIES_AT_ONCE = 16  # bodies being received at once; one more is a 503: no client holds the API's memory
+_CONNECTIONS = 256  # uvicorn's limit_concurrency: past it, new requests are a 503 at once
+
+
 async def _bounded_body(request: Request, limit: int) -> bytes:
     """The body, refused with a 413 as soon as it is known to pass `limit`: from its declared length before a byte
-    is read, else once that many bytes have arrived (never read whole first)."""
+    is read, else once that many bytes have arrived (never read whole first); a 408 when it does not arrive
+    within _BODY_SECONDS."""
     too_large = errors.SubmissionError("Invalid Request", f"the request is over {limit:,} bytes", status=413)
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise too_large
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise too_large
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(_BODY_SECONDS):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise too_large
+                chunks.append(chunk)
+    except TimeoutError:
+        raise errors.SubmissionError(
+            "Invalid Request", f"the body did not arrive within {_BODY_SECONDS:g} s; send it at once", status=408
+        ) from None
     return b"".join(chunks)
 
 
@@ -96,6 +108,7 @@ class SubmissionService:
         ensure_keys(self.keys_file)
         self.slots: asyncio.Semaphore | None = None  # made on the server's loop
         self.running: dict[asyncio.Task, str] = {}  # queued or running -> the client it came from
+        self.receiving = 0  # requests whose body is still arriving
         self.app = Starlette(
             routes=[
                 Route("/mlops/deploy", self.deploy, methods=["POST"]),
@@ -152,10 +165,17 @@ class SubmissionService:
     @_keyed
     async def deploy(self, request: Request, client: str) -> Response:
         limit = self.settings.submission_max_script_bytes * 2 + 65_536  # base64 and the other fields
+        if self.receiving >= _BODIES_AT_ONCE:
+            response = _error(errors.SubmissionError("Busy", "too many requests are sending their body", status=503))
+            response.headers["Retry-After"] = "5"
+            return response
+        self.receiving += 1
         try:
             body = await _bounded_body(request, limit)
         except errors.SubmissionError as exc:
             return _error(exc)
+        finally:
+            self.receiving -= 1
         try:
             payload = decode(body)  # the scoring service's parser: deep nesting and huge numbers are a 400 too
             if not isinstance(payload, dict):
@@ -279,4 +299,11 @@ def serve(settings: Settings) -> None:
     service = SubmissionService(settings)
     url = f"http://{settings.submission_api_host}:{settings.submission_api_port}"
     print(f"submissions API on {url}; its key is in {service.keys_file}; {bounds_status(settings)}", flush=True)
-    uvicorn.run(service.app, host=settings.submission_api_host, port=settings.submission_api_port, log_level="warning")
+    uvicorn.run(
+        service.app,
+        host=settings.submission_api_host,
+        port=settings.submission_api_port,
+        log_level="warning",
+        limit_concurrency=_CONNECTIONS,
+        timeout_keep_alive=5,
+    )

@@ -16,7 +16,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from fin_behavior.settings import Settings
 from fin_behavior.submissions import errors
 from fin_behavior.submissions.record import ID_LENGTH, SCRIPT_FILE, Submission
-from fin_behavior.submissions.sandbox import claim
+from fin_behavior.submissions.sandbox import claim, look_alike
 
 NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,62}")
 MAX_REQUIREMENTS = 50
@@ -78,7 +78,7 @@ def accept(
         raise errors.invalid(
             f"model name {str(name)[:80]!r} is not usable: 1-63 letters, digits, '-' or '_', starting with a letter"
         )
-    if name == settings.registered_model_name:
+    if look_alike(name) == look_alike(settings.registered_model_name):
         raise errors.invalid(f"{name!r} is the platform's own model; choose another name")
     if not isinstance(script, str) or not script.strip():
         raise errors.invalid("the script is empty: send its text (or base64) as script_content")

@@ -92,7 +92,7 @@ def release(settings: Settings, submission: Submission, trained: Trained) -> tup
     bundle = submission.directory(root) / BUNDLE_DIR
     shutil.rmtree(bundle, ignore_errors=True)
     bundle.mkdir(parents=True)
-    shutil.copytree(trained.model, bundle / MODEL_DIR, symlinks=True)  # the platform's copy: plain files only
+    shutil.move(trained.model, bundle / MODEL_DIR)  # the platform's copy (plain files only) becomes the bundle's
     found = _verify(settings, submission, trained.env, bundle / MODEL_DIR)
     write_json(bundle / BundleFiles.EXPECTED, {"records": found["records"], "predictions": found["predictions"]})
     write_lock(trained.env, bundle / BundleFiles.ENVIRONMENT, for_others=True)
@@ -133,7 +133,7 @@ def _verify(settings: Settings, submission: Submission, env: BuiltEnvironment, m
     with sandbox.workspace(settings, submission.directory(settings.submissions_root) / "verify", uid) as scratch:
         variables = {"PATH": f"{env.path / 'bin'}:/usr/bin:/bin", "HOME": str(scratch), "LANG": "C.UTF-8"}
         finished = sandbox.run_bounded(
-            [str(env.python), "-m", "fin_behavior.submissions.verify", str(model_dir)],
+            [str(env.python), "-I", "-m", "fin_behavior.submissions.verify", str(model_dir)],
             settings,
             f"verify-{submission.id}",
             uid,
@@ -146,7 +146,7 @@ def _verify(settings: Settings, submission: Submission, env: BuiltEnvironment, m
     lines = finished.output.last().strip().splitlines()
     try:
         found = json.loads(lines[-1])
-    except (IndexError, ValueError):
+    except Exception:  # what the model's code printed, deep nesting and all: its failure, not the platform's
         raise errors.not_servable("the verification task did not answer", finished.output.last(3000)) from None
     if isinstance(found, dict) and "error" in found:
         raise errors.not_servable(

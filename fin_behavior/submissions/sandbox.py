@@ -106,21 +106,28 @@ def _names(root: Path) -> dict[str, dict]:
     return {n: v if isinstance(v, dict) else {"index": v, "owner": ""} for n, v in names.items()}
 
 
+def look_alike(name: str) -> str:
+    """What a name looks like to a reader (and to a registry that ignores case): `Churn_RF` is `churn-rf`."""
+    return name.lower().replace("_", "-")
+
+
 def claim(root: Path, name: str, owner: str) -> None:
     """`name` for `owner` (an API key's fingerprint; "" the command line's identity): given to the first that asks,
-    and from then on to no one else (403, the seed's error object)."""
+    and from then on to no one else (403, the seed's error object), nor any name that looks like it."""
     with names_locked(root):
         names = _names(root)
-        if name not in names:
-            names[name] = {"index": len(names), "owner": owner}
-            write_json(root / "names.json", names)
-        elif names[name]["owner"] != owner:
+        taken = next((n for n in names if look_alike(n) == look_alike(name) and names[n]["owner"] != owner), None)
+        if taken is not None:
             raise errors.SubmissionError(
                 "Forbidden",
-                f"the model name {name!r} belongs to another team's key",
+                f"the model name {name!r} belongs to another team's key"
+                + (f" (it looks like {taken!r})" if taken != name else ""),
                 help="Choose another model name; a name's versions, URL and traffic are its owner's alone.",
                 status=403,
             )
+        if name not in names:
+            names[name] = {"index": len(names), "owner": owner}
+            write_json(root / "names.json", names)
 
 
 def users(root: Path, name: str) -> Users:
@@ -274,7 +281,7 @@ def run_script(
     log = directory / "train.log"
     started = time.monotonic()
     finished = run_bounded(
-        [str(env.python), "-m", "fin_behavior.submissions.runner", SCRIPT_FILE],
+        [str(env.python), "-I", "-u", "-m", "fin_behavior.submissions.runner", SCRIPT_FILE],
         settings,
         f"submission-{submission.id}",
         uid,
@@ -307,7 +314,7 @@ def collect(
     uid = users(settings.submissions_root, submission.name).train
     variables = clean_environment(env, run.work, submission.name)
     finished = run_bounded(
-        [str(env.python), "-m", "fin_behavior.submissions.collect", str(run.work)],
+        [str(env.python), "-I", "-m", "fin_behavior.submissions.collect", str(run.work)],  # -I: no module of its
         settings,
         f"collect-{submission.id}",
         uid,
@@ -321,7 +328,7 @@ def collect(
     try:
         found = json.loads(lines[-1])
         assert isinstance(found, dict)
-    except (IndexError, ValueError, AssertionError):
+    except Exception:  # anything it printed (deep nesting too) is its word, never the platform's crash
         raise errors.no_run(log_tail(run.log, 20)) from None
     run_id = str(found.get("run_id", ""))[:64]
     problem = found.get("error")

@@ -58,6 +58,7 @@ def test_a_syntax_error_is_named_with_its_line_before_anything_is_built():
         ("1-starts-with-a-digit", SCRIPT, 30, "is not usable"),
         ("look-alike\n", SCRIPT, 30, "is not usable"),  # not a second name beside "look-alike"
         ("financial-behavior-model", SCRIPT, 30, "the platform's own model"),
+        ("Financial_Behavior_Model", SCRIPT, 30, "the platform's own model"),  # a look-alike
         ("ok", "   ", 30, "the script is empty"),
         ("ok", SCRIPT, 0, "is not between 0 and"),
         ("ok", SCRIPT, 10**6, "is not between 0 and"),
@@ -117,6 +118,8 @@ def test_a_name_belongs_to_the_key_that_made_it_and_its_owner_keeps_replacing_it
     assert "belongs to another team" in raised.value.message and "another model name" in raised.value.help
     with pytest.raises(errors.SubmissionError, match="belongs to another team"):
         accept(settings, SCRIPT, "team-a-model", [], 30, client="")  # the command line is no one's master key
+    with pytest.raises(errors.SubmissionError, match="it looks like 'team-a-model'"):
+        accept(settings, SCRIPT, "Team_A-Model", [], 30, client="b" * 12)  # a look-alike is the same name
     again = accept(settings, SCRIPT, "team-a-model", [], 30, client="a" * 12)
     assert again.name == "team-a-model"
     assert len(list(settings.submissions_root.glob("*/submission.json"))) == 2  # the refused ones left nothing
@@ -147,3 +150,25 @@ def test_a_request_body_over_the_limit_is_refused_before_it_is_read():
     assert declared.status_code == streamed.status_code == 413
     assert f"over {limit:,} bytes" in streamed.json()["message"]
     assert len(sent) <= limit // (1 << 20) + 2  # read no further than the limit
+
+
+def test_a_body_that_does_not_arrive_in_time_is_a_408_and_frees_its_place(monkeypatch):
+    from fin_behavior.submissions import api
+
+    monkeypatch.setattr(api, "_BODY_SECONDS", 0.5)
+    service = api.SubmissionService(get_settings())
+    key = {"X-API-Key": read_json(service.keys_file)["keys"][0]}
+
+    async def stalled():  # a client that starts its body and then waits
+        yield b'{"model_name": '
+        await asyncio.sleep(5)
+        yield b'"m"}'
+
+    async def ask() -> httpx.Response:
+        transport = httpx.ASGITransport(app=service.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+            return await client.post("/mlops/deploy", content=stalled(), headers=key)
+
+    answer = asyncio.run(ask())
+    assert answer.status_code == 408 and "did not arrive within 0.5 s" in answer.json()["message"]
+    assert service.receiving == 0

@@ -346,12 +346,16 @@ def _hostile_model_script(after_logging: str) -> str:
             "db.execute('UPDATE logged_models SET artifact_location = ?', (os.path.dirname(CANARY),))\ndb.commit()\n",
             "outside its working directory",
         ),
-        (  # a sparse file: nothing on its disk, a gigabyte to whoever copies it
+        (  # a sparse file: nothing on its disk, two gigabytes to whoever copies it
             "f = open(os.path.join(path, 'weights.bin'), 'wb'); f.truncate(2 * 2**30); f.close()\n",
+            "is a sparse file",
+        ),
+        (  # written in full, over the model's size limit (64 MiB here)
+            "open(os.path.join(path, 'weights.bin'), 'wb').write(os.urandom(80 * 2**20))\n",
             "over its size limit",
         ),
     ],
-    ids=["link to a host file", "link to a host directory", "store names a host path", "sparse giant"],
+    ids=["link to a host file", "link to a host directory", "store names a host path", "sparse", "too large"],
 )
 def test_nothing_of_the_host_reaches_the_bundle_whatever_the_script_leaves(env, tmp_path, monkeypatch, attack, refusal):
     monkeypatch.setenv("FIN_BEHAVIOR_SUBMISSION_MAX_MODEL_MB", "64")
