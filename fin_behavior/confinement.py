@@ -4,7 +4,8 @@ namespace code of our own. The command sees a root filesystem of the system's pr
 project's package and the paths the caller names, and nothing else of the machine (no platform state, data,
 artifacts, keys, or another model name's files); a /tmp and /dev/shm of its own, each a tmpfs of bounded size;
 no network; its own process, IPC (System V and POSIX message queues and shared memory end with it), UTS and
-cgroup namespaces; no controlling terminal; and it dies with the process the platform started.
+cgroup namespaces; no controlling terminal; no new user namespace and none of the kernel interfaces with a record
+of privilege escalations (a seccomp filter); and it dies with the process the platform started.
 
 As root, bwrap builds the namespaces and mounts as root, then the command runs as an unprivileged user id the
 caller chooses, with no capability now or after an exec and no setuid gain (setpriv). As any other user (a
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib.util
 import json
 import os
 import shutil
@@ -64,6 +66,7 @@ def confined(
         "writable": [str(p) for p in writable],
         "network": network,
         "tmp_bytes": tmp_bytes,
+        "libraries": _PYSECCOMP,  # where the launcher finds pyseccomp, whichever interpreter runs it
     }
     return [sys.executable, "-I", str(PROJECT_PACKAGE / "confinement.py"), json.dumps(spec), *command]
 
@@ -101,7 +104,7 @@ def how_to_allow() -> str:
     )
 
 
-# The launcher: the process the platform starts (standard library only) ----------------------------------------
+# The launcher: the process the platform starts (the standard library and pyseccomp) -----------------------------
 
 
 def _identity_files(uid: int) -> tuple[int, int]:
@@ -120,6 +123,35 @@ def _identity_files(uid: int) -> tuple[int, int]:
         os.lseek(fd, 0, os.SEEK_SET)
         files.append(fd)
     return files[0], files[1]
+
+
+_found = importlib.util.find_spec("pyseccomp")
+_PYSECCOMP = str(Path(_found.origin).parent) if _found and _found.origin else ""
+_CLONE_NEWUSER = 0x10000000
+_REFUSED_CALLS = ("keyctl", "add_key", "request_key", "bpf", "userfaultfd", "perf_event_open")
+
+
+def _syscall_filter() -> int:
+    """A seccomp filter (compiled by libseccomp, in memory) for everything in the sandbox: no new user namespace
+    (unshare or clone with CLONE_NEWUSER; clone3, whose flags a filter cannot read, answers ENOSYS so the C
+    library falls back to clone), and none of the kernel interfaces that sandboxes refuse for their record of
+    privilege escalations (keyrings, eBPF, userfaultfd, perf events). Everything else is allowed."""
+    import errno
+
+    import pyseccomp as seccomp
+
+    rules = seccomp.SyscallFilter(seccomp.ALLOW)
+    new_user = seccomp.Arg(0, seccomp.MASKED_EQ, _CLONE_NEWUSER, _CLONE_NEWUSER)  # the flags argument
+    for call in ("unshare", "clone"):
+        rules.add_rule(seccomp.ERRNO(errno.EPERM), call, new_user)
+    rules.add_rule(seccomp.ERRNO(errno.ENOSYS), "clone3")
+    for call in _REFUSED_CALLS:
+        rules.add_rule(seccomp.ERRNO(errno.EPERM), call)
+    fd = os.memfd_create("fin-behavior-seccomp", 0)  # inheritable: bwrap reads it
+    with os.fdopen(os.dup(fd), "wb") as out:
+        rules.export_bpf(out)
+    os.lseek(fd, 0, os.SEEK_SET)
+    return fd
 
 
 def _bwrap(spec: dict, command: list[str], status_fd: int) -> list[str]:
@@ -153,7 +185,7 @@ def _bwrap(spec: dict, command: list[str], status_fd: int) -> list[str]:
         argv += [how, path, path]
     for fd, path in ((passwd, "/etc/passwd"), (group, "/etc/group")):  # readable by all, as the machine's are
         argv += ["--perms", "0644", "--ro-bind-data", str(fd), path]
-    argv += ["--chdir", spec["cwd"], "--json-status-fd", str(status_fd), "--"]
+    argv += ["--seccomp", str(_syscall_filter()), "--chdir", spec["cwd"], "--json-status-fd", str(status_fd), "--"]
     if as_root:  # no capability now or after an exec, no setuid gain
         argv += [*as_user(uid)[:-1], "--no-new-privs", "--bounding-set=-all", "--inh-caps=-all", "--"]
     return argv + command
@@ -176,6 +208,8 @@ def main() -> None:
     (whatever they were set to on entry); this ends with its status (128 + the signal when one ended it), and
     if this is killed, COMMAND is too (bwrap's --die-with-parent)."""
     spec, command = json.loads(sys.argv[1]), sys.argv[2:]
+    if spec["libraries"]:
+        sys.path.append(spec["libraries"])
     read_status, write_status = os.pipe()
     os.set_inheritable(write_status, True)
     init: list[int] = []  # the sandbox's first process (bwrap's init), as seen from here, once bwrap has said

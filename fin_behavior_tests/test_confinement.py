@@ -15,6 +15,7 @@ import time
 import uuid
 from pathlib import Path
 
+import pyseccomp
 import pytest
 
 from fin_behavior.confinement import PROJECT_PACKAGE, as_user, confined
@@ -73,7 +74,7 @@ def test_a_platform_that_is_not_root_confines_in_a_user_namespace_with_no_capabi
     platform = (  # what the platform, running as `nobody`, runs: the probe, confined
         "import subprocess, sys\n"
         "from pathlib import Path\n"
-        f"sys.path.insert(0, {str(PROJECT_PACKAGE.parent)!r})\n"
+        f"sys.path[:0] = [{str(PROJECT_PACKAGE.parent)!r}, {str(Path(pyseccomp.__file__).parent)!r}]\n"  # its packages
         "from fin_behavior.confinement import confined, unavailable\n"
         "assert unavailable() is None, unavailable()\n"
         f"command = confined(['/usr/bin/python3', '-c', {probe!r}], 0, Path({work!r}),\n"
@@ -126,3 +127,25 @@ def test_a_supervisor_s_sigterm_reaches_the_confined_command_and_a_kill_takes_it
         assert service.wait(timeout=30) == status
         assert not running_with(marker)  # nothing it started outlives it
     assert (work / "drained").read_text() == "yes"  # the SIGTERM reached it: it drained and exited 0
+
+
+@pytest.mark.parametrize("as_root", [True, False], ids=["root platform", "service account"])
+def test_confined_code_makes_no_user_namespace_and_reaches_no_risky_kernel_interface(machine, as_root):
+    probe = (
+        "import ctypes, json, subprocess\n"
+        "libc = ctypes.CDLL(None, use_errno=True)\n"
+        "found = {'unshare -Ur': subprocess.run(['unshare', '-Ur', 'true'], capture_output=True).returncode}\n"
+        "found['keyctl'] = libc.syscall(250, 0, 0, 0, 0, 0) == -1 and ctypes.get_errno()  # KEYCTL_GET_KEYRING_ID\n"
+        "found['bpf'] = libc.syscall(321, 0, 0, 0) == -1 and ctypes.get_errno()\n"
+        "found['threads'] = subprocess.run(['python3', '-c', 'import threading; t = threading.Thread(target=print);"
+        " t.start(); t.join()'], capture_output=True).returncode\n"
+        "print(json.dumps(found))\n"
+    )
+    work = machine / "work"
+    command = confined(["/usr/bin/python3", "-c", probe], NOBODY, work, writable=[work])
+    run = command if as_root else [*as_user(NOBODY), *command]
+    done = subprocess.run(run, capture_output=True, text=True, timeout=60, cwd="/")
+    assert done.returncode == 0, done.stderr
+    found = json.loads(done.stdout.splitlines()[-1])
+    assert found["unshare -Ur"] != 0 and found["keyctl"] == found["bpf"] == 1  # EPERM
+    assert found["threads"] == 0  # ordinary processes and threads are made as ever
