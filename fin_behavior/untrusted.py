@@ -112,6 +112,28 @@ def _copy_file(directory: int, name: str, target: Path, budget: dict[str, int], 
         os.close(source)
 
 
+def read_small(directory: Path, name: str, limit: int) -> str | None:
+    """The text of `directory`/`name` when it is a regular file (opened without following a link) of at most
+    `limit` bytes; None otherwise."""
+    try:
+        parent = os.open(directory, _DIRECTORY)
+    except OSError:
+        return None
+    try:
+        fd = os.open(name, _FILE, dir_fd=parent)
+    except OSError:
+        return None
+    finally:
+        os.close(parent)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        data = os.read(fd, limit + 1)
+    finally:
+        os.close(fd)
+    return data.decode("utf-8", errors="replace") if len(data) <= limit else None
+
+
 class Output:
     """A process's output read from a pipe by a thread, kept within `limit` bytes: the first `limit` bytes go to
     `sink` (a log file) when one is given, and the last `tail_bytes` are always kept, so a flood neither fills the

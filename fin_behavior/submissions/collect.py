@@ -15,6 +15,8 @@ import os
 import sys
 from urllib.parse import unquote, urlparse
 
+COLLECTED = ".fin-behavior-collected.json"  # where the script's runner leaves what it found (runner.py)
+
 
 def find(work: str) -> dict:
     from mlflow import MlflowClient

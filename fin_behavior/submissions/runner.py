@@ -25,9 +25,25 @@ def _pickle_scikit_learn_models_by_default() -> None:
     mlflow.sklearn._get_default_serialization_format = lambda: mlflow.sklearn.SERIALIZATION_FORMAT_CLOUDPICKLE  # type: ignore[attr-defined]
 
 
+def _collect() -> None:
+    """What collect.py would find, found now in this process (MLflow is loaded already): written for the platform
+    to read as data. The same user and the same trust as a collector process of its own, two seconds sooner."""
+    import json
+
+    from fin_behavior.submissions.collect import COLLECTED, find
+
+    with open(COLLECTED, "w") as out:
+        json.dump(find("."), out)
+
+
 if __name__ == "__main__":
     script = sys.argv[1]
     sys.argv = sys.argv[1:]
     sys.path[0] = ""  # as `python train.py` from its directory: its own modules import
     _pickle_scikit_learn_models_by_default()
-    runpy.run_path(script, run_name="__main__")
+    try:
+        runpy.run_path(script, run_name="__main__")
+    except SystemExit as exit:
+        if exit.code not in (None, 0):
+            raise
+    _collect()

@@ -43,8 +43,9 @@ from fin_behavior.environments.spec import EnvironmentSpec, get_spec
 from fin_behavior.records import read_json, write_json
 from fin_behavior.settings import Settings
 from fin_behavior.submissions import errors
+from fin_behavior.submissions.collect import COLLECTED
 from fin_behavior.submissions.record import SCRIPT_FILE, Submission
-from fin_behavior.untrusted import Output
+from fin_behavior.untrusted import Output, read_small
 
 SERVER_PACKAGES = ("uvicorn", "httptools", "uvloop", "starlette", "prometheus-client")  # of the scoring service
 ENVIRONMENT = "submission"
@@ -310,25 +311,27 @@ def collect(
     env: builder.BuiltEnvironment, run: ScriptRun, submission: Submission, settings: Settings
 ) -> tuple[str, str]:
     """(run id, the model's directory relative to the working directory), found inside the sandbox by the
-    script's own user in the script's own store (collect.py); a SubmissionError when there is none."""
-    uid = users(settings.submissions_root, submission.name).train
-    variables = clean_environment(env, run.work, submission.name)
-    finished = run_bounded(
-        [str(env.python), "-I", "-m", "fin_behavior.submissions.collect", str(run.work)],  # -I: no module of its
-        settings,
-        f"collect-{submission.id}",
-        uid,
-        run.work,
-        environment_paths(env.python),
-        variables,
-        timeout=300,
-        output_limit=64 << 10,
-    )
-    lines = finished.output.last().strip().splitlines()
+    script's own user in the script's own store (collect.py): by the script's runner as it ended, else (a script
+    that left by os._exit) by a confined collector of its own; a SubmissionError when there is none."""
+    text = read_small(run.work, COLLECTED, 64 << 10)
+    if text is None:
+        uid = users(settings.submissions_root, submission.name).train
+        finished = run_bounded(
+            [str(env.python), "-I", "-m", "fin_behavior.submissions.collect", str(run.work)],  # -I: none of its own
+            settings,
+            f"collect-{submission.id}",
+            uid,
+            run.work,
+            environment_paths(env.python),
+            clean_environment(env, run.work, submission.name),
+            timeout=300,
+            output_limit=64 << 10,
+        )
+        text = (finished.output.last().strip().splitlines() or [""])[-1]
     try:
-        found = json.loads(lines[-1])
+        found = json.loads(text)
         assert isinstance(found, dict)
-    except Exception:  # anything it printed (deep nesting too) is its word, never the platform's crash
+    except Exception:  # anything it wrote (deep nesting too) is its word, never the platform's crash
         raise errors.no_run(log_tail(run.log, 20)) from None
     run_id = str(found.get("run_id", ""))[:64]
     problem = found.get("error")
