@@ -41,9 +41,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         items.sort(key=lambda item: first.get(work_unit(item.nodeid), len(first)))
 
 
+@pytest.hookimpl(optionalhook=True)  # xdist's hook: unknown when xdist is not loaded
 def pytest_xdist_make_scheduler(config: pytest.Config, log):
-    """`--dist loadscope` with the work units above, handed out in collection order (longest first)."""
-    if config.getvalue("dist") != "loadscope":
+    """`--dist loadscope` (or xdist's default, which would split a module) with the work units above, handed out
+    in collection order (longest first)."""
+    if config.getvalue("dist") not in ("load", "loadscope"):
         return None
     from xdist.scheduler import LoadScopeScheduling
 
