@@ -23,6 +23,33 @@ ENVS = Path(os.environ.get("FIN_BEHAVIOR_TEST_ENVS", Path(__file__).resolve().pa
 FAST_TRAINING = {"n_iter": 2, "cv": 2, "search_max_rows": 1_500, "n_estimators": [10, 30]}
 
 
+# The snapshot of the code location (test_definitions.py, test_webserver.py): a rename is a visible diff here.
+EXPECTED_ASSETS = {
+    "raw_transactions",
+    "processed_dataset",
+    "trained_model",
+    "training_environment",
+    "serving_environment",
+    "compatible_model",
+    "registered_model_version",
+    "live_deployment",
+    "serving_traffic",
+    "serving_quality",
+    "submitted_model",
+    "serving_image",
+}
+EXPECTED_JOBS = {
+    "full_pipeline",
+    "retrain",
+    "rebuild_compatible",
+    "deploy",
+    "rollback",
+    "monitor",
+    "submission",
+    "build_image",
+}
+
+
 # Gates that a test's fake or local target passes in a moment: three latency requests, no traffic steps or waits.
 QUICK_GATES = GateSettings(
     max_latency_ms=1_000.0,

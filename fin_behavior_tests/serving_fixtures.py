@@ -21,10 +21,12 @@ import pytest
 from fin_behavior.data.columns import FEATURES
 from fin_behavior.data.processing import process_raw_file
 from fin_behavior.deploy.local import free_port
+from fin_behavior.deploy.rollout import GateSettings, Release
 from fin_behavior.environments import builder, compatible
 from fin_behavior.environments.spec import get_spec
 from fin_behavior.ml.train import train
-from fin_behavior.records import BundleFiles
+from fin_behavior.records import BundleFiles, ModelInfo, read_json
+from fin_behavior.settings import get_settings
 from fin_behavior_tests.helpers import ENVS, fast_options
 
 if TYPE_CHECKING:
@@ -212,10 +214,19 @@ def post(body, **extra) -> dict:
     return {"method": "POST", "path": "/score", "body": text, **extra}
 
 
+def gates(**overrides) -> GateSettings:
+    """The gates of the settings, with a latency bar a local service on a busy test machine meets."""
+    return GateSettings.from_settings(get_settings(), **({"max_latency_ms": 100.0, "latency_requests": 20} | overrides))
+
+
+def release(bundle_dir: Path, version: str) -> Release:
+    """As the deployer hands it over, but unverified: the service must refuse a bad bundle on its own."""
+    return Release("m", version, bundle_dir, ModelInfo.read(bundle_dir), read_json(bundle_dir / "expected.json"))
+
+
 def local_target(root: Path, **overrides) -> LocalTarget:
     """A local endpoint on a free port (drain shortened for tests), configured like the platform's."""
     from fin_behavior.deploy.local import LocalTarget
-    from fin_behavior.settings import get_settings
 
     settings = get_settings().with_overrides(**({"endpoint_port": free_port(), "drain_seconds": 2} | overrides))
     return LocalTarget(root, ENVS, settings)

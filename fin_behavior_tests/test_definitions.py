@@ -12,31 +12,7 @@ import dagster as dg
 import pytest
 
 from fin_behavior.definitions import defs
-
-EXPECTED_ASSETS = {
-    "raw_transactions",
-    "processed_dataset",
-    "trained_model",
-    "training_environment",
-    "serving_environment",
-    "compatible_model",
-    "registered_model_version",
-    "live_deployment",
-    "serving_traffic",
-    "serving_quality",
-    "submitted_model",
-    "serving_image",
-}
-EXPECTED_JOBS = {
-    "full_pipeline",
-    "retrain",
-    "rebuild_compatible",
-    "deploy",
-    "rollback",
-    "monitor",
-    "submission",
-    "build_image",
-}
+from fin_behavior_tests.helpers import EXPECTED_ASSETS, EXPECTED_JOBS
 
 
 def test_definitions_load_and_every_job_resolves():

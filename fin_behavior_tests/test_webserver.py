@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from fin_behavior_tests.test_definitions import EXPECTED_JOBS
+from fin_behavior_tests.helpers import EXPECTED_JOBS
 
 QUERY = """{
   assetNodes { assetKey { path } groupName isObservable

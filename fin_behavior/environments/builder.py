@@ -17,6 +17,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from filelock import FileLock
+
 from fin_behavior.environments.spec import EnvironmentSpec
 
 _COMPLETE = "fin_behavior_env.json"
@@ -187,6 +189,18 @@ def build(
     env = BuiltEnvironment(spec, final, resolution)
     if (final / _COMPLETE).exists():
         return env
+    root.mkdir(parents=True, exist_ok=True)
+    # Processes that need the same environment at once (parallel test workers, concurrent runs) build it once:
+    # the first builds, the others wait and find it complete.
+    with FileLock(root / f".{spec.name}-{digest}.lock"):
+        if not (final / _COMPLETE).exists():
+            _build_into(final, spec, resolution, for_others)
+    return env
+
+
+def _build_into(final: Path, spec: EnvironmentSpec, resolution: Resolution, for_others: bool) -> None:
+    """Build the environment in a staging directory beside `final`, then move it into place whole."""
+    root, digest = final.parent, resolution.fingerprint
     staging = root / f".staging-{spec.name}-{digest}-{os.getpid()}"
     untrusted = _BINARY_ONLY if for_others else ()
     shutil.rmtree(staging, ignore_errors=True)
@@ -223,7 +237,6 @@ def build(
                 raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return env
 
 
 # A bundle carries the exact environment it was verified in (BundleFiles.ENVIRONMENT), so any machine that

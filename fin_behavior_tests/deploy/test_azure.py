@@ -31,9 +31,8 @@ from fin_behavior.environments import builder
 from fin_behavior.environments.spec import get_spec
 from fin_behavior.monitoring.window import read_window
 from fin_behavior.settings import get_settings
-from fin_behavior_tests.deploy.test_rollout import release
 from fin_behavior_tests.helpers import ENVS, QUICK_GATES
-from fin_behavior_tests.serving_fixtures import build_bundle
+from fin_behavior_tests.serving_fixtures import build_bundle, release
 
 CONFIG = azure.AzureConfig("sub", "rg", "ws", "fin-test", "Standard_F4s_v2", 1, 90_000, 4, 1.0, conflict_wait_seconds=0)
 

@@ -23,8 +23,8 @@ from fin_behavior.environments.builder import built_path, built_resolution
 from fin_behavior.monitoring.collect import write_split
 from fin_behavior.serving.bundle import verify_bundle
 from fin_behavior.settings import get_settings
-from fin_behavior_tests.deploy.test_rollout import release
 from fin_behavior_tests.helpers import ENVS
+from fin_behavior_tests.serving_fixtures import release
 
 BASE = "fin-behavior/python:3.11-bookworm"
 

@@ -29,9 +29,8 @@ from fin_behavior.ml import registry
 from fin_behavior.monitoring.window import read_window
 from fin_behavior.records import BundleFiles, ModelInfo, read_json, write_json
 from fin_behavior.settings import get_settings
-from fin_behavior_tests.deploy.test_rollout import release
 from fin_behavior_tests.helpers import QUICK_GATES, evidence, local_registry
-from fin_behavior_tests.serving_fixtures import start_service
+from fin_behavior_tests.serving_fixtures import release, start_service
 
 KUBERNETES_VERSION = "1.33"
 CONFIG = k8s.KubernetesConfig("serving", "fin", 2, "LoadBalancer", "250m", "1", "512Mi", "1Gi", 5, poll_seconds=0)

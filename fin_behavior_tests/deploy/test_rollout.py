@@ -15,20 +15,10 @@ import pytest
 
 from fin_behavior.cli import main
 from fin_behavior.deploy.local import LocalTarget, process_alive
-from fin_behavior.deploy.rollout import GateSettings, Release, RolloutError, rollout
-from fin_behavior.records import ModelInfo, read_json
+from fin_behavior.deploy.rollout import Release, RolloutError, rollout
 from fin_behavior.settings import get_settings
 from fin_behavior_tests.helpers import ENVS
-from fin_behavior_tests.serving_fixtures import Load, local_target, served_version
-
-
-def gates(**overrides) -> GateSettings:
-    return GateSettings.from_settings(get_settings(), **({"max_latency_ms": 100.0, "latency_requests": 20} | overrides))
-
-
-def release(bundle_dir: Path, version: str) -> Release:
-    """As the deployer hands it over, but unverified: the service must refuse a bad bundle on its own."""
-    return Release("m", version, bundle_dir, ModelInfo.read(bundle_dir), read_json(bundle_dir / "expected.json"))
+from fin_behavior_tests.serving_fixtures import Load, gates, local_target, release, served_version
 
 
 @pytest.fixture

@@ -20,8 +20,7 @@ from fin_behavior.deploy.lock import RolloutInProgressError, exclusive_rollout
 from fin_behavior.deploy.rollout import rollout
 from fin_behavior.deploy.supervisor import process_alive, process_identity
 from fin_behavior.settings import get_settings
-from fin_behavior_tests.deploy.test_rollout import gates, release
-from fin_behavior_tests.serving_fixtures import Load, local_target, served_version
+from fin_behavior_tests.serving_fixtures import Load, gates, local_target, release, served_version
 
 
 @pytest.fixture

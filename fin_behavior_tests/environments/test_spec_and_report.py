@@ -93,3 +93,35 @@ def test_lock_pins_reads_the_project_lock(tmp_path):
     lock = tmp_path / "requirements.lock"
     lock.write_text("# header\nscikit-learn==1.9.1\n    # via x\nnumpy==2.4.6 ; python_version >= '3.11'\n")
     assert lock_pins(lock) == {"scikit-learn": "1.9.1", "numpy": "2.4.6"}
+
+
+def test_two_builds_of_one_environment_at_once_make_it_once(tmp_path, monkeypatch):
+    """Parallel test workers (and concurrent runs) share one environment cache: the second waits for the first
+    build and reuses it instead of building beside it."""
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    real_uv, builds = builder._uv, []
+
+    def slow_uv(*args: str, stdin: str | None = None):
+        if args[0] != "venv":  # nothing to install: an empty environment is built in a moment
+            return subprocess.CompletedProcess(args, 0, "", "")
+        builds.append(args[-1])
+        time.sleep(1)  # the window in which the other would start a build of its own
+        return real_uv(*args, stdin=stdin)
+
+    monkeypatch.setattr(builder, "_uv", slow_uv)
+    version = ".".join(map(str, sys.version_info[:3]))
+    resolution = builder.Resolution(sys.executable, version, ())
+    spec = EnvironmentSpec("empty", "3.11", "onnx", ())
+    built: list[builder.BuiltEnvironment] = []
+    threads = [threading.Thread(target=lambda: built.append(builder.build(spec, tmp_path, resolution))) for _ in "ab"]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(builds) == 1, builds
+    assert len(built) == 2 and built[0].path == built[1].path and (built[0].path / "bin" / "python").exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".staging")] == []

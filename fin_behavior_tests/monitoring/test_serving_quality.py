@@ -16,9 +16,8 @@ from fin_behavior.monitoring.evaluate import evaluate
 from fin_behavior.monitoring.profile import read_profile
 from fin_behavior.outcome import Outcome
 from fin_behavior.settings import get_settings
-from fin_behavior_tests.deploy.test_rollout import gates, release
 from fin_behavior_tests.helpers import webhook_bodies, webhook_receiver
-from fin_behavior_tests.serving_fixtures import local_target, start_service
+from fin_behavior_tests.serving_fixtures import gates, local_target, release, start_service
 
 
 @pytest.fixture(scope="module")
