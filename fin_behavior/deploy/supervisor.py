@@ -313,7 +313,9 @@ class Supervisor:
     def deactivate(self, color: str, fallback: str | None) -> None:
         with self.lock:
             entry = self.state["colors"].get(color, {})
-            if process_alive(entry):
+            # a color being restarted holds no public socket yet, and its control socket (bound here) would only
+            # queue the command until the restart is done, which waits for this lock
+            if process_alive(entry) and entry.get("status") != "restarting":
                 send_command(Path(entry["control"]), "release")
             self.state["live"] = fallback
             if fallback is None:
