@@ -115,7 +115,8 @@ def served_process(started: int) -> int:
     pending = [started]
     while pending:
         pid = pending.pop()
-        if b"fin_behavior.serving.app" in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:3]:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        if argv[1:4] == [b"-I", b"-m", b"fin_behavior.serving.app"]:  # the service itself, not a launcher naming it
             return pid
         pending += map(int, Path(f"/proc/{pid}/task/{pid}/children").read_text().split())
     raise AssertionError(f"no scoring service below {started}")
