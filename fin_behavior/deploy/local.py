@@ -94,6 +94,7 @@ class LocalTarget:
         self.run_as, self.port_hint = run_as, port_hint
         self.host, self.port = settings.endpoint_host, settings.endpoint_port
         self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._probe_key: str | None = None
 
     @property
     def url(self) -> str:
@@ -107,7 +108,10 @@ class LocalTarget:
         return ensure_keys(self.keys_file)
 
     def probe_key(self) -> str:
-        return ensure_probe_key(self.keys_file)
+        """Read once per target: the gates time each request, and a file read per request would count in them."""
+        if self._probe_key is None:
+            self._probe_key = ensure_probe_key(self.keys_file)
+        return self._probe_key
 
     # The supervisor ------------------------------------------------------------------------------------------
 
