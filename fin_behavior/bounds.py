@@ -217,24 +217,30 @@ def bounded_directory(path: Path, size_bytes: int, files: int, uid: int | None) 
     kernel's (the writer gets ENOSPC), and what is written there counts towards the writer's memory limit too.
     Without root (`uid` None, the weaker mode), a plain directory closed to others."""
     if path.exists():  # left by a platform that died with it mounted
-        subprocess.run(["umount", "--lazy", str(path)], check=False, capture_output=True)
+        unmount(path)
         shutil.rmtree(path, ignore_errors=True)
     path.mkdir(mode=0o700, parents=True)
     mounted = False
     try:
         if uid is not None:
-            options = f"size={size_bytes},nr_inodes={files},mode=0700,uid={uid},gid={uid},nosuid,nodev"
-            subprocess.run(
-                ["mount", "-t", "tmpfs", "-o", options, "fin-behavior-scratch", str(path)],
-                check=True,
-                capture_output=True,
-            )
+            mount_tmpfs(path, size_bytes, files, uid)
             mounted = True
         yield path
     finally:
         if mounted:
-            subprocess.run(["umount", "--lazy", str(path)], check=False, capture_output=True)
+            unmount(path)
             with contextlib.suppress(OSError):
                 path.rmdir()
         else:
             shutil.rmtree(path, ignore_errors=True)  # fd-based: links in it are removed, never followed
+
+
+def mount_tmpfs(path: Path, size_bytes: int, files: int, uid: int) -> None:
+    """A tmpfs of at most `size_bytes` and `files` entries on `path`, owned by `uid` and closed to everyone else."""
+    options = f"size={size_bytes},nr_inodes={files},mode=0700,uid={uid},gid={uid},nosuid,nodev"
+    subprocess.run(["mount", "-t", "tmpfs", "-o", options, "fin-behavior", str(path)], check=True, capture_output=True)
+
+
+def unmount(path: Path | str) -> None:
+    """Unmount `path` (lazily: a process still in it does not keep it); nothing when it is not mounted."""
+    subprocess.run(["umount", "--lazy", str(path)], check=False, capture_output=True)

@@ -271,9 +271,7 @@ class Supervisor:
             return None
         if not os.path.ismount(scratch):
             scratch.mkdir(mode=0o700, parents=True, exist_ok=True)
-            uid = limits["uid"]
-            options = f"size={limits['disk_bytes']},nr_inodes=1024,mode=0700,uid={uid},gid={uid},nosuid,nodev"
-            subprocess.run(["mount", "-t", "tmpfs", "-o", options, "fin-behavior-color", str(scratch)], check=True)
+            bounds.mount_tmpfs(scratch, limits["disk_bytes"], 1024, limits["uid"])
         self._ungroup(color)
         group = bounds.ControlGroup.create(
             limits["group"], bounds.Limits(limits["memory_bytes"], limits["processes"], limits["cpus"])
@@ -376,7 +374,7 @@ class Supervisor:
                 self._stop_process(color)
                 writable = (self.state["colors"][color].get("bounds") or {}).get("writable")
                 if writable and os.path.ismount(writable):  # a confined color's directory goes with the endpoint
-                    subprocess.run(["umount", "--lazy", writable], check=False)
+                    bounds.unmount(writable)
             self.state["live"] = None
             self._close_public("the endpoint was stopped")
             self._save()

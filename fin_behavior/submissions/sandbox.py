@@ -53,6 +53,7 @@ ENVIRONMENT = "submission"
 # above the ranges that systems (< 65,536) and container engines' subordinate ids (100,000 + 65,536 n) give out.
 FIRST_UID = 1_500_000_000
 _LOG_TAIL = 60
+_RUN_ID = re.compile(r"[0-9a-f]{32}")  # an MLflow run id
 _MISSING = re.compile(r"ModuleNotFoundError: No module named '([\w.]+)'")
 _OUT_OF_MEMORY = ("MemoryError", "Cannot allocate memory", "std::bad_alloc", "OpenBLAS blas_thread_init")
 
@@ -333,10 +334,12 @@ def collect(
         assert isinstance(found, dict)
     except Exception:  # anything it wrote (deep nesting too) is its word, never the platform's crash
         raise errors.no_run(log_tail(run.log, 20)) from None
-    run_id = str(found.get("run_id", ""))[:64]
+    run_id = str(found.get("run_id", ""))
+    run_id = run_id if _RUN_ID.fullmatch(run_id) else ""  # it becomes a registry tag and log text: an id or nothing
     problem = found.get("error")
     if problem == "run_failed":
-        raise errors.run_failed(run_id, str(found.get("status", ""))[:20])
+        status = str(found.get("status", ""))
+        raise errors.run_failed(run_id, status if status.isalpha() and len(status) <= 20 else "not FINISHED")
     if problem == "no_model":
         raise errors.no_model(run_id, log_tail(run.log, 20))
     if problem == "outside":

@@ -445,3 +445,14 @@ def test_a_requirement_s_own_code_never_runs_as_the_platform_while_its_environme
     env = sandbox.build_environment(settings, ["evilpth"], tmp_path / "envs")  # a wheel with a .pth builds...
     assert (env.path / "lib" / "python3.11" / "site-packages" / "evilpth.pth").is_file()
     assert not canary.exists()  # ... and nothing of it ran as the platform meanwhile
+
+
+def test_what_the_script_says_it_logged_is_taken_only_as_an_id_and_a_path_inside_its_workspace(env):
+    forged = (  # it writes the runner's answer itself, then leaves before the runner can
+        "import json, os\n"
+        "answer = {'run_id': 'x\\nFORGED LOG LINE', 'model_path': 'model'}\n"
+        "json.dump(answer, open('.fin-behavior-collected.json', 'w'))\n"
+        "os._exit(0)\n"
+    )
+    error = _error(env, forged)
+    assert error["error"] == "No MLflow Run" and "FORGED" not in error["message"]
