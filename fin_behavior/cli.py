@@ -75,7 +75,9 @@ def _endpoint(args: argparse.Namespace) -> int:
     from fin_behavior.deploy.lock import exclusive_rollout
 
     with exclusive_rollout(endpoint_dir(settings), "fin-behavior endpoint stop", settings.rollout_lock_timeout_seconds):
+        live = target.live()
         target.stop_all()
+        _record(settings, "endpoint_stopped", live.version if live else None, url=target.url)
     print(f"stopped every color and the supervisor; nothing serves at {target.url}")
     return 0
 
@@ -190,10 +192,108 @@ def _deploy_alias(settings, alias: str, action: str) -> int:
         print(f"fin-behavior endpoint {action}: failed, nothing changed: {exc}", file=sys.stderr)
         return 1
     if action == "start":
+        _record(settings, "endpoint_started", done.release.version, url=target.url, rolled_out=done.result is not None)
         print(f"v{done.release.version} (production) serves at {target.url}")
     else:
         print(f"v{done.release.version} is production again at {target.url}; v{done.replaced_production} is previous")
     return 0
+
+
+def _record(settings, event: str, version: str | None, **details: object) -> None:
+    """One record of the history, by this command's actor, about the platform's model."""
+    from fin_behavior.governance import audit
+
+    who = audit.actor(settings.actor)
+    audit.History.of(settings).append(event, settings.registered_model_name, version, who, **details)
+
+
+def _decide(args: argparse.Namespace) -> int:
+    """`approve` and `reject`: the decision kept with the version (MLflow tags) and in the history."""
+    from mlflow import MlflowClient
+
+    from fin_behavior.governance import approval, audit
+    from fin_behavior.settings import get_settings
+    from fin_behavior.submissions.intake import key_fingerprint
+
+    settings = get_settings()
+    if len(args.target) > 2:
+        print(f"fin-behavior {args.command}: give [MODEL] VERSION, not {' '.join(args.target)}", file=sys.stderr)
+        return 2
+    name, version = (settings.registered_model_name, *args.target) if len(args.target) == 1 else args.target
+    who_key = key_fingerprint(settings.submission_key.encode()) if settings.submission_key else ""
+    client = MlflowClient(tracking_uri=settings.tracking_uri)
+    try:
+        record = approval.decide(
+            client,
+            audit.History.of(settings),
+            name,
+            version,
+            args.command == "approve",
+            audit.actor(settings.actor),
+            args.reason,
+            who_key,
+        )
+    except (approval.ApprovalError, audit.AuditError) as exc:
+        print(f"fin-behavior {args.command}: refused: {exc}", file=sys.stderr)
+        return 1
+    state = "approved" if args.command == "approve" else "rejected (final)"
+    print(f"{name} v{version} {state} by {record['actor']}: history record #{record['seq']}")
+    if args.command == "approve" and name == settings.registered_model_name:
+        print("approval_sensor deploys it (under `make dev`); now, by hand: "
+              f"`dagster job execute -m fin_behavior.definitions -j deploy` with release: \"{version}\"")  # fmt: skip
+    return 0
+
+
+def _audit(args: argparse.Namespace) -> int:
+    """The history (or its check, `audit verify`)."""
+    from fin_behavior.governance import audit
+    from fin_behavior.settings import get_settings
+
+    settings = get_settings()
+    history = audit.History.of(settings)
+    if args.action == "verify":
+        verdict = audit.verify(history.path, _anchors(settings, history))
+        print(verdict.render(), file=sys.stdout if verdict.ok else sys.stderr)
+        return 0 if verdict.ok else 1
+    since = audit.parse_since(args.since) if args.since else None
+    records = [
+        r
+        for r in history.records()
+        if (args.model is None or r.get("model") == args.model) and (since is None or audit.timestamp(r) >= since)
+    ]
+    if not records:
+        print(f"no record in {history.path}" + (" matches" if args.model or args.since else " yet"))
+        return 0
+    for record in records:
+        print(audit.describe(record))
+    print("\nin production:")
+    for interval in audit.production_intervals(records):
+        until = interval.until or "now"
+        print(f"  {interval.model} v{interval.version}: {interval.since} -> {until} (moved there by {interval.actor})")
+    return 0
+
+
+def _anchors(settings, history) -> list:
+    """The chain's heads MLflow recorded on the versions of every model the history names."""
+    from fin_behavior.governance import audit
+
+    uri = settings.tracking_uri
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
+        return []  # no registry yet: nothing was anchored (and opening it would create it)
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client, anchors = MlflowClient(tracking_uri=uri), []
+    for name in sorted({str(r.get("model")) for r in history.records()}):
+        try:
+            versions = client.search_model_versions(f"name='{name}'")
+        except MlflowException:
+            continue
+        for v in versions:
+            anchor = audit.Anchor.parse(v.tags.get(audit.HEAD_TAG, ""), f"{name} v{v.version}")
+            if anchor is not None:
+                anchors.append(anchor)
+    return anchors
 
 
 def _image(args: argparse.Namespace) -> int:
@@ -416,6 +516,21 @@ def build_parser() -> argparse.ArgumentParser:
     stop = submission_actions.add_parser("stop", help="stop a submitted model's endpoint")
     stop.add_argument("name")
     submissions.set_defaults(handler=_submissions)
+    for verb, what in (("approve", "approve a pending version (four eyes: not its author)"),
+                       ("reject", "reject a version: final, it never deploys")):  # fmt: skip
+        decide = commands.add_parser(verb, help=f"{what}; kept with the version and in the history")
+        decide.add_argument("target", nargs="+", metavar="[MODEL] VERSION", help="model (default: the platform's) "
+                            "and version number")  # fmt: skip
+        decide.add_argument("--reason", required=True, help="why: kept in the history")
+        decide.set_defaults(handler=_decide)
+    history = commands.add_parser(
+        "audit", help="the history of every decision about a model, and which version served production when; "
+        "`audit verify` checks its hash chain (exit 1 naming the first bad record)",
+    )  # fmt: skip
+    history.add_argument("action", nargs="?", choices=("show", "verify"), default="show")
+    history.add_argument("--model", help="only this model's records")
+    history.add_argument("--since", help="only records from this date or time on (ISO, UTC unless it says)")
+    history.set_defaults(handler=_audit)
     return parser
 
 

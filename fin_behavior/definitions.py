@@ -43,7 +43,7 @@ defs = dg.Definitions(
         submissions.submission_job,
         image.build_image,
     ],
-    sensors=[sensors.data_version_sensor, sensors.environment_drift_sensor],
+    sensors=[sensors.data_version_sensor, sensors.environment_drift_sensor, sensors.approval_sensor],
     schedules=[sensors.monitor_schedule],
     resources={"storage": StorageResource(), "mlflow": MlflowTracking()},
     executor=executor.run_executor(),  # FIN_BEHAVIOR_EXECUTOR, in process by default

@@ -116,6 +116,17 @@ class Settings(BaseSettings):
     rollout_lock_timeout_seconds: float = Field(
         600.0, ge=0, description="one rollout at a time per endpoint: how long a second one waits, then gives up"
     )
+    # Approvals and the history (fin_behavior/governance): four eyes before a version takes traffic.
+    approval_required: bool = Field(
+        False, description="a registered version deploys (by any job, sensor, command, target or submission) only "
+        "once approved by an actor other than its author: `fin-behavior approve`",
+    )  # fmt: skip
+    actor: str = Field(
+        "", description="who the commands and runs act as, in approvals and the history; empty = the OS user"
+    )
+    audit_lock_timeout_seconds: float = Field(
+        60.0, gt=0, description="how long a writer waits for the history's lock (<var_dir>/audit), then gives up"
+    )
     # The local endpoint's supervisor restarts a live color that dies, at most max_restarts times in
     # restart_window_seconds; past that it reports a crash loop and stops answering.
     max_restarts: int = Field(5, ge=0, description="restarts of a dead live color allowed in the window")

@@ -27,7 +27,10 @@ def check_result(key: dg.AssetCheckKey, outcome: Outcome, blocking: bool) -> dg.
 
 
 def evidence_results(asset: str, evidence: Evidence) -> list[dg.AssetCheckResult]:
-    """The verdicts published with the version, one check result each; a failed blocking one stops the run."""
+    """The verdicts published with the version, one check result each; a failed blocking one stops the run (and
+    is a record of the history)."""
+    if not evidence.approved:
+        _record_failure(asset, evidence)
     return [
         check_result(
             dg.AssetCheckKey(dg.AssetKey(asset), v.check),
@@ -49,3 +52,20 @@ def lifecycle(store: VersionStore, evidence: Evidence) -> tuple[dg.DataVersion, 
         "verdict": evidence.summary()[:2_000],
     }
     return dg.DataVersion(current), metadata
+
+
+def _record_failure(asset: str, evidence: Evidence) -> None:
+    from fin_behavior.governance import audit
+    from fin_behavior.settings import get_settings
+
+    settings = get_settings()
+    failed = [f"{v.check}: {v.message}"[:300] for v in evidence.verdicts if v.blocking and not v.passed]
+    audit.History.of(settings).append(
+        audit.GATE_FAILED,
+        settings.registered_model_name,
+        None,
+        audit.actor(settings.actor),
+        stage=asset,
+        attempt=evidence.version,
+        failed=failed,
+    )

@@ -9,11 +9,12 @@ from pydantic import Field
 from fin_behavior.defs.checks import check_result, check_specs
 from fin_behavior.defs.config import SettingsConfig, setting
 from fin_behavior.defs.executor import on_endpoint_host
-from fin_behavior.defs.registry import registered_model_version
+from fin_behavior.defs.registry import ACTOR_RUN_TAG, registered_model_version
 from fin_behavior.defs.resources import MlflowTracking, StorageResource
 from fin_behavior.settings import get_settings
 
 DEPLOYMENT_CODE_VERSION = "deployment-v1"
+APPROVAL_RUN_TAG = "fin_behavior/approval"  # the history's seq of the approval a deploy run carries out
 
 
 class DeploymentConfig(SettingsConfig):
@@ -58,6 +59,8 @@ def live_deployment(
     name, endpoint = settings.registered_model_name, deploy.endpoint_dir(settings, storage.root)
     target = deploy.make_target(settings, storage.root)
     who = f"Dagster run {context.run.run_id} ({context.run.job_name})"
+    carries_out = context.run.tags.get(APPROVAL_RUN_TAG)  # set by approval_sensor: which approval this run executes
+    cause = f"approval #{carries_out}" if carries_out else ""
     view = registry_view.load(storage.root, mlflow.uri, name)
     try:
         deployment = view and deploy.deploy_unchanged(
@@ -77,6 +80,8 @@ def live_deployment(
                 who=who,
                 keep_old=settings.keep_old_color,
                 approved=config.auto_approve or target.name == "local",
+                actor=context.run.tags.get(ACTOR_RUN_TAG, ""),
+                cause=cause,
                 log=context.log.info,
             )
             registry_view.refresh(client, storage.root, mlflow.uri, name)
@@ -94,6 +99,7 @@ def live_deployment(
         "rolled_out": result is not None,
         "replaced_version": deployment.replaced_production or "none",
         "model_uri": f"models:/{release.model_name}@production",
+        "carries_out_approval": cause or "none",
     }
     if result is not None:
         metadata["rollout_seconds"] = round(result.seconds, 2)

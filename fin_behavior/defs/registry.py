@@ -8,10 +8,12 @@ from fin_behavior.defs.compatible import compatible_model
 from fin_behavior.defs.config import SettingsConfig, setting
 from fin_behavior.defs.resources import MlflowTracking, StorageResource
 from fin_behavior.environments.compatible import BUNDLE_DIR
+from fin_behavior.governance import approval, audit
 from fin_behavior.outcome import Outcome
 from fin_behavior.records import ModelInfo, NotApprovedError
 
 REGISTRY_CODE_VERSION = "registry-v2"
+ACTOR_RUN_TAG = "fin_behavior/actor"  # a run's tag naming who started it (else the actor setting, the OS user)
 STAGE = "registered_model_version"
 _CHECKS = {"candidate_is_current_bundle": (True, "`candidate` names a version holding exactly the current bundle.")}
 
@@ -60,6 +62,21 @@ def _register(context, mlflow: MlflowTracking, storage: StorageResource, name: s
     return registration, production, candidate, expected
 
 
+def _record_registration(settings, name: str, version: str, actor: str, tags: dict[str, str]) -> None:
+    """The history's `registered` record: the evidence summary (each stage's version, the gates it passed)."""
+    stages = {k.removeprefix("evidence."): v for k, v in tags.items() if k.startswith("evidence.") and "." not in k[9:]}
+    gates = sorted(k.removeprefix("gate.") for k in tags if k.startswith("gate."))
+    audit.History.of(settings).append(
+        audit.REGISTERED,
+        name,
+        version,
+        actor,
+        evidence={k: v for k, v in stages.items() if k not in ("approved", "stages")},
+        gates_passed=gates,
+        approval=tags.get(approval.STATUS_TAG, "not required"),
+    )
+
+
 @dg.asset(
     deps=[compatible_model],
     group_name="deployment",
@@ -92,6 +109,9 @@ def registered_model_version(
         raise dg.Failure(str(exc), allow_retries=False) from None
     record = TrainingRecord.read(trained.path(info.trained_model_version))
     tags |= _provenance(info, context.run.run_id, record.mlflow_run_id)
+    settings = config.settings()
+    author = approval.Author(context.run.tags.get(ACTOR_RUN_TAG) or audit.actor(settings.actor))
+    tags |= author.tags(settings.approval_required)  # kept by a version already registered (its first author)
     # The nothing-changed path: the local view of the registry, valid only while the store is untouched, says
     # candidate already holds this bundle with this evidence; MLflow is not even imported.
     view = registry_view.load(storage.root, mlflow.uri, name)
@@ -104,6 +124,8 @@ def registered_model_version(
         context.log.info(f"reused {name} version {candidate}: already candidate with this bundle and this evidence")
     else:
         registration, production, candidate, expected = _register(context, mlflow, storage, name, bundle, info, tags)
+        if registration.created:
+            _record_registration(settings, name, registration.version, author.actor, tags)
     consistent = Outcome(
         candidate is not None and candidate == expected,
         candidate or "none",

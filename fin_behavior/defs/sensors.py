@@ -35,6 +35,7 @@ def _request_unless_running(
     change: str,
     run_key: str,
     tags: dict[str, str],
+    run_config: dict | None = None,
 ) -> dg.RunRequest | dg.SkipReason:
     """One run per change; none while the same job is still queued or running (it would redo the same work)."""
     running = _run_in_progress(context.instance, job_name)
@@ -42,7 +43,7 @@ def _request_unless_running(
         return dg.SkipReason(
             f"{change}, but {job_name} run {running} is still queued or running; comparing again after it"
         )
-    return dg.RunRequest(job_name=job_name, run_key=run_key, tags=tags)
+    return dg.RunRequest(job_name=job_name, run_key=run_key, tags=tags, run_config=run_config or {})
 
 
 def _current_record(storage: StorageResource) -> TrainingRecord | None:
@@ -160,6 +161,38 @@ def environment_drift_sensor(context: dg.SensorEvaluationContext, storage: Stora
         f"versions compared); serving environment {settings.serving_environment} resolves to {fingerprint}, the "
         f"fingerprint bundle {bundle.trained_model_version}/{fingerprint} was built for"
     )
+
+
+@dg.sensor(job=jobs.deploy, default_status=dg.DefaultSensorStatus.RUNNING, minimum_interval_seconds=15)
+def approval_sensor(context: dg.SensorEvaluationContext):
+    """A newly approved version of the platform's model -> one `deploy` run of it, tagged with the approval it
+    carries out (run key = the approval's record in the history). Reads the history file only."""
+    from fin_behavior.defs.deployment import APPROVAL_RUN_TAG
+    from fin_behavior.governance import audit
+
+    settings = get_settings()
+    seen = int(context.cursor or 0)
+    name = settings.registered_model_name
+    approvals = [
+        r
+        for r in audit.History.of(settings).records()
+        if r.get("seq", 0) > seen and r.get("event") == audit.APPROVED and r.get("model") == name
+    ]
+    if not approvals:
+        return dg.SkipReason(f"no approval of {name} since record {seen} of the history")
+    newest = approvals[-1]  # an older approval the newer one supersedes is not deployed after it
+    version, seq = str(newest["version"]), str(newest["seq"])
+    result = _request_unless_running(
+        context,
+        jobs.deploy.name,
+        f"{name} v{version} was approved by {newest['actor']}",
+        f"approval-{seq}",
+        {APPROVAL_RUN_TAG: seq, "fin_behavior/trigger": "approval", "fin_behavior/approved_by": newest["actor"][:200]},
+        {"ops": {"live_deployment": {"config": {"release": version}}}},
+    )
+    if isinstance(result, dg.RunRequest):
+        context.update_cursor(seq)
+    return result
 
 
 monitor_schedule = dg.ScheduleDefinition(

@@ -26,6 +26,7 @@ from fin_behavior.deploy.rollout import (
     rollout,
     smoke,
 )
+from fin_behavior.governance import approval, audit
 from fin_behavior.ml import registry
 from fin_behavior.ml.registry_view import RegistryView
 from fin_behavior.outcome import Outcome
@@ -311,6 +312,7 @@ def deploy_unchanged(
             return None
         try:
             registry.check_evidence(view.model_name, version, tags)
+            approval.require_approved(settings.approval_required, view.model_name, version, tags)
             verify_bundle(endpoint / "releases" / version, tags.get(registry.BUNDLE_TAG))
             release = load_release(view.model_name, version, endpoint / "releases" / version)
         except (NotApprovedError, BundleError):
@@ -333,23 +335,71 @@ def deploy(
     required_stages: tuple[str, ...] = registry.EVIDENCE_STAGES,
     keep_old: bool = False,
     approved: bool = True,
+    actor: str = "",
+    cause: str = "",
     log: Callable[[str], None] = print,
 ) -> Deployment:
     """Put version `ref` in service through the gates; on success `production` moves to it (and what it
     replaced becomes `previous`). A RolloutError leaves the aliases and the serving color as they were.
 
     The whole of it (which version `ref` names, what serves, the rollout, the aliases) happens under the
-    endpoint's rollout lock, so two deployments never interleave; `who` says who holds it while it runs."""
+    endpoint's rollout lock, so two deployments never interleave; `who` says who holds it while it runs.
+    The approval policy is checked here, the one place every path to the URL passes, and every step is a
+    record of the history, written by `actor` (default: the actor setting, else the OS user) for `cause`
+    (e.g. which approval it carries out; `previous` is a rollback)."""
+    history = audit.History.of(settings)
+    actor = actor or audit.actor(settings.actor)
     with exclusive_rollout(endpoint, f"{who}: {ref} of {name}", settings.rollout_lock_timeout_seconds, log):
         version = resolve_version(client, name, ref)
-        release = fetch_release(client, name, version, endpoint / "releases", required_stages)
+        cause = cause or ("rollback" if ref == registry.PREVIOUS else "")
+        noted = {"target": target.name, "ref": ref, "cause": cause or None, "by": who}
+        try:
+            approval.require_approved(settings.approval_required, name, version, _tags(client, name, version))
+            release = fetch_release(client, name, version, endpoint / "releases", required_stages)
+        except (DeployError, approval.PendingApprovalError) as exc:
+            history.append(audit.DEPLOY_FAILED, name, version, actor, **noted, reason=str(exc)[:1_000])
+            raise DeployError(str(exc)) from None
         live = target.live()
         result = None
         if live is not None and live.version == release.version and answering(target, release) == release.version:
             log(f"v{release.version} already serves on {live.color} at {target.url}; nothing to roll out")
         else:
+            replacing = live.version if live else None
+            history.append(audit.DEPLOY_STARTED, name, version, actor, **noted, replacing=replacing)
             gates = GateSettings.from_settings(settings)
-            result = rollout(target, release, gates, keep_old=keep_old, approved=approved, log=log)
+            try:
+                result = rollout(target, release, gates, keep_old=keep_old, approved=approved, log=log)
+            except RolloutError as exc:
+                if exc.traffic_restored:
+                    history.append(audit.AUTOMATIC_ROLLBACK, name, version, actor, **noted, serving=replacing)
+                history.append(audit.DEPLOY_FAILED, name, version, actor, **noted, reason=exc.reason[:1_000])
+                raise
             live = result.new
+            seconds = round(result.seconds, 2)
+            history.append(audit.DEPLOY_SUCCEEDED, name, version, actor, **noted, color=live.color, seconds=seconds)
+        previous = registry.alias_version(client, name, registry.PREVIOUS)
         replaced = registry.promote(client, name, release.version)
+        if replaced != release.version:
+            _record_moves(client, history, name, release.version, replaced, previous, actor, noted)
     return Deployment(release, live, result, replaced)
+
+
+def _tags(client, name: str, version: str) -> dict[str, str]:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return dict(client.get_model_version(name, version).tags)
+    except MlflowException as exc:
+        raise DeployError(f"cannot read {name} version {version} from the registry: {exc.message}") from None
+
+
+def _record_moves(client, history, name: str, version: str, replaced, previous, actor: str, noted: dict) -> None:
+    """The alias moves in the history; the chain's head then also on the version, where the file cannot rewrite it."""
+    if replaced is not None:
+        history.append(audit.ALIAS_MOVED, name, replaced, actor, **noted, alias=registry.PREVIOUS, moved_from=previous)
+    record = history.append(
+        audit.ALIAS_MOVED, name, version, actor, **noted, alias=registry.PRODUCTION, moved_from=replaced
+    )
+    if noted.get("cause") == "rollback":
+        record = history.append(audit.ROLLBACK, name, version, actor, **noted, replaced=replaced)
+    client.set_model_version_tag(name, version, audit.HEAD_TAG, f"{record['seq']}:{record['hash']}")

@@ -81,6 +81,7 @@ class RolloutError(RuntimeError):
     def __init__(self, reason: str, log_tail: str = "", gates: dict[str, Outcome] | None = None):
         super().__init__(reason)
         self.reason, self.log_tail, self.gates = reason, log_tail, gates or {}
+        self.traffic_restored = False  # the new color had taken traffic and it was put back (automatic rollback)
 
     def __str__(self) -> str:
         tail = f"\n--- last lines of the new color's log ---\n{self.log_tail}" if self.log_tail else ""
@@ -276,6 +277,7 @@ def rollout(
             error.log_tail = target.logs(new, 40)
             if switched:
                 target.switch_back(new, old)
+                error.traffic_restored = True
             target.discard(new)
         error.gates = outcomes
         log(f"rolled back: {error.reason}; {'v' + old.version + ' still serves' if old else 'nothing was serving'}")
