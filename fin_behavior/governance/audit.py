@@ -194,7 +194,6 @@ def verify(path: Path, anchors: Iterable[Anchor] = ()) -> Verdict:
     """Walk the chain; the first record that breaks it is named (by its line and number) with what was done to
     it, and a tail cut below the newest anchor is said."""
     entries = list(_lines(path))
-    seqs = [record.get("seq") if record else None for _, record, _ in entries]
     problems: list[str] = []
     expected_seq, expected_prev = 1, GENESIS
     by_seq: dict[int, dict] = {}
@@ -208,16 +207,7 @@ def verify(path: Path, anchors: Iterable[Anchor] = ()) -> Verdict:
             problems.append(f"record {seq} ({where}) was edited: its content does not match its hash")
             break
         if seq != expected_seq:
-            if seq < expected_seq:
-                problems.append(
-                    f"record {seq} ({where}) comes after record {expected_seq - 1}: records were reordered, or "
-                    "this one was inserted"
-                )
-            elif expected_seq in seqs[index + 1 :]:
-                problems.append(f"record {seq} ({where}) comes before record {expected_seq}: records were reordered")
-            else:
-                gone = f"record {expected_seq}" if seq == expected_seq + 1 else f"records {expected_seq}-{seq - 1}"
-                problems.append(f"{gone} before {where} (record {seq}) were deleted")
+            problems.append(_out_of_place(entries, index, expected_seq))
             break
         if record.get("prev") != expected_prev:
             problems.append(
@@ -245,6 +235,31 @@ def verify(path: Path, anchors: Iterable[Anchor] = ()) -> Verdict:
         if problems:
             break
     return Verdict(not problems, len(entries), problems)
+
+
+def _out_of_place(entries: list[tuple[int, dict | None, str]], index: int, expected: int) -> str:
+    """What was done where the numbers stop following each other: a number seen before (inserted), the expected
+    one further on (reordered, unless this record links to nothing: inserted), or the expected one gone (deleted)."""
+    line, record, _ = entries[index]
+    assert record is not None
+    seq = record["seq"]
+    earlier = {r.get("seq"): n for n, r, _ in entries[:index] if r}
+    later = {r.get("seq") for _, r, _ in entries[index + 1 :] if r}
+    hashes = {r.get("seq"): r.get("hash") for _, r, _ in entries if r} | {0: GENESIS}
+    if seq in earlier:
+        return f"record {seq} appears twice (lines {earlier[seq]} and {line}): one of them was inserted"
+    if expected in later:
+        if record.get("prev") != hashes.get(seq - 1):
+            return f"record {seq} (line {line}) was inserted: it follows no record of the history"
+        return f"record {seq} (line {line}) comes before record {expected}: records were reordered"
+    if seq < expected:
+        return f"record {seq} (line {line}) is out of order: records were reordered or inserted"
+    gone = (
+        f"record {expected} before line {line} (record {seq}) was"
+        if seq == expected + 1
+        else (f"records {expected}-{seq - 1} before line {line} (record {seq}) were")
+    )
+    return f"{gone} deleted"
 
 
 def parse_since(text: str) -> float:
