@@ -1,0 +1,129 @@
+"""Four eyes on a real MLflow registry: the policy at the deployer (the one place every path passes), the
+author's own approval refused, a rejection final, the CLI's approve / reject / audit."""
+
+from __future__ import annotations
+
+import pytest
+
+from fin_behavior import cli
+from fin_behavior.deploy.deployer import DeployError, deploy, endpoint_dir, make_target
+from fin_behavior.governance import approval, audit
+from fin_behavior.ml import registry
+from fin_behavior.settings import get_settings
+from fin_behavior_tests.helpers import evidence
+
+NAME = "m"
+
+
+@pytest.fixture
+def client(isolated_settings, monkeypatch):
+    """The settings' own registry (what the CLI opens), holding v1 of NAME, authored by alice, pending."""
+    from mlflow import MlflowClient
+
+    monkeypatch.setenv("FIN_BEHAVIOR_APPROVAL_REQUIRED", "true")
+    monkeypatch.setenv("FIN_BEHAVIOR_REGISTERED_MODEL_NAME", NAME)
+    get_settings.cache_clear()
+    (isolated_settings / "mlflow").mkdir(parents=True)
+    client = MlflowClient(tracking_uri=get_settings().tracking_uri)
+    client.create_registered_model(NAME)
+    tags = registry.evidence_tags([evidence(stage, "v1") for stage in registry.EVIDENCE_STAGES])
+    tags |= approval.Author("alice").tags(approval_required=True)
+    version = client.create_model_version(NAME, source=str(isolated_settings), tags=tags).version
+    assert str(version) == "1"
+    return client
+
+
+def _as(monkeypatch, actor: str) -> None:
+    monkeypatch.setenv("FIN_BEHAVIOR_ACTOR", actor)
+    get_settings.cache_clear()
+
+
+def _events() -> list[tuple[str, str]]:
+    return [(r["event"], r["actor"]) for r in audit.History.of(get_settings()).records()]
+
+
+def _deploy(client, ref: str = "1"):
+    settings = get_settings()
+    return deploy(client, settings, NAME, ref, make_target(settings), endpoint_dir(settings), who="test", log=lambda _: None)
+
+
+def test_a_pending_version_is_refused_at_the_deployer_naming_the_policy_and_the_command(client, monkeypatch):
+    _as(monkeypatch, "alice")
+    with pytest.raises(DeployError) as refused:
+        _deploy(client)
+    message = str(refused.value)
+    assert "pending approval" in message and "approval_required (FIN_BEHAVIOR_APPROVAL_REQUIRED)" in message
+    assert f"`fin-behavior approve {NAME} 1 --reason TEXT`" in message and "its author (alice)" in message
+    assert _events() == [(audit.DEPLOY_FAILED, "alice")]
+    assert registry.alias_version(client, NAME, registry.PRODUCTION) is None
+
+
+def test_with_the_policy_off_the_same_version_passes_the_policy(client, monkeypatch):
+    monkeypatch.setenv("FIN_BEHAVIOR_APPROVAL_REQUIRED", "false")
+    get_settings.cache_clear()
+    with pytest.raises(DeployError) as refused:  # it goes on to fetch the bundle, which this version has not
+        _deploy(client)
+    assert "pending approval" not in str(refused.value) and "cannot" in str(refused.value)
+
+
+def test_the_author_cannot_approve_another_can_and_the_decision_is_kept(client, monkeypatch, capsys):
+    _as(monkeypatch, "alice")
+    assert cli.main(["approve", NAME, "1", "--reason", "mine, looks fine"]) == 1
+    err = capsys.readouterr().err
+    assert "refused: alice is the author of m v1" in err and "four eyes" in err
+    assert approval.status(client.get_model_version(NAME, "1").tags) == approval.PENDING
+
+    _as(monkeypatch, "bob")
+    assert cli.main(["approve", "1", "--reason", "reviewed the evidence and the report"]) == 0
+    assert "m v1 approved by bob" in capsys.readouterr().out
+    tags = client.get_model_version(NAME, "1").tags
+    assert (tags[approval.STATUS_TAG], tags[approval.BY_TAG]) == ("approved", "bob")
+    assert tags[approval.REASON_TAG] == "reviewed the evidence and the report"
+    approval.require_approved(True, NAME, "1", tags)  # no longer refused
+    assert _events() == [(audit.APPROVED, "bob")]
+    assert cli.main(["approve", "1", "--reason", "again"]) == 1
+    assert "already approved by bob" in capsys.readouterr().err
+
+
+def test_the_authors_refusal_names_four_eyes(client, monkeypatch):
+    _as(monkeypatch, "alice")
+    with pytest.raises(approval.ApprovalError, match="alice is the author of m v1 .*four eyes") as refused:
+        approval.decide(client, audit.History.of(get_settings()), NAME, "1", True, "alice", "mine")
+    assert refused.value.status == 403 and _events() == []
+
+
+def test_a_rejected_version_cannot_be_approved_later_nor_deployed(client, monkeypatch, capsys):
+    _as(monkeypatch, "carol")
+    assert cli.main(["reject", NAME, "1", "--reason", "parity report missing"]) == 0
+    _as(monkeypatch, "bob")
+    assert cli.main(["approve", NAME, "1", "--reason", "changed my mind"]) == 1
+    err = capsys.readouterr().err
+    assert "was rejected by carol" in err and "a rejection is final" in err
+    assert approval.status(client.get_model_version(NAME, "1").tags) == approval.REJECTED
+    with pytest.raises(DeployError, match="rejected by carol .*a rejection is final"):
+        _deploy(client)
+    assert _events() == [(audit.REJECTED, "carol"), (audit.DEPLOY_FAILED, "bob")]
+
+
+def test_a_decision_needs_a_reason_and_a_known_version(client, monkeypatch, capsys):
+    _as(monkeypatch, "bob")
+    assert cli.main(["approve", NAME, "7", "--reason", "x"]) == 1
+    assert "m has no version 7" in capsys.readouterr().err
+    assert cli.main(["approve", NAME, "1", "--reason", "  "]) == 1
+    assert "give the reason" in capsys.readouterr().err
+    assert _events() == []
+
+
+def test_audit_shows_and_verifies_the_history(client, monkeypatch, capsys):
+    _as(monkeypatch, "bob")
+    assert cli.main(["approve", NAME, "1", "--reason", "ok"]) == 0
+    capsys.readouterr()
+    assert cli.main(["audit", "--model", NAME]) == 0
+    assert "approved" in capsys.readouterr().out
+    assert cli.main(["audit", "--since", "not a date"]) == 2
+    assert "is not a date or time" in capsys.readouterr().err
+    assert cli.main(["audit", "verify"]) == 0
+    path = audit.History.of(get_settings()).path
+    path.write_text(path.read_text().replace('"bob"', '"alice"'))
+    assert cli.main(["audit", "verify"]) == 1
+    assert "record 1 (line 1) was edited" in capsys.readouterr().err
