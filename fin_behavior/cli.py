@@ -241,6 +241,32 @@ def _decide(args: argparse.Namespace) -> int:
     if args.command == "approve" and name == settings.registered_model_name:
         print("approval_sensor deploys it (under `make dev`); now, by hand: "
               f"`dagster job execute -m fin_behavior.definitions -j deploy` with release: \"{version}\"")  # fmt: skip
+    elif args.command == "approve":
+        return _serve_approved_submission(settings, name, version, record["seq"])
+    return 0
+
+
+def _serve_approved_submission(settings, name: str, version: str, seq: int) -> int:
+    """A submitted model's version held back by the policy: served now that it is approved."""
+    from fin_behavior.submissions.record import Submission
+    from fin_behavior.submissions.worker import serve_approved
+
+    root = settings.submissions_root
+    held = [
+        s
+        for f in sorted(root.glob("*/submission.json"))
+        if (s := Submission.load(root, f.parent.name)).name == name and s.model_version == version
+    ]
+    pending = [s for s in held if s.state == "pending_approval"]
+    if not pending:
+        return 0
+    submission = pending[-1]
+    submission.enter(root, "deploying")
+    if not serve_approved(submission.id, f"approval #{seq}"):
+        final = Submission.load(root, submission.id)
+        _print_error(final.error or {"error": "Failed", "message": f"see {root / submission.id}"})
+        return 1
+    print(f"v{version} of {name} serves at {Submission.load(root, submission.id).url}/score")
     return 0
 
 
@@ -367,6 +393,13 @@ def _submit(args: argparse.Namespace) -> int:
         time.sleep(0 if ended else 0.3)
     if final.state == "deployed":
         print(f"v{final.model_version} of {final.name} serves at {final.url}/score ({final.deployment_seconds:.1f} s)")
+        return 0
+    if final.state == "pending_approval":
+        print(
+            f"v{final.model_version} of {final.name} is registered and pending approval (policy approval_required): "
+            f"someone else approves it with `fin-behavior approve {final.name} {final.model_version} --reason TEXT` "
+            f"or POST /mlops/submissions/{final.id}/approve with another key; it is served then"
+        )
         return 0
     _print_error(final.error or {"error": "Failed", "message": f"ended {final.state}; see {root / final.id}"})
     return 1

@@ -42,8 +42,14 @@ def submitted_model(
         bundle, verified = pipeline.release(settings, submission, trained)
         with mlflow.start_run(context, storage.mlflow_artifacts):
             client = MlflowClient(tracking_uri=mlflow.uri)
-            version = pipeline.register(client, submission, bundle, [trained.evidence, verified], context.run.run_id)
+            evidences = [trained.evidence, verified]
+            version = pipeline.register(client, settings, submission, bundle, evidences, context.run.run_id)
         submission.model_version = version
+        if settings.approval_required:  # nothing deploys it until another key approves it (the API deploys it then)
+            submission.enter(root, "pending_approval")
+            context.log.info(f"{submission.name} v{version} is registered, pending approval (approval_required)")
+            return dg.MaterializeResult(metadata={"name": submission.name, "model_version": version,
+                                                  "approval": "pending"})  # fmt: skip
         submission.url = pipeline.serve(client, settings, submission, version, context.log.info)
     except errors.SubmissionError as exc:
         submission.fail(root, exc.to_dict())

@@ -32,6 +32,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from fin_behavior.deploy.local import ensure_keys
+from fin_behavior.governance.approval import ApprovalError, decide
 from fin_behavior.serving.config import read_keys
 from fin_behavior.serving.validation import InputError, decode
 from fin_behavior.settings import Settings
@@ -113,6 +114,8 @@ class SubmissionService:
             routes=[
                 Route("/mlops/deploy", self.deploy, methods=["POST"]),
                 Route("/mlops/submissions/{submission_id}", self.status, methods=["GET"]),
+                Route("/mlops/submissions/{submission_id}/approve", self.approve, methods=["POST"]),
+                Route("/mlops/submissions/{submission_id}/reject", self.reject, methods=["POST"]),
                 Route("/mlops/help", self.help, methods=["GET"]),
             ],
             exception_handlers={HTTPException: self._http_error},
@@ -224,18 +227,18 @@ class SubmissionService:
         response.headers["Retry-After"] = "60"
         return response
 
-    def _start(self, submission: Submission) -> None:
-        task = asyncio.get_running_loop().create_task(self._run(submission.id))
+    def _start(self, submission: Submission, *extra: str) -> None:
+        task = asyncio.get_running_loop().create_task(self._run(submission.id, *extra))
         self.running[task] = submission.client
         task.add_done_callback(lambda done: self.running.pop(done, None))
 
-    async def _run(self, submission_id: str) -> None:
-        assert self.slots is not None
+    async def _run(self, submission_id: str, *extra: str) -> None:
+        if self.slots is None:  # served without its lifespan (an app in process)
+            self.slots = asyncio.Semaphore(self.settings.submission_workers)
         async with self.slots:
             with (self.root / submission_id / "worker.log").open("ab") as log:
-                process = await asyncio.create_subprocess_exec(
-                    sys.executable, "-m", "fin_behavior.submissions.worker", submission_id, stdout=log, stderr=log
-                )
+                worker = ["-m", "fin_behavior.submissions.worker", submission_id, *extra]
+                process = await asyncio.create_subprocess_exec(sys.executable, *worker, stdout=log, stderr=log)
                 await process.wait()
 
     @_keyed
@@ -246,6 +249,70 @@ class SubmissionService:
         if submission is None or submission.client != client:  # another key's is not there, as an unknown id
             return _error(errors.SubmissionError("Not Found", f"no submission {submission_id[:40]!r}"), 404)
         return JSONResponse(describe(submission))
+
+    @_keyed
+    async def approve(self, request: Request, client: str) -> Response:
+        """Four eyes: a key other than the submitter's approves its pending version, which is then served."""
+        return await self._decide(request, client, approve=True)
+
+    @_keyed
+    async def reject(self, request: Request, client: str) -> Response:
+        """Any key rejects a pending version: final, it never serves."""
+        return await self._decide(request, client, approve=False)
+
+    async def _decide(self, request: Request, client: str, approve: bool) -> Response:
+        submission_id = request.path_params["submission_id"]
+        known = Submission.well_formed(submission_id) and (self.root / submission_id / "submission.json").is_file()
+        if not known:
+            return _error(errors.SubmissionError("Not Found", f"no submission {submission_id[:40]!r}"), 404)
+        submission = Submission.load(self.root, submission_id)
+        if submission.state != "pending_approval":
+            return _error(
+                errors.SubmissionError(
+                    "Conflict",
+                    f"submission {submission_id} is {submission.state}, not pending approval",
+                    help="Only a registered version the policy approval_required holds back is approved or rejected.",
+                ),
+                409,
+            )
+        try:
+            payload = decode(await _bounded_body(request, 8_192))
+            reason = payload.get("reason") if isinstance(payload, dict) else None
+            if not isinstance(reason, str) or not reason.strip():
+                raise InputError(400, 'send {"reason": "why"}: the reason is kept in the history')
+        except errors.SubmissionError as exc:
+            return _error(exc)
+        except InputError as exc:
+            return _error(errors.invalid(exc.message), 400)
+        try:
+            record = await asyncio.to_thread(self._record_decision, submission, approve, client, reason)
+        except ApprovalError as exc:
+            title = {403: "Forbidden", 404: "Not Found", 400: "Invalid Request"}.get(exc.status, "Conflict")
+            return _error(errors.SubmissionError(title, str(exc)), exc.status)
+        if not approve:
+            submission.enter(self.root, "rejected")
+            return JSONResponse({"submission_id": submission.id, "status": "rejected", "record": record["seq"]})
+        submission.enter(self.root, "deploying")
+        self._start(submission, "--serve", f"approval #{record['seq']}")
+        return JSONResponse(
+            {
+                "submission_id": submission.id,
+                "status": "approved",
+                "record": record["seq"],
+                "status_url": f"/mlops/submissions/{submission.id}",
+            },
+            status_code=202,
+        )
+
+    def _record_decision(self, submission: Submission, approve: bool, client: str, reason: str) -> dict:
+        from mlflow import MlflowClient
+
+        from fin_behavior.governance import audit
+
+        registry = MlflowClient(tracking_uri=self.settings.tracking_uri)
+        history = audit.History.of(self.settings)
+        who = f"key {client}"
+        return decide(registry, history, submission.name, submission.model_version, approve, who, reason, client)
 
     async def help(self, _: Request) -> Response:
         s = self.settings

@@ -13,6 +13,7 @@ import secrets
 
 from packaging.requirements import InvalidRequirement, Requirement
 
+from fin_behavior.governance import audit
 from fin_behavior.settings import Settings
 from fin_behavior.submissions import errors
 from fin_behavior.submissions.record import ID_LENGTH, SCRIPT_FILE, Submission
@@ -107,4 +108,6 @@ def accept(
     directory.mkdir(parents=True)
     (directory / SCRIPT_FILE).write_text(text)
     submission.save(settings.submissions_root)
+    who = submission.author(audit.actor(settings.actor))
+    audit.History.of(settings).append(audit.SUBMISSION_ACCEPTED, name, None, who, submission=submission.id)
     return submission

@@ -21,6 +21,7 @@ from pathlib import Path
 from fin_behavior.confinement import environment_paths
 from fin_behavior.data.fingerprint import sha256_file
 from fin_behavior.environments.builder import BuiltEnvironment, write_lock
+from fin_behavior.governance import approval, audit
 from fin_behavior.records import BundleFiles, Evidence, FeatureSpec, ModelInfo, Verdict, write_json
 from fin_behavior.serving.bundle import TENSOR_INPUT
 from fin_behavior.settings import Settings
@@ -250,22 +251,38 @@ def _bindable(host: str, port: int) -> bool:
     return True
 
 
-def register(client, submission: Submission, bundle: Path, evidences: list[Evidence], dagster_run_id: str) -> str:
-    """The verified bundle as a version of the submission's name, with its evidence (in the active MLflow run)."""
+def register(
+    client, settings: Settings, submission: Submission, bundle: Path, evidences: list[Evidence], dagster_run_id: str
+) -> str:
+    """The verified bundle as a version of the submission's name, with its evidence and its author (in the active
+    MLflow run); `pending` approval when the policy is on."""
     from fin_behavior.ml import registry
 
-    tags = registry.evidence_tags(evidences, required=STAGES) | {
+    author = approval.Author(submission.author(audit.actor(settings.actor)), submission.client)
+    tags = registry.evidence_tags(evidences, required=STAGES) | author.tags(settings.approval_required) | {
         "submission_id": submission.id,
         "script_sha256": sha256_file(bundle.parent / SCRIPT_FILE),
         "requirements": ", ".join(submission.requirements)[:4_000],
         "script_mlflow_run_id": submission.mlflow_run_id,
         "dagster_run_id": dagster_run_id,
     }
-    return registry.register_bundle(client, submission.name, bundle, tags).version
+    registration = registry.register_bundle(client, submission.name, bundle, tags)
+    if registration.created:
+        audit.History.of(settings).append(
+            audit.REGISTERED,
+            submission.name,
+            registration.version,
+            author.actor,
+            submission=submission.id,
+            evidence={e.stage: e.version for e in evidences},
+            approval=tags.get(approval.STATUS_TAG, "not required"),
+        )
+    return registration.version
 
 
-def serve(client, settings: Settings, submission: Submission, version: str, log) -> str:
-    """Blue/green on the name's own URL through the gates; the URL once it serves."""
+def serve(client, settings: Settings, submission: Submission, version: str, log, cause: str = "") -> str:
+    """Blue/green on the name's own URL through the gates; the URL once it serves (and `submission_served` in the
+    history). `cause`: e.g. the approval it carries out."""
     from fin_behavior.deploy.deployer import DeployError, deploy
     from fin_behavior.deploy.lock import RolloutInProgressError
     from fin_behavior.deploy.rollout import RolloutError
@@ -283,6 +300,8 @@ def serve(client, settings: Settings, submission: Submission, version: str, log)
             directory,
             who=f"submission {submission.id}",
             required_stages=STAGES,
+            actor=submission.author(audit.actor(settings.actor)),
+            cause=cause,
             log=log,
         )
     except (DeployError, RolloutError, RolloutInProgressError) as exc:
@@ -290,6 +309,11 @@ def serve(client, settings: Settings, submission: Submission, version: str, log)
             "Deployment Failed",
             f"v{version} of {submission.name} did not take traffic; what served before still serves",
             details=str(exc)[-3000:],
-            help="The gates (ready, smoke, parity, latency) are in `details`.",
+            help="The gates (ready, smoke, parity, latency) are in `details`; a version the approval policy holds "
+            "back is released with POST /mlops/submissions/{id}/approve by another key.",
         ) from None
+    who = submission.author(audit.actor(settings.actor))
+    audit.History.of(settings).append(
+        audit.SUBMISSION_SERVED, submission.name, version, who, submission=submission.id, url=target.url
+    )
     return target.url

@@ -12,7 +12,18 @@ from typing import Any
 from fin_behavior.records import read_json, write_json
 
 ID_LENGTH = 12  # hex digits of a submission id
-STATES = ("queued", "preparing", "training", "validating", "verifying", "deploying", "deployed", "failed")
+STATES = (
+    "queued",
+    "preparing",
+    "training",
+    "validating",
+    "verifying",
+    "pending_approval",  # registered; the policy approval_required holds it until another key approves it
+    "rejected",
+    "deploying",
+    "deployed",
+    "failed",
+)
 RECORD_FILE, SCRIPT_FILE = "submission.json", "train.py"
 
 
@@ -61,6 +72,11 @@ class Submission:
     def fail(self, root: Path, error: dict[str, Any]) -> None:
         self.error = error
         self.enter(root, "failed")
+
+    def author(self, operator: str) -> str:
+        """Who submitted it, as the history and the four-eyes rule name them: its API key's fingerprint, or
+        (from the command line without SUBMISSION_KEY) the operator."""
+        return f"key {self.client}" if self.client else operator
 
     def public(self) -> dict[str, Any]:
         """What the API and the CLI show."""

@@ -2,6 +2,7 @@
 DAGSTER_HOME (so it is in the UI's run history):
 
     python -m fin_behavior.submissions.worker SUBMISSION_ID
+    python -m fin_behavior.submissions.worker SUBMISSION_ID --serve CAUSE   # an approved version, only served
 
 The CLI and the HTTP API start this process for each submission. The asset's Dagster concurrency pool
 `submissions`, set here to SUBMISSION_WORKERS slots, bounds how many train at once whoever started them (the
@@ -45,5 +46,30 @@ def run(submission_id: str) -> bool:
     return result.success
 
 
+def serve_approved(submission_id: str, cause: str) -> bool:
+    """Serve the version the run registered, once approved (the policy approval_required held it back): the
+    deployer checks the approval again, and the history says which approval this carries out."""
+    import time
+
+    from mlflow import MlflowClient
+
+    from fin_behavior.submissions import errors, pipeline
+
+    settings = get_settings()
+    root = settings.submissions_root
+    submission = Submission.load(root, submission_id)
+    client = MlflowClient(tracking_uri=settings.tracking_uri)
+    try:
+        submission.url = pipeline.serve(client, settings, submission, submission.model_version, print, cause)
+    except errors.SubmissionError as exc:
+        submission.fail(root, exc.to_dict())
+        return False
+    submission.deployment_seconds = round(time.time() - submission.submitted_at, 3)
+    submission.enter(root, "deployed")
+    return True
+
+
 if __name__ == "__main__":
+    if len(sys.argv) == 4 and sys.argv[2] == "--serve":
+        sys.exit(0 if serve_approved(sys.argv[1], sys.argv[3]) else 1)
     sys.exit(0 if run(sys.argv[1]) else 1)
