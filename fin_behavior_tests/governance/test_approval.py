@@ -44,7 +44,8 @@ def _events() -> list[tuple[str, str]]:
 
 def _deploy(client, ref: str = "1"):
     settings = get_settings()
-    return deploy(client, settings, NAME, ref, make_target(settings), endpoint_dir(settings), who="test", log=lambda _: None)
+    target = make_target(settings)
+    return deploy(client, settings, NAME, ref, target, endpoint_dir(settings), who="test", log=lambda _: None)
 
 
 def test_a_pending_version_is_refused_at_the_deployer_naming_the_policy_and_the_command(client, monkeypatch):
@@ -56,6 +57,45 @@ def test_a_pending_version_is_refused_at_the_deployer_naming_the_policy_and_the_
     assert f"`fin-behavior approve {NAME} 1 --reason TEXT`" in message and "its author (alice)" in message
     assert _events() == [(audit.DEPLOY_FAILED, "alice")]
     assert registry.alias_version(client, NAME, registry.PRODUCTION) is None
+
+
+def _kubernetes(tmp_path):
+    from unittest.mock import create_autospec
+
+    from kubernetes.client import AppsV1Api, CoreV1Api
+
+    from fin_behavior.deploy import kubernetes as k8s
+    from fin_behavior_tests.deploy.test_kubernetes import CONFIG, KEYS
+
+    apps, core = create_autospec(AppsV1Api, instance=True), create_autospec(CoreV1Api, instance=True)
+    return k8s.KubernetesTarget(apps, core, CONFIG, lambda release: "image", KEYS), [apps, core]
+
+
+def _azure(tmp_path):
+    from unittest.mock import MagicMock, create_autospec
+
+    from azure.ai.ml.operations import OnlineDeploymentOperations, OnlineEndpointOperations
+
+    from fin_behavior.deploy import azure
+    from fin_behavior_tests.deploy.test_azure import CONFIG
+    from fin_behavior_tests.helpers import ENVS
+
+    client = MagicMock()
+    client.online_endpoints = create_autospec(OnlineEndpointOperations, instance=True)
+    client.online_deployments = create_autospec(OnlineDeploymentOperations, instance=True)
+    return azure.AzureMLTarget(client, CONFIG, ENVS, tmp_path / "azureml"), [
+        client.online_endpoints,
+        client.online_deployments,
+    ]
+
+
+@pytest.mark.parametrize("make", [_kubernetes, _azure], ids=["kubernetes", "azureml"])
+def test_the_kubernetes_and_azure_targets_are_never_asked_for_a_pending_version(client, make, tmp_path):
+    target, apis = make(tmp_path)
+    settings = get_settings()
+    with pytest.raises(DeployError, match="pending approval: the policy approval_required"):
+        deploy(client, settings, NAME, "1", target, tmp_path / "endpoint", who="test", log=lambda _: None)
+    assert all(api.mock_calls == [] for api in apis)  # refused before the cluster or the workspace was asked
 
 
 def test_with_the_policy_off_the_same_version_passes_the_policy(client, monkeypatch):
@@ -87,7 +127,7 @@ def test_the_author_cannot_approve_another_can_and_the_decision_is_kept(client, 
 
 def test_the_authors_refusal_names_four_eyes(client, monkeypatch):
     _as(monkeypatch, "alice")
-    with pytest.raises(approval.ApprovalError, match="alice is the author of m v1 .*four eyes") as refused:
+    with pytest.raises(approval.ApprovalError, match=r"alice is the author of m v1 .*four eyes") as refused:
         approval.decide(client, audit.History.of(get_settings()), NAME, "1", True, "alice", "mine")
     assert refused.value.status == 403 and _events() == []
 
@@ -100,7 +140,7 @@ def test_a_rejected_version_cannot_be_approved_later_nor_deployed(client, monkey
     err = capsys.readouterr().err
     assert "was rejected by carol" in err and "a rejection is final" in err
     assert approval.status(client.get_model_version(NAME, "1").tags) == approval.REJECTED
-    with pytest.raises(DeployError, match="rejected by carol .*a rejection is final"):
+    with pytest.raises(DeployError, match=r"rejected by carol .*a rejection is final"):
         _deploy(client)
     assert _events() == [(audit.REJECTED, "carol"), (audit.DEPLOY_FAILED, "bob")]
 

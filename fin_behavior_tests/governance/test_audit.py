@@ -3,6 +3,7 @@ and a rewrite or a cut tail is caught against the heads MLflow recorded."""
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -43,7 +44,7 @@ def _problem(history: audit.History, anchors=()) -> str:
 def test_an_untouched_chain_verifies_with_its_anchors(history):
     records = history.records()
     assert [r["seq"] for r in records] == [1, 2, 3, 4, 5, 6]
-    assert records[0]["prev"] == audit.GENESIS and all(b["prev"] == a["hash"] for a, b in zip(records, records[1:]))
+    assert records[0]["prev"] == audit.GENESIS and all(b["prev"] == a["hash"] for a, b in itertools.pairwise(records))
     verdict = audit.verify(history.path, [_head(history, 5)])
     assert verdict.ok and verdict.records == 6, verdict.problems
 
@@ -77,7 +78,7 @@ def test_an_inserted_record_is_named(history):
     lines = _lines(history)
     forged = json.loads(lines[2]) | {"actor": "mallory", "event": audit.APPROVED}  # a well-formed copy of record 3
     forged["hash"] = audit.record_hash(forged)
-    _write(history, lines[:3] + [json.dumps(forged)] + lines[3:])
+    _write(history, [*lines[:3], json.dumps(forged), *lines[3:]])
     assert _problem(history) == "record 3 appears twice (lines 3 and 4): one of them was inserted"
 
 
@@ -85,7 +86,7 @@ def test_an_inserted_record_with_a_number_of_its_own_is_named(history):
     lines = _lines(history)
     forged = json.loads(lines[2]) | {"seq": 99, "actor": "mallory"}
     forged["hash"] = audit.record_hash(forged)
-    _write(history, lines[:3] + [json.dumps(forged)] + lines[3:])
+    _write(history, [*lines[:3], json.dumps(forged), *lines[3:]])
     assert _problem(history).startswith("record 99 (line 4) was inserted")
 
 

@@ -81,7 +81,8 @@ def test_another_key_approves_and_the_approval_starts_the_deployment(service):
     # The worker took it to the deployer, which found the approval and went on to the bundle (this test's version
     # has none): the deployment it started carried out approval #seq, as the submitter.
     attempt = next(r for r in records if r["event"] == audit.DEPLOY_FAILED)
-    assert attempt["details"]["cause"] == f"approval #{seq}" and "cannot fetch team-a-model version 1" in attempt["details"]["reason"]
+    assert attempt["details"]["cause"] == f"approval #{seq}"
+    assert "cannot fetch team-a-model version 1" in attempt["details"]["reason"]
     assert attempt["actor"] == f"key {submission.client}", attempt
     final = Submission.load(get_settings().submissions_root, submission.id)
     assert final.state == "failed" and final.error["error"] == "Deployment Failed"
