@@ -168,6 +168,7 @@ def approval_sensor(context: dg.SensorEvaluationContext):
     """A newly approved version of the platform's model -> one `deploy` run of it, tagged with the approval it
     carries out (run key = the approval's record in the history). Reads the history file only."""
     from fin_behavior.defs.deployment import APPROVAL_RUN_TAG
+    from fin_behavior.defs.registry import ACTOR_RUN_TAG
     from fin_behavior.governance import audit
 
     settings = get_settings()
@@ -187,7 +188,11 @@ def approval_sensor(context: dg.SensorEvaluationContext):
         jobs.deploy.name,
         f"{name} v{version} was approved by {newest['actor']}",
         f"approval-{seq}",
-        {APPROVAL_RUN_TAG: seq, "fin_behavior/trigger": "approval", "fin_behavior/approved_by": newest["actor"][:200]},
+        {
+            APPROVAL_RUN_TAG: seq,
+            ACTOR_RUN_TAG: f"approval_sensor (for {newest['actor']})"[:200],
+            "fin_behavior/trigger": "approval",
+        },
         {"ops": {"live_deployment": {"config": {"release": version}}}},
     )
     if isinstance(result, dg.RunRequest):
