@@ -250,14 +250,14 @@ class SubmissionService:
             return _error(errors.SubmissionError("Not Found", f"no submission {submission_id[:40]!r}"), 404)
         return JSONResponse(describe(submission))
 
+    # Four eyes: a key other than the submitter's approves its pending version, which is then served; any key
+    # rejects one (final, it never serves).
     @_keyed
     async def approve(self, request: Request, client: str) -> Response:
-        """Four eyes: a key other than the submitter's approves its pending version, which is then served."""
         return await self._decide(request, client, approve=True)
 
     @_keyed
     async def reject(self, request: Request, client: str) -> Response:
-        """Any key rejects a pending version: final, it never serves."""
         return await self._decide(request, client, approve=False)
 
     async def _decide(self, request: Request, client: str, approve: bool) -> Response:
