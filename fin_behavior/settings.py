@@ -37,7 +37,7 @@ class Settings(BaseSettings):
     )  # fmt: skip
     artifact_store_url: str = Field(
         "", description="object storage for artifacts, an fsspec URL (abfs://... for Azure Blob, file:///shared/...; "
-        "s3:// needs s3fs installed); empty = artifacts live only under <var_dir>/artifacts (ml/remote.py)",
+        "s3:// needs s3fs installed); empty = artifacts live only under <var_dir>/artifacts (storage/remote.py)",
     )  # fmt: skip
     default_rows: int = Field(5_000, ge=1, description="rows of the embedded data made on first use")
     default_seed: int = Field(42, description="seed of the embedded data made on first use")

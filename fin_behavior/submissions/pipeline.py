@@ -19,9 +19,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from fin_behavior.confinement import environment_paths
-from fin_behavior.data.fingerprint import sha256_file
 from fin_behavior.environments.builder import BuiltEnvironment, write_lock
-from fin_behavior.records import BundleFiles, Evidence, FeatureSpec, ModelInfo, Verdict, write_json
+from fin_behavior.records import BundleFiles, Evidence, FeatureSpec, ModelInfo, Verdict, sha256_file, write_json
 from fin_behavior.serving.bundle import TENSOR_INPUT
 from fin_behavior.settings import Settings
 from fin_behavior.submissions import errors, sandbox
