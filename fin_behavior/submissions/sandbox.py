@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import fcntl
 import json
 import os
 import re
@@ -35,6 +34,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
+
+from filelock import FileLock
 
 from fin_behavior import bounds, confinement
 from fin_behavior.confinement import confined, environment_paths
@@ -95,8 +96,7 @@ class Users:
 def names_locked(root: Path) -> Iterator[None]:
     """What model names are given (user ids, owners, ports) is given under this lock: submissions run at once."""
     root.mkdir(parents=True, exist_ok=True)
-    with (root / ".names.lock").open("a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with FileLock(root / ".names.lock"):  # the one lock style of the platform (deploy/lock.py, builder.py)
         yield
 
 
