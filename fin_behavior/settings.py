@@ -219,6 +219,13 @@ class Settings(BaseSettings):
         "in the order names first arrive (kept in <submissions dir>/endpoints/<name>/port)",
     )  # fmt: skip
 
+    submission_first_uid: int = Field(
+        1_500_000_000, ge=100_000, le=4_000_000_000, description="when the platform runs as root, each model name "
+        "runs as two user ids of its own from here (its script and verification, its served colors), in the order "
+        "names first arrive: far above the ranges that systems (< 65,536) and container engines' subordinate ids "
+        "(100,000 + 65,536 n) give out, so no account is ever one of them (setpriv needs no account)",
+    )  # fmt: skip
+
     # The serving image (fin_behavior/deploy/image.py).
     image_base: str = Field(
         "fin-behavior/python:3.11-bookworm", description="the serving image's base (made by fin-behavior image base)"
