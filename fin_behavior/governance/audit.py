@@ -112,7 +112,7 @@ class History:
 
 
 def _mirror(url: str, var_dir: Path, path: Path) -> None:
-    from fin_behavior.ml.remote import artifact_store
+    from fin_behavior.storage.remote import artifact_store
 
     store = artifact_store(url, var_dir)
     if store is not None:

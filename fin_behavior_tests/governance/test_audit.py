@@ -140,3 +140,12 @@ def test_since_must_be_a_date(tmp_path):
     with pytest.raises(ValueError, match="--since 'yesterday' is not a date or time"):
         audit.parse_since("yesterday")
     assert audit.parse_since("2026-12-07") == audit.parse_since("2026-12-07T00:00:00+00:00")
+
+
+def test_with_an_artifact_store_each_append_is_copied_there(tmp_path):
+    store = tmp_path / "store"
+    history = audit.History(tmp_path / "var" / "audit", mirror_url=store.as_uri())
+    history.append(audit.APPROVED, "m", "1", "bob", reason="ok")
+    history.append(audit.ALIAS_MOVED, "m", "1", "bob", alias="production")
+    assert (store / "audit" / "history.jsonl").read_text() == history.path.read_text()
+    assert audit.verify(store / "audit" / "history.jsonl").ok
