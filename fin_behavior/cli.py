@@ -199,12 +199,12 @@ def _deploy_alias(settings, alias: str, action: str) -> int:
     return 0
 
 
-def _record(settings, event: str, version: str | None, **details: object) -> None:
-    """One record of the history, by this command's actor, about the platform's model."""
+def _record(settings, event: str, version: str | None, model: str = "", **details: object) -> None:
+    """One record of the history, by this command's actor, about `model` (default: the platform's)."""
     from fin_behavior.governance import audit
 
     who = audit.actor(settings.actor)
-    audit.History.of(settings).append(event, settings.registered_model_name, version, who, **details)
+    audit.History.of(settings).append(event, model or settings.registered_model_name, version, who, **details)
 
 
 def _decide(args: argparse.Namespace) -> int:
@@ -442,7 +442,9 @@ def _submissions(args: argparse.Namespace) -> int:
         )
         return 1
     target, _ = endpoint(settings, args.name)
+    live = target.live()
     target.stop_all()
+    _record(settings, "endpoint_stopped", live.version if live else None, model=args.name, url=target.url)
     print(f"stopped {args.name}'s endpoint; nothing serves at {target.url}")
     return 0
 
