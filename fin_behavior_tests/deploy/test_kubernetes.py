@@ -255,6 +255,35 @@ def test_the_rollback_job_puts_the_previous_version_back_by_the_selector(registe
     assert registry.alias_version(registered_twice, "m", registry.PRODUCTION) == "1"
 
 
+def test_each_deploy_decision_is_in_the_history_an_automatic_rollback_included(registered_twice, bundle, tmp_path):
+    from fin_behavior.governance import audit
+
+    cluster = FakeCluster()
+    target = _target(cluster)
+    for version in ("1", "2"):
+        cluster.expected[version] = release(bundle[0], version).expected
+    settings = get_settings().with_overrides(gate_latency_requests=3, max_latency_ms=1_000.0, actor="dana")
+    deploy(registered_twice, settings, "m", "1", target, tmp_path / "endpoint", who="test", log=lambda _: None)
+    cluster.fail = "switch"  # v2 passes its gates, takes the traffic, and the Service's switch fails: put back
+    with pytest.raises(RolloutError, match="etcdserver"):
+        deploy(registered_twice, settings, "m", "2", target, tmp_path / "endpoint", who="test", log=lambda _: None)
+    records = audit.History.of(settings).records()
+    assert [(r["event"], r["version"], r["actor"]) for r in records] == [
+        (audit.DEPLOY_STARTED, "1", "dana"),
+        (audit.DEPLOY_SUCCEEDED, "1", "dana"),
+        (audit.ALIAS_MOVED, "1", "dana"),
+        (audit.DEPLOY_STARTED, "2", "dana"),
+        (audit.AUTOMATIC_ROLLBACK, "2", "dana"),
+        (audit.DEPLOY_FAILED, "2", "dana"),
+    ]
+    assert records[3]["details"]["replacing"] == "1" and records[4]["details"]["serving"] == "1"
+    assert "etcdserver: request timed out" in records[5]["details"]["reason"]
+    assert all(r["details"]["target"] == "kubernetes" for r in records)
+    head = registered_twice.get_model_version("m", "1").tags[audit.HEAD_TAG]
+    assert head == f"3:{records[2]['hash']}"  # the last alias move's head, on the version it moved to
+    assert registry.alias_version(registered_twice, "m", registry.PRODUCTION) == "1"
+
+
 def test_a_missing_kube_config_is_named_before_anything_is_sent(tmp_path, monkeypatch):
     monkeypatch.setenv("FIN_BEHAVIOR_DEPLOYMENT_TARGET", "kubernetes")
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "no-such-kubeconfig"))

@@ -149,3 +149,18 @@ def test_with_an_artifact_store_each_append_is_copied_there(tmp_path):
     history.append(audit.ALIAS_MOVED, "m", "1", "bob", alias="production")
     assert (store / "audit" / "history.jsonl").read_text() == history.path.read_text()
     assert audit.verify(store / "audit" / "history.jsonl").ok
+
+
+def test_a_failed_blocking_check_is_a_record_and_a_passed_one_is_not(monkeypatch):
+    from fin_behavior.defs.checks import evidence_results
+    from fin_behavior.settings import get_settings
+    from fin_behavior_tests.helpers import evidence
+
+    monkeypatch.setenv("FIN_BEHAVIOR_ACTOR", "dana")
+    get_settings.cache_clear()
+    evidence_results("trained_model", evidence("trained_model", "a1"))
+    results = evidence_results("trained_model", evidence("trained_model", "a2", passed=False))
+    assert [r.passed for r in results] == [False]
+    (record,) = audit.History.of(get_settings()).records()
+    assert (record["event"], record["actor"], record["version"]) == (audit.GATE_FAILED, "dana", None)
+    assert record["details"] == {"stage": "trained_model", "attempt": "a2", "failed": ["gate: as set by the test"]}
