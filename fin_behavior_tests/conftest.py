@@ -23,6 +23,7 @@ LONGEST = (
     "fin_behavior_tests/submissions/test_sandbox.py",
     "fin_behavior_tests/deploy/test_azure.py",
     "fin_behavior_tests/test_lifecycle.py",
+    "fin_behavior_tests/test_approvals.py",
     "fin_behavior_tests/environments/test_compatible.py",
     "fin_behavior_tests/defs/test_model.py",
     "fin_behavior_tests/defs/test_compatible.py",
