@@ -174,6 +174,7 @@ def _deploy_alias(settings, alias: str, action: str) -> int:
     from fin_behavior.deploy.deployer import DeployError, deploy, endpoint_dir, make_target
     from fin_behavior.deploy.lock import RolloutInProgressError
     from fin_behavior.deploy.rollout import RolloutError
+    from fin_behavior.governance.audit import AuditError
 
     client = MlflowClient(tracking_uri=settings.tracking_uri)
     try:
@@ -188,7 +189,7 @@ def _deploy_alias(settings, alias: str, action: str) -> int:
             who=f"fin-behavior endpoint {action}",
             log=print,
         )
-    except (DeployError, RolloutError, RolloutInProgressError) as exc:
+    except (DeployError, RolloutError, RolloutInProgressError, AuditError) as exc:
         print(f"fin-behavior endpoint {action}: failed, nothing changed: {exc}", file=sys.stderr)
         return 1
     if action == "start":

@@ -53,6 +53,7 @@ def live_deployment(
     from fin_behavior.deploy import deployer as deploy
     from fin_behavior.deploy.lock import RolloutInProgressError
     from fin_behavior.deploy.rollout import RolloutError
+    from fin_behavior.governance.audit import AuditError
     from fin_behavior.ml import registry_view
 
     settings = config.settings()
@@ -87,7 +88,7 @@ def live_deployment(
             registry_view.refresh(client, storage.root, mlflow.uri, name)
     except RolloutError as exc:
         raise dg.Failure(description=str(exc), metadata=_gate_messages(exc.gates), allow_retries=False) from None
-    except (deploy.DeployError, RolloutInProgressError) as exc:
+    except (deploy.DeployError, RolloutInProgressError, AuditError) as exc:
         raise dg.Failure(description=str(exc), allow_retries=False) from None
     release, result = deployment.release, deployment.result
     metadata: dict[str, Any] = {

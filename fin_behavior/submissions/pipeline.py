@@ -285,6 +285,7 @@ def serve(client, settings: Settings, submission: Submission, version: str, log,
     from fin_behavior.deploy.deployer import DeployError, deploy
     from fin_behavior.deploy.lock import RolloutInProgressError
     from fin_behavior.deploy.rollout import RolloutError
+    from fin_behavior.governance.audit import AuditError
 
     root = settings.submissions_root
     submission.enter(root, "deploying")
@@ -303,7 +304,7 @@ def serve(client, settings: Settings, submission: Submission, version: str, log,
             cause=cause,
             log=log,
         )
-    except (DeployError, RolloutError, RolloutInProgressError) as exc:
+    except (DeployError, RolloutError, RolloutInProgressError, AuditError) as exc:
         raise errors.SubmissionError(
             "Deployment Failed",
             f"v{version} of {submission.name} did not take traffic; what served before still serves",

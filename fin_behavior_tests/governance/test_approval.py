@@ -167,3 +167,16 @@ def test_audit_shows_and_verifies_the_history(client, monkeypatch, capsys):
     path.write_text(path.read_text().replace('"bob"', '"alice"'))
     assert cli.main(["audit", "verify"]) == 1
     assert "record 1 (line 1) was edited" in capsys.readouterr().err
+
+
+def test_a_damaged_history_refuses_to_record_and_says_what_to_do(client, monkeypatch, capsys):
+    _as(monkeypatch, "bob")
+    path = audit.History.of(get_settings()).path
+    path.parent.mkdir(parents=True)
+    path.write_text('{"seq": 1, "cut short')
+    assert cli.main(["approve", NAME, "1", "--reason", "ok"]) == 1
+    err = capsys.readouterr().err
+    assert "is not a record: the history was damaged; run `fin-behavior audit verify`" in err
+    assert approval.status(client.get_model_version(NAME, "1").tags) == approval.PENDING  # nothing half-done
+    assert cli.main(["endpoint", "start"]) == 1
+    assert "failed, nothing changed" in capsys.readouterr().err
