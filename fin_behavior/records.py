@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
@@ -26,7 +27,7 @@ _BLOCK = 4 * 1024 * 1024
 R = TypeVar("R", bound="_Record")  # typing.Self needs Python 3.11; Azure's sklearn-1.5 image has 3.10
 
 
-def write_json(path: Path, payload: dict[str, Any]) -> None:
+def write_json(path: Path, payload: Mapping[str, Any]) -> None:
     """Atomically: a reader sees the old content or the new, never half of it."""
     partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
     partial.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
