@@ -190,6 +190,9 @@ class ModelInfo(_Record):
     data_version: str
     built_at: str
     sha256: dict[str, str]  # file name -> digest, for every file in the bundle but this one
+    # serving/features.py definition_id() of the code that derived its training features ("": none recorded,
+    # e.g. a submitted model): raw records are scored only by a service whose derivation has the same id
+    feature_definition: str = ""
 
     @classmethod
     def from_dict(cls, payload: dict[str, Any]) -> ModelInfo:
