@@ -208,6 +208,28 @@ class ModelInfo(_Record):
         return hashlib.sha256(json.dumps(self.sha256, sort_keys=True).encode()).hexdigest()
 
 
+@dataclass(frozen=True)
+class BatchSummary(_Record):
+    """What one batch scoring run did (batch.py writes it as summary.json beside the scores)."""
+
+    FILE = "summary.json"
+
+    batch_id: str
+    source: str
+    model_version: str
+    feature_definition: str
+    rows: int
+    scored: int
+    quarantined: int
+    decision_rate: float  # share of the scored rows decided 1
+    seconds: float
+    rows_per_second: float
+    scores: str
+    quarantine: str  # "" when no row was quarantined
+    problems_by_column: dict[str, int] = field(default_factory=dict)
+    finished_at: str = ""
+
+
 class BundleFiles:
     """The names of the files in a compatible bundle, in one place."""
 
