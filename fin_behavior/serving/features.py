@@ -112,7 +112,7 @@ def parse_date(text: str) -> np.datetime64 | None:
 
 # The derivation's fingerprint: its answers on fixed records (leap days, month ends, each weekday, a zero
 # credit limit). Code that derives differently has a different fingerprint, whatever its comments say.
-_PROBE = {
+_PROBE: dict[str, list[Any]] = {
     TRANSACTED: ["2/29/2024", "1/1/2023", "12/31/2023", "7/15/2023", "3/5/2023", "6/6/2023", "9/9/2023"],
     OPENED: ["2/28/2000", "1/1/2023", "6/30/2022", "12/31/1999", "3/5/2023", "6/6/2006", "1/9/2019"],
     LAST_TRANSACTION: ["2/1/2024", "12/31/2022", "12/31/2023", "7/14/2023", "3/1/2023", "6/5/2023", "9/8/2023"],
@@ -122,10 +122,11 @@ _PROBE = {
 
 
 def definition_id() -> str:
-    """NAME and a hash of what the derivation answers on the probe records: what a bundle records."""
+    """NAME and a hash of the direct inputs and of what the derivation answers on the probe records (dates
+    parsed as the service parses them): what a bundle records."""
     dates = {name: [parse_date(v) for v in _PROBE[name]] for name in DATE_INPUTS}
     derived = derive(_PROBE | dates)
-    digest = hashlib.sha256()
+    digest = hashlib.sha256(repr(sorted(DIRECT.items())).encode())
     for name in DERIVED:
         digest.update(name.encode() + np.ascontiguousarray(derived[name]).tobytes())
     return f"{NAME}:{digest.hexdigest()[:16]}"
