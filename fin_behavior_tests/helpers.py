@@ -37,6 +37,7 @@ EXPECTED_ASSETS = {
     "serving_quality",
     "submitted_model",
     "serving_image",
+    "batch_scores",
 }
 EXPECTED_JOBS = {
     "full_pipeline",
@@ -47,6 +48,7 @@ EXPECTED_JOBS = {
     "monitor",
     "submission",
     "build_image",
+    "score_batch",
 }
 
 
