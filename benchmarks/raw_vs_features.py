@@ -35,7 +35,11 @@ def _run(client: httpx.Client, record: dict, seconds: float) -> dict[str, float]
         times.append(time.perf_counter() - started)
         assert response.status_code == 200, response.text
     ms = np.asarray(times) * 1e3
-    return {"req_s": len(times) / seconds, "p50_ms": float(np.percentile(ms, 50)), "p95_ms": float(np.percentile(ms, 95))}
+    return {
+        "req_s": len(times) / seconds,
+        "p50_ms": float(np.percentile(ms, 50)),
+        "p95_ms": float(np.percentile(ms, 95)),
+    }
 
 
 def _parse_us(bundle: Path, record: dict, n: int = 20_000) -> float:

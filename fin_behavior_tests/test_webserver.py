@@ -106,7 +106,9 @@ def test_assets_in_groups_with_their_checks(graphql):
 def test_sensors_are_on_by_default_and_jobs_are_there(graphql):
     repository = graphql["repositoriesOrError"]["nodes"][0]
     sensors = {s["name"]: s["sensorState"]["status"] for s in repository["sensors"]}
-    assert sensors == dict.fromkeys(["data_version_sensor", "environment_drift_sensor", "batch_inbox_sensor"], "RUNNING")
+    assert sensors == dict.fromkeys(
+        ["data_version_sensor", "environment_drift_sensor", "batch_inbox_sensor"], "RUNNING"
+    )
     schedules = {s["name"]: s["scheduleState"]["status"] for s in repository["schedules"]}
     assert schedules == {"monitor_every_5_minutes": "RUNNING"}
     jobs = {j["name"] for j in repository["jobs"]}
