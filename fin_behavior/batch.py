@@ -32,7 +32,14 @@ import pandas as pd
 
 from fin_behavior.data.columns import CATEGORICAL_FEATURES, NUMERIC_FEATURES, TARGET_SOURCE, TRANSACTION_ID
 from fin_behavior.data.features import feature_frame
-from fin_behavior.data.ingest import RawDataError, check_header, parse_raw, refuse_missing
+from fin_behavior.data.ingest import (
+    RawDataError,
+    check_header,
+    named_columns,
+    parse_raw,
+    read_text_csv,
+    refuse_missing,
+)
 from fin_behavior.data.processing import problem_counts
 from fin_behavior.data.schemas import RawTransactions
 from fin_behavior.records import BatchSummary
@@ -115,18 +122,10 @@ def read_chunks(path: Path, chunk_rows: int) -> Iterator[pd.DataFrame]:
             yield frame
         return
     _check_csv(path)
-    reader = pd.read_csv(
-        path,
-        dtype=str,
-        keep_default_na=False,
-        na_values=[""],
-        encoding_errors="replace",
-        usecols=lambda c: c.strip().lstrip("\ufeff") in COLUMNS,
-        chunksize=chunk_rows,
-    )
+    reader = read_text_csv(path, COLUMNS, chunk_rows)
     try:
         for frame in reader:
-            frame.columns = [c.strip().lstrip("\ufeff") for c in frame.columns]
+            frame = named_columns(frame)
             yield frame[list(COLUMNS)]
     except (pd.errors.ParserError, ValueError) as exc:
         raise BatchError(f"{path} could not be parsed as CSV: {exc}") from None

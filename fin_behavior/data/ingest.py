@@ -7,6 +7,7 @@ import csv
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pandera.errors
@@ -84,22 +85,33 @@ def refuse_missing(path: Path, header: list[str], required: tuple[str, ...], use
         )
 
 
+def read_text_csv(path: Path, columns: tuple[str, ...], chunksize: int | None = None) -> Any:
+    """`columns` of a CSV as text, empty cells missing (a DataFrame, or a reader of `chunksize`-row frames)."""
+    return pd.read_csv(
+        path,
+        dtype=str,
+        keep_default_na=False,
+        na_values=[""],
+        encoding_errors="replace",
+        usecols=lambda c: c.strip().lstrip("\ufeff") in columns,
+        chunksize=chunksize,
+    )
+
+
+def named_columns(frame: pd.DataFrame) -> pd.DataFrame:
+    """The header's names as written, without spaces around them or a byte-order mark."""
+    frame.columns = [c.strip().lstrip("\ufeff") for c in frame.columns]
+    return frame
+
+
 def read_raw_csv(path: str | os.PathLike[str]) -> pd.DataFrame:
     """The columns we use, as text (so one bad cell rejects one row, not the file), index = data row number."""
     path = Path(path)
     check_header(path)
     try:
-        frame = pd.read_csv(
-            path,
-            dtype=str,
-            keep_default_na=False,
-            na_values=[""],
-            encoding_errors="replace",
-            usecols=lambda c: c.strip().lstrip("\ufeff") in REQUIRED_COLUMNS,
-        )
+        frame = named_columns(read_text_csv(path, REQUIRED_COLUMNS))
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
         raise RawDataError(f"raw data file {path} could not be parsed as CSV: {exc}") from exc
-    frame.columns = [c.strip().lstrip("\ufeff") for c in frame.columns]
     if frame.empty:
         raise RawDataError(f"raw data file {path} has a header but no data rows.")
     return frame[list(REQUIRED_COLUMNS)]
