@@ -49,22 +49,23 @@ def _score(args: argparse.Namespace) -> int:
 def _progress_display(name: str) -> Iterator[Callable[[int, int], None]]:
     """rows done, rows per second and time left on a terminal (rich); nothing when the output is not one."""
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     console = Console(stderr=True)
     columns = (
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("rows  {task.fields[rate]} rows/s  left"),
-        TimeRemainingColumn(),
+        TextColumn("rows  {task.fields[rate]} rows/s  {task.fields[left]} left"),
     )
+    started = time.perf_counter()
     with Progress(*columns, console=console, disable=not console.is_terminal) as display:
-        task = display.add_task(name, total=None, rate="-")
+        task = display.add_task(name, total=None, rate="-", left="-")
 
-        def progress(done: int, total: int) -> None:
-            speed = display.tasks[0].speed
-            display.update(task, completed=done, total=total, rate=f"{speed:,.0f}" if speed else "-")
+        def progress(done: int, total: int) -> None:  # per chunk: the rate since the start, not rich's window
+            rate = done / max(time.perf_counter() - started, 1e-9)
+            left = time.strftime("%H:%M:%S", time.gmtime((total - done) / rate)) if rate else "-"
+            display.update(task, completed=done, total=total, rate=f"{rate:,.0f}", left=left)
 
         yield progress
 

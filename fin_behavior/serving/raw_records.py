@@ -146,9 +146,10 @@ class RecordSchema(Schema):
                     f"the model takes {', '.join(fd.INPUTS)} (the layout's other columns are ignored)",
                 )
             ignored.update(extra)
-            for name in fd.INPUTS:
-                if name not in record:
-                    raise InputError(422, f"{where}: missing column '{name}'")
+            missing = [name for name in fd.INPUTS if name not in record]
+            if missing:
+                named = ", ".join(f"'{name}'" for name in missing)
+                raise InputError(422, f"{where}: missing column{'s' if len(missing) > 1 else ''} {named}")
             for name in fd.NUMERIC_INPUTS:
                 columns[name].append(_raw_number(where, name, record[name]))
             for name in fd.TEXT_INPUTS:

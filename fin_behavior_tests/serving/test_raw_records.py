@@ -66,6 +66,7 @@ def _bad_raw(record: dict) -> list[tuple[str, object, str]]:
     no_date = {k: v for k, v in record.items() if k != "Transaction Date"}
     return [
         ("missing input", no_date, "missing column 'Transaction Date'"),
+        ("missing inputs", {"Age": 41, "Transaction Date": "1/2/2023"}, "missing columns 'Gender', 'City', "),
         ("date in another format", record | {"Transaction Date": "2023-12-07"}, "'Transaction Date' must be a date"),
         ("impossible date", record | {"Date Of Account Opening": "2/30/2020"}, "'Date Of Account Opening' must be"),
         ("number as word", record | {"Credit Limit": "lots"}, "column 'Credit Limit' must be a number"),
