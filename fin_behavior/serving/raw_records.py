@@ -198,3 +198,19 @@ def feature_record(record: dict) -> dict[str, Any]:
     except (KeyError, TypeError, ValueError):
         return {}
     return {name: (values[0].item() if hasattr(values[0], "item") else values[0]) for name, values in features.items()}
+
+
+def raw_record_schema(features: list[FeatureSpec]) -> dict[str, Any]:
+    """The raw record as JSON Schema (for /openapi.json): the inputs typed, the layout's other columns ignored."""
+    categories = {RAW_NAME[f.name]: f.categories for f in features if f.name in RAW_NAME and f.categories}
+    properties: dict[str, dict[str, Any]] = {}
+    for name in LAYOUT:
+        if name in fd.NUMERIC_INPUTS:
+            properties[name] = {"type": ["number", "string"], "description": "a number, or the file's text of one"}
+        elif name in fd.TEXT_INPUTS:
+            properties[name] = {"type": "string", **({"enum": categories[name]} if name in categories else {})}
+        elif name in fd.DATE_INPUTS:
+            properties[name] = {"type": "string", "pattern": r"^\d{1,2}/\d{1,2}/\d{4}$", "description": "M/D/YYYY"}
+        else:
+            properties[name] = {"description": "not an input: ignored, listed in ignored_columns"}
+    return {"type": "object", "properties": properties, "required": list(fd.INPUTS), "additionalProperties": False}

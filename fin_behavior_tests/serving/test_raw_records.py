@@ -4,13 +4,15 @@ over real HTTP, by the service running in the local serving environment."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
+import httpx
 import pytest
 
 from fin_behavior.data.columns import RAW_COLUMNS
 from fin_behavior.records import BundleFiles, ModelInfo, read_json
-from fin_behavior.serving.features import definition_id
+from fin_behavior.serving.features import INPUTS, definition_id
 from fin_behavior_tests.serving_fixtures import start_service
 
 
@@ -49,6 +51,16 @@ def test_a_raw_record_and_its_feature_shaped_twin_get_the_same_answer(service, t
     assert "Transaction Date" not in ignored and "Credit Limit" not in ignored
     assert ignored == [c for c in RAW_COLUMNS if c in ignored]  # in the layout's order
     assert "ignored_columns" not in by_features  # the feature-shaped answer is as before
+
+
+def test_openapi_describes_the_raw_record(service, twins):
+    schema = httpx.get(f"{service.url}/openapi.json").json()
+    raw = schema["components"]["schemas"]["RawRecord"]
+    assert set(raw["required"]) == set(INPUTS) and set(raw["properties"]) == set(RAW_COLUMNS)
+    assert "Atlanta" in raw["properties"]["City"]["enum"]
+    assert re.match(raw["properties"]["Transaction Date"]["pattern"], twins[1][0]["Transaction Date"])
+    body = schema["paths"]["/score"]["post"]["requestBody"]["content"]["application/json"]["schema"]["oneOf"][0]
+    assert body == {"oneOf": [{"$ref": "#/components/schemas/Record"}, {"$ref": "#/components/schemas/RawRecord"}]}
 
 
 def test_numbers_as_the_file_writes_them_and_dates_with_leading_zeros(service, twins):
