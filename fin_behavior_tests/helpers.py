@@ -39,6 +39,7 @@ EXPECTED_ASSETS = {
     "serving_quality",
     "submitted_model",
     "serving_image",
+    "batch_scores",
 }
 EXPECTED_JOBS = {
     "full_pipeline",
@@ -49,6 +50,7 @@ EXPECTED_JOBS = {
     "monitor",
     "submission",
     "build_image",
+    "score_batch",
 }
 
 
