@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 
@@ -18,6 +19,55 @@ def _generate_data(args: argparse.Namespace) -> int:
     path = generate_csv(args.out, rows=rows, seed=settings.default_seed if args.seed is None else args.seed)
     print(f"wrote {rows} rows to {path}")
     return 0
+
+
+def _score(args: argparse.Namespace) -> int:
+    """`score FILE --out OUT`: what batch_scores does for one inbox file, from the shell."""
+    from fin_behavior.batch import BatchError, score_file, version_worker
+    from fin_behavior.settings import get_settings
+
+    settings = get_settings()
+    chunk_rows = args.chunk_rows or settings.batch_chunk_rows
+    try:
+        worker, version = version_worker(settings, args.version or settings.batch_model_alias)
+        with worker, _progress_display(args.file.name) as progress:
+            summary = score_file(args.file, args.out, worker, version, chunk_rows=chunk_rows, progress=progress)
+    except BatchError as exc:
+        print(f"fin-behavior score: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"{summary.rows:,} rows in {summary.seconds:.1f} s ({summary.rows_per_second:,.0f} rows/s) by v{version}: "
+        f"{summary.scored:,} scored (decision rate {summary.decision_rate:.2%}), {summary.quarantined:,} quarantined"
+    )
+    print(f"scores: {summary.scores}")
+    if summary.quarantine:
+        print(f"quarantine (each row with its reason): {summary.quarantine}")
+    return 0
+
+
+@contextlib.contextmanager
+def _progress_display(name: str) -> Iterator[Callable[[int, int], None]]:
+    """rows done, rows per second and time left on a terminal (rich); nothing when the output is not one."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    console = Console(stderr=True)
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("rows  {task.fields[rate]} rows/s  {task.fields[left]} left"),
+    )
+    started = time.perf_counter()
+    with Progress(*columns, console=console, disable=not console.is_terminal) as display:
+        task = display.add_task(name, total=None, rate="-", left="-")
+
+        def progress(done: int, total: int) -> None:  # per chunk: the rate since the start, not rich's window
+            rate = done / max(time.perf_counter() - started, 1e-9)
+            left = time.strftime("%H:%M:%S", time.gmtime((total - done) / rate)) if rate else "-"
+            display.update(task, completed=done, total=total, rate=f"{rate:,.0f}", left=left)
+
+        yield progress
 
 
 def _verify_env(args: argparse.Namespace) -> int:
@@ -481,6 +531,16 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--seed", type=int, help="random seed (default: setting default_seed)")
     generate.add_argument("--out", required=True, help="CSV path to write (parent folders are created)")
     generate.set_defaults(handler=_generate_data)
+    score = commands.add_parser(
+        "score",
+        help="score a file of transactions in the bank's layout (CSV or Parquet) with the production version, as "
+        "batch_scores does: scores.parquet, quarantine.csv and summary.json in OUT",
+    )
+    score.add_argument("file", type=Path, help="the file to score (CSV or Parquet, the Kaggle layout's columns)")
+    score.add_argument("--out", type=Path, required=True, help="the folder the results are written to")
+    score.add_argument("--version", help="an alias or a version number (default: setting batch_model_alias)")
+    score.add_argument("--chunk-rows", type=_positive_int, help="rows at a time (default: setting batch_chunk_rows)")
+    score.set_defaults(handler=_score)
     verify = commands.add_parser(
         "verify-env",
         help="compare project pins, the training environment, the current compatible model and the serving "

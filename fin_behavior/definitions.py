@@ -3,6 +3,7 @@
 import dagster as dg
 
 from fin_behavior.defs import (
+    batch,
     compatible,
     dataset,
     deployment,
@@ -31,6 +32,7 @@ defs = dg.Definitions(
         monitoring.serving_traffic,
         monitoring.serving_quality,
         submissions.submitted_model,
+        batch.batch_scores,
     ],
     asset_checks=[deployment.live_deployment_checks],  # the other stages judge their versions themselves
     jobs=[
@@ -42,8 +44,14 @@ defs = dg.Definitions(
         jobs.monitor,
         submissions.submission_job,
         image.build_image,
+        batch.score_batch,
     ],
-    sensors=[sensors.data_version_sensor, sensors.environment_drift_sensor, sensors.approval_sensor],
+    sensors=[
+        sensors.data_version_sensor,
+        sensors.environment_drift_sensor,
+        sensors.approval_sensor,
+        batch.batch_inbox_sensor,
+    ],
     schedules=[sensors.monitor_schedule],
     resources={"storage": StorageResource(), "mlflow": MlflowTracking()},
     executor=executor.run_executor(),  # FIN_BEHAVIOR_EXECUTOR, in process by default

@@ -106,12 +106,16 @@ def compatible_model(
         context.log.info(f"bundle {version} already built and judged for these inputs; reusing it")
         evidence = store.reuse(version)
     else:
-        from fin_behavior.data.processing import read_dataset
+        from fin_behavior.data.processing import read_dataset, read_raw_inputs
 
-        _, dataset = read_dataset(storage.versions("processed_dataset"), record.data_version)
+        datasets = storage.versions("processed_dataset")
+        _, dataset = read_dataset(datasets, record.data_version)
+        raw_inputs = read_raw_inputs(datasets, record.data_version)
         holdout = pd.read_parquet(trained_dir / HOLDOUT_FILE)["transaction_id"]
         try:
-            evidence = compatible.build_version(env, trained, dataset, holdout, store, settings, storage.scratch)
+            evidence = compatible.build_version(
+                env, trained, dataset, holdout, store, settings, storage.scratch, raw_inputs
+            )
         except compatible.ServingTaskError as exc:
             raise dg.Failure(str(exc), allow_retries=False) from None
     final = store.path(version)

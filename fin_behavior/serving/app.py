@@ -374,7 +374,8 @@ class ScoringService:
 
     async def openapi(self, _: Request) -> Response:
         features = self.bundle.info.features if self.bundle else []
-        return JSONResponse(openapi_schema(features, self.settings.max_rows))
+        raw = self.bundle is not None and not self.bundle.schema.refusal  # the bank's record too
+        return JSONResponse(openapi_schema(features, self.settings.max_rows, raw))
 
     @asynccontextmanager
     async def lifespan(self, _: Starlette) -> AsyncIterator[None]:

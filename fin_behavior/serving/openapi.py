@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fin_behavior.records import FeatureSpec
+from fin_behavior.serving.raw_records import raw_record_schema
 
 
 def _record_schema(features: list[FeatureSpec]) -> dict[str, Any]:
@@ -25,8 +26,13 @@ def _record_schema(features: list[FeatureSpec]) -> dict[str, Any]:
     }
 
 
-def openapi_schema(features: list[FeatureSpec], max_rows: int) -> dict[str, Any]:
-    record = {"$ref": "#/components/schemas/Record"}
+def openapi_schema(features: list[FeatureSpec], max_rows: int, raw_record: bool = False) -> dict[str, Any]:
+    """`raw_record`: the served bundle also takes the bank's own record (raw_records.py)."""
+    record: dict[str, Any] = {"$ref": "#/components/schemas/Record"}
+    schemas = {"Record": _record_schema(features)}
+    if raw_record:
+        schemas["RawRecord"] = raw_record_schema(features)
+        record = {"oneOf": [record, {"$ref": "#/components/schemas/RawRecord"}]}
     error = {
         "description": "What was wrong",
         "content": {"application/json": {"schema": {"type": "object", "properties": {"error": {"type": "string"}}}}},
@@ -40,7 +46,7 @@ def openapi_schema(features: list[FeatureSpec], max_rows: int) -> dict[str, Any]
             "percentile) from business-form customer and account features.",
         },
         "components": {
-            "schemas": {"Record": _record_schema(features)},
+            "schemas": schemas,
             "securitySchemes": {"apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}},
         },
         "paths": {
@@ -92,6 +98,11 @@ def openapi_schema(features: list[FeatureSpec], max_rows: int) -> dict[str, Any]
                                             "predictions": {"type": "array", "items": {"type": "integer"}},
                                             "probabilities": {"type": "array", "items": {"type": "number"}},
                                             "model_version": {"type": "string"},
+                                            "ignored_columns": {
+                                                "type": "array",
+                                                "items": {"type": "string"},
+                                                "description": "raw records: the layout's columns that are not inputs",
+                                            },
                                         },
                                     }
                                 }
