@@ -184,3 +184,21 @@ def test_a_burst_of_explanations_is_refused_429_and_scoring_is_not_delayed(servi
     assert scores and all(status == 200 for status, _ in scores)
     slowest_score = max(seconds for _, seconds in scores)
     assert slowest_score < min(accepted) / 2, (slowest_score, accepted)  # never waited behind an explanation
+
+
+def test_the_command_line_prints_the_reasons_of_a_request(service, explained, tmp_path, capsys):
+    from fin_behavior.cli import main
+
+    keys = tmp_path / "keys.json"
+    keys.write_text(json.dumps({"keys": [service.key]}))
+    common = ["--url", service.url, "--key-file", str(keys)]
+    assert main(["explain", "holdout-200", "--top", "2", *common]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    first = explained["rows"][0]
+    assert printed[0] == "request holdout-200, model version 7"
+    assert printed[1] == f"row 0: probability {first['probability']:.4f} (base value {first['base_value']:.4f})"
+    assert printed[2].endswith(first["reasons"][0]["text"]) and printed[3].endswith(first["reasons"][1]["text"])
+    assert len(printed) == 1 + 3 * len(explained["rows"])
+
+    assert main(["explain", "never-sent-2", *common]) == 1
+    assert "404: no request 'never-sent-2'" in capsys.readouterr().err
