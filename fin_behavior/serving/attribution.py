@@ -32,30 +32,20 @@ class Attribution:
 
 
 class Attributor:
-    """One bundle's model with its explainer, built once per worker process."""
+    """One model with its explainer, built once per worker process (or once for the bundle's global view)."""
 
-    def __init__(self, bundle_dir: Path):
-        try:  # verified when the service started; verified again by the process that loads it here
-            info = verify_bundle(bundle_dir)
-        except BundleError as exc:
-            raise Unexplainable(str(exc)) from None
-        model_file = bundle_dir / BundleFiles.MODEL
-        if BundleFiles.MODEL not in info.sha256:
-            raise Unexplainable(f"the bundle holds no {BundleFiles.MODEL} (runtime {info.runtime}): nothing to explain")
-        import joblib
-
-        pipeline = joblib.load(model_file)
+    def __init__(self, pipeline: Any, features: list[str], environment: str):
         steps = getattr(pipeline, "steps", None)
         if not steps or len(steps) < 2:
             raise Unexplainable("the model is not a scikit-learn Pipeline of an encoding and an estimator")
-        self.features = info.feature_names()
+        self.features = features
         self.encode = pipeline[:-1]
         estimator = pipeline[-1]
         try:
             import shap
         except ImportError:  # the environment decides: answered as a 501 naming the fix
             raise Unexplainable(
-                f"the serving environment {info.serving_environment!r} has no shap: add it to its packages "
+                f"the serving environment {environment!r} has no shap: add it to its packages "
                 "(fin_behavior/environments/serving_environments.toml) to explain this model"
             ) from None
         try:
@@ -64,6 +54,25 @@ class Attributor:
             raise Unexplainable(f"{type(estimator).__name__} cannot be explained exactly by tree SHAP: {exc}") from None
         self.groups = encoded_groups(self.encode, self.features)
         self.base_value = float(np.ravel(self.explainer.expected_value)[-1])  # the positive class's
+
+    @classmethod
+    def load(cls, bundle_dir: Path) -> Attributor:
+        """The bundle's model (model.joblib), the bundle verified again by the process that loads it."""
+        try:
+            info = verify_bundle(bundle_dir)
+        except BundleError as exc:
+            raise Unexplainable(str(exc)) from None
+        if BundleFiles.MODEL not in info.sha256:
+            raise Unexplainable(f"the bundle holds no {BundleFiles.MODEL} (runtime {info.runtime}): nothing to explain")
+        import joblib
+
+        return cls(joblib.load(bundle_dir / BundleFiles.MODEL), info.feature_names(), info.serving_environment)
+
+    def global_importance(self, columns: dict[str, list]) -> dict[str, float]:
+        """Mean absolute contribution per column over the rows of `columns` (the hold-out), largest first."""
+        rows = self.explain(columns)
+        means = {name: float(np.mean([abs(row.contributions[name]) for row in rows])) for name in self.features}
+        return dict(sorted(means.items(), key=lambda item: item[1], reverse=True))
 
     def explain(self, columns: dict[str, list]) -> list[Attribution]:
         """One Attribution per row of `columns` (every feature -> its values, as validated for scoring)."""

@@ -227,7 +227,7 @@ class _Worker:
         self.attributor: Attributor | None = None
         self.refusal = ""
         try:
-            self.attributor = Attributor(bundle_dir)
+            self.attributor = Attributor.load(bundle_dir)
             self.schema = Schema(ModelInfo.read(bundle_dir).features)
         except Unexplainable as exc:
             self.refusal = str(exc)

@@ -202,3 +202,17 @@ def test_the_command_line_prints_the_reasons_of_a_request(service, explained, tm
 
     assert main(["explain", "never-sent-2", *common]) == 1
     assert "404: no request 'never-sent-2'" in capsys.readouterr().err
+
+
+def test_the_bundle_ships_its_global_view_in_the_same_units(bundle, explained):
+    """global_importance.json (mean |contribution| per column over the hold-out, computed when the bundle was
+    built in the serving environment) ranks columns as the service's own explanations of hold-out rows do."""
+    shipped = json.loads((bundle[0] / "global_importance.json").read_text())
+    columns = shipped["columns"]
+    assert set(columns) == set(bundle[1][0]) and shipped["rows"] >= ROWS
+    assert list(columns.values()) == sorted(columns.values(), reverse=True)
+    assert shipped["base_value"] == pytest.approx(explained["rows"][0]["base_value"], abs=1e-12)
+    rows = explained["rows"]
+    served = {name: np.mean([abs(row["contributions"][name]) for row in rows]) for name in columns}
+    top = sorted(served, key=served.__getitem__, reverse=True)[:3]
+    assert next(iter(columns)) in top, (list(columns)[:3], top)
