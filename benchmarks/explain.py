@@ -1,7 +1,8 @@
 """Explanations against scoring, side by side in one run: `/score` single-row throughput and latency of the
-scoring service with explanations off (`--explain-workers 0`, the service as it was), on but idle, and on while
-a client keeps asking for explanations; then the latency of one explanation (`POST /explain`, one row, the
-default model), sequentially, and the same through `GET /explain/{request_id}` (the logged decision read back).
+scoring service with explanations off (`--explain-workers 0`, the service as it was), on but idle, on while a
+client keeps asking for explanations, and off once more (equal runs: the machine's noise); then the latency of
+one explanation (`POST /explain`, one row, the default model), sequentially, and the same through
+`GET /explain/{request_id}` (the logged decision read back).
 
 Both services are pinned to CPU 0 (their explanation worker processes inherit it), autocannon to CPU 1, 16
 connections, as in benchmarks/serving.py. The model is the project's training with the search capped for time
@@ -103,6 +104,7 @@ def main() -> None:
             "explanations off": [],
             "explanations on, idle": [],
             "on, 1 client explaining": [],
+            "explanations off, again": [],  # the first service once more: how far apart equal runs land
         }
         explained: list[int] = []
         try:
@@ -120,6 +122,9 @@ def main() -> None:
                 finally:
                     stop.set()
                     client.join()
+                runs["explanations off, again"].append(
+                    autocannon(f"{off_url}/score", records[0], headers, args.seconds)
+                )
             latency = latencies(on_url, records[: args.explanations])
         finally:
             for process in (off, on):
