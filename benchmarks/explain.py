@@ -54,6 +54,20 @@ def explain_traffic(url: str, record: dict, stop: threading.Event, answers: list
             answers.append(client.post("/explain", json=record).status_code)
 
 
+def measure(url: str, records: list[dict], headers: dict, seconds: int, explained: list[int], busy: bool) -> dict:
+    """One autocannon run on /score; with `busy`, one client asks for explanations all the while."""
+    stop = threading.Event()
+    client = threading.Thread(target=explain_traffic, args=(url, records[1], stop, explained))
+    if busy:
+        client.start()
+    try:
+        return autocannon(f"{url}/score", records[0], headers, seconds)
+    finally:
+        stop.set()
+        if busy:
+            client.join()
+
+
 def latencies(url: str, records: list[dict]) -> dict:
     """Per-row explanation latency, ms, through POST /explain and through GET /explain/{id}."""
     posted, logged = [], []
@@ -109,22 +123,10 @@ def main() -> None:
         explained: list[int] = []
         try:
             httpx.post(f"{on_url}/explain", json=records[0], headers=headers, timeout=120)  # worker started
-            for _ in range(args.repeat):  # interleaved, so drift of the machine falls on all alike
-                runs["explanations off"].append(autocannon(f"{off_url}/score", records[0], headers, args.seconds))
-                runs["explanations on, idle"].append(autocannon(f"{on_url}/score", records[0], headers, args.seconds))
-                stop = threading.Event()
-                client = threading.Thread(target=explain_traffic, args=(on_url, records[1], stop, explained))
-                client.start()
-                try:
-                    runs["on, 1 client explaining"].append(
-                        autocannon(f"{on_url}/score", records[0], headers, args.seconds)
-                    )
-                finally:
-                    stop.set()
-                    client.join()
-                runs["explanations off, again"].append(
-                    autocannon(f"{off_url}/score", records[0], headers, args.seconds)
-                )
+            plan = [(name, off_url if "off" in name else on_url) for name in runs]
+            for round_ in range(args.repeat):  # interleaved, the order rotating, so the machine's drift falls alike
+                for name, url in plan[round_ % len(plan) :] + plan[: round_ % len(plan)]:
+                    runs[name].append(measure(url, records, headers, args.seconds, explained, "explaining" in name))
             latency = latencies(on_url, records[: args.explanations])
         finally:
             for process in (off, on):
