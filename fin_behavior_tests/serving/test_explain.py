@@ -9,6 +9,7 @@ import json
 import threading
 import time
 
+import httpx
 import numpy as np
 import pytest
 
@@ -102,12 +103,17 @@ def test_the_top_reason_of_a_row_extreme_in_one_column_names_that_column(service
 def test_what_cannot_be_explained_is_a_json_answer_that_says_why(service, bundle, scored, tmp_path):
     record = bundle[1][0]
     with service.client() as client:
+        client.timeout = httpx.Timeout(60)  # run alone, its first explanation starts the worker (~5-10 s here)
         unknown = client.get("/explain/never-sent-1")
         not_an_id = client.get("/explain/has%20space")
         refused = client.post("/score", json={"age": "x"}, headers={"X-Request-ID": "refused-1"})
         bad_top = client.get("/explain/holdout-200?top=0")
         bad_body = client.post("/explain", json={"age": "x"})
         too_many = client.post("/explain", json=[record] * 201)
+        malformed = client.post("/explain", content=b'{"age": 4', headers={"content-type": "application/json"})
+        oversized = client.post("/explain", content=b"[" + b" " * (1 << 20) + b"]")
+        long_id = client.get("/explain/" + "x" * 5_000)
+        bad_client_id = client.post("/explain", json=record, headers={"X-Request-ID": "no spaces"})
     assert refused.status_code == 422
     time.sleep(0.6)
     with service.client() as client:
@@ -120,6 +126,10 @@ def test_what_cannot_be_explained_is_a_json_answer_that_says_why(service, bundle
     assert bad_body.status_code == 422 and "'age' must be a number" in bad_body.json()["error"]
     assert too_many.status_code == 413 and "at most 200" in too_many.json()["error"]
     assert wrong_key.status_code == 401 and "API key" in wrong_key.json()["error"]
+    assert malformed.status_code == 400 and "not valid JSON" in malformed.json()["error"]
+    assert oversized.status_code == 413 and "byte limit" in oversized.json()["error"]
+    assert long_id.status_code == 404 and len(long_id.json()["error"]) < 200
+    assert bad_client_id.status_code == 400 and "1 to 64 characters" in bad_client_id.json()["error"]
 
     # a decision of another version, written by the other color's writer into the same directory
     other = PredictionLog(service.predictions.with_name("green.jsonl"), "6", 1.0, 1 << 20, 2)
