@@ -18,6 +18,8 @@ import asyncio
 import logging
 import multiprocessing
 import os
+import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict
@@ -242,6 +244,16 @@ class _Worker:
 
 
 _worker: _Worker | None = None
+PARENT_CHECK_SECONDS = 1.0
+
+
+def _exit_with_parent(parent: int) -> None:
+    """The worker ends when the scoring process does, however it ended (stopped, killed, crashed). Why a watch:
+    a spawned pool worker holds both ends of its own task queue, so it never sees the service go, and would
+    live on holding the model and shap, one per color ever started."""
+    while os.getppid() == parent:
+        time.sleep(PARENT_CHECK_SECONDS)
+    os._exit(0)
 
 
 def _start_worker(bundle_dir: Path, model_version: str, max_rows: int) -> None:
@@ -249,6 +261,7 @@ def _start_worker(bundle_dir: Path, model_version: str, max_rows: int) -> None:
     # Where the worker shares a core with the scoring process (a pinned container, a busy machine), scoring
     # goes first: an explanation waits a little longer, a /score does not.
     os.nice(WORKER_NICENESS)
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True, name="parent-watch").start()
     _worker = _Worker(bundle_dir, model_version, max_rows)
 
 

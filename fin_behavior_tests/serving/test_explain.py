@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -141,17 +142,42 @@ def test_what_cannot_be_explained_is_a_json_answer_that_says_why(service, bundle
     assert elsewhere.status_code == 404 and "answered by model version 6, not the version 7" in elsewhere.text
 
 
-def test_a_request_whose_inputs_were_not_sampled_says_so(serving_env, bundle, tmp_path):
+def _children(pid: int) -> set[int]:
+    """The processes whose parent is `pid` (Linux /proc)."""
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.add(int(stat.parent.name))
+    return found
+
+
+def _alive(pids: set[int]) -> set[int]:
+    return {pid for pid in pids if Path(f"/proc/{pid}").exists()}
+
+
+def test_a_request_whose_inputs_were_not_sampled_says_so_and_the_worker_ends_with_the_service(
+    serving_env, bundle, tmp_path
+):
     service = start_service(serving_env, bundle[0], tmp_path, "--log-sample-rate", "0")
     try:
         with service.client() as client:
             assert client.post("/score", json=bundle[1][0], headers={"X-Request-ID": "unsampled-1"}).status_code == 200
             time.sleep(0.6)
             answer = client.get("/explain/unsampled-1", timeout=60)
+        workers = _children(service.process.pid)
     finally:
-        service.process.terminate()
+        service.process.kill()  # the hardest way to go: no shutdown code runs in the service
         service.process.wait(10)
     assert answer.status_code == 404 and "inputs were not sampled" in answer.json()["error"], answer.text
+    assert workers  # the explanation worker (and multiprocessing's resource tracker)
+    deadline = time.monotonic() + 10
+    while _alive(workers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _alive(workers), "the explanation worker outlived its service"
 
 
 def test_a_burst_of_explanations_is_refused_429_and_scoring_is_not_delayed(service, bundle, explained):
