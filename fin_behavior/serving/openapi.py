@@ -25,6 +25,52 @@ def _record_schema(features: list[FeatureSpec]) -> dict[str, Any]:
     }
 
 
+_REQUEST_ID = {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,64}$"}
+_TOP = {"name": "top", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 4}}
+_REASON = {
+    "type": "object",
+    "properties": {
+        "column": {"type": "string"},
+        "value": {},
+        "contribution": {"type": "number"},
+        "text": {"type": "string"},
+    },
+}
+_EXPLANATION = {
+    "type": "object",
+    "properties": {
+        "request_id": _REQUEST_ID,
+        "model_version": {"type": "string"},
+        "rows": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "probability": {"type": "number"},
+                    "base_value": {"type": "number"},
+                    "contributions": {"type": "object", "additionalProperties": {"type": "number"}},
+                    "reasons": {"type": "array", "items": _REASON},
+                },
+            },
+        },
+    },
+}
+
+
+def _explained(error: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "200": {
+            "description": "Per row: the probability answered, the base value, one contribution per field (they "
+            "add up to the probability) and the top reasons",
+            "content": {"application/json": {"schema": _EXPLANATION}},
+        },
+        "401": error,
+        "422": error,
+        "429": {"description": "Too many explanations at once (Retry-After); scoring is not affected"},
+        "501": error | {"description": "This model or serving environment cannot be explained, and why"},
+    }
+
+
 def openapi_schema(features: list[FeatureSpec], max_rows: int) -> dict[str, Any]:
     record = {"$ref": "#/components/schemas/Record"}
     error = {
@@ -105,6 +151,31 @@ def openapi_schema(features: list[FeatureSpec], max_rows: int) -> dict[str, Any]
                         "422": error,
                         "503": {"description": "Model not loaded, or too many requests in flight (Retry-After)"},
                     },
+                }
+            },
+            "/explain": {
+                "post": {
+                    "summary": "Exact contributions per field and the top reasons, for the records of a /score body",
+                    "security": [{"apiKey": []}],
+                    "parameters": [_TOP],
+                    "requestBody": {
+                        "required": True,
+                        "description": "what /score takes: records, dataframe_records or dataframe_split",
+                        "content": {"application/json": {"schema": {}}},
+                    },
+                    "responses": _explained(error),
+                }
+            },
+            "/explain/{request_id}": {
+                "get": {
+                    "summary": "The same for a logged decision, by the request_id its /score answer carried",
+                    "security": [{"apiKey": []}],
+                    "parameters": [
+                        {"name": "request_id", "in": "path", "required": True, "schema": _REQUEST_ID},
+                        _TOP,
+                    ],
+                    "responses": _explained(error)
+                    | {"404": error | {"description": "Unknown, not sampled, not scored, or another version's"}},
                 }
             },
             "/health": {"get": {"summary": "Liveness", "responses": {"200": {"description": "alive"}}}},
