@@ -378,6 +378,50 @@ def _worker(args: argparse.Namespace) -> int:
     return 1  # not reached
 
 
+def _explain(args: argparse.Namespace) -> int:
+    """The reasons of one logged decision, asked of the endpoint (GET /explain/{request_id})."""
+    import httpx
+
+    from fin_behavior.serving.config import read_keys
+
+    url, keys_file = args.url, args.key_file
+    if url is None or keys_file is None:
+        from fin_behavior.deploy.deployer import make_target
+        from fin_behavior.deploy.local import LocalTarget
+        from fin_behavior.settings import get_settings
+
+        target = make_target(get_settings())
+        if not isinstance(target, LocalTarget):
+            print(f"fin-behavior explain: give --url and --key-file for a {target.name} endpoint", file=sys.stderr)
+            return 2
+        url, keys_file = url or target.url, keys_file or target.keys_file
+    try:
+        answer = httpx.get(
+            f"{url.rstrip('/')}/explain/{args.request_id}",
+            params={"top": args.top},
+            headers={"X-API-Key": read_keys(keys_file)[0]},
+            timeout=args.timeout,
+        )
+    except httpx.HTTPError as exc:
+        print(f"fin-behavior explain: no answer from {url}: {exc}", file=sys.stderr)
+        return 2
+    body = answer.json() if answer.headers.get("content-type", "").startswith("application/json") else {}
+    if answer.status_code != 200:
+        print(f"fin-behavior explain: {answer.status_code}: {body.get('error', answer.text[:200])}", file=sys.stderr)
+        return 1
+    print(render_explanation(body))
+    return 0
+
+
+def render_explanation(body: dict) -> str:
+    """An explanation answer as text: per row, the probability, the base value and the reasons."""
+    lines = [f"request {body['request_id']}, model version {body['model_version']}"]
+    for i, row in enumerate(body["rows"]):
+        lines.append(f"row {i}: probability {row['probability']:.4f} (base value {row['base_value']:.4f})")
+        lines += [f"  {reason['contribution']:+.4f}  {reason['text']}" for reason in row["reasons"]]
+    return "\n".join(lines)
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -466,6 +510,15 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--timeout", type=float, help="seconds the script may run (default: the setting)")
     submit.add_argument("--wait", action="store_true", help="follow it to its URL or its error")
     submit.set_defaults(handler=_submit)
+    explain = commands.add_parser(
+        "explain", help="why the model decided what it did for one request id: its reasons, from the endpoint"
+    )
+    explain.add_argument("request_id", help="the request_id (X-Request-ID) a /score answer carried")
+    explain.add_argument("--top", type=_positive_int, default=4, help="reasons per row (default 4)")
+    explain.add_argument("--url", help="the endpoint (default: the local endpoint's stable URL)")
+    explain.add_argument("--key-file", type=Path, help='a keys file {"keys": [...]} (default: the local endpoint\'s)')
+    explain.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the answer (default 60)")
+    explain.set_defaults(handler=_explain)
     submissions = commands.add_parser(
         "submissions", help="the submissions HTTP API, a submission's status, an endpoint"
     )

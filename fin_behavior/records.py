@@ -250,6 +250,7 @@ class BundleFiles:
     EXPECTED = "expected.json"  # hold-out records and the probabilities verified for them
     PROFILE = "reference_profile.json"  # what the monitor compares this version's traffic with
     ENVIRONMENT = "environment.json"  # the exact environment it was verified in: any machine builds the same
+    IMPORTANCE = "global_importance.json"  # mean |exact contribution| per column on the hold-out (attribution.py)
     INFO = ModelInfo.FILE
 
     @staticmethod

@@ -136,6 +136,16 @@ class Settings(BaseSettings):
     prediction_log_keep_files: int = Field(
         service_default("log_keep_files"), ge=1, description="rotated prediction log files kept"
     )
+    # Explanations (GET /explain/{request_id}, POST /explain; serving/explain.py): computed in worker processes of
+    # their own, bounded, so they never slow /score.
+    explain_workers: int = Field(
+        service_default("explain_workers"), ge=0,
+        description="processes per color computing explanations, started on the first one (0 turns /explain off)",
+    )  # fmt: skip
+    explain_max_pending: int = Field(
+        service_default("explain_max_pending"), ge=1,
+        description="explanations a color accepts at once (running or waiting); past it /explain answers 429",
+    )  # fmt: skip
     # Monitoring (serving_quality, `fin-behavior endpoint stats`): the rolling window, the bars of its checks,
     # and where alerts go.
     monitor_window_minutes: float = Field(15.0, gt=0, description="the rolling window monitoring looks at")

@@ -133,6 +133,7 @@ def build_bundle(
     reuse = env.version_of("scikit-learn") == trained.sklearn_version
     request = {
         "runtime": env.spec.runtime,
+        "environment": env.spec.name,
         "best_params": trained.best_params,
         "random_state": trained.random_state,
         "reuse_model": str(trained.model_path) if reuse else None,
@@ -155,6 +156,8 @@ def build_bundle(
     (workdir / VERIFICATION).write_text(json.dumps(report))
     if served_proba is not None:  # the monitor's reference: this version's training rows and served hold-out
         write_profile(build_profile(train, served_proba), bundle)
+    if "columns" in report.get("global_importance", {}):  # the global view ships with the version
+        (bundle / BundleFiles.IMPORTANCE).write_text(json.dumps(report["global_importance"]))
     return report
 
 
