@@ -190,6 +190,9 @@ class ModelInfo(_Record):
     data_version: str
     built_at: str
     sha256: dict[str, str]  # file name -> digest, for every file in the bundle but this one
+    # The inputs the model reads (None: all of `features`); the others are accepted and not used, e.g. a protected
+    # attribute kept for monitoring and fairness (settings protected_attributes / protected_features).
+    model_features: list[str] | None = None
 
     @classmethod
     def from_dict(cls, payload: dict[str, Any]) -> ModelInfo:

@@ -1,0 +1,1 @@
+"""Governance: fairness evidence, the model risk report, the model card and the inventory of models."""
