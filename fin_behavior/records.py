@@ -164,6 +164,22 @@ class TrainingRecord(_Record):
 
 
 @dataclass(frozen=True)
+class DataRecord(_Record):
+    """What processed_dataset publishes beside the rows (data.json): where they came from and what was set aside,
+    as first published (the version is the rows' content: the same rows from another file reuse it)."""
+
+    FILE = "data.json"
+
+    raw_rows: int
+    rows: int
+    quarantined_rows: int
+    problems_by_column: dict[str, int]  # quarantined rows per column that failed validation
+    target: str
+    target_definition: str
+    positive_rate: float
+
+
+@dataclass(frozen=True)
 class FeatureSpec:
     name: str
     dtype: str  # "float" or "string"

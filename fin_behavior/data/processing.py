@@ -13,10 +13,11 @@ from pathlib import Path
 import pandas as pd
 
 from fin_behavior.data import quality
+from fin_behavior.data.columns import TARGET
 from fin_behavior.data.features import build_features
 from fin_behavior.data.ingest import parse_raw, read_raw_csv
 from fin_behavior.ml.store import VersionStore
-from fin_behavior.records import Evidence
+from fin_behavior.records import DataRecord, Evidence
 from fin_behavior.settings import Settings
 
 CODE_VERSION = "processed-v2"
@@ -96,9 +97,12 @@ def write_csv_atomic(frame: pd.DataFrame, path: Path) -> None:
     _write_atomic(path, lambda tmp: frame.to_csv(tmp, index=False))
 
 
-def publish_dataset(dataset: pd.DataFrame, store: VersionStore, settings: Settings) -> Evidence:
+def publish_dataset(
+    dataset: pd.DataFrame, store: VersionStore, settings: Settings, processed: ProcessedData | None = None
+) -> Evidence:
     """Judge the processed rows and publish them as a version with that evidence (once: the same rows judged
-    by the same checks are the same version). Only an approved version becomes current."""
+    by the same checks are the same version), with `processed`'s account of the raw file (data.json, read by the
+    model risk report). Only an approved version becomes current."""
     judged_by = [CODE_VERSION, *(getattr(settings, name) for name in quality.THRESHOLDS)]
     version = dataset_version(dataset, json.dumps(judged_by))
     if store.published(version):
@@ -106,6 +110,17 @@ def publish_dataset(dataset: pd.DataFrame, store: VersionStore, settings: Settin
     evidence = quality.judge(dataset, version, settings)
     staging = store.staging(version)
     dataset.to_parquet(staging / DATASET_FILE, index=False)
+    if processed is not None:
+        DataRecord(
+            raw_rows=processed.total_rows,
+            rows=len(dataset),
+            quarantined_rows=len(processed.quarantine),
+            problems_by_column=problem_counts(processed.quarantine),
+            target=TARGET,
+            target_definition=f"{TARGET} = 1 when the transaction amount is at or above its "
+            f"{settings.target_quantile:.0%} quantile in the file (the amount itself is not a feature)",
+            positive_rate=round(float(dataset[TARGET].mean()), 6) if len(dataset) else 0.0,
+        ).write(staging)
     store.publish(staging, evidence)
     return evidence
 
