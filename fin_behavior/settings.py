@@ -98,7 +98,7 @@ class Settings(BaseSettings):
         "between two groups at most this",
     )  # fmt: skip
     fairness_min_group_size: int = Field(
-        50, ge=1, description="hold-out rows a group needs to be judged; smaller groups are reported, not judged"
+        100, ge=1, description="hold-out rows a group needs to be judged; smaller groups are reported, not judged"
     )
     fairness_bootstrap_samples: int = Field(
         1_000, ge=100, description="bootstrap resamples behind each fairness figure's 95% interval"
