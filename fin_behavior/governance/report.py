@@ -466,3 +466,18 @@ def _gates_html(content: dict[str, Any]) -> str:
 
 
 _SECTION_RENDERERS = {"intended_use": _intended_use, "fairness": _fairness, "gates": _gates_html}
+
+
+def publish_report(client, settings: Settings, name: str, version: str, remote=None, attach: bool = True) -> Path:
+    """Write the report under `reports_dir` and, with `attach`, log both files to the model version's MLflow run
+    (artifact path `model_risk_report/`) and tag the version with where they are; returns the HTML file."""
+    html_path, json_path = write_report(build_report(client, settings, name, version, remote), reports_dir(
+        settings, name, version
+    ))  # fmt: skip
+    if attach:
+        run_id = client.get_model_version(name, version).run_id
+        if run_id:
+            client.log_artifact(run_id, str(html_path), REPORT_TAG)
+            client.log_artifact(run_id, str(json_path), REPORT_TAG)
+            client.set_model_version_tag(name, version, REPORT_TAG, f"runs:/{run_id}/{REPORT_TAG}/{REPORT_HTML}")
+    return html_path
