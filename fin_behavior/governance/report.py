@@ -25,7 +25,7 @@ from typing import Any
 
 from fin_behavior.data.columns import FEATURES
 from fin_behavior.governance.card import read_card
-from fin_behavior.governance.fairness_record import FAIRNESS_FILE
+from fin_behavior.governance.fairness_record import FAIRNESS_FILE, METRICS
 from fin_behavior.ml.registry import STAGES_TAG
 from fin_behavior.ml.store import VersionStore
 from fin_behavior.records import EVIDENCE_FILE, TRAINING_FILE, DataRecord, ModelInfo, read_json
@@ -409,17 +409,18 @@ def _figure(f: dict[str, Any] | None) -> str:
 
 
 def _fairness(content: dict[str, Any]) -> str:
-    out = [
-        f"<p>Hold-out of {content['rows']} rows at decision threshold {content['threshold']}; 95% intervals from "
+    intro = (
+        f"Hold-out of {content['rows']} rows at decision threshold {content['threshold']}; 95% intervals from "
         f"{content['bootstrap_samples']} bootstrap resamples per group; groups under {content['min_group_size']} "
         f"rows are reported, not judged. Bars: selection rate ratio >= {content['min_selection_rate_ratio']}, "
         f"equalized odds difference <= {content['max_equalized_odds_difference']} (a gate fails when the 95% "
-        "interval lies wholly on the wrong side).</p>"
-    ]
+        "interval lies wholly on the wrong side of its bar)."
+    )
+    out = [f"<p>{_e(intro)}</p>"]
     for a in content["attributes"]:
         status = "judged by the gates" if a["judged"] else "reported, not judged (fairness_judged_attributes)"
         out.append(f"<h3>{_e(a['attribute'])}: {status}</h3>")
-        metrics = list(a["groups"][0]["metrics"]) if a["groups"] else []
+        metrics = [m for m in METRICS if a["groups"] and m in a["groups"][0]["metrics"]]
         head = "<tr><th>group</th><th>rows</th><th>positives</th><th>judged</th>" + "".join(
             f"<th>{_e(m.replace('_', ' '))}</th>" for m in metrics
         )
