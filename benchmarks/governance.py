@@ -20,7 +20,7 @@ from pathlib import Path
 def fairness(runs: int) -> None:
     from fin_behavior.data.generate import generate_csv
     from fin_behavior.data.processing import process_raw_file
-    from fin_behavior.governance.fairness import assess_fairness, gate
+    from fin_behavior.ml.fairness import assess_fairness, gate
     from fin_behavior.ml.options import TrainingOptions
     from fin_behavior.ml.train import train
     from fin_behavior.settings import get_settings

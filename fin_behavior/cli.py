@@ -333,8 +333,8 @@ def _report(args: argparse.Namespace) -> int:
     from mlflow import MlflowClient
 
     from fin_behavior.governance.report import ReportError, publish_report
-    from fin_behavior.ml.remote import artifact_store
     from fin_behavior.settings import get_settings
+    from fin_behavior.storage.remote import artifact_store
 
     settings = get_settings()
     name = args.model or settings.registered_model_name

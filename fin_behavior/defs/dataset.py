@@ -5,7 +5,6 @@ import pandas as pd
 
 from fin_behavior.data import quality
 from fin_behavior.data.columns import TARGET
-from fin_behavior.data.fingerprint import file_fingerprint
 from fin_behavior.data.ingest import RawDataError
 from fin_behavior.data.processing import (
     CODE_VERSION,
@@ -20,6 +19,7 @@ from fin_behavior.data.processing import (
 from fin_behavior.defs.checks import check_specs, evidence_results, lifecycle
 from fin_behavior.defs.config import SettingsConfig, setting
 from fin_behavior.defs.resources import StorageResource
+from fin_behavior.storage.fingerprint import file_fingerprint
 
 
 @dg.observable_source_asset(

@@ -9,7 +9,7 @@ from fin_behavior.defs.config import SettingsConfig, setting
 from fin_behavior.defs.dataset import processed_dataset
 from fin_behavior.defs.metadata import png_markdown
 from fin_behavior.defs.resources import MlflowTracking, StorageResource
-from fin_behavior.governance.fairness_record import fairness_table
+from fin_behavior.ml.fairness_record import fairness_table
 from fin_behavior.ml.gates import CODE_VERSION, GATES, STAGE
 from fin_behavior.records import NotApprovedError, TrainingRecord
 

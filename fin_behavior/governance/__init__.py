@@ -1,1 +1,2 @@
-"""Governance: fairness evidence, the model risk report, the model card and the inventory of models."""
+"""Governance: the model risk report per registered version, the model card, and the inventory of models.
+(The fairness evidence itself is computed where the model is evaluated: fin_behavior/ml/fairness.py.)"""

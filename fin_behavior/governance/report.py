@@ -25,11 +25,11 @@ from typing import Any
 
 from fin_behavior.data.columns import FEATURES
 from fin_behavior.governance.card import read_card
-from fin_behavior.governance.fairness_record import FAIRNESS_FILE, METRICS
+from fin_behavior.ml.fairness_record import FAIRNESS_FILE, METRICS
 from fin_behavior.ml.registry import STAGES_TAG
-from fin_behavior.ml.store import VersionStore
 from fin_behavior.records import EVIDENCE_FILE, TRAINING_FILE, DataRecord, ModelInfo, read_json
 from fin_behavior.settings import Settings
+from fin_behavior.storage.store import VersionStore
 
 REPORT_HTML, REPORT_JSON = "model_risk_report.html", "model_risk_report.json"
 REPORT_TAG = "model_risk_report"  # on the MLflow model version: where the attached report is

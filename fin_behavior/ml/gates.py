@@ -9,7 +9,7 @@ from fin_behavior.records import Evidence
 from fin_behavior.settings import Settings
 
 if TYPE_CHECKING:
-    from fin_behavior.governance.fairness import FairnessRecord
+    from fin_behavior.ml.fairness import FairnessRecord
 
 STAGE = "trained_model"
 CODE_VERSION = "trained-v3"  # of the training code: part of every trained version's identity
@@ -17,7 +17,7 @@ GATES = {  # name -> (blocking, what it asks)
     "roc_auc_gate": (True, "Hold-out ROC-AUC >= min_roc_auc."),
     "accuracy_gate": (True, "Accuracy >= min_accuracy and balanced accuracy beats the majority baseline."),
     "latency_gate": (True, "Single-row prediction p95 latency (in process) <= max_latency_ms."),
-    # fin_behavior/governance/fairness.py (kept in step with its GATES; a test compares them)
+    # fin_behavior/ml/fairness.py (kept in step with its GATES; a test compares them)
     "selection_rate_ratio": (
         True,
         "Per judged protected attribute: smallest over largest group selection rate >= min_selection_rate_ratio "
@@ -97,7 +97,7 @@ def judge(
     version: str, metrics: dict[str, float], latency: dict[str, float], fairness: FairnessRecord, settings: Settings
 ) -> Evidence:
     """The gates on a trained version's hold-out figures, as the evidence published with it."""
-    from fin_behavior.governance.fairness import gate
+    from fin_behavior.ml.fairness import gate
 
     outcomes = {
         "roc_auc_gate": roc_auc_gate(metrics, settings.min_roc_auc),

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fin_behavior.governance.fairness_record import (
+from fin_behavior.ml.fairness_record import (
     METRICS,
     MISSING_GROUP,
     AttributeFairness,

@@ -15,10 +15,10 @@ from fin_behavior.defs.dataset import processed_dataset, raw_transactions
 from fin_behavior.defs.model import trained_model
 from fin_behavior.defs.registry import registered_model_version
 from fin_behavior.defs.resources import MlflowTracking, StorageResource
-from fin_behavior.governance import fairness
-from fin_behavior.governance.fairness_record import FairnessRecord, fairness_table
-from fin_behavior.ml.store import VersionStore
+from fin_behavior.ml import fairness
+from fin_behavior.ml.fairness_record import FairnessRecord, fairness_table
 from fin_behavior.records import NotApprovedError
+from fin_behavior.storage.store import VersionStore
 from fin_behavior_tests.helpers import FAST_TRAINING
 
 EXPERIMENT = "fairness"

@@ -1,4 +1,4 @@
-"""fairness.json: the fairness evidence of one trained version (written by governance/fairness.py), read by the
+"""fairness.json: the fairness evidence of one trained version (written by ml/fairness.py), read by the
 trained_model materialization, the model risk report and the tests. Standard library only: reading it must not
 load what computing it needs."""
 
