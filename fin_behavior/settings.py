@@ -340,8 +340,9 @@ class Settings(BaseSettings):
             low, high = getattr(self, name)
             if not 1 <= low <= high:
                 raise ValueError(f"{name} must be [low, high] with 1 <= low <= high, got [{low}, {high}]")
-        if unknown := set(self.protected_features) - set(self.protected_attributes):
-            raise ValueError(f"protected_features {sorted(unknown)} are not in protected_attributes")
+        for name in ("protected_features", "fairness_judged_attributes"):
+            if unknown := set(getattr(self, name)) - set(self.protected_attributes):
+                raise ValueError(f"{name} {sorted(unknown)} are not in protected_attributes")
         if list(self.age_bands) != sorted(set(self.age_bands)):
             raise ValueError(f"age_bands must be increasing ages, got {list(self.age_bands)}")
         if self.min_positive_rate > self.max_positive_rate:

@@ -214,3 +214,12 @@ def test_the_record_round_trips(tmp_path):
     record = _assess(y, proba, groups)
     record.write(tmp_path)
     assert FairnessRecord.read(tmp_path) == record
+
+
+def test_settings_name_only_protected_attributes():
+    from fin_behavior.settings import get_settings
+
+    with pytest.raises(ValueError, match=r"fairness_judged_attributes \['religion'\] are not in protected_attributes"):
+        get_settings().with_overrides(fairness_judged_attributes=["religion"])
+    with pytest.raises(ValueError, match=r"protected_features \['gender'\] are not in protected_attributes"):
+        get_settings().with_overrides(protected_attributes=["age"], protected_features=["gender"])
