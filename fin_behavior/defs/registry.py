@@ -41,7 +41,8 @@ def _register(context, mlflow: MlflowTracking, storage: StorageResource, name: s
     view of the registry refreshed (last: the report's writes are part of the state it describes)."""
     from mlflow import MlflowClient
 
-    from fin_behavior.governance.report import publish_report
+    from fin_behavior.governance.card import ModelCardError
+    from fin_behavior.governance.report import ReportError, publish_report
     from fin_behavior.ml import registry, registry_view
 
     client = MlflowClient(tracking_uri=mlflow.uri)
@@ -53,8 +54,14 @@ def _register(context, mlflow: MlflowTracking, storage: StorageResource, name: s
     else:
         done = "reused: nothing to register, candidate already is"
     if registration.created or not _report_path(storage, name, registration.version).is_file():
-        report = publish_report(client, _settings(storage), name, registration.version, storage.remote)
-        context.log.info(f"model risk report of {name} version {registration.version}: {report} (attached)")
+        try:
+            report = publish_report(client, _settings(storage), name, registration.version, storage.remote)
+            context.log.info(f"model risk report of {name} version {registration.version}: {report} (attached)")
+        except (ModelCardError, ReportError) as exc:  # the version stands; its report waits for the fix
+            context.log.warning(
+                f"no model risk report for {name} version {registration.version}: {exc}. Fix it, then run "
+                f"`fin-behavior report {name} {registration.version} --attach`"
+            )
     production = registry.alias_version(client, name, registry.PRODUCTION)
     context.log.info(
         f"{done} {name} version {registration.version} (candidate); production is {production or 'not set yet'}"
