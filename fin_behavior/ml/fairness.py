@@ -16,7 +16,8 @@ ratio (or gap) between those two groups lies wholly on the wrong side of the bar
 so (US Uniform Guidelines, 29 CFR 1607.4(D): a ratio under four-fifths "may not constitute adverse impact where
 the differences are based on small numbers and are not statistically significant"); on a 1,000-row hold-out
 with 5% positives, the point ratio of a model that never reads gender fell under 0.8 in 8 of 12 trainings measured
-on the default data (docs/governance.md), by chance alone. Every figure is in the evidence and the report, whichever way the gate goes.
+on the default data (docs/governance.md), by chance alone. Every figure is in the evidence and the report,
+whichever way the gate goes.
 """
 
 from __future__ import annotations
