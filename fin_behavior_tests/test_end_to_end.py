@@ -117,8 +117,14 @@ def test_1d_the_model_risk_report_of_v1_has_every_section_and_says_what_is_on_di
     data = read_json(artifacts / "processed_dataset" / identity["data_version"] / "data.json")
     assert {k: v for k, v in report["data"].items() if k != "recorded"} == data
     assert report["intended_use"]["owner"]["default"] is True  # the shipped card says its fields are defaults
-    for absent in ("global_explanation", "approvals_and_history"):  # issues 26 and 29 fill them
-        assert report[absent] == {"recorded": False, "note": NOT_RECORDED}
+    shipped = read_json(
+        artifacts / "compatible_model" / identity["compatible_model_version"] / "bundle" / "global_importance.json"
+    )
+    assert report["global_explanation"]["importance"] == {c: round(v, 6) for c, v in shipped["columns"].items()}
+    assert list(report["global_explanation"]["importance"].values()) == sorted(
+        shipped["columns"].values(), reverse=True
+    )
+    assert report["approvals_and_history"] == {"recorded": False, "note": NOT_RECORDED}  # issue 29 fills it
     gates = report["gates"]["stages"]["trained_model"]["verdicts"]
     assert {
         v["check"]: v["passed"] for v in gates if v["check"] in ("selection_rate_ratio", "equalized_odds_difference")

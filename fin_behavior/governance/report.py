@@ -27,13 +27,12 @@ from fin_behavior.data.columns import FEATURES
 from fin_behavior.governance.card import read_card
 from fin_behavior.ml.fairness_record import FAIRNESS_FILE, METRICS
 from fin_behavior.ml.registry import STAGES_TAG
-from fin_behavior.records import EVIDENCE_FILE, TRAINING_FILE, DataRecord, ModelInfo, read_json
+from fin_behavior.records import EVIDENCE_FILE, TRAINING_FILE, BundleFiles, DataRecord, ModelInfo, read_json
 from fin_behavior.settings import Settings
 from fin_behavior.storage.store import VersionStore
 
 REPORT_HTML, REPORT_JSON = "model_risk_report.html", "model_risk_report.json"
 REPORT_TAG = "model_risk_report"  # on the MLflow model version: where the attached report is
-EXPLANATION_FILE = "global_explanation.json"  # issue 26 writes it into the trained version's folder
 NOT_RECORDED = "not recorded for this version"
 SECTIONS = (
     "identity",
@@ -138,7 +137,8 @@ def build_report(client, settings: Settings, name: str, version: str, remote=Non
         "method": _method(training, info),
         "performance": _performance(training),
         "fairness": _read_if(trained_dir / FAIRNESS_FILE) if trained_dir else None,
-        "global_explanation": _read_if(trained_dir / EXPLANATION_FILE) if trained_dir else None,
+        # mean |exact contribution| per column on the hold-out, shipped in the bundle (serving/attribution.py)
+        "global_explanation": _global_explanation(bundle_dir),
         "gates": _gates(
             tags, {"processed_dataset": data_dir, "trained_model": trained_dir, "compatible_model": bundle_dir}
         ),
@@ -467,6 +467,19 @@ def _gates_html(content: dict[str, Any]) -> str:
 
 
 _SECTION_RENDERERS = {"intended_use": _intended_use, "fairness": _fairness, "gates": _gates_html}
+
+
+def _global_explanation(bundle_dir: Path | None) -> dict[str, Any] | None:
+    """The bundle's global importance, largest first; None when the bundle ships none (or says why not)."""
+    found = _read_if(bundle_dir / "bundle" / BundleFiles.IMPORTANCE) if bundle_dir else None
+    if not found or "columns" not in found:
+        return None
+    columns = sorted(found["columns"].items(), key=lambda item: -item[1])
+    return {
+        "method": "mean |exact tree SHAP contribution| per column the client sends, on the hold-out",
+        "rows": found.get("rows"),
+        "importance": {column: round(value, 6) for column, value in columns},
+    }
 
 
 def publish_report(client, settings: Settings, name: str, version: str, remote=None, attach: bool = True) -> Path:
