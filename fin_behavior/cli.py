@@ -514,6 +514,105 @@ def _worker(args: argparse.Namespace) -> int:
     return 1  # not reached
 
 
+def _explain(args: argparse.Namespace) -> int:
+    """The reasons of one logged decision, asked of the endpoint (GET /explain/{request_id})."""
+    import httpx
+
+    from fin_behavior.serving.config import read_keys
+
+    url, keys_file = args.url, args.key_file
+    if url is None or keys_file is None:
+        from fin_behavior.deploy.deployer import make_target
+        from fin_behavior.deploy.local import LocalTarget
+        from fin_behavior.settings import get_settings
+
+        target = make_target(get_settings())
+        if not isinstance(target, LocalTarget):
+            print(f"fin-behavior explain: give --url and --key-file for a {target.name} endpoint", file=sys.stderr)
+            return 2
+        url, keys_file = url or target.url, keys_file or target.keys_file
+    try:
+        answer = httpx.get(
+            f"{url.rstrip('/')}/explain/{args.request_id}",
+            params={"top": args.top},
+            headers={"X-API-Key": read_keys(keys_file)[0]},
+            timeout=args.timeout,
+        )
+    except httpx.HTTPError as exc:
+        print(f"fin-behavior explain: no answer from {url}: {exc}", file=sys.stderr)
+        return 2
+    body = answer.json() if answer.headers.get("content-type", "").startswith("application/json") else {}
+    if answer.status_code != 200:
+        print(f"fin-behavior explain: {answer.status_code}: {body.get('error', answer.text[:200])}", file=sys.stderr)
+        return 1
+    print(render_explanation(body))
+    return 0
+
+
+def render_explanation(body: dict) -> str:
+    """An explanation answer as text: per row, the probability, the base value and the reasons."""
+    lines = [f"request {body['request_id']}, model version {body['model_version']}"]
+    for i, row in enumerate(body["rows"]):
+        lines.append(f"row {i}: probability {row['probability']:.4f} (base value {row['base_value']:.4f})")
+        lines += [f"  {reason['contribution']:+.4f}  {reason['text']}" for reason in row["reasons"]]
+    return "\n".join(lines)
+
+
+def _report(args: argparse.Namespace) -> int:
+    """Write a registered version's model risk report from its records; print the HTML file's path."""
+    from mlflow import MlflowClient
+
+    from fin_behavior.governance.report import ReportError, publish_report
+    from fin_behavior.settings import get_settings
+    from fin_behavior.storage.remote import artifact_store
+
+    settings = get_settings()
+    name = args.model or settings.registered_model_name
+    if not args.version.isdigit():
+        print(f"fin-behavior report: VERSION must be a registry version number, got {args.version!r}", file=sys.stderr)
+        return 2
+    client = MlflowClient(tracking_uri=settings.tracking_uri)
+    remote = artifact_store(settings.artifact_store_url, settings.artifacts_dir)
+    try:
+        path = publish_report(client, settings, name, args.version, remote, attach=args.attach)
+    except ReportError as exc:
+        print(f"fin-behavior report: {exc}", file=sys.stderr)
+        return 1
+    print(path)
+    return 0
+
+
+def _models(args: argparse.Namespace) -> int:
+    """The inventory of registered models."""
+    import json
+
+    from mlflow import MlflowClient
+
+    from fin_behavior.governance.card import read_card
+    from fin_behavior.governance.inventory import inventory, render
+    from fin_behavior.settings import get_settings
+    from fin_behavior.submissions.record import Submission
+
+    settings = get_settings()
+
+    def owner_of(name: str, tags: dict[str, str]) -> str:
+        if name == settings.registered_model_name:
+            owner = read_card(settings.model_card_path)["owner"]
+            return owner["text"] + (" (default)" if owner["default"] else "")
+        submission = tags.get("submission_id", "")
+        if Submission.well_formed(submission):
+            try:
+                client_key = Submission.load(settings.submissions_root, submission).client
+            except (OSError, ValueError, TypeError):
+                return "unknown (its submission record is gone)"
+            return f"API key {client_key}" if client_key else "submitted from the command line"
+        return "unknown"
+
+    entries = inventory(MlflowClient(tracking_uri=settings.tracking_uri), settings, owner_of)
+    print(json.dumps([e.to_dict() for e in entries], indent=2) if args.json else render(entries))
+    return 0
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -602,6 +701,15 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--timeout", type=float, help="seconds the script may run (default: the setting)")
     submit.add_argument("--wait", action="store_true", help="follow it to its URL or its error")
     submit.set_defaults(handler=_submit)
+    explain = commands.add_parser(
+        "explain", help="why the model decided what it did for one request id: its reasons, from the endpoint"
+    )
+    explain.add_argument("request_id", help="the request_id (X-Request-ID) a /score answer carried")
+    explain.add_argument("--top", type=_positive_int, default=4, help="reasons per row (default 4)")
+    explain.add_argument("--url", help="the endpoint (default: the local endpoint's stable URL)")
+    explain.add_argument("--key-file", type=Path, help='a keys file {"keys": [...]} (default: the local endpoint\'s)')
+    explain.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the answer (default 60)")
+    explain.set_defaults(handler=_explain)
     submissions = commands.add_parser(
         "submissions", help="the submissions HTTP API, a submission's status, an endpoint"
     )
@@ -627,6 +735,22 @@ def build_parser() -> argparse.ArgumentParser:
     history.add_argument("--model", help="only this model's records")
     history.add_argument("--since", help="only records from this date or time on (ISO, UTC unless it says)")
     history.set_defaults(handler=_audit)
+    report = commands.add_parser(
+        "report", help="write a registered version's model risk report (HTML and JSON) from its records; prints "
+        "the HTML file's path",
+    )  # fmt: skip
+    report.add_argument("model", nargs="?", help="registered model name (default: setting registered_model_name)")
+    report.add_argument("version", help="the registry version number")
+    report.add_argument(
+        "--attach", action="store_true", help="also log it to the version's MLflow run and tag the version with it"
+    )
+    report.set_defaults(handler=_report)
+    models = commands.add_parser(
+        "models", help="the model inventory: every registered model, what serves since when, owner, status, "
+        "last validation and next review (setting review_interval_days)",
+    )  # fmt: skip
+    models.add_argument("--json", action="store_true", help="as JSON")
+    models.set_defaults(handler=_models)
     return parser
 
 

@@ -77,7 +77,7 @@ def processed_dataset(
     except (RawDataError, DataQualityError, ValueError) as exc:
         raise dg.Failure(description=str(exc), allow_retries=False) from None
     store = storage.versions(quality.STAGE)
-    evidence = publish_dataset(data.dataset, store, settings, data.raw_inputs)
+    evidence = publish_dataset(data.dataset, store, settings, data)
     data_version, lifecycle_metadata = lifecycle(store, evidence)
     return dg.MaterializeResult(
         data_version=data_version,

@@ -202,6 +202,8 @@ class LocalTarget:
             "--drain-seconds", str(self.settings.drain_seconds),
             "--log-sample-rate", str(self.settings.prediction_log_sample_rate),
             "--log-keep-files", str(self.settings.prediction_log_keep_files),
+            "--explain-workers", str(self.settings.explain_workers),
+            "--explain-max-pending", str(self.settings.explain_max_pending),
         ]  # fmt: skip
         self.probe_key()
         spec: dict[str, Any] = {

@@ -1,2 +1,3 @@
-"""Approvals (four eyes) and the tamper-evident history of every decision about a model: domain code, no
-Dagster (docs/governance.md)."""
+"""Governance: the model risk report per registered version, the model card, and the inventory of models
+(the fairness evidence itself is computed where the model is evaluated: fin_behavior/ml/fairness.py); approvals
+(four eyes) and the tamper-evident history of every decision about a model (docs/approvals.md). No Dagster."""

@@ -26,6 +26,52 @@ def _record_schema(features: list[FeatureSpec]) -> dict[str, Any]:
     }
 
 
+_REQUEST_ID = {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,64}$"}
+_TOP = {"name": "top", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 4}}
+_REASON = {
+    "type": "object",
+    "properties": {
+        "column": {"type": "string"},
+        "value": {},
+        "contribution": {"type": "number"},
+        "text": {"type": "string"},
+    },
+}
+_EXPLANATION = {
+    "type": "object",
+    "properties": {
+        "request_id": _REQUEST_ID,
+        "model_version": {"type": "string"},
+        "rows": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "probability": {"type": "number"},
+                    "base_value": {"type": "number"},
+                    "contributions": {"type": "object", "additionalProperties": {"type": "number"}},
+                    "reasons": {"type": "array", "items": _REASON},
+                },
+            },
+        },
+    },
+}
+
+
+def _explained(error: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "200": {
+            "description": "Per row: the probability answered, the base value, one contribution per field (they "
+            "add up to the probability) and the top reasons",
+            "content": {"application/json": {"schema": _EXPLANATION}},
+        },
+        "401": error,
+        "422": error,
+        "429": {"description": "Too many explanations at once (Retry-After); scoring is not affected"},
+        "501": error | {"description": "This model or serving environment cannot be explained, and why"},
+    }
+
+
 def openapi_schema(features: list[FeatureSpec], max_rows: int, raw_record: bool = False) -> dict[str, Any]:
     """`raw_record`: the served bundle also takes the bank's own record (raw_records.py)."""
     record: dict[str, Any] = {"$ref": "#/components/schemas/Record"}
@@ -88,8 +134,9 @@ def openapi_schema(features: list[FeatureSpec], max_rows: int, raw_record: bool 
                     },
                     "responses": {
                         "200": {
-                            "description": "Predictions (1 = HighAmount), probabilities and the model version "
-                            "(also in the X-Model-Version header)",
+                            "description": "Predictions (1 = HighAmount), probabilities, the model version "
+                            "(also in the X-Model-Version header) and the request id (also in the X-Request-ID "
+                            "header: the client's own when it sent a valid one)",
                             "content": {
                                 "application/json": {
                                     "schema": {
@@ -103,6 +150,7 @@ def openapi_schema(features: list[FeatureSpec], max_rows: int, raw_record: bool 
                                                 "items": {"type": "string"},
                                                 "description": "raw records: the layout's columns that are not inputs",
                                             },
+                                            "request_id": {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,64}$"},
                                         },
                                     }
                                 }
@@ -114,6 +162,31 @@ def openapi_schema(features: list[FeatureSpec], max_rows: int, raw_record: bool 
                         "422": error,
                         "503": {"description": "Model not loaded, or too many requests in flight (Retry-After)"},
                     },
+                }
+            },
+            "/explain": {
+                "post": {
+                    "summary": "Exact contributions per field and the top reasons, for the records of a /score body",
+                    "security": [{"apiKey": []}],
+                    "parameters": [_TOP],
+                    "requestBody": {
+                        "required": True,
+                        "description": "what /score takes: records, dataframe_records or dataframe_split",
+                        "content": {"application/json": {"schema": {}}},
+                    },
+                    "responses": _explained(error),
+                }
+            },
+            "/explain/{request_id}": {
+                "get": {
+                    "summary": "The same for a logged decision, by the request_id its /score answer carried",
+                    "security": [{"apiKey": []}],
+                    "parameters": [
+                        {"name": "request_id", "in": "path", "required": True, "schema": _REQUEST_ID},
+                        _TOP,
+                    ],
+                    "responses": _explained(error)
+                    | {"404": error | {"description": "Unknown, not sampled, not scored, or another version's"}},
                 }
             },
             "/health": {"get": {"summary": "Liveness", "responses": {"200": {"description": "alive"}}}},

@@ -90,7 +90,12 @@ def test_compatible_model_is_rebuilt_verified_and_described(pipeline_run):
         "expected.json",
         "reference_profile.json",
         "environment.json",
+        "global_importance.json",
     }
+    shipped = json.loads((version_dir / "bundle" / "global_importance.json").read_text())["columns"]
+    assert set(shipped) == {f.name for f in info.features}
+    assert meta["global_importance"] == {k: round(v, 5) for k, v in shipped.items()}
+    assert "![global](data:image/png;base64," in meta["global_importance_plot"]
     lock = json.loads((version_dir / "bundle" / "environment.json").read_text())  # what another machine rebuilds
     assert (lock["name"], lock["fingerprint"]) == ("local", info.environment_fingerprint) and lock["pins"]
     assert {f.name for f in info.features} >= {"age", "city"}

@@ -53,6 +53,7 @@ def trained(banking_csv, tmp_path_factory):
         data_version="d1",
         roc_auc=roc_auc_score(model.split.y_test, model.pipeline.predict_proba(model.split.x_test)[:, 1]),
         decision_threshold=model.search.decision_threshold,
+        features=FAST.features,
     )
     return inputs, dataset, model.split.test_ids
 
@@ -120,6 +121,7 @@ def test_onnx_bundle_matches_and_tampering_is_caught(local_env, trained, tmp_pat
         "model.onnx",
         "expected.json",
         "reference_profile.json",
+        "global_importance.json",
     }  # everything in the bundle
     assert not (tmp_path / "good" / "bundle" / compatible.VERIFICATION).exists()  # evidence lives beside it
     assert info.decision_threshold == inputs.decision_threshold

@@ -43,13 +43,15 @@ def test_every_body_shape_scores_like_the_verified_model(service, bundle):
         assert many["probabilities"] == pytest.approx(expected[:50], abs=1e-4)
         assert many["predictions"] == [int(p >= 0.5) for p in many["probabilities"]]
 
+        same = {"X-Request-ID": "same-request"}  # the answers differ in nothing else
         assert (
-            client.post("/score", json={"dataframe_records": records[:3]}).json()
-            == client.post("/score", json=records[:3]).json()
+            client.post("/score", json={"dataframe_records": records[:3]}, headers=same).json()
+            == client.post("/score", json=records[:3], headers=same).json()
         )
         columns = list(records[0])
         split = {"dataframe_split": {"columns": columns, "data": [[r[c] for c in columns] for r in records[:3]]}}
-        assert client.post("/score", json=split).json() == client.post("/score", json=records[:3]).json()
+        records_answer = client.post("/score", json=records[:3], headers=same).json()
+        assert client.post("/score", json=split, headers=same).json() == records_answer
         bearer = httpx.post(f"{service.url}/score", json=records[0], headers={"Authorization": f"Bearer {service.key}"})
         assert bearer.status_code == 200
 
@@ -101,7 +103,20 @@ def test_openapi_describes_the_model_fields(service):
     record = schema["components"]["schemas"]["Record"]
     assert record["properties"]["age"] == {"type": "number"}
     assert "AMEX" in record["properties"]["card_type"]["enum"]
-    assert set(schema["paths"]) == {"/score", "/health", "/ready", "/version", "/metrics"}
+    assert set(schema["paths"]) == {
+        "/score",
+        "/explain",
+        "/explain/{request_id}",
+        "/health",
+        "/ready",
+        "/version",
+        "/metrics",
+    }
+    explained = schema["paths"]["/explain/{request_id}"]["get"]["responses"]
+    assert (
+        "contributions"
+        in explained["200"]["content"]["application/json"]["schema"]["properties"]["rows"]["items"]["properties"]
+    )
 
 
 def _log_lines(path) -> list[dict]:
