@@ -118,9 +118,10 @@ class FakeWorkspace:
             raise HttpResponseError(message="(502) upstream request failed: model crashed")
         version = self.deployments[deployment_name].tags["model_version"]
         expected = self.bundles[version]
-        by_record = {
+        by_record = {  # the known records, and their raw twins in the bank's layout (the same answers)
             json.dumps(r, sort_keys=True): p
-            for r, p in zip(expected["records"], expected["probabilities"], strict=True)
+            for shape in ("records", "raw_records")
+            for r, p in zip(expected.get(shape, []), expected["probabilities"], strict=False)
         }
         records = json.loads(Path(request_file).read_text())
         return json.dumps({"probabilities": [by_record[json.dumps(r, sort_keys=True)] for r in records],
