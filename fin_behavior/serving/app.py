@@ -3,7 +3,8 @@ service object itself (the hot path, no routing or middleware); the other endpoi
 
     <serving env>/bin/python -m fin_behavior.serving.app --bundle DIR --keys-file FILE --model-version 3
 
-Endpoints: POST /score (key required), POST /feedback (labels by request id, key required), GET /version and /metrics (key required), GET /health (liveness),
+Endpoints: POST /score (key required), POST /feedback (outcomes by request id, feedback.py; key required), GET
+/version and /metrics (key required), GET /health (liveness),
 GET /ready (bundle loaded and verified), GET /openapi.json, and the Open Inference Protocol's /v2 routes
 (oip.py; inference through the same hot path as /score). Every answer is JSON, every client mistake a 4xx
 that names it. A scoring request authenticated with the platform's probe key (config.read_probe_keys) is the
