@@ -11,6 +11,7 @@ from fin_behavior.defs import (
     jobs,
     model,
     monitoring,
+    outcomes,
     registry,
     sensors,
     submissions,
@@ -20,6 +21,7 @@ from fin_behavior.defs.resources import MlflowTracking, StorageResource
 defs = dg.Definitions(
     assets=[
         dataset.raw_transactions,
+        dataset.ground_truth,
         dataset.processed_dataset,
         model.trained_model,
         compatible.training_environment,
@@ -30,6 +32,7 @@ defs = dg.Definitions(
         image.serving_image,
         monitoring.serving_traffic,
         monitoring.serving_quality,
+        outcomes.realized_performance,
         submissions.submitted_model,
     ],
     asset_checks=[deployment.live_deployment_checks],  # the other stages judge their versions themselves
@@ -43,7 +46,7 @@ defs = dg.Definitions(
         submissions.submission_job,
         image.build_image,
     ],
-    sensors=[sensors.data_version_sensor, sensors.environment_drift_sensor],
+    sensors=[sensors.data_version_sensor, sensors.environment_drift_sensor, sensors.performance_decay_sensor],
     schedules=[sensors.monitor_schedule],
     resources={"storage": StorageResource(), "mlflow": MlflowTracking()},
     executor=executor.run_executor(),  # FIN_BEHAVIOR_EXECUTOR, in process by default

@@ -114,3 +114,23 @@ def read_dataset(store: VersionStore, version: str | None = None) -> tuple[str, 
     """(version, rows) of an approved dataset version: the current one unless `version` is named."""
     version = version or store.current_version()
     return version, pd.read_parquet(store.approved(version) / DATASET_FILE)
+
+
+def add_labelled_rows(dataset: pd.DataFrame, labelled: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """The processed rows with the labelled production rows after them (fin_behavior/monitoring/outcomes.py), and
+    how many of those were left out: a row that does not match the ProcessedDataset schema (a category never in
+    the vocabulary, an age out of range) would fail the dataset's checks for everyone, so it is dropped and
+    counted instead."""
+    import pandera.errors
+
+    from fin_behavior.data.schemas import ProcessedDataset
+
+    if not len(labelled):
+        return dataset, 0
+    try:
+        ProcessedDataset.validate(labelled, lazy=True)
+        kept = labelled
+    except pandera.errors.SchemaErrors as exc:
+        bad = exc.failure_cases["index"].dropna().unique()
+        kept = labelled.drop(index=[i for i in bad if i in labelled.index])
+    return pd.concat([dataset, kept], ignore_index=True), len(labelled) - len(kept)

@@ -7,6 +7,7 @@ import dagster as dg
 from fin_behavior.data.fingerprint import file_fingerprint
 from fin_behavior.defs import jobs
 from fin_behavior.defs.dataset import processed_dataset
+from fin_behavior.defs.outcomes import STAGE as REALIZED
 from fin_behavior.defs.resources import MlflowTracking, StorageResource
 from fin_behavior.environments.builder import EnvironmentBuildError
 from fin_behavior.environments.compatible import BUNDLE_DIR
@@ -160,6 +161,34 @@ def environment_drift_sensor(context: dg.SensorEvaluationContext, storage: Stora
         f"versions compared); serving environment {settings.serving_environment} resolves to {fingerprint}, the "
         f"fingerprint bundle {bundle.trained_model_version}/{fingerprint} was built for"
     )
+
+
+@dg.sensor(job=jobs.retrain, default_status=dg.DefaultSensorStatus.RUNNING, minimum_interval_seconds=60)
+def performance_decay_sensor(context: dg.SensorEvaluationContext):
+    """The production version's realized ROC-AUC or recall failed in the last realized_performance -> one
+    `retrain` per window (run key = version and window), on data that now includes the labelled production rows;
+    the new version goes through every gate, and serves only if it passes them."""
+    latest = context.instance.get_latest_materialization_event(dg.AssetKey(REALIZED))
+    if latest is None or latest.asset_materialization is None:
+        return dg.SkipReason("realized_performance has not been materialized yet (the monitor job does it)")
+    metadata = latest.asset_materialization.metadata
+    decayed = metadata.get("decayed")
+    decayed_text = str(decayed.value) if decayed is not None else "no"
+    window = str(metadata["window_key"].value) if "window_key" in metadata else ""
+    if decayed_text == "no" or not window:
+        return dg.SkipReason(f"the last realized_performance found no decay ({window or 'no window'})")
+    if window == context.cursor:
+        return dg.SkipReason(f"window {window} decayed and its retrain was already requested (run key decay-{window})")
+    result = _request_unless_running(
+        context,
+        jobs.retrain.name,
+        f"realized performance failed in window {window} ({decayed_text})",
+        f"decay-{window}",
+        {"fin_behavior/trigger": "performance_decay", "fin_behavior/decayed": decayed_text[:200]},
+    )
+    if isinstance(result, dg.RunRequest):
+        context.update_cursor(window)
+    return result
 
 
 monitor_schedule = dg.ScheduleDefinition(

@@ -13,11 +13,15 @@ from __future__ import annotations
 from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from fin_behavior.monitoring.labels import Labels, decision_key
 from fin_behavior.monitoring.window import input_files
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 _RESPONSE = b',"response":'
 _PROBABILITIES = b'"probabilities":['
@@ -106,3 +110,32 @@ def join(log_dir: Path, labels: Labels, since: float, until: float, keep_request
                     decisions.labels.append(label[0] if label else -1)
     by_name = {d.version: d for d in versions.values()}
     return Joined(since, until, by_name, len(table), without_id, kept)
+
+
+def labelled_rows(joined: Joined) -> pd.DataFrame:
+    """The labelled production decisions as training rows (KEY = request id/row, the features as the client sent
+    them, TARGET = the label): the rows a retrain adds to the raw file's. A request whose body cannot be read
+    back as the model's features is left out."""
+    import json
+
+    import pandas as pd
+
+    from fin_behavior.data.columns import CATEGORICAL_FEATURES, FEATURES, KEY, NUMERIC_FEATURES, TARGET
+    from fin_behavior.serving.validation import InputError, records_of
+
+    rows = []
+    for line, labels in joined.labelled_requests:
+        try:
+            entry = json.loads(line)
+            records = records_of(entry["request"])
+            request_id = answer_of(line)[0].decode()  # type: ignore[index]  # kept only with an answer
+        except (InputError, ValueError, KeyError, TypeError):
+            continue
+        for row, (record, label) in enumerate(zip(records, labels, strict=False)):
+            if label >= 0 and isinstance(record, dict) and all(name in record for name in FEATURES):
+                rows.append({KEY: f"{request_id}/{row}", **{n: record[n] for n in FEATURES}, TARGET: label})
+    frame = pd.DataFrame(rows, columns=[KEY, *FEATURES, TARGET])
+    frame[list(NUMERIC_FEATURES)] = frame[list(NUMERIC_FEATURES)].astype(float)
+    frame[list(CATEGORICAL_FEATURES)] = frame[list(CATEGORICAL_FEATURES)].astype(str)
+    frame[TARGET] = frame[TARGET].astype("int64")
+    return frame

@@ -17,12 +17,16 @@ All in numpy, O(n log n): ROC-AUC is the Mann-Whitney statistic over ranks with 
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from fin_behavior.monitoring.outcomes import Decisions
+from fin_behavior.monitoring.labels import read_labels
+from fin_behavior.monitoring.outcomes import Decisions, join
 from fin_behavior.outcome import Outcome
 from fin_behavior.settings import Settings
 
@@ -190,3 +194,60 @@ def _timeline(times: np.ndarray, y: np.ndarray, p: np.ndarray, min_rows: int) ->
         if len(part) and 0 < y[part].sum() < len(part):
             points.append({"time": float(times[part].mean()), "rows": len(part), "roc_auc": roc_auc(y[part], p[part])})
     return points
+
+
+@dataclass(frozen=True)
+class OutcomeWindow:
+    """One pass: every version with decisions in the window, judged, and what happened to the labels."""
+
+    since: float
+    matured_until: float
+    results: dict[str, Realized]
+    label_counts: dict[str, int]  # labels, matched, unknown, invalid, duplicates, files
+    window_seconds: float
+
+    def describe(self) -> str:
+        c = self.label_counts
+        return (
+            f"decisions from {_utc(self.since)} to {_utc(self.matured_until)} judged; {c['labels']} labels read from "
+            f"{c['files']} file(s): {c['matched']} matched, {c['unknown']} unknown id, {c['invalid']} invalid, "
+            f"{c['duplicates']} duplicate"
+        )
+
+    def key(self, version: str) -> str:
+        """The window as the decay sensor's run key: one retrain per version per window length."""
+        return f"v{version}-w{int(self.matured_until // self.window_seconds)}"
+
+    @staticmethod
+    def quiet(version: str, settings: Settings) -> Realized:
+        """A version with no decision in the window: nothing to judge, and the checks say so."""
+        return judge(Decisions(version), {}, 0.5, settings, 0.0)
+
+
+def _utc(at: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(at))
+
+
+def evaluate(
+    settings: Settings,
+    log_dir: Path,
+    ground_truth: Path | None,
+    figures_of: Callable[[str], tuple[float, dict[str, float]] | None],
+    now: float | None = None,
+) -> OutcomeWindow:
+    """Labels read, joined to the decisions of the window, each version judged against its own threshold and
+    validation figures (`figures_of(version)`: (threshold, metrics), or None when the version is unknown)."""
+    until = time.time() if now is None else now
+    matured_until = until - settings.label_delay_hours * 3600
+    window_seconds = settings.outcome_window_hours * 3600
+    since = matured_until - window_seconds
+    labels = read_labels(log_dir, ground_truth)
+    read = len(labels.table)
+    joined = join(log_dir, labels, since, until)
+    results = {}
+    for version, decisions in joined.versions.items():
+        known = figures_of(version)
+        if known is not None:
+            results[version] = judge(decisions, known[1], known[0], settings, matured_until)
+    counts = labels.counts() | {"labels": read, "matched": read - joined.unknown, "unknown": joined.unknown}
+    return OutcomeWindow(since, matured_until, results, counts, window_seconds)
