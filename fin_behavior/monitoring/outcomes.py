@@ -24,8 +24,8 @@ if TYPE_CHECKING:
     import pandas as pd
 
 _RESPONSE = b',"response":'
-_PROBABILITIES = b'"probabilities":['
-_REQUEST_ID = b'"request_id":"'
+_PROBABILITIES = b'"probabilities":'
+_REQUEST_ID = b'"request_id":'
 
 
 @dataclass
@@ -56,7 +56,8 @@ class Joined:
 
 
 def answer_of(line: bytes) -> tuple[bytes, list[float]] | None:
-    """(request id, probabilities) from an inputs line's answer; None without either."""
+    """(request id, probabilities) from an inputs line's answer; None without either. The service writes its
+    answer compact; a space after a colon (another writer) is allowed."""
     at = line.rfind(_RESPONSE)
     if at < 0:
         return None
@@ -64,8 +65,8 @@ def answer_of(line: bytes) -> tuple[bytes, list[float]] | None:
     rid = line.find(_REQUEST_ID, at)
     if start < 0 or rid < 0:
         return None
-    start += len(_PROBABILITIES)
-    rid += len(_REQUEST_ID)
+    start = line.index(b"[", start) + 1
+    rid = line.index(b'"', rid + len(_REQUEST_ID)) + 1
     try:
         probabilities = [float(p) for p in line[start : line.index(b"]", start)].split(b",")]
     except ValueError:
