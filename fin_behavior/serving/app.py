@@ -46,6 +46,7 @@ from fin_behavior.serving.config import ServiceSettings, read_keys, read_probe_k
 from fin_behavior.serving.feedback import FeedbackLog
 from fin_behavior.serving.openapi import openapi_schema
 from fin_behavior.serving.prediction_log import PredictionLog
+from fin_behavior.serving.request_ids import request_id_for
 from fin_behavior.serving.scoring import Scored, score_request
 from fin_behavior.serving.validation import InputError
 
@@ -181,18 +182,19 @@ class ScoringService:
     async def _scoring(self, scope: Scope, receive: Any, send: Any, endpoint: str, scorer: Any) -> None:
         """A scoring request of either protocol: the same key, limits, queue, metrics and prediction log."""
         started = time.perf_counter()
+        request_id, refused = request_id_for(_header(scope, b"x-request-id"))  # request_ids.py
         if scope["method"] != "POST":
             reply = Reply.error(405, f"use POST {scope['path'][:80]}, not {scope['method']}")
-            await self._send(send, reply, [(b"allow", b"POST")])
+            await self._send(send, reply, request_id, [(b"allow", b"POST")])
             return
         self.metrics.in_flight.inc()
         caller = self._caller(scope)
         try:
-            reply, raw = await self._answer(scope, receive, scorer, caller)
-            sent = await self._send(send, reply)
+            reply, raw = await self._answer(scope, receive, scorer, caller, refused)
+            sent = await self._send(send, reply, request_id)
         finally:
             self.metrics.in_flight.dec()
-        self._record(endpoint, reply, raw, sent, time.perf_counter() - started, caller == PROBE)
+        self._record(endpoint, reply, raw, sent, time.perf_counter() - started, caller == PROBE, request_id)
 
     def _score(self, raw: bytes) -> Scored:
         assert self.bundle is not None
@@ -205,9 +207,13 @@ class ScoringService:
             raise InputError(404, refused)
         return oip.infer(self.bundle, raw, self.settings.max_rows, name, version)
 
-    async def _answer(self, scope: Scope, receive: Any, scorer: Any, caller: str | None) -> tuple[Reply, bytes]:
+    async def _answer(
+        self, scope: Scope, receive: Any, scorer: Any, caller: str | None, bad_request_id: str | None
+    ) -> tuple[Reply, bytes]:
         if caller is None:
             return Reply.error(401, f"missing or invalid API key: {KEY_HINT}"), b""
+        if bad_request_id is not None:
+            return Reply.error(400, bad_request_id), b""
         if self.bundle is None:
             return Reply.error(503, f"model not loaded: {self.refusal}"), b""
         try:
@@ -269,11 +275,15 @@ class ScoringService:
             raise InputError(499, "client disconnected before sending the whole body")
         return b"".join(chunks)
 
-    async def _send(self, send: Any, reply: Reply, extra: list[tuple[bytes, bytes]] | None = None) -> bytes:
+    async def _send(
+        self, send: Any, reply: Reply, request_id: str, extra: list[tuple[bytes, bytes]] | None = None
+    ) -> bytes:
+        reply.body["request_id"] = request_id  # every answer names its decision, errors too (request_ids.py)
         body = json.dumps(reply.body, separators=(",", ":")).encode()
         headers = [
             (b"content-type", b"application/json"),
             *self._version_header,
+            (b"x-request-id", request_id.encode()),
             (b"content-length", str(len(body)).encode()),  # not chunked
             *(extra or ()),
         ]
@@ -285,12 +295,15 @@ class ScoringService:
         await send({"type": "http.response.body", "body": body})
         return body
 
-    def _record(self, endpoint: str, reply: Reply, raw: bytes, response: bytes, elapsed: float, probe: bool) -> None:
+    def _record(
+        self, endpoint: str, reply: Reply, raw: bytes, response: bytes, elapsed: float, probe: bool, request_id: str
+    ) -> None:
         status = reply.status
+        rows = reply.scored.rows if reply.scored else 0
         if probe:  # the platform's own request: its own count and log line, none of the clients' figures
             self.metrics.probes.labels(endpoint, status).inc()
             if self.predictions is not None:
-                self.predictions.write(elapsed, status, reply.scored.rows if reply.scored else 0, raw, {}, b"", True)
+                self.predictions.write(elapsed, status, rows, raw, {}, b"", request_id, True)
             return
         counter = self._counts.get((endpoint, status)) or self._counts.setdefault(
             (endpoint, status), self.metrics.requests.labels(endpoint, status)
@@ -304,7 +317,7 @@ class ScoringService:
         if self.predictions is not None:
             if scored is not None and scored.logged_request is not None:  # another protocol: log the /score form
                 raw, response = scored.logged_request, scored.logged_answer or response
-            self.predictions.write(elapsed, status, scored.rows if scored else 0, raw, unknown, response)
+            self.predictions.write(elapsed, status, rows, raw, unknown, response, request_id)
 
     def _caller(self, scope: Scope) -> str | None:
         """CLIENT or PROBE by the key offered (every key compared, in constant time), None without a valid key."""

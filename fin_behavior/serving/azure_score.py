@@ -3,7 +3,9 @@
 The azureml-inference-server-http contract: `init()` once per worker, `run(raw)` per request. It serves the
 registered bundle with the same checks and messages as the local service: the bundle is verified as a whole
 (every file listed and matching, the manifest matching the digest the deployment names) before loading, and
-a client mistake gets a 4xx naming the field, never a 500.
+a client mistake gets a 4xx naming the field, never a 500. Every answer carries `request_id` (and the server's
+X-Request-ID header the same id): a client's own X-Request-ID when it keeps serving/request_ids.py's rule, else
+the server's own id for the request.
 """
 
 import json
@@ -18,6 +20,7 @@ from azureml_inference_server_http.api.aml_response import AMLResponse
 
 from fin_behavior.serving.bundle import load_bundle
 from fin_behavior.serving.prediction_log import log_lines
+from fin_behavior.serving.request_ids import request_id_for
 from fin_behavior.serving.scoring import score_request
 from fin_behavior.serving.validation import InputError
 
@@ -54,19 +57,39 @@ def _collectors():
         return None
 
 
+def _request_id() -> tuple[str, str | None]:
+    """(this request's id, why the client's was refused or None). The inference server takes the client's
+    X-Request-ID (or makes a uuid4) into flask's `g.request_id` and answers it in its X-Request-ID header after
+    run(); the id kept here is written back there, so the header and the body always agree."""
+    try:
+        from flask import g
+
+        offered = str(g.get("request_id", ""))
+    except (ImportError, RuntimeError):  # run() called outside a request of the inference server
+        return request_id_for(None)
+    request_id, refused = request_id_for(offered)
+    g.request_id = request_id
+    return request_id, refused
+
+
 def run(raw):
     started = time.perf_counter()
     body = raw.encode() if isinstance(raw, str) else raw
     version = _state["version"]
+    request_id, refused = _request_id()
     try:
+        if refused:
+            raise InputError(400, refused)
         scored = score_request(_state["bundle"], body, MAX_ROWS, version)
         reply, status, rows, unknown = scored.answer, 200, scored.rows, scored.unknown
     except InputError as exc:
         reply, status, rows, unknown = {"error": exc.message, "model_version": version}, exc.status, 0, {}
+    reply["request_id"] = request_id
     answer = json.dumps(reply, separators=(",", ":")).encode()
     # The local service's prediction log lines, on stdout: the monitor reads them from the exported logs.
+    elapsed = time.perf_counter() - started
     lines = log_lines(
-        json.dumps(version).encode(), time.perf_counter() - started, status, rows, body, unknown, answer, SAMPLE_RATE
+        json.dumps(version).encode(), elapsed, status, rows, body, unknown, answer, SAMPLE_RATE, request_id
     )
     sys.stdout.buffer.write(b"".join(line for line in lines if line))
     sys.stdout.flush()

@@ -82,8 +82,9 @@ def openapi_schema(features: list[FeatureSpec], max_rows: int) -> dict[str, Any]
                     },
                     "responses": {
                         "200": {
-                            "description": "Predictions (1 = HighAmount), probabilities and the model version "
-                            "(also in the X-Model-Version header)",
+                            "description": "Predictions (1 = HighAmount), probabilities, the model version "
+                            "(also in the X-Model-Version header) and the request id (also in the X-Request-ID "
+                            "header: the client's own when it sent a valid one)",
                             "content": {
                                 "application/json": {
                                     "schema": {
@@ -92,6 +93,7 @@ def openapi_schema(features: list[FeatureSpec], max_rows: int) -> dict[str, Any]
                                             "predictions": {"type": "array", "items": {"type": "integer"}},
                                             "probabilities": {"type": "array", "items": {"type": "number"}},
                                             "model_version": {"type": "string"},
+                                            "request_id": {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,64}$"},
                                         },
                                     }
                                 }

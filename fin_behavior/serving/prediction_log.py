@@ -4,13 +4,15 @@ Two files per color, so that the monitor reads what it needs of every request wi
 
 - `<color>.jsonl`, every request (its fields always in this order):
   `{"time":1795947359.649803,"model_version":"3","latency_ms":0.812,"outcome":200,"rows":1,
-  "inputs_sha256":"…","unknown_categories":{"city":1}}` (`unknown_categories` only when there are any); a
+  "inputs_sha256":"…","request_id":"…","unknown_categories":{"city":1}}` (`unknown_categories` only when there
+  are any; `request_id` is the id the answer carried, serving/request_ids.py); a
   request of the platform's own (authenticated with its probe key, see serving/config.py) ends `,"probe":true}`
   instead, and it has no inputs line: the monitor counts probes apart from the clients' traffic;
 - `<color>.inputs.jsonl`, a sampled share of the scored requests (`log_sample_rate`, default all):
-  `{"time":…,"model_version":"3","request":{…},"response":{…}}`, the body exactly as the client sent it (once it
-  had passed validation) and the answer exactly as sent: bytes the service already holds, so logging them costs
-  no serialization on the request path.
+  `{"time":…,"model_version":"3","request":{…},"response":{…},"request_id":"…"}`, the body exactly as the client
+  sent it (once it had passed validation) and the answer exactly as sent: bytes the service already holds, so
+  logging them costs no serialization on the request path. The request id comes last, where only the service
+  writes: `inputs_line_end` finds a request's line by its end alone.
 
 The request path only appends lines to lists; a task on the event loop writes them every 0.5 s, one write call
 per file, whole lines only, so a reader at most sees a last line still without its newline (readers skip it).
@@ -37,6 +39,11 @@ STDOUT = Path("-")
 PROBE_END = b',"probe":true}\n'  # the end of a probe's request line: written by the service, never by a client
 
 
+def inputs_line_end(request_id: str) -> bytes:
+    """How the inputs line of `request_id` ends (an id keeps request_ids.RULE: nothing in it needs escaping)."""
+    return b',"request_id":"%s"}\n' % request_id.encode()
+
+
 def log_lines(
     version_json: bytes,
     latency_s: float,
@@ -46,10 +53,11 @@ def log_lines(
     unknown: dict[str, int],
     response: bytes,
     sample_rate: float,
+    request_id: str = "",
     probe: bool = False,
 ) -> tuple[bytes, bytes | None]:
     """(request line, inputs line or None when not sampled) for one scored request, newline-terminated.
-    Azure's score.py prints the same lines to stdout."""
+    Azure's score.py prints the same lines to stdout. `request_id` (request_ids.RULE) empty: a line without one."""
     head = b'{"time":%.6f,"model_version":%s' % (time.time(), version_json)
     line = head + b',"latency_ms":%.3f,"outcome":%d,"rows":%d,"inputs_sha256":"%s"' % (
         latency_s * 1e3,
@@ -57,6 +65,8 @@ def log_lines(
         rows,
         hashlib.sha256(body).hexdigest()[:16].encode(),
     )
+    if request_id:
+        line += b',"request_id":"%s"' % request_id.encode()
     if probe:
         return line + PROBE_END, None
     if unknown:
@@ -65,7 +75,8 @@ def log_lines(
         return line + b"}\n", None
     # A newline between JSON tokens is only whitespace (inside a string it is not valid JSON at all).
     body = body.replace(b"\n", b" ").replace(b"\r", b" ")
-    return line + b"}\n", head + b',"request":' + body + b',"response":' + response + b"}\n"
+    end = inputs_line_end(request_id) if request_id else b"}\n"
+    return line + b"}\n", head + b',"request":' + body + b',"response":' + response + end
 
 
 class _Appender:
@@ -129,10 +140,11 @@ class PredictionLog:
         body: bytes,
         unknown: dict[str, int],
         response: bytes,
+        request_id: str = "",
         probe: bool = False,
     ) -> None:
         request, inputs = log_lines(
-            self._version, latency_s, outcome, rows, body, unknown, response, self.sample_rate, probe
+            self._version, latency_s, outcome, rows, body, unknown, response, self.sample_rate, request_id, probe
         )
         self._requests.pending.append(request)
         if inputs:

@@ -409,3 +409,15 @@ def test_score_py_logs_what_the_monitor_reads(azure_scoring_server, tmp_path, mo
     assert traffic.requests == 31 and traffic.outcomes == {200: 30, 422: 1} and traffic.rows == 30
     columns, probabilities = traffic.sample(list(records[0]))
     assert len(probabilities) == 30 and sorted(columns["age"]) == sorted(r["age"] for r in records)
+
+
+def test_score_py_answers_with_the_request_id_in_body_and_header(azure_scoring_server):
+    url, expected, _ = azure_scoring_server
+    with httpx.Client(base_url=url, timeout=30) as client:
+        own = client.post("/score", json=expected["records"][0], headers={"X-Request-ID": "azure-case_1.2"})
+        made = client.post("/score", json=expected["records"][0])
+        refused = client.post("/score", json=expected["records"][0], headers={"X-Request-ID": "no spaces"})
+    assert own.status_code == 200 and own.json()["request_id"] == own.headers["x-request-id"] == "azure-case_1.2"
+    assert made.status_code == 200 and made.json()["request_id"] == made.headers["x-request-id"]
+    assert refused.status_code == 400 and "1 to 64 characters" in refused.json()["error"], refused.text
+    assert refused.json()["request_id"] == refused.headers["x-request-id"] != "no spaces"

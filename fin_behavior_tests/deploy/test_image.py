@@ -112,14 +112,18 @@ def test_the_image_scores_exactly_like_the_local_service_and_passes_the_gates(bu
         records = bundle[1][:200]
         key = "k" * 32
         with image.running(built.tag, json.dumps({"keys": [key]}), free_port()) as container:
-            from_image = httpx.post(f"{container.url}/score", json=records, headers={"X-API-Key": key}, timeout=30)
+            same = {"X-Request-ID": "image-and-local"}
+            from_image = httpx.post(
+                f"{container.url}/score", json=records, headers={"X-API-Key": key} | same, timeout=30
+            )
             refused = httpx.post(f"{container.url}/score", json=records, timeout=30)
             time.sleep(1)  # the prediction log is written every 0.5 s: to standard output, in the image
             # both requests (the refused one too), the scored one with its inputs
             assert write_split(container.logs(), tmp_path / "collected", "pod") == (2, 1)
         with service.client() as local:
-            from_local = local.post("/score", json=records)
+            from_local = local.post("/score", json=records, headers=same)
         assert from_image.status_code == 200 and from_image.json() == from_local.json()
+        assert from_image.headers["X-Request-ID"] == from_image.json()["request_id"] == "image-and-local"
         assert refused.status_code == 401
 
         gates = GateSettings.from_settings(get_settings(), max_latency_ms=100.0, latency_requests=20)
