@@ -109,7 +109,8 @@ def realized_performance(
     if judged is None:
         judged = window.quiet(production or "none", settings)
     results = [
-        check_result(dg.AssetCheckKey(dg.AssetKey(STAGE), check), outcome, blocking=True)
+        # too few labels warns (WARN); a realized figure below its bar alarms (ERROR); nothing is blocked
+        check_result(dg.AssetCheckKey(dg.AssetKey(STAGE), check), outcome, blocking=check != "label_coverage")
         for check, outcome in judged.checks.items()
     ]
     decayed = [name for name in ("realized_roc_auc", "realized_recall") if name in judged.failed]
@@ -135,10 +136,10 @@ def realized_performance(
             pngs.append(plots.reliability(judged.figures["bins"], Path(tmp) / "calibration.png"))
         if pngs:
             metadata["plots"] = png_markdown(pngs)
-    if judged.failed and settings.alert_webhook_url:
+    if decayed and settings.alert_webhook_url:
         sent = alerts.send(
             settings.alert_webhook_url,
-            [alerts.Alert(c, judged.version, o, _run_url(context)) for c, o in judged.failed.items()],
+            [alerts.Alert(c, judged.version, judged.checks[c], _run_url(context)) for c in decayed],
             storage.root / "cache" / "alerts_sent.json",
             settings.outcome_window_hours * 3600,
             context.log.warning,

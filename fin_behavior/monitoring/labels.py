@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fin_behavior.serving.feedback import FEEDBACK_DIR, REQUEST_ID, FeedbackError, validate_label
+from fin_behavior.serving.feedback import FEEDBACK_DIR, FeedbackError, validate_label
+from fin_behavior.serving.request_ids import is_valid
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -123,7 +124,7 @@ def valid_rows(frame: pd.DataFrame) -> pd.Series:
     """Which rows of a label file are labels: an id as /score gives them, a row >= 0, a label 0 or 1."""
     import pandas as pd
 
-    ids = frame["request_id"].astype(str).str.fullmatch(REQUEST_ID.pattern) & frame["request_id"].notna()
+    ids = frame["request_id"].notna() & frame["request_id"].astype(str).map(is_valid)
     row = pd.to_numeric(frame["row"], errors="coerce")
     label = pd.to_numeric(frame["label"], errors="coerce")
     return ids & (row >= 0) & (row % 1 == 0) & label.isin([0, 1]) & _times(frame["observed_at"]).notna()

@@ -16,7 +16,6 @@ on disk), rotated and bounded like the prediction log: `{"time":…,"request_id"
 from __future__ import annotations
 
 import json
-import re
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,10 +25,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from fin_behavior.serving.prediction_log import STDOUT, _Appender
+from fin_behavior.serving.request_ids import RULE, is_valid
 
 FEEDBACK_DIR = "feedback"
 MAX_LABELS = 10_000  # per request; a bigger batch goes in several requests or as a file (fin-behavior feedback)
-REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _SHOWN = 5  # bad entries named in a refusal
 
 
@@ -62,8 +61,8 @@ def validate_label(entry: Any, now: float) -> dict[str, Any]:
     if unknown:
         raise FeedbackError(f"unknown field(s) {sorted(unknown)}; use request_id, row, label, observed_at")
     request_id = entry.get("request_id")
-    if not isinstance(request_id, str) or not REQUEST_ID.fullmatch(request_id):
-        raise FeedbackError("request_id must be the id a /score answer carried (1-64 of A-Z a-z 0-9 . _ -)")
+    if not isinstance(request_id, str) or not is_valid(request_id):
+        raise FeedbackError(f"request_id must be the id a /score answer carried ({RULE})")
     row = entry.get("row", 0)
     if isinstance(row, bool) or not isinstance(row, int) or row < 0:
         raise FeedbackError("row must be an integer >= 0 (the row of a multi-row request; default 0)")
