@@ -22,6 +22,8 @@ from fin_behavior.serving.request_ids import is_valid
 if TYPE_CHECKING:
     import pandas as pd
 
+    from fin_behavior.settings import Settings
+
 COLUMNS = ("request_id", "row", "label", "observed_at")
 FILE_SUFFIXES = (".csv", ".parquet")
 
@@ -48,6 +50,11 @@ class Labels:
 
     def counts(self) -> dict[str, int]:
         return {"labels": len(self.table), "invalid": self.invalid, "duplicates": self.duplicates, "files": self.files}
+
+
+def ground_truth_home(settings: Settings) -> Path:
+    """The folder label files are dropped in (setting ground_truth_dir)."""
+    return settings.ground_truth_dir or settings.var_dir / "ground_truth"
 
 
 def feedback_dir(log_dir: Path) -> Path:

@@ -176,3 +176,16 @@ def test_labelled_decisions_become_training_rows_that_pass_the_dataset_schema(tm
     odd = rows.assign(gender=["Male", "Robot"])  # a category the dataset's schema refuses: left out, counted
     combined, left_out = add_labelled_rows(dataset, odd)
     assert left_out == 1 and list(combined[KEY]) == [f"{ids[0]}/0"]
+
+
+def test_the_feedback_command_adds_a_label_file_or_says_why_not(tmp_path, isolated_settings, capsys):
+    from fin_behavior.cli import main
+
+    good, bad = tmp_path / "outcomes.parquet", tmp_path / "bad.csv"
+    pd.DataFrame({"request_id": ["a1", "b2"], "row": [0, 0], "label": [1, 0]}).to_parquet(good)
+    pd.DataFrame({"request_id": ["a1"], "label": ["yes"]}).to_csv(bad, index=False)
+    assert main(["feedback", str(good)]) == 0
+    assert "2 labels of" in capsys.readouterr().out
+    assert read_labels(tmp_path / "no-log", isolated_settings / "ground_truth").counts()["labels"] == 2
+    assert main(["feedback", str(bad)]) == 2
+    assert "none of the 1 rows of bad.csv is a label" in capsys.readouterr().err
