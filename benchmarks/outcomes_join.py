@@ -19,6 +19,7 @@ half, calibrated and raw, against what its labels say.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import tempfile
 import time
@@ -31,11 +32,12 @@ import time
 from pathlib import Path
 from fin_behavior.monitoring.realized import evaluate
 from fin_behavior.settings import get_settings
-started = time.perf_counter()
+started, cpu = time.perf_counter(), time.process_time()
 window = evaluate(get_settings(), Path({logs!r}), None, lambda v: (0.2, {{"roc_auc": 0.8, "recall": 0.5}}), now={now!r})
-seconds = time.perf_counter() - started
+seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
 c = window.label_counts
-print(c["matched"], c["unknown"], round(seconds, 2), {{v: r.figures["labelled"] for v, r in window.results.items()}})
+labelled = {{v: r.figures["labelled"] for v, r in window.results.items()}}
+print(c["matched"], c["unknown"], round(seconds, 2), round(cpu, 2), labelled)
 """
 
 
@@ -92,19 +94,19 @@ def write_logs(directory: Path, requests: int) -> tuple[Path, float]:
 
 def join_benchmark(sizes: list[int]) -> None:
     print("| predictions | labels | log MiB | labels MiB | join and judge s (fresh interpreter) | of which evaluate s "
-          "| peak RSS MiB |")  # fmt: skip
-    print("|---:|---:|---:|---:|---:|---:|---:|")
+          "| evaluate CPU s | peak RSS MiB | load average |")  # fmt: skip
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for requests in sizes:
         with tempfile.TemporaryDirectory() as tmp:
             logs, now = write_logs(Path(tmp), requests)
             size = sum(p.stat().st_size for p in logs.glob("*.jsonl")) / (1 << 20)
             labels = sum(p.stat().st_size for p in (logs / "feedback").glob("*.jsonl")) / (1 << 20)
             seconds, peak, out = run_measured(EVALUATE.format(logs=str(logs), now=now))
-            matched, unknown, inner, _ = out.split(maxsplit=3)
+            matched, unknown, inner, cpu, _ = out.split(maxsplit=4)
             assert int(matched) + int(unknown) == requests and int(unknown) == requests // 1000, out
             print(
-                f"| {requests:,} | {requests:,} | {size:,.0f} | {labels:,.0f} | {seconds:.1f} | {inner} "
-                f"| {peak:,.0f} |",
+                f"| {requests:,} | {requests:,} | {size:,.0f} | {labels:,.0f} | {seconds:.1f} | {inner} | {cpu} "
+                f"| {peak:,.0f} | {os.getloadavg()[0]:.1f} |",
                 flush=True,
             )
 

@@ -4,14 +4,17 @@ by decision: request id and row. A bad label (malformed, not 0/1) or a second la
 counted, never fatal: the first label of a decision wins, the log before the folder.
 
 The feedback log is read at C speed where it can be: the service writes its fields in one order
-(`{"time":T,"request_id":"R","row":N,"label":L,"observed_at":O}`), so a split at the commas reads them; any
-other line is parsed as JSON and validated like a posted label."""
+(`{"time":T,"request_id":"R","row":N,"label":L,"observed_at":O}`), so one regular expression reads a chunk of
+such lines; a chunk with any other line is read line by line, each parsed as JSON and validated like a posted
+label."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -35,18 +38,19 @@ def decision_key(request_id: bytes, row: int) -> bytes:
 
 @dataclass
 class Labels:
-    """Decision key -> (label, observed_at), and what was not taken."""
+    """Decision key -> label, and what was not taken. (When an outcome was observed is checked and kept in the
+    logs and files; the window is one of prediction time.)"""
 
-    table: dict[bytes, tuple[int, float]] = field(default_factory=dict)
+    table: dict[bytes, int] = field(default_factory=dict)
     invalid: int = 0  # malformed, or a label not 0/1
     duplicates: int = 0  # a second label for a decision already labelled (the first is kept)
     files: int = 0
 
-    def add(self, key: bytes, label: int, observed_at: float) -> None:
+    def add(self, key: bytes, label: int) -> None:
         if key in self.table:
             self.duplicates += 1
         else:
-            self.table[key] = (label, observed_at)
+            self.table[key] = label
 
     def counts(self) -> dict[str, int]:
         return {"labels": len(self.table), "invalid": self.invalid, "duplicates": self.duplicates, "files": self.files}
@@ -63,6 +67,13 @@ def feedback_dir(log_dir: Path) -> Path:
 
 def read_labels(log_dir: Path, ground_truth: Path | None) -> Labels:
     """Every label of the feedback logs under `log_dir` (current and rotated), then of the folder's files."""
+    from fin_behavior.monitoring.outcomes import bulk
+
+    with bulk():
+        return _read_all(log_dir, ground_truth)
+
+
+def _read_all(log_dir: Path, ground_truth: Path | None) -> Labels:
     labels = Labels()
     logs = sorted(feedback_dir(log_dir).glob("*.jsonl")) if feedback_dir(log_dir).is_dir() else []
     for path in logs:
@@ -80,30 +91,40 @@ def label_files(ground_truth: Path | None) -> list[Path]:
     return sorted(p for p in ground_truth.iterdir() if p.suffix in FILE_SUFFIXES and not p.name.startswith("."))
 
 
+# A label line as the service writes it; a chunk of only such lines is read with one regular expression.
+_LABEL = re.compile(rb'"request_id":"([A-Za-z0-9._-]{1,64})","row":([0-9]+),"label":([01]),"observed_at":[0-9.]+\}\n')
+
+
 def _read_log(path: Path, labels: Labels) -> None:
-    add, table = labels.add, labels.table
-    with path.open("rb") as log:
-        for line in log:
-            if not line.endswith(b"\n"):
-                continue  # still being written
-            parts = line.split(b",")
-            try:
-                if len(parts) == 5 and parts[1].startswith(b'"request_id":"') and parts[3].startswith(b'"label":'):
-                    label = parts[3][8:]
-                    if label not in (b"0", b"1"):
-                        raise ValueError(label)
-                    key = decision_key(parts[1][14:-1], int(parts[2][6:]))
-                    if key in table:
-                        labels.duplicates += 1
-                    else:
-                        table[key] = (1 if label == b"1" else 0, float(parts[4][14:-2]))
-                    continue
-                entry = json.loads(line)
-                entry = validate_label({k: v for k, v in entry.items() if k != "time"}, entry.get("time", 0.0))
-            except (ValueError, FeedbackError, AttributeError, IndexError):
-                labels.invalid += 1
-                continue
-            add(decision_key(entry["request_id"].encode(), entry["row"]), entry["label"], entry["observed_at"])
+    from fin_behavior.monitoring.outcomes import chunks
+
+    for chunk in chunks(path):
+        found = _LABEL.findall(chunk)
+        if len(found) != chunk.count(b"\n") or len(found) != chunk.count(b'{"time":'):  # not all the service's
+            for line in chunk.splitlines(keepends=True):
+                _read_line(line, labels)
+            continue
+        ids, rows, ys = zip(*found, strict=True)
+        if rows.count(b"0") == len(rows):
+            keys: Sequence[bytes] = ids
+        else:
+            keys = [rid if row == b"0" else b"%s#%s" % (rid, row) for rid, row in zip(ids, rows, strict=True)]
+        fresh = dict(zip(reversed(keys), map(int, reversed(ys)), strict=True))  # the first label of a key wins
+        labels.duplicates += len(keys) - len(fresh)
+        for key in fresh.keys() & labels.table.keys():
+            del fresh[key]
+            labels.duplicates += 1
+        labels.table.update(fresh)
+
+
+def _read_line(line: bytes, labels: Labels) -> None:
+    try:
+        entry = json.loads(line)
+        entry = validate_label({k: v for k, v in entry.items() if k != "time"}, entry.get("time", 0.0))
+    except (ValueError, FeedbackError, AttributeError):
+        labels.invalid += 1
+        return
+    labels.add(decision_key(entry["request_id"].encode(), entry["row"]), entry["label"])
 
 
 def read_label_file(path: Path) -> pd.DataFrame:
@@ -156,11 +177,10 @@ def _read_file(path: Path, labels: Labels) -> None:
     ok = valid_rows(frame)
     labels.invalid += int((~ok).sum())
     good = frame[ok]
-    times = _times(good["observed_at"]).to_numpy()
-    for request_id, row, label, observed in zip(
-        good["request_id"].astype(str), good["row"].astype(int), good["label"].astype(int), times, strict=True
+    for request_id, row, label in zip(
+        good["request_id"].astype(str), good["row"].astype(int), good["label"].astype(int), strict=True
     ):
-        labels.add(decision_key(request_id.encode(), row), label, float(observed))
+        labels.add(decision_key(request_id.encode(), row), int(label))
 
 
 def add_label_file(source: Path, ground_truth: Path) -> tuple[Path, int, int]:

@@ -69,7 +69,7 @@ def test_labels_join_their_decisions_and_bad_ones_are_counted_not_fatal(tmp_path
     assert labels.counts() == {"labels": 5, "invalid": 2, "duplicates": 1, "files": 2}
     joined = join(logs, labels, 0, time.time() + 1)
     decisions = joined.versions["3"]
-    assert joined.unknown == 1 and joined.without_id == 0
+    assert joined.unknown == 1
     assert list(decisions.probabilities) == [0.9, 0.1, 0.8, 0.2]
     assert list(decisions.labels) == [1, 0, 1, 0]  # the first label of ids[0] (posted before the duplicate)
 
