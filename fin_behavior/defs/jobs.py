@@ -16,7 +16,7 @@ RUN_ON_THEIR_OWN = dg.AssetSelection.groups("monitoring", "submissions", "image"
 full_pipeline = dg.define_asset_job(
     "full_pipeline",
     selection=dg.AssetSelection.all(include_sources=True) - RUN_ON_THEIR_OWN,
-    description="Observe the raw data and both environments, then materialize every stage with its checks.",
+    description="Observe the raw data, the labels and both environments, then materialize every stage with its checks.",
 )
 
 retrain = dg.define_asset_job(
