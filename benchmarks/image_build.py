@@ -24,10 +24,9 @@ from pathlib import Path
 
 from mlflow import MlflowClient
 
-from fin_behavior.data.fingerprint import sha256_file
 from fin_behavior.deploy import deployer, image
 from fin_behavior.ml import registry
-from fin_behavior.records import BundleFiles, ModelInfo, read_json, write_json
+from fin_behavior.records import BundleFiles, ModelInfo, read_json, sha256_file, write_json
 from fin_behavior.settings import get_settings
 
 

@@ -22,6 +22,7 @@ EVIDENCE_FILE = "evidence.json"
 TRAINING_FILE = "training.json"
 
 
+_BLOCK = 4 * 1024 * 1024
 R = TypeVar("R", bound="_Record")  # typing.Self needs Python 3.11; Azure's sklearn-1.5 image has 3.10
 
 
@@ -34,6 +35,15 @@ def write_json(path: Path, payload: dict[str, Any]) -> None:
 
 def read_json(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text())
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """The content hash that names bundles, datasets and images (here: the serving side checks bundles too)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(_BLOCK):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 class _Record:

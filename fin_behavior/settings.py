@@ -37,7 +37,7 @@ class Settings(BaseSettings):
     )  # fmt: skip
     artifact_store_url: str = Field(
         "", description="object storage for artifacts, an fsspec URL (abfs://... for Azure Blob, file:///shared/...; "
-        "s3:// needs s3fs installed); empty = artifacts live only under <var_dir>/artifacts (ml/remote.py)",
+        "s3:// needs s3fs installed); empty = artifacts live only under <var_dir>/artifacts (storage/remote.py)",
     )  # fmt: skip
     default_rows: int = Field(5_000, ge=1, description="rows of the embedded data made on first use")
     default_seed: int = Field(42, description="seed of the embedded data made on first use")
@@ -240,6 +240,13 @@ class Settings(BaseSettings):
     submission_first_port: int = Field(
         8100, ge=1, le=65535, description="each submitted model name's stable URL takes the next port from here, "
         "in the order names first arrive (kept in <submissions dir>/endpoints/<name>/port)",
+    )  # fmt: skip
+
+    submission_first_uid: int = Field(
+        1_500_000_000, ge=100_000, le=4_000_000_000, description="when the platform runs as root, each model name "
+        "runs as two user ids of its own from here (its script and verification, its served colors), in the order "
+        "names first arrive: far above the ranges that systems (< 65,536) and container engines' subordinate ids "
+        "(100,000 + 65,536 n) give out, so no account is ever one of them (setpriv needs no account)",
     )  # fmt: skip
 
     # The serving image (fin_behavior/deploy/image.py).

@@ -175,6 +175,11 @@ class Output:
         return data[-(size or len(data)) :].decode("utf-8", errors="replace")
 
 
+class SlowAnswerError(UntrustedDataError):
+    """The answer did not arrive within its deadline: the service may be hostile, or only busy (a reader that
+    waits for readiness asks again until its own deadline)."""
+
+
 class Answer:
     """An HTTP answer read within bounds (see `ask`)."""
 
@@ -227,7 +232,7 @@ def ask(
         return Answer(response.status, bytes(data))
     except (OSError, http.client.HTTPException) as exc:
         if expired.is_set():
-            raise UntrustedDataError(f"its answer to {method} {path} took longer than {seconds:g} s") from None
+            raise SlowAnswerError(f"its answer to {method} {path} took longer than {seconds:g} s") from None
         raise OSError(f"{method} {path}: {exc}") from None
     finally:
         watchdog.cancel()

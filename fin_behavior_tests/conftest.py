@@ -14,14 +14,13 @@ pytest_plugins = ["fin_behavior_tests.serving_fixtures", "fin_behavior_tests.e2e
 
 # Under parallel workers (`make test`: pytest-xdist, `-n 2 --dist loadscope`) a test module is one unit of work:
 # its tests run in order on one worker and share the module's fixtures (an end-to-end module is one user's day).
-# The modules that run confined processes as sandbox users (whose user ids and first ports every submissions
-# directory gives out from the same numbers) are one unit together, so they never run beside each other.
-CONFINED = ("fin_behavior_tests/submissions/", "fin_behavior_tests/test_confinement.py")
 # The longest units start first, so that no worker is left alone with one of them at the end (each takes a minute
-# or more of a run); the rest follow in their usual order.
+# or more of a run); the rest follow in their usual order. Modules that confine code run beside each other: each
+# worker gives out sandbox user ids and submitted models' ports from ranges of its own (`worker_ranges`).
 LONGEST = (
-    "confined",
+    "fin_behavior_tests/submissions/test_end_to_end.py",
     "fin_behavior_tests/test_end_to_end.py",
+    "fin_behavior_tests/submissions/test_sandbox.py",
     "fin_behavior_tests/deploy/test_azure.py",
     "fin_behavior_tests/test_lifecycle.py",
     "fin_behavior_tests/environments/test_compatible.py",
@@ -31,8 +30,7 @@ LONGEST = (
 
 
 def work_unit(nodeid: str) -> str:
-    module = nodeid.split("::")[0]
-    return "confined" if module.startswith(CONFINED) else module
+    return nodeid.split("::")[0]
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -55,6 +53,20 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log):
 
     config.option.loadscopereorder = False
     return ByWorkUnit(config, log)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def worker_ranges(worker_id: str):
+    """Each parallel worker (gw0, gw1, ...; "master" without xdist) gives out sandbox user ids and submitted
+    models' stable ports from ranges of its own, so that two modules confining code at once never share a user id
+    (whose processes one test's clean-up would end) nor race for a port. Inherited by the processes tests start."""
+    n = 0 if worker_id == "master" else int(worker_id.removeprefix("gw"))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("FIN_BEHAVIOR_SUBMISSION_FIRST_UID", str(1_500_000_000 + 1_000_000 * n))
+        patch.setenv("FIN_BEHAVIOR_SUBMISSION_FIRST_PORT", str(8100 + 200 * n))
+        get_settings.cache_clear()
+        yield
+    get_settings.cache_clear()
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -12,6 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from fin_behavior.deploy.local import free_port
 from fin_behavior_tests.helpers import EXPECTED_JOBS
 
 QUERY = """{
@@ -27,9 +27,7 @@ QUERY = """{
 @pytest.fixture(scope="module")
 def graphql(tmp_path_factory):
     home = tmp_path_factory.mktemp("dagster_home")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     webserver = Path(sys.executable).with_name("dagster-webserver")
     log = (home / "webserver.log").open("w")
     process = subprocess.Popen(

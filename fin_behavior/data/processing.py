@@ -6,7 +6,6 @@ import hashlib
 import json
 import os
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,9 +14,10 @@ import pandas as pd
 from fin_behavior.data import quality
 from fin_behavior.data.features import build_features
 from fin_behavior.data.ingest import parse_raw, read_raw_csv
-from fin_behavior.ml.store import VersionStore
 from fin_behavior.records import Evidence
 from fin_behavior.settings import Settings
+from fin_behavior.storage.atomic import write_atomic
+from fin_behavior.storage.store import VersionStore
 
 CODE_VERSION = "processed-v2"
 DATASET_FILE = "processed_dataset.parquet"
@@ -81,19 +81,8 @@ def dataset_version(dataset: pd.DataFrame, judged_by: str = "") -> str:
     return digest.hexdigest()[:16]
 
 
-def _write_atomic(path: Path, write: Callable[[Path], object]) -> None:
-    """Write through a temporary sibling and rename: readers see the old file or the new one, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def write_csv_atomic(frame: pd.DataFrame, path: Path) -> None:
-    _write_atomic(path, lambda tmp: frame.to_csv(tmp, index=False))
+    write_atomic(path, lambda tmp: frame.to_csv(tmp, index=False))
 
 
 def publish_dataset(dataset: pd.DataFrame, store: VersionStore, settings: Settings) -> Evidence:

@@ -3,9 +3,9 @@ check results (actual vs threshold in the UI), and metadata that says which vers
 
 import dagster as dg
 
-from fin_behavior.ml.store import VersionStore
 from fin_behavior.outcome import Outcome
 from fin_behavior.records import Evidence
+from fin_behavior.storage.store import VersionStore
 
 
 def check_specs(asset: str | dg.AssetsDefinition, checks: dict[str, tuple[bool, str]]) -> list[dg.AssetCheckSpec]:

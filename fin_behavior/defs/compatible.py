@@ -12,8 +12,8 @@ from fin_behavior.environments import builder, compatible
 from fin_behavior.environments.report import versions_fingerprint
 from fin_behavior.environments.spec import EnvironmentSpecError, get_spec
 from fin_behavior.environments.verify import cached_resolution, environment_report
-from fin_behavior.environments.versions import model_package_versions
 from fin_behavior.outcome import Outcome
+from fin_behavior.package_versions import model_package_versions
 from fin_behavior.records import BundleFiles, ModelInfo, NotApprovedError, TrainingRecord
 from fin_behavior.settings import Settings, get_settings
 

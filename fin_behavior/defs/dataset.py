@@ -10,7 +10,6 @@ import pandas as pd
 
 from fin_behavior.data import quality
 from fin_behavior.data.columns import TARGET
-from fin_behavior.data.fingerprint import file_fingerprint
 from fin_behavior.data.ingest import RawDataError
 from fin_behavior.data.processing import (
     CODE_VERSION,
@@ -28,6 +27,7 @@ from fin_behavior.defs.config import SettingsConfig, setting
 from fin_behavior.defs.resources import StorageResource
 from fin_behavior.monitoring.labels import feedback_dir, label_files
 from fin_behavior.settings import Settings, get_settings
+from fin_behavior.storage.fingerprint import file_fingerprint
 
 
 @dg.observable_source_asset(

@@ -11,9 +11,9 @@ import dagster as dg
 from pydantic import Field
 
 from fin_behavior.data.generate import generate_csv
-from fin_behavior.ml.remote import RemoteArtifacts, artifact_store
-from fin_behavior.ml.store import VersionStore
 from fin_behavior.settings import get_settings
+from fin_behavior.storage.remote import RemoteArtifacts, artifact_store
+from fin_behavior.storage.store import VersionStore
 
 if TYPE_CHECKING:
     from mlflow.entities import RunInfo

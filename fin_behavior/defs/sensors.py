@@ -4,7 +4,6 @@ from pathlib import Path
 
 import dagster as dg
 
-from fin_behavior.data.fingerprint import file_fingerprint
 from fin_behavior.defs import jobs
 from fin_behavior.defs.dataset import processed_dataset
 from fin_behavior.defs.outcomes import STAGE as REALIZED
@@ -16,6 +15,7 @@ from fin_behavior.environments.spec import EnvironmentSpecError, get_spec
 from fin_behavior.environments.verify import cached_resolution, training_drift
 from fin_behavior.records import ModelInfo, NotApprovedError, TrainingRecord
 from fin_behavior.settings import get_settings
+from fin_behavior.storage.fingerprint import file_fingerprint
 
 _IN_PROGRESS = [
     dg.DagsterRunStatus.QUEUED,

@@ -39,10 +39,11 @@ from fin_behavior.deploy.rollout import GateSettings, Release, answers_of, run_g
 from fin_behavior.deploy.supervisor import wait_ready
 from fin_behavior.environments.builder import EnvironmentBuildError, locked_resolution, uv_binary
 from fin_behavior.outcome import Outcome
+from fin_behavior.storage.atomic import write_atomic
 
 _PACKAGE = Path(__file__).resolve().parents[1]  # fin_behavior/
 # What the scoring service imports, and nothing else: the image holds no training, Dagster or deploying code.
-SERVING_CODE = ("__init__.py", "outcome.py", "records.py", "data/__init__.py", "data/fingerprint.py", "serving")
+SERVING_CODE = ("__init__.py", "outcome.py", "records.py", "serving")
 IMAGE_PYTHON = "3.11"  # Debian bookworm's
 IMAGE_PLATFORM = "x86_64-manylinux_2_36"  # bookworm's glibc
 SITE_PACKAGES = f"/usr/local/lib/python{IMAGE_PYTHON}/dist-packages"
@@ -76,12 +77,8 @@ class BuiltImage:
     context_seconds: float = 0.0  # of `seconds`: writing the build context (packages, bytecode, bundle)
 
     def save(self, images: Path) -> Path:
-        path = images / self.name / f"{self.version}.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=2))
-        os.replace(tmp, path)
-        return path
+        record = json.dumps(asdict(self), indent=2)
+        return write_atomic(images / self.name / f"{self.version}.json", lambda tmp: tmp.write_text(record))
 
     @classmethod
     def load(cls, images: Path, name: str, version: str) -> BuiltImage | None:

@@ -46,7 +46,7 @@ from typing import Any
 from fin_behavior import bounds
 from fin_behavior.records import read_json, write_json
 from fin_behavior.serving.handoff import send_command
-from fin_behavior.untrusted import UntrustedDataError, ask
+from fin_behavior.untrusted import SlowAnswerError, UntrustedDataError, ask
 
 log = logging.getLogger("fin_behavior.deploy.supervisor")
 STATE_FILE, CONTROL_SOCKET, PID_FILE = "endpoint.json", "supervisor.sock", "supervisor.pid"
@@ -85,7 +85,7 @@ def process_alive(entry: dict[str, Any]) -> bool:
 def wait_ready(port: int, timeout: float, alive, setting: str = "") -> str | None:
     """None once /ready answers 200 on the private port; otherwise why not (exited, refused bundle, timeout). Each
     answer is read as a hostile service's: within a deadline and a size bound."""
-    deadline = time.monotonic() + timeout
+    deadline, slow = time.monotonic() + timeout, ""
     while time.monotonic() < deadline:
         if not alive():
             return "the process exited"
@@ -95,13 +95,16 @@ def wait_ready(port: int, timeout: float, alive, setting: str = "") -> str | Non
         except OSError:
             time.sleep(0.1)
             continue
+        except SlowAnswerError as exc:  # busy (a loaded machine) or stalling: asked again until the deadline
+            slow = f"; {exc}"
+            continue
         except UntrustedDataError as exc:
             return f"its readiness answer is not usable: {exc}"
         if answer.status == 200:
             return None
         reason = answer.json().get("reason")
         return f"the service is up but not ready: {str(reason)[:500]}"
-    return f"not ready within {timeout:.0f} s" + (f" ({setting})" if setting else "")
+    return f"not ready within {timeout:.0f} s" + (f" ({setting})" if setting else "") + slow
 
 
 DEFAULT_PORT_HINT = "set FIN_BEHAVIOR_ENDPOINT_PORT"

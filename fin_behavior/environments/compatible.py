@@ -22,13 +22,12 @@ import numpy as np
 import pandas as pd
 
 from fin_behavior.data.columns import FEATURES, KEY, NUMERIC_FEATURES, TARGET
-from fin_behavior.data.fingerprint import sha256_file
 from fin_behavior.environments.builder import BuiltEnvironment, write_lock
-from fin_behavior.ml.store import VersionStore
 from fin_behavior.monitoring.profile import build_profile, write_profile
 from fin_behavior.outcome import Outcome
-from fin_behavior.records import BundleFiles, Evidence, FeatureSpec, ModelInfo, TrainingRecord, read_json
+from fin_behavior.records import BundleFiles, Evidence, FeatureSpec, ModelInfo, TrainingRecord, read_json, sha256_file
 from fin_behavior.settings import Settings
+from fin_behavior.storage.store import VersionStore
 
 STAGE = "compatible_model"
 CODE_VERSION = "compatible-v4"

@@ -9,7 +9,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fin_behavior.environments.versions import MODEL_PACKAGES
+from fin_behavior.package_versions import MODEL_PACKAGES
 from fin_behavior.records import ModelInfo
 
 FIX_INSTALL = "make setup  (re-installs the training environment from requirements.lock)"

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from fin_behavior.data.columns import CATEGORICAL_FEATURES, FEATURES, NUMERIC_FEATURES, TARGET
-from fin_behavior.environments.versions import installed_versions
+from fin_behavior.package_versions import installed_versions
 from fin_behavior.records import BundleFiles
 
 MISSING_CATEGORY = ""  # ONNX string inputs cannot be null; like NaN in scikit-learn, "" is an unknown category

@@ -9,11 +9,11 @@ from fin_behavior.environments import builder
 from fin_behavior.environments.compatible import BUNDLE_DIR, STAGE
 from fin_behavior.environments.report import EnvironmentReport, compare, lock_pins
 from fin_behavior.environments.spec import EnvironmentSpec, get_spec
-from fin_behavior.environments.versions import model_package_versions
-from fin_behavior.ml.remote import artifact_store
-from fin_behavior.ml.store import VersionStore
+from fin_behavior.package_versions import model_package_versions
 from fin_behavior.records import ModelInfo, NotApprovedError
 from fin_behavior.settings import Settings
+from fin_behavior.storage.remote import artifact_store
+from fin_behavior.storage.store import VersionStore
 
 LOCK_FILE = Path(__file__).resolve().parents[2] / "requirements.lock"
 
@@ -71,7 +71,7 @@ def cached_resolution(spec: EnvironmentSpec, cache_file: Path, max_age_seconds: 
 
 def training_drift(recorded: dict[str, str]) -> dict[str, tuple[str, str]]:
     """Packages whose installed version differs from what a model recorded: name -> (recorded, installed)."""
-    from fin_behavior.environments.versions import installed_versions
+    from fin_behavior.package_versions import installed_versions
 
     installed = installed_versions(tuple(name for name in recorded if name != "python"))
     return {

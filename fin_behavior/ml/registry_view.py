@@ -15,11 +15,11 @@ finds no valid view asks MLflow.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from fin_behavior.ml.registry import CANDIDATE, PRODUCTION, alias_version
+from fin_behavior.storage.atomic import write_atomic
 
 _SQLITE = "sqlite:///"
 
@@ -82,7 +82,5 @@ def refresh(client, var_dir: Path, tracking_uri: str, name: str) -> None:
         return
     aliases = {a: v for a in (CANDIDATE, PRODUCTION) if (v := alias_version(client, name, a)) is not None}
     tags = {v: dict(client.get_model_version(name, v).tags) for v in set(aliases.values())}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    partial.write_text(json.dumps(asdict(RegistryView(tracking_uri, name, stamp, aliases, tags))))
-    os.replace(partial, path)
+    view = json.dumps(asdict(RegistryView(tracking_uri, name, stamp, aliases, tags)))
+    write_atomic(path, lambda tmp: tmp.write_text(view))

@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING
 
 from fin_behavior.ml import gates
 from fin_behavior.ml.options import TrainingOptions
-from fin_behavior.ml.store import VersionStore
 from fin_behavior.records import Evidence, TrainingRecord
 from fin_behavior.settings import Settings
+from fin_behavior.storage.store import VersionStore
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -55,9 +55,9 @@ def train_version(
     import joblib
     import pandas as pd
 
-    from fin_behavior.environments.versions import model_package_versions
     from fin_behavior.ml import evaluate, plots, tracking
     from fin_behavior.ml.train import train
+    from fin_behavior.package_versions import model_package_versions
 
     options = TrainingOptions.from_settings(settings)
     version = version_of(data_version, settings)

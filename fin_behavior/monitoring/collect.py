@@ -5,10 +5,11 @@ same stream are left out."""
 
 from __future__ import annotations
 
-import os
+from functools import partial
 from pathlib import Path
 
 from fin_behavior.serving.prediction_log import INPUTS_SUFFIX
+from fin_behavior.storage.atomic import write_atomic
 
 
 def write_split(text: str, directory: Path, name: str) -> tuple[int, int]:
@@ -22,9 +23,6 @@ def write_split(text: str, directory: Path, name: str) -> tuple[int, int]:
             requests.append(line + "\n")
         elif third and third[0].startswith('"request":'):
             inputs.append(line + "\n")
-    directory.mkdir(parents=True, exist_ok=True)
     for file, lines in ((f"{name}.jsonl", requests), (f"{name}{INPUTS_SUFFIX}", inputs)):
-        partial = directory / f".{file}.partial"  # not *.jsonl: the monitor never reads half of it
-        partial.write_text("".join(lines))
-        os.replace(partial, directory / file)
+        write_atomic(directory / file, partial(Path.write_text, data="".join(lines)))  # never read half-written
     return len(requests), len(inputs)

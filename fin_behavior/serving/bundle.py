@@ -10,8 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from fin_behavior.data.fingerprint import sha256_file
-from fin_behavior.records import BundleFiles, ModelInfo
+from fin_behavior.records import BundleFiles, ModelInfo, sha256_file
 from fin_behavior.serving.validation import Schema
 
 

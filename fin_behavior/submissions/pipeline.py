@@ -19,9 +19,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from fin_behavior.confinement import environment_paths
-from fin_behavior.data.fingerprint import sha256_file
 from fin_behavior.environments.builder import BuiltEnvironment, write_lock
-from fin_behavior.records import BundleFiles, Evidence, FeatureSpec, ModelInfo, Verdict, write_json
+from fin_behavior.records import BundleFiles, Evidence, FeatureSpec, ModelInfo, Verdict, sha256_file, write_json
 from fin_behavior.serving.bundle import TENSOR_INPUT
 from fin_behavior.settings import Settings
 from fin_behavior.submissions import errors, sandbox
@@ -53,7 +52,7 @@ def train(settings: Settings, submission: Submission) -> Trained:
     submission.enter(root, "preparing")
     env = sandbox.build_environment(settings, submission.requirements, envs_dir(settings))
     submission.enter(root, "training")
-    uid = sandbox.users(root, submission.name).train
+    uid = sandbox.users(settings, submission.name).train
     model = directory / MODEL_DIR
     shutil.rmtree(model, ignore_errors=True)
     with sandbox.workspace(settings, directory / "work", uid) as work:
@@ -129,7 +128,7 @@ def release(settings: Settings, submission: Submission, trained: Trained) -> tup
 def _verify(settings: Settings, submission: Submission, env: BuiltEnvironment, model_dir: Path) -> dict:
     """Load and score the model in its environment, confined and bounded like the script (it runs the script's
     pickle); what it prints is the model's word, so it is read within a bound and checked as data."""
-    uid = sandbox.users(settings.submissions_root, submission.name).train
+    uid = sandbox.users(settings, submission.name).train
     with sandbox.workspace(settings, submission.directory(settings.submissions_root) / "verify", uid) as scratch:
         variables = {"PATH": f"{env.path / 'bin'}:/usr/bin:/bin", "HOME": str(scratch), "LANG": "C.UTF-8"}
         finished = sandbox.run_bounded(
@@ -223,7 +222,7 @@ def endpoint(settings: Settings, name: str):
             status=500,
         )
     own = settings.with_overrides(endpoint_port=port)
-    run_as = sandbox.users(settings.submissions_root, name).serve
+    run_as = sandbox.users(settings, name).serve
     hint = (
         f"remove {port_file} to give {name} the next free port from FIN_BEHAVIOR_SUBMISSION_FIRST_PORT "
         f"({settings.submission_first_port}) at its next deployment"

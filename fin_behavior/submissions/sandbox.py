@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import fcntl
 import json
 import os
 import re
@@ -35,6 +34,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
+
+from filelock import FileLock
 
 from fin_behavior import bounds, confinement
 from fin_behavior.confinement import confined, environment_paths
@@ -49,9 +50,6 @@ from fin_behavior.untrusted import Output, read_small
 
 SERVER_PACKAGES = ("uvicorn", "httptools", "uvloop", "starlette", "prometheus-client")  # of the scoring service
 ENVIRONMENT = "submission"
-# Sandbox user ids, two per model name from here on: no account has them (setpriv needs none), and they lie far
-# above the ranges that systems (< 65,536) and container engines' subordinate ids (100,000 + 65,536 n) give out.
-FIRST_UID = 1_500_000_000
 _LOG_TAIL = 60
 _RUN_ID = re.compile(r"[0-9a-f]{32}")  # an MLflow run id
 _MISSING = re.compile(r"ModuleNotFoundError: No module named '([\w.]+)'")
@@ -95,8 +93,7 @@ class Users:
 def names_locked(root: Path) -> Iterator[None]:
     """What model names are given (user ids, owners, ports) is given under this lock: submissions run at once."""
     root.mkdir(parents=True, exist_ok=True)
-    with (root / ".names.lock").open("a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with FileLock(root / ".names.lock"):  # the one lock style of the platform (deploy/lock.py, builder.py)
         yield
 
 
@@ -132,14 +129,15 @@ def claim(root: Path, name: str, owner: str) -> None:
             write_json(root / "names.json", names)
 
 
-def users(root: Path, name: str) -> Users:
+def users(settings: Settings, name: str) -> Users:
     """The name's pair, from its place in the order names first arrived (given once, kept in names.json)."""
+    root = settings.submissions_root
     with names_locked(root):
         names = _names(root)
         if name not in names:
             names[name] = {"index": len(names), "owner": ""}
             write_json(root / "names.json", names)
-    first = FIRST_UID + 2 * names[name]["index"]
+    first = settings.submission_first_uid + 2 * names[name]["index"]
     return Users(train=first, serve=first + 1)
 
 
@@ -279,7 +277,7 @@ def run_script(
     script = os.open(work / SCRIPT_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
     with os.fdopen(script, "wb") as out:
         out.write((directory / SCRIPT_FILE).read_bytes())
-    uid = users(settings.submissions_root, submission.name).train
+    uid = users(settings, submission.name).train
     log = directory / "train.log"
     started = time.monotonic()
     finished = run_bounded(
@@ -316,7 +314,7 @@ def collect(
     that left by os._exit) by a confined collector of its own; a SubmissionError when there is none."""
     text = read_small(run.work, COLLECTED, 64 << 10)
     if text is None:
-        uid = users(settings.submissions_root, submission.name).train
+        uid = users(settings, submission.name).train
         finished = run_bounded(
             [str(env.python), "-I", "-m", "fin_behavior.submissions.collect", str(run.work)],  # -I: none of its own
             settings,

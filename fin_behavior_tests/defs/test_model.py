@@ -15,7 +15,7 @@ from fin_behavior.defs.dataset import processed_dataset, raw_transactions
 from fin_behavior.defs.model import trained_model
 from fin_behavior.defs.resources import MlflowTracking, StorageResource
 from fin_behavior.ml import evaluate
-from fin_behavior.ml.store import VersionStore
+from fin_behavior.storage.store import VersionStore
 from fin_behavior_tests.helpers import FAST_TRAINING as FAST
 
 EXPERIMENT = "test-experiment"

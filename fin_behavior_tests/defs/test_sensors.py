@@ -13,10 +13,10 @@ from fin_behavior.defs.dataset import processed_dataset, raw_transactions
 from fin_behavior.defs.resources import MlflowTracking, StorageResource
 from fin_behavior.defs.sensors import data_version_sensor, environment_drift_sensor
 from fin_behavior.environments import builder, verify
-from fin_behavior.environments.versions import model_package_versions
-from fin_behavior.ml.store import VersionStore
+from fin_behavior.package_versions import model_package_versions
 from fin_behavior.records import ModelInfo, TrainingRecord
 from fin_behavior.settings import get_settings
+from fin_behavior.storage.store import VersionStore
 from fin_behavior_tests.helpers import evidence
 
 

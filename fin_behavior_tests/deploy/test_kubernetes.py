@@ -20,14 +20,13 @@ from kubernetes.client import ApiClient, AppsV1Api, CoreV1Api
 from kubernetes.client.exceptions import ApiException
 
 from fin_behavior.cli import main
-from fin_behavior.data.fingerprint import sha256_file
 from fin_behavior.deploy import deployer
 from fin_behavior.deploy import kubernetes as k8s
 from fin_behavior.deploy.deployer import DeployError, deploy, make_target, prediction_log_dir
 from fin_behavior.deploy.rollout import RolloutError, rollout
 from fin_behavior.ml import registry
 from fin_behavior.monitoring.window import read_window
-from fin_behavior.records import BundleFiles, ModelInfo, read_json, write_json
+from fin_behavior.records import BundleFiles, ModelInfo, read_json, sha256_file, write_json
 from fin_behavior.settings import get_settings
 from fin_behavior_tests.helpers import QUICK_GATES, evidence, local_registry
 from fin_behavior_tests.serving_fixtures import release, start_service

@@ -105,7 +105,7 @@ def test_the_cli_submits_the_seed_script_and_its_url_scores_the_input_example(tm
     if os.geteuid() == 0:  # the submitted code serves confined: its own user id, files, processes, (no) network
         started = target.live().detail["pid"]  # stays outside, passing the supervisor's signals on
         served = served_process(started)
-        assert os.stat(f"/proc/{served}").st_uid == sandbox.users(get_settings().submissions_root, "seed-model").serve
+        assert os.stat(f"/proc/{served}").st_uid == sandbox.users(get_settings(), "seed-model").serve
         for namespace in ("mnt", "net", "pid", "ipc", "uts"):
             assert os.readlink(f"/proc/{served}/ns/{namespace}") != os.readlink(f"/proc/self/ns/{namespace}")
 

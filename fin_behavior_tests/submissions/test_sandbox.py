@@ -32,7 +32,7 @@ def _run(env, script: str, timeout: float = 120, name: str = "sandboxed") -> tup
     settings = get_settings()
     submission = accept(settings, script, name, ["scikit-learn"], timeout)
     directory = submission.directory(settings.submissions_root)
-    uid = sandbox.users(settings.submissions_root, submission.name).train
+    uid = sandbox.users(settings, submission.name).train
     with sandbox.workspace(settings, directory / "work", uid) as work:
         run = sandbox.run_script(env, work, directory, submission, settings)
         return sandbox.collect(env, run, submission, settings)
@@ -139,10 +139,11 @@ def test_the_script_finds_no_platform_file_secret_or_network(env, monkeypatch, b
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="user ids of a model name's own need a root platform")
 def test_a_script_can_neither_stop_nor_read_what_another_model_name_runs_and_keeps(env):
-    root = get_settings().submissions_root
-    mine, other = sandbox.users(root, "sandboxed"), sandbox.users(root, "another-model")
+    settings = get_settings()
+    root = settings.submissions_root
+    mine, other = sandbox.users(settings, "sandboxed"), sandbox.users(settings, "another-model")
     assert len({mine.train, mine.serve, other.train, other.serve}) == 4
-    assert sandbox.users(root, "another-model") == other  # given once, kept
+    assert sandbox.users(settings, "another-model") == other  # given once, kept
     theirs = root / "another-model-work"
     theirs.mkdir()
     (theirs / "train.csv").write_text("another team's data\n")
@@ -315,7 +316,7 @@ def test_ipc_objects_die_with_the_submission_and_never_pass_between_names(env):
     submission = accept(settings, look, "another-name", [], 60)
     directory = submission.directory(settings.submissions_root)
     with pytest.raises(errors.SubmissionError) as raised, sandbox.workspace(
-        settings, directory / "work", sandbox.users(settings.submissions_root, "another-name").train
+        settings, directory / "work", sandbox.users(settings, "another-name").train
     ) as work:
         run = sandbox.run_script(env, work, directory, submission, settings)
         sandbox.collect(env, run, submission, settings)

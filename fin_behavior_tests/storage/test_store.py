@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from fin_behavior.ml.store import NoApprovedVersionError, VersionStore
 from fin_behavior.records import NotApprovedError
+from fin_behavior.storage.store import NoApprovedVersionError, VersionStore
 from fin_behavior_tests.helpers import evidence
 
 

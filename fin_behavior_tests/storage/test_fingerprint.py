@@ -3,7 +3,7 @@ from __future__ import annotations
 import hashlib
 import os
 
-from fin_behavior.data import fingerprint
+from fin_behavior.storage import fingerprint
 
 
 def test_hashes_only_when_the_file_changes(tmp_path, monkeypatch):

@@ -10,8 +10,8 @@ import pytest
 from fin_behavior.data.processing import DATASET_FILE
 from fin_behavior.defs.dataset import processed_dataset, raw_transactions
 from fin_behavior.defs.resources import StorageResource
-from fin_behavior.ml.remote import ArtifactStoreError, RemoteArtifacts
-from fin_behavior.ml.store import VersionStore
+from fin_behavior.storage.remote import ArtifactStoreError, RemoteArtifacts
+from fin_behavior.storage.store import VersionStore
 from fin_behavior_tests.helpers import evidence
 
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from fin_behavior.records import EVIDENCE_FILE, Evidence, NotApprovedError
 
 if TYPE_CHECKING:
-    from fin_behavior.ml.remote import RemoteArtifacts
+    from fin_behavior.storage.remote import RemoteArtifacts
 
 
 class NoApprovedVersionError(NotApprovedError):

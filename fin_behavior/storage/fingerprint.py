@@ -2,20 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
 
-_BLOCK = 4 * 1024 * 1024
-
-
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(_BLOCK):
-            digest.update(block)
-    return digest.hexdigest()
+from fin_behavior.records import sha256_file
+from fin_behavior.storage.atomic import write_atomic
 
 
 def _stat_key(path: Path) -> list[int]:
@@ -36,8 +28,5 @@ def file_fingerprint(path: str | os.PathLike[str], cache_file: str | os.PathLike
         return entry["sha256"]
     digest = sha256_file(path)
     cache[str(path)] = {"stat": key, "sha256": digest}
-    cache_file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache_file.with_name(f".{cache_file.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(cache))
-    os.replace(tmp, cache_file)
+    write_atomic(cache_file, lambda tmp: tmp.write_text(json.dumps(cache)))
     return digest
