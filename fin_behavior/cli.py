@@ -166,10 +166,10 @@ def _endpoint_stats(settings) -> int:
 
 def _realized_stats(settings, directory: Path, releases: Path) -> None:
     """How the served decisions turned out (what realized_performance judges), per version."""
-    from fin_behavior.storage.store import VersionStore
     from fin_behavior.monitoring.labels import ground_truth_home
     from fin_behavior.monitoring.realized import evaluate as realized
     from fin_behavior.records import ModelInfo, TrainingRecord
+    from fin_behavior.storage.store import VersionStore
 
     trained = VersionStore(settings.var_dir / "artifacts" / "trained_model")
 
