@@ -98,17 +98,24 @@ def data_version_sensor(context: dg.SensorEvaluationContext, storage: StorageRes
     )
     if version == built_from:
         return dg.SkipReason(f"raw data {path} is version {version}, the one processed_dataset was built from")
-    if version == context.cursor:
-        return dg.SkipReason(f"raw data version {version} was already requested (run key data-{version})")
-    result = _request_unless_running(
+    return _retrain_once(
         context,
-        jobs.retrain.name,
+        version,
         f"raw data version {version} is new",
         f"data-{version}",
         {"fin_behavior/trigger": "data_version", "fin_behavior/raw_data_version": version},
     )
+
+
+def _retrain_once(
+    context: dg.SensorEvaluationContext, key: str, change: str, run_key: str, tags: dict[str, str]
+) -> dg.RunRequest | dg.SkipReason:
+    """One `retrain` per key (kept as the sensor's cursor once requested), none while one is still running."""
+    if key == context.cursor:
+        return dg.SkipReason(f"{change}, and its retrain was already requested (run key {run_key})")
+    result = _request_unless_running(context, jobs.retrain.name, change, run_key, tags)
     if isinstance(result, dg.RunRequest):
-        context.update_cursor(version)
+        context.update_cursor(key)
     return result
 
 
@@ -177,18 +184,13 @@ def performance_decay_sensor(context: dg.SensorEvaluationContext):
     window = str(metadata["window_key"].value) if "window_key" in metadata else ""
     if decayed_text == "no" or not window:
         return dg.SkipReason(f"the last realized_performance found no decay ({window or 'no window'})")
-    if window == context.cursor:
-        return dg.SkipReason(f"window {window} decayed and its retrain was already requested (run key decay-{window})")
-    result = _request_unless_running(
+    return _retrain_once(
         context,
-        jobs.retrain.name,
+        window,
         f"realized performance failed in window {window} ({decayed_text})",
         f"decay-{window}",
         {"fin_behavior/trigger": "performance_decay", "fin_behavior/decayed": decayed_text[:200]},
     )
-    if isinstance(result, dg.RunRequest):
-        context.update_cursor(window)
-    return result
 
 
 monitor_schedule = dg.ScheduleDefinition(
