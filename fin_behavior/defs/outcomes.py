@@ -13,7 +13,7 @@ from fin_behavior.defs.config import SettingsConfig, setting
 from fin_behavior.defs.dataset import ground_truth, ground_truth_dir
 from fin_behavior.defs.executor import on_endpoint_host
 from fin_behavior.defs.metadata import png_markdown
-from fin_behavior.defs.monitoring import _log_dir, _run_url, serving_traffic
+from fin_behavior.defs.monitoring import _log_dir, _run_url, serving_quality, serving_traffic
 from fin_behavior.defs.resources import MlflowTracking, StorageResource
 from fin_behavior.monitoring.realized import CHECKS, Realized
 from fin_behavior.settings import Settings
@@ -77,7 +77,8 @@ def _table(results: dict[str, Realized], production: str | None) -> str:
 
 
 @dg.asset(
-    deps=[ground_truth, serving_traffic, "live_deployment"],
+    # after serving_quality: its window is the last minutes, so it goes first and is not held up by this join
+    deps=[ground_truth, serving_traffic, serving_quality, "live_deployment"],
     group_name="monitoring",
     op_tags=on_endpoint_host(),
     check_specs=[dg.AssetCheckSpec(name, asset=STAGE, description=description) for name, description in CHECKS.items()],
