@@ -243,6 +243,8 @@ def evaluate(
     since = matured_until - window_seconds
     labels = read_labels(log_dir, ground_truth)
     read = len(labels.table)
+    if not read:  # nothing to judge, and no labels to calibrate an estimate with: the log is not read at all
+        return OutcomeWindow(since, matured_until, {}, labels.counts() | {"matched": 0, "unknown": 0}, window_seconds)
     joined = join(log_dir, labels, since, until)
     results = {}
     for version, decisions in joined.versions.items():
