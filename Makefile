@@ -7,10 +7,8 @@ export DAGSTER_HOME := $(CURDIR)/dagster_home
 # mkdocs-material's notice about its successor, printed on every build otherwise
 export NO_MKDOCS_2_WARNING := 1
 MLFLOW_STORE ?= sqlite:///$(CURDIR)/var/mlflow/mlflow.db
-# Parallel test workers (pytest-xdist; 0: in this process, as before; 2: one per core of this machine),
-# but the supervisor's rollback after a crash during the switch (deploy/test_rollout.py) times out when another
-# worker runs beside it: serial by default until that is fixed, `make test TEST_WORKERS=2` meanwhile.
-TEST_WORKERS ?= 0
+# Parallel test workers (pytest-xdist): one per core of this machine; 0 runs the suite in this one process.
+TEST_WORKERS ?= 2
 
 .PHONY: setup demo test dev mlflow-ui lint docs lock clean bench-tools endpoint-status docker-engine image test-image setup-distributed test-distributed
 

@@ -35,7 +35,7 @@ AUTOCANNON = ROOT / "node_modules" / ".bin" / "autocannon"
 SERVER_CPU, LOAD_CPU = 0, 1
 
 
-def build_model(work: Path):
+def build_model(work: Path, environments: tuple[str, ...] = ("local", "azureml-sklearn-1.5")):
     """A trained pipeline (the project's training, default search capped for time), its verified bundle for
     the local serving environment, and the same model's bundle for Azure ML's `azureml-sklearn-1.5`."""
     from fin_behavior.data.generate import generate_csv
@@ -57,7 +57,7 @@ def build_model(work: Path):
         work / "trained.joblib", model.search.best_params, 42, __version__, "t", "d", 0, threshold
     )
     bundles = {}
-    for name in ("local", "azureml-sklearn-1.5"):
+    for name in environments:
         env = builder.build(get_spec(name), envs)
         report = compatible.build_bundle(env, inputs, dataset, model.split.test_ids, work / name)
         bundle = work / name / "bundle"

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 
@@ -18,6 +19,55 @@ def _generate_data(args: argparse.Namespace) -> int:
     path = generate_csv(args.out, rows=rows, seed=settings.default_seed if args.seed is None else args.seed)
     print(f"wrote {rows} rows to {path}")
     return 0
+
+
+def _score(args: argparse.Namespace) -> int:
+    """`score FILE --out OUT`: what batch_scores does for one inbox file, from the shell."""
+    from fin_behavior.batch import BatchError, score_file, version_worker
+    from fin_behavior.settings import get_settings
+
+    settings = get_settings()
+    chunk_rows = args.chunk_rows or settings.batch_chunk_rows
+    try:
+        worker, version = version_worker(settings, args.version or settings.batch_model_alias)
+        with worker, _progress_display(args.file.name) as progress:
+            summary = score_file(args.file, args.out, worker, version, chunk_rows=chunk_rows, progress=progress)
+    except BatchError as exc:
+        print(f"fin-behavior score: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"{summary.rows:,} rows in {summary.seconds:.1f} s ({summary.rows_per_second:,.0f} rows/s) by v{version}: "
+        f"{summary.scored:,} scored (decision rate {summary.decision_rate:.2%}), {summary.quarantined:,} quarantined"
+    )
+    print(f"scores: {summary.scores}")
+    if summary.quarantine:
+        print(f"quarantine (each row with its reason): {summary.quarantine}")
+    return 0
+
+
+@contextlib.contextmanager
+def _progress_display(name: str) -> Iterator[Callable[[int, int], None]]:
+    """rows done, rows per second and time left on a terminal (rich); nothing when the output is not one."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    console = Console(stderr=True)
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("rows  {task.fields[rate]} rows/s  {task.fields[left]} left"),
+    )
+    started = time.perf_counter()
+    with Progress(*columns, console=console, disable=not console.is_terminal) as display:
+        task = display.add_task(name, total=None, rate="-", left="-")
+
+        def progress(done: int, total: int) -> None:  # per chunk: the rate since the start, not rich's window
+            rate = done / max(time.perf_counter() - started, 1e-9)
+            left = time.strftime("%H:%M:%S", time.gmtime((total - done) / rate)) if rate else "-"
+            display.update(task, completed=done, total=total, rate=f"{rate:,.0f}", left=left)
+
+        yield progress
 
 
 def _verify_env(args: argparse.Namespace) -> int:
@@ -381,6 +431,50 @@ def _worker(args: argparse.Namespace) -> int:
     return 1  # not reached
 
 
+def _explain(args: argparse.Namespace) -> int:
+    """The reasons of one logged decision, asked of the endpoint (GET /explain/{request_id})."""
+    import httpx
+
+    from fin_behavior.serving.config import read_keys
+
+    url, keys_file = args.url, args.key_file
+    if url is None or keys_file is None:
+        from fin_behavior.deploy.deployer import make_target
+        from fin_behavior.deploy.local import LocalTarget
+        from fin_behavior.settings import get_settings
+
+        target = make_target(get_settings())
+        if not isinstance(target, LocalTarget):
+            print(f"fin-behavior explain: give --url and --key-file for a {target.name} endpoint", file=sys.stderr)
+            return 2
+        url, keys_file = url or target.url, keys_file or target.keys_file
+    try:
+        answer = httpx.get(
+            f"{url.rstrip('/')}/explain/{args.request_id}",
+            params={"top": args.top},
+            headers={"X-API-Key": read_keys(keys_file)[0]},
+            timeout=args.timeout,
+        )
+    except httpx.HTTPError as exc:
+        print(f"fin-behavior explain: no answer from {url}: {exc}", file=sys.stderr)
+        return 2
+    body = answer.json() if answer.headers.get("content-type", "").startswith("application/json") else {}
+    if answer.status_code != 200:
+        print(f"fin-behavior explain: {answer.status_code}: {body.get('error', answer.text[:200])}", file=sys.stderr)
+        return 1
+    print(render_explanation(body))
+    return 0
+
+
+def render_explanation(body: dict) -> str:
+    """An explanation answer as text: per row, the probability, the base value and the reasons."""
+    lines = [f"request {body['request_id']}, model version {body['model_version']}"]
+    for i, row in enumerate(body["rows"]):
+        lines.append(f"row {i}: probability {row['probability']:.4f} (base value {row['base_value']:.4f})")
+        lines += [f"  {reason['contribution']:+.4f}  {reason['text']}" for reason in row["reasons"]]
+    return "\n".join(lines)
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -398,6 +492,16 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--seed", type=int, help="random seed (default: setting default_seed)")
     generate.add_argument("--out", required=True, help="CSV path to write (parent folders are created)")
     generate.set_defaults(handler=_generate_data)
+    score = commands.add_parser(
+        "score",
+        help="score a file of transactions in the bank's layout (CSV or Parquet) with the production version, as "
+        "batch_scores does: scores.parquet, quarantine.csv and summary.json in OUT",
+    )
+    score.add_argument("file", type=Path, help="the file to score (CSV or Parquet, the Kaggle layout's columns)")
+    score.add_argument("--out", type=Path, required=True, help="the folder the results are written to")
+    score.add_argument("--version", help="an alias or a version number (default: setting batch_model_alias)")
+    score.add_argument("--chunk-rows", type=_positive_int, help="rows at a time (default: setting batch_chunk_rows)")
+    score.set_defaults(handler=_score)
     verify = commands.add_parser(
         "verify-env",
         help="compare project pins, the training environment, the current compatible model and the serving "
@@ -466,6 +570,15 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--timeout", type=float, help="seconds the script may run (default: the setting)")
     submit.add_argument("--wait", action="store_true", help="follow it to its URL or its error")
     submit.set_defaults(handler=_submit)
+    explain = commands.add_parser(
+        "explain", help="why the model decided what it did for one request id: its reasons, from the endpoint"
+    )
+    explain.add_argument("request_id", help="the request_id (X-Request-ID) a /score answer carried")
+    explain.add_argument("--top", type=_positive_int, default=4, help="reasons per row (default 4)")
+    explain.add_argument("--url", help="the endpoint (default: the local endpoint's stable URL)")
+    explain.add_argument("--key-file", type=Path, help='a keys file {"keys": [...]} (default: the local endpoint\'s)')
+    explain.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the answer (default 60)")
+    explain.set_defaults(handler=_explain)
     submissions = commands.add_parser(
         "submissions", help="the submissions HTTP API, a submission's status, an endpoint"
     )

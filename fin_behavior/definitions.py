@@ -3,6 +3,7 @@
 import dagster as dg
 
 from fin_behavior.defs import (
+    batch,
     compatible,
     dataset,
     deployment,
@@ -34,6 +35,7 @@ defs = dg.Definitions(
         monitoring.serving_quality,
         outcomes.realized_performance,
         submissions.submitted_model,
+        batch.batch_scores,
     ],
     asset_checks=[deployment.live_deployment_checks],  # the other stages judge their versions themselves
     jobs=[
@@ -45,8 +47,14 @@ defs = dg.Definitions(
         jobs.monitor,
         submissions.submission_job,
         image.build_image,
+        batch.score_batch,
     ],
-    sensors=[sensors.data_version_sensor, sensors.environment_drift_sensor, sensors.performance_decay_sensor],
+    sensors=[
+        sensors.data_version_sensor,
+        sensors.environment_drift_sensor,
+        sensors.performance_decay_sensor,
+        batch.batch_inbox_sensor,
+    ],
     schedules=[sensors.monitor_schedule],
     resources={"storage": StorageResource(), "mlflow": MlflowTracking()},
     executor=executor.run_executor(),  # FIN_BEHAVIOR_EXECUTOR, in process by default

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
@@ -26,7 +27,7 @@ _BLOCK = 4 * 1024 * 1024
 R = TypeVar("R", bound="_Record")  # typing.Self needs Python 3.11; Azure's sklearn-1.5 image has 3.10
 
 
-def write_json(path: Path, payload: dict[str, Any]) -> None:
+def write_json(path: Path, payload: Mapping[str, Any]) -> None:
     """Atomically: a reader sees the old content or the new, never half of it."""
     partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
     partial.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
@@ -200,6 +201,9 @@ class ModelInfo(_Record):
     data_version: str
     built_at: str
     sha256: dict[str, str]  # file name -> digest, for every file in the bundle but this one
+    # serving/features.py definition_id() of the code that derived its training features ("": none recorded,
+    # e.g. a submitted model): raw records are scored only by a service whose derivation has the same id
+    feature_definition: str = ""
 
     @classmethod
     def from_dict(cls, payload: dict[str, Any]) -> ModelInfo:
@@ -215,6 +219,28 @@ class ModelInfo(_Record):
         return hashlib.sha256(json.dumps(self.sha256, sort_keys=True).encode()).hexdigest()
 
 
+@dataclass(frozen=True)
+class BatchSummary(_Record):
+    """What one batch scoring run did (batch.py writes it as summary.json beside the scores)."""
+
+    FILE = "summary.json"
+
+    batch_id: str
+    source: str
+    model_version: str
+    feature_definition: str
+    rows: int
+    scored: int
+    quarantined: int
+    decision_rate: float  # share of the scored rows decided 1
+    seconds: float
+    rows_per_second: float
+    scores: str
+    quarantine: str  # "" when no row was quarantined
+    problems_by_column: dict[str, int] = field(default_factory=dict)
+    finished_at: str = ""
+
+
 class BundleFiles:
     """The names of the files in a compatible bundle, in one place."""
 
@@ -224,6 +250,7 @@ class BundleFiles:
     EXPECTED = "expected.json"  # hold-out records and the probabilities verified for them
     PROFILE = "reference_profile.json"  # what the monitor compares this version's traffic with
     ENVIRONMENT = "environment.json"  # the exact environment it was verified in: any machine builds the same
+    IMPORTANCE = "global_importance.json"  # mean |exact contribution| per column on the hold-out (attribution.py)
     INFO = ModelInfo.FILE
 
     @staticmethod

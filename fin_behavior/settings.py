@@ -136,6 +136,16 @@ class Settings(BaseSettings):
     prediction_log_keep_files: int = Field(
         service_default("log_keep_files"), ge=1, description="rotated prediction log files kept"
     )
+    # Explanations (GET /explain/{request_id}, POST /explain; serving/explain.py): computed in worker processes of
+    # their own, bounded, so they never slow /score.
+    explain_workers: int = Field(
+        service_default("explain_workers"), ge=0,
+        description="processes per color computing explanations, started on the first one (0 turns /explain off)",
+    )  # fmt: skip
+    explain_max_pending: int = Field(
+        service_default("explain_max_pending"), ge=1,
+        description="explanations a color accepts at once (running or waiting); past it /explain answers 429",
+    )  # fmt: skip
     # Monitoring (serving_quality, `fin-behavior endpoint stats`): the rolling window, the bars of its checks,
     # and where alerts go.
     monitor_window_minutes: float = Field(15.0, gt=0, description="the rolling window monitoring looks at")
@@ -249,6 +259,22 @@ class Settings(BaseSettings):
         "(100,000 + 65,536 n) give out, so no account is ever one of them (setpriv needs no account)",
     )  # fmt: skip
 
+    # Batch scoring (fin_behavior/batch.py, the batch_scores asset, `fin-behavior score`).
+    batch_inbox_dir: Path | None = Field(
+        None, description="where files to score are dropped (CSV or Parquet, the Kaggle layout): each becomes a "
+        "partition of batch_scores; empty = <var_dir>/batch/inbox",
+    )  # fmt: skip
+    batch_output_dir: Path | None = Field(
+        None, description="batch_scores writes each file's scores, quarantine and summary in <this>/<file name>; "
+        "empty = <var_dir>/batch/scores",
+    )  # fmt: skip
+    batch_chunk_rows: int = Field(
+        100_000, ge=1_000, description="rows read, validated and scored at a time: bounds a batch's memory"
+    )
+    batch_model_alias: str = Field(
+        "production", description="the registered version batch scoring uses: an alias or a version number"
+    )
+
     # The serving image (fin_behavior/deploy/image.py).
     image_base: str = Field(
         "fin-behavior/python:3.11-bookworm", description="the serving image's base (made by fin-behavior image base)"
@@ -343,6 +369,14 @@ class Settings(BaseSettings):
     @property
     def submissions_root(self) -> Path:
         return self.submissions_dir or self.var_dir / "submissions"
+
+    @property
+    def batch_inbox(self) -> Path:
+        return self.batch_inbox_dir or self.var_dir / "batch" / "inbox"
+
+    @property
+    def batch_scores_root(self) -> Path:
+        return self.batch_output_dir or self.var_dir / "batch" / "scores"
 
     @property
     def artifacts_dir(self) -> Path:

@@ -20,6 +20,8 @@ pytest_plugins = ["fin_behavior_tests.serving_fixtures", "fin_behavior_tests.e2e
 LONGEST = (
     "fin_behavior_tests/submissions/test_end_to_end.py",
     "fin_behavior_tests/test_end_to_end.py",
+    "fin_behavior_tests/submissions/test_hostile_served.py",
+    "fin_behavior_tests/test_batch_end_to_end.py",
     "fin_behavior_tests/submissions/test_sandbox.py",
     "fin_behavior_tests/deploy/test_azure.py",
     "fin_behavior_tests/test_lifecycle.py",

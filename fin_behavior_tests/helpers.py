@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ from fin_behavior.records import Evidence, Verdict
 from fin_behavior.settings import get_settings
 
 # Serving environments built by the tests, cached across runs (FIN_BEHAVIOR_TEST_ENVS to move them).
+CLI = [sys.executable, "-m", "fin_behavior.cli"]  # the `fin-behavior` command, as a process of its own
 ENVS = Path(os.environ.get("FIN_BEHAVIOR_TEST_ENVS", Path(__file__).resolve().parents[1] / "var" / "test-envs"))
 # A small search: seconds instead of the default's ~20 s.
 FAST_TRAINING = {"n_iter": 2, "cv": 2, "search_max_rows": 1_500, "n_estimators": [10, 30]}
@@ -39,6 +41,7 @@ EXPECTED_ASSETS = {
     "realized_performance",
     "submitted_model",
     "serving_image",
+    "batch_scores",
 }
 EXPECTED_JOBS = {
     "full_pipeline",
@@ -49,6 +52,7 @@ EXPECTED_JOBS = {
     "monitor",
     "submission",
     "build_image",
+    "score_batch",
 }
 
 

@@ -16,10 +16,11 @@ from typing import TYPE_CHECKING
 
 import httpx
 import joblib
+import pandas as pd
 import pytest
 
 from fin_behavior.data.columns import FEATURES
-from fin_behavior.data.processing import process_raw_file
+from fin_behavior.data.processing import ProcessedData, process_raw_file
 from fin_behavior.deploy.local import free_port
 from fin_behavior.deploy.rollout import GateSettings, Release
 from fin_behavior.environments import builder, compatible
@@ -53,10 +54,15 @@ def serving_env():
 
 
 @pytest.fixture(scope="session")
-def trained(banking_csv, tmp_path_factory):
+def processed(banking_csv) -> ProcessedData:
+    return process_raw_file(banking_csv, 0.95)
+
+
+@pytest.fixture(scope="session")
+def trained(processed, tmp_path_factory):
     """(trained inputs, dataset, hold-out ids): one small model shared by the local and the Azure bundles."""
     work = tmp_path_factory.mktemp("trained")
-    dataset = process_raw_file(banking_csv, 0.95).dataset
+    dataset = processed.dataset
     model = train(dataset, fast_options(**FAST))
     joblib.dump(model.pipeline, work / "trained.joblib")
     from sklearn import __version__
@@ -67,18 +73,18 @@ def trained(banking_csv, tmp_path_factory):
     return inputs, dataset, model.split.test_ids
 
 
-def build_bundle(env, trained, work: Path) -> Path:
+def build_bundle(env, trained, work: Path, raw_inputs: pd.DataFrame | None = None) -> Path:
     inputs, dataset, test_ids = trained
-    report = compatible.build_bundle(env, inputs, dataset, test_ids, work)
+    report = compatible.build_bundle(env, inputs, dataset, test_ids, work, raw_inputs)
     compatible.model_info(env, inputs, report, work / compatible.BUNDLE_DIR).write(work / compatible.BUNDLE_DIR)
     return work / compatible.BUNDLE_DIR
 
 
 @pytest.fixture(scope="session")
-def bundle(serving_env, trained, tmp_path_factory) -> tuple[Path, list[dict], list[float]]:
-    """(bundle dir, hold-out records, the joblib model's probabilities for them)."""
+def bundle(serving_env, trained, processed, tmp_path_factory) -> tuple[Path, list[dict], list[float]]:
+    """(bundle dir, hold-out records, the joblib model's probabilities for them); the bundle takes raw records."""
     work = tmp_path_factory.mktemp("bundle")
-    bundle_dir = build_bundle(serving_env, trained, work)
+    bundle_dir = build_bundle(serving_env, trained, work, processed.raw_inputs)
     _, dataset, test_ids = trained
     records = dataset[dataset["transaction_id"].isin(set(test_ids))][list(FEATURES)]
     proba = compatible.read_report(work)["artifacts"][BundleFiles.MODEL]["proba"]

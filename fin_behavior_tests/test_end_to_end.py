@@ -257,11 +257,11 @@ def test_9_monitoring_judges_what_serves_and_alerts_once(platform, monkeypatch):
         )
         assert not shifted["input_drift"].passed and "age" in shifted["input_drift"].description
         assert shifted["latency_slo"].passed and shifted["error_rate"].passed
+        # the shifted window's own materialization (the next run's 6-second window may hold no inputs any more on
+        # a loaded machine): latency and PSI plots, the table by version
+        judged = platform.instance.get_latest_materialization_event(dg.AssetKey("serving_quality"))
+        metadata = judged.asset_materialization.metadata
+        assert metadata["plots"].value.count("data:image/png;base64,") == 2 and "| v" in metadata["by_version"].value
         again = platform.run("monitor", window)  # the same condition in the same window: no second page
         assert again.success
     assert [body["check"] for body in webhook_bodies].count("input_drift") == 1
-    event = platform.instance.get_latest_materialization_event(dg.AssetKey("serving_quality")).asset_materialization
-    assert (
-        event.metadata["plots"].value.count("data:image/png;base64,") == 2
-        and "| v" in event.metadata["by_version"].value
-    )

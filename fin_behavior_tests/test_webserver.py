@@ -72,6 +72,7 @@ def test_assets_in_groups_with_their_checks(graphql):
         "realized_performance": "monitoring",
         "submitted_model": "submissions",
         "serving_image": "image",
+        "batch_scores": "batch",
     }
     assert {name for name, node in assets.items() if node["isObservable"]} == {
         "raw_transactions",
@@ -90,6 +91,7 @@ def test_assets_in_groups_with_their_checks(graphql):
         "loads_cleanly",
         "quality_parity",
         "onnx_parity",
+        "feature_parity",
         "environment_consistency",
     }
     assert checks["registered_model_version"] == {"candidate_is_current_bundle": True}
@@ -108,11 +110,10 @@ def test_assets_in_groups_with_their_checks(graphql):
 def test_sensors_are_on_by_default_and_jobs_are_there(graphql):
     repository = graphql["repositoriesOrError"]["nodes"][0]
     sensors = {s["name"]: s["sensorState"]["status"] for s in repository["sensors"]}
-    assert sensors == {
-        "data_version_sensor": "RUNNING",
-        "environment_drift_sensor": "RUNNING",
-        "performance_decay_sensor": "RUNNING",
-    }
+    assert sensors == dict.fromkeys(
+        ["data_version_sensor", "environment_drift_sensor", "batch_inbox_sensor", "performance_decay_sensor"],
+        "RUNNING",
+    )
     schedules = {s["name"]: s["scheduleState"]["status"] for s in repository["schedules"]}
     assert schedules == {"monitor_every_5_minutes": "RUNNING"}
     jobs = {j["name"] for j in repository["jobs"]}

@@ -5,48 +5,10 @@ Shared by the generator (which writes exactly this layout) and the reader/valida
 
 from __future__ import annotations
 
-RAW_COLUMNS: tuple[str, ...] = (
-    "Customer ID",
-    "First Name",
-    "Last Name",
-    "Age",
-    "Gender",
-    "Address",
-    "City",
-    "Contact Number",
-    "Email",
-    "Account Type",
-    "Account Balance",
-    "Date Of Account Opening",
-    "Last Transaction Date",
-    "TransactionID",
-    "Transaction Date",
-    "Transaction Type",
-    "Transaction Amount",
-    "Account Balance After Transaction",
-    "Branch ID",
-    "Loan ID",
-    "Loan Amount",
-    "Loan Type",
-    "Interest Rate",
-    "Loan Term",
-    "Approval/Rejection Date",
-    "Loan Status",
-    "CardID",
-    "Card Type",
-    "Credit Limit",
-    "Credit Card Balance",
-    "Minimum Payment Due",
-    "Payment Due Date",
-    "Last Credit Card Payment Date",
-    "Rewards Points",
-    "Feedback ID",
-    "Feedback Date",
-    "Feedback Type",
-    "Resolution Status",
-    "Resolution Date",
-    "Anomaly",
-)
+from fin_behavior.serving.features import DATE_FORMAT as DATE_FORMAT  # the feature definition's, re-exported
+from fin_behavior.serving.raw_records import LAYOUT
+
+RAW_COLUMNS: tuple[str, ...] = LAYOUT  # written once, where the scoring service reads raw records too
 
 CATEGORIES: dict[str, tuple[str, ...]] = {
     "Gender": ("Male", "Female", "Other"),
@@ -101,8 +63,6 @@ CITIES: tuple[str, ...] = (
     "Colorado Springs",
     "Miami",
 )
-
-DATE_FORMAT = "%m/%d/%Y"  # written without leading zeros (12/7/2023); %m/%d parse both forms
 
 DATE_COLUMNS: tuple[str, ...] = (
     "Date Of Account Opening",

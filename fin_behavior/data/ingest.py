@@ -7,9 +7,11 @@ import csv
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pandera.errors
+import pandera.pandas as pa
 
 from fin_behavior.data.columns import DATE_COLUMNS, DATE_FORMAT, RAW_COLUMNS
 from fin_behavior.data.schemas import RawTransactions
@@ -39,7 +41,8 @@ class ParsedRaw:
         return len(self.quarantine) / self.total_rows if self.total_rows else 0.0
 
 
-def _check_header(path: Path) -> list[str]:
+def check_header(path: Path, required: tuple[str, ...] = REQUIRED_COLUMNS, use: str = "") -> list[str]:
+    """The header of a CSV file that holds every `required` column, or RawDataError saying what is wrong."""
     if not path.exists():
         raise RawDataError(
             f"raw data file not found: {path}. Point FIN_BEHAVIOR_RAW_DATA_PATH at your CSV, "
@@ -68,32 +71,47 @@ def _check_header(path: Path) -> list[str]:
             f"({first_line[:80]!r}). Expected the Comprehensive Banking Database header "
             f"({', '.join(RAW_COLUMNS[:4])}, ...)."
         )
-    missing = [c for c in REQUIRED_COLUMNS if c not in header]
+    refuse_missing(path, header, required, use or "These are needed for features or the target")
+    return header
+
+
+def refuse_missing(path: Path, header: list[str], required: tuple[str, ...], use: str) -> None:
+    missing = [c for c in required if c not in header]
     if missing:
         raise RawDataError(
             f"raw data file {path} is missing required column(s): {', '.join(missing)}. "
-            f"These are needed for features or the target; other columns may be absent. "
+            f"{use}; other columns may be absent. "
             f"Columns found: {', '.join(header[:50])}."
         )
-    return header
+
+
+def read_text_csv(path: Path, columns: tuple[str, ...], chunksize: int | None = None) -> Any:
+    """`columns` of a CSV as text, empty cells missing (a DataFrame, or a reader of `chunksize`-row frames)."""
+    return pd.read_csv(
+        path,
+        dtype=str,
+        keep_default_na=False,
+        na_values=[""],
+        encoding_errors="replace",
+        usecols=lambda c: c.strip().lstrip("\ufeff") in columns,
+        chunksize=chunksize,
+    )
+
+
+def named_columns(frame: pd.DataFrame) -> pd.DataFrame:
+    """The header's names as written, without spaces around them or a byte-order mark."""
+    frame.columns = [c.strip().lstrip("\ufeff") for c in frame.columns]
+    return frame
 
 
 def read_raw_csv(path: str | os.PathLike[str]) -> pd.DataFrame:
     """The columns we use, as text (so one bad cell rejects one row, not the file), index = data row number."""
     path = Path(path)
-    _check_header(path)
+    check_header(path)
     try:
-        frame = pd.read_csv(
-            path,
-            dtype=str,
-            keep_default_na=False,
-            na_values=[""],
-            encoding_errors="replace",
-            usecols=lambda c: c.strip().lstrip("\ufeff") in REQUIRED_COLUMNS,
-        )
+        frame = named_columns(read_text_csv(path, REQUIRED_COLUMNS))
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
         raise RawDataError(f"raw data file {path} could not be parsed as CSV: {exc}") from exc
-    frame.columns = [c.strip().lstrip("\ufeff") for c in frame.columns]
     if frame.empty:
         raise RawDataError(f"raw data file {path} has a header but no data rows.")
     return frame[list(REQUIRED_COLUMNS)]
@@ -119,10 +137,10 @@ def _parse_types(text: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
     return typed, reasons
 
 
-def _schema_reasons(typed: pd.DataFrame, unparsed: pd.Series) -> pd.Series:
+def _schema_reasons(typed: pd.DataFrame, unparsed: pd.Series, schema: pa.DataFrameSchema) -> pd.Series:
     reasons = pd.Series("", index=typed.index)
     try:
-        _RAW_SCHEMA.validate(typed, lazy=True)
+        schema.validate(typed, lazy=True)
         return reasons
     except pandera.errors.SchemaErrors as exc:
         cases = exc.failure_cases
@@ -137,9 +155,10 @@ def _schema_reasons(typed: pd.DataFrame, unparsed: pd.Series) -> pd.Series:
     return reasons
 
 
-def parse_raw(text: pd.DataFrame) -> ParsedRaw:
+def parse_raw(text: pd.DataFrame, schema: pa.DataFrameSchema = _RAW_SCHEMA) -> ParsedRaw:
+    """Typed valid rows and the quarantined ones, each with its reasons (`schema`: the training contract)."""
     typed, unparsed = _parse_types(text)
-    reasons = (unparsed + _schema_reasons(typed, unparsed)).str.rstrip("; ")
+    reasons = (unparsed + _schema_reasons(typed, unparsed, schema)).str.rstrip("; ")
     bad = reasons != ""
     quarantine = text[bad].copy()
     quarantine.insert(0, "line", quarantine.index + 2)

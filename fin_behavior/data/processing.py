@@ -12,15 +12,18 @@ from pathlib import Path
 import pandas as pd
 
 from fin_behavior.data import quality
+from fin_behavior.data.columns import KEY, TRANSACTION_ID
 from fin_behavior.data.features import build_features
 from fin_behavior.data.ingest import parse_raw, read_raw_csv
 from fin_behavior.records import Evidence
+from fin_behavior.serving.features import DATE_INPUTS, DIRECT
 from fin_behavior.settings import Settings
 from fin_behavior.storage.atomic import write_atomic
 from fin_behavior.storage.store import VersionStore
 
-CODE_VERSION = "processed-v2"
+CODE_VERSION = "processed-v3"  # v3: the raw inputs of each row published beside the features
 DATASET_FILE = "processed_dataset.parquet"
+RAW_INPUTS_FILE = "raw_inputs.parquet"  # KEY + the raw input columns (serving/features.py INPUTS) of each row
 
 
 class DataQualityError(ValueError):
@@ -32,6 +35,9 @@ class ProcessedData:
     dataset: pd.DataFrame
     quarantine: pd.DataFrame
     total_rows: int
+    # each processed row's inputs as the bank's record holds them (numbers typed, dates as the file wrote them):
+    # the bundle's raw parity records are taken from it (environments/compatible.py)
+    raw_inputs: pd.DataFrame | None = None
 
     @property
     def invalid_fraction(self) -> float:
@@ -39,9 +45,18 @@ class ProcessedData:
 
 
 def process_raw_file(path: str | os.PathLike[str], target_quantile: float) -> ProcessedData:
-    parsed = parse_raw(read_raw_csv(path))
+    text = read_raw_csv(path)
+    parsed = parse_raw(text)
     dataset = build_features(parsed.valid, target_quantile) if len(parsed.valid) else pd.DataFrame()
-    return ProcessedData(dataset=dataset, quarantine=parsed.quarantine, total_rows=parsed.total_rows)
+    return ProcessedData(dataset, parsed.quarantine, parsed.total_rows, raw_inputs_of(parsed.valid, text))
+
+
+def raw_inputs_of(valid: pd.DataFrame, text: pd.DataFrame) -> pd.DataFrame:
+    raw = valid[[*DIRECT]].copy()
+    for name in DATE_INPUTS:
+        raw[name] = text.loc[valid.index, name].str.strip()
+    raw.insert(0, KEY, valid[TRANSACTION_ID].astype(str))
+    return raw.reset_index(drop=True)
 
 
 def problem_counts(quarantine: pd.DataFrame) -> dict[str, int]:
@@ -85,7 +100,9 @@ def write_csv_atomic(frame: pd.DataFrame, path: Path) -> None:
     write_atomic(path, lambda tmp: frame.to_csv(tmp, index=False))
 
 
-def publish_dataset(dataset: pd.DataFrame, store: VersionStore, settings: Settings) -> Evidence:
+def publish_dataset(
+    dataset: pd.DataFrame, store: VersionStore, settings: Settings, raw_inputs: pd.DataFrame | None = None
+) -> Evidence:
     """Judge the processed rows and publish them as a version with that evidence (once: the same rows judged
     by the same checks are the same version). Only an approved version becomes current."""
     judged_by = [CODE_VERSION, *(getattr(settings, name) for name in quality.THRESHOLDS)]
@@ -95,6 +112,8 @@ def publish_dataset(dataset: pd.DataFrame, store: VersionStore, settings: Settin
     evidence = quality.judge(dataset, version, settings)
     staging = store.staging(version)
     dataset.to_parquet(staging / DATASET_FILE, index=False)
+    if raw_inputs is not None:
+        raw_inputs.to_parquet(staging / RAW_INPUTS_FILE, index=False)
     store.publish(staging, evidence)
     return evidence
 
@@ -103,6 +122,12 @@ def read_dataset(store: VersionStore, version: str | None = None) -> tuple[str, 
     """(version, rows) of an approved dataset version: the current one unless `version` is named."""
     version = version or store.current_version()
     return version, pd.read_parquet(store.approved(version) / DATASET_FILE)
+
+
+def read_raw_inputs(store: VersionStore, version: str) -> pd.DataFrame | None:
+    """The raw inputs of an approved dataset version's rows; None for a version published before v3."""
+    path = store.approved(version) / RAW_INPUTS_FILE
+    return pd.read_parquet(path) if path.is_file() else None
 
 
 def add_labelled_rows(dataset: pd.DataFrame, labelled: pd.DataFrame) -> tuple[pd.DataFrame, int]:

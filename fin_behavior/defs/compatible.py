@@ -1,11 +1,16 @@
 """Dagster wiring of the compatibility stage: environments as observable sources and compatible_model, built
 from the approved trained model and published with the verdicts of its checks."""
 
+import tempfile
+from pathlib import Path
+from typing import Any
+
 import dagster as dg
 import pandas as pd
 
 from fin_behavior.defs.checks import check_result, check_specs, evidence_results, lifecycle
 from fin_behavior.defs.config import SettingsConfig, setting
+from fin_behavior.defs.metadata import png_markdown
 from fin_behavior.defs.model import trained_model
 from fin_behavior.defs.resources import StorageResource
 from fin_behavior.environments import builder, compatible
@@ -106,12 +111,16 @@ def compatible_model(
         context.log.info(f"bundle {version} already built and judged for these inputs; reusing it")
         evidence = store.reuse(version)
     else:
-        from fin_behavior.data.processing import read_dataset
+        from fin_behavior.data.processing import read_dataset, read_raw_inputs
 
-        _, dataset = read_dataset(storage.versions("processed_dataset"), record.data_version)
+        datasets = storage.versions("processed_dataset")
+        _, dataset = read_dataset(datasets, record.data_version)
+        raw_inputs = read_raw_inputs(datasets, record.data_version)
         holdout = pd.read_parquet(trained_dir / HOLDOUT_FILE)["transaction_id"]
         try:
-            evidence = compatible.build_version(env, trained, dataset, holdout, store, settings, storage.scratch)
+            evidence = compatible.build_version(
+                env, trained, dataset, holdout, store, settings, storage.scratch, raw_inputs
+            )
         except compatible.ServingTaskError as exc:
             raise dg.Failure(str(exc), allow_retries=False) from None
     final = store.path(version)
@@ -129,6 +138,7 @@ def compatible_model(
     return dg.MaterializeResult(
         data_version=current,
         metadata=lifecycle_metadata
+        | _global_importance(report)
         | {
             "serving_environment": spec.name,
             "runtime": spec.runtime,
@@ -145,3 +155,18 @@ def compatible_model(
         },
         check_results=[*evidence_results(compatible.STAGE, evidence), consistency],
     )
+
+
+def _global_importance(report: dict[str, Any]) -> dict[str, Any]:
+    """The version's global view (shipped in its bundle as global_importance.json): a plot and the figures."""
+    importance = report.get("global_importance", {})
+    if "columns" not in importance:
+        return {"global_importance": importance.get("unavailable", "not computed for this bundle")}
+    from fin_behavior.ml import plots  # lazy: matplotlib
+
+    with tempfile.TemporaryDirectory() as tmp:
+        png = plots.global_importance_bars(importance["columns"], Path(tmp) / "global.png", importance["rows"])
+        return {
+            "global_importance": dg.MetadataValue.json({k: round(v, 5) for k, v in importance["columns"].items()}),
+            "global_importance_plot": png_markdown([png]),
+        }

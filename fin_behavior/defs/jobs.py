@@ -9,9 +9,9 @@ from fin_behavior.defs.dataset import ground_truth, processed_dataset, raw_trans
 from fin_behavior.defs.deployment import live_deployment
 from fin_behavior.defs.monitoring import serving_quality, serving_traffic
 
-# Monitoring watches what serves on its own schedule, and submissions run one by one, when submitted: the
-# platform's building jobs end at its deployment.
-RUN_ON_THEIR_OWN = dg.AssetSelection.groups("monitoring", "submissions", "image", include_sources=True)
+# Monitoring watches what serves on its own schedule, submissions run one by one, when submitted, and batch files
+# when they arrive: the platform's building jobs end at its deployment.
+RUN_ON_THEIR_OWN = dg.AssetSelection.groups("monitoring", "submissions", "image", "batch", include_sources=True)
 
 full_pipeline = dg.define_asset_job(
     "full_pipeline",

@@ -20,12 +20,12 @@ from typing import Any
 
 from fin_behavior import bounds
 from fin_behavior.confinement import confined, environment_paths
+from fin_behavior.deploy.endpoint_state import EndpointState, read_state
 from fin_behavior.deploy.rollout import Release, RolloutError, Slot
 from fin_behavior.deploy.supervisor import (
     CONTROL_SOCKET,
     DEFAULT_PORT_HINT,
     PID_FILE,
-    STATE_FILE,
     process_alive,
     wait_ready,
 )
@@ -164,14 +164,12 @@ class LocalTarget:
 
     # Persisted state (written by the supervisor) ---------------------------------------------------------------
 
-    def state(self) -> dict[str, Any]:
-        path = self.root / STATE_FILE
-        state = read_json(path) if path.exists() else {}
-        return {"url": self.url, "live": None, "colors": {}, "history": [], "events": []} | state
+    def state(self) -> EndpointState:
+        return read_state(self.root, self.url)
 
     def slot(self, color: str) -> Slot:
         entry = self.state()["colors"][color]
-        return Slot(color, entry["version"], entry)
+        return Slot(color, entry["version"], dict(entry))
 
     def live(self) -> Slot | None:
         state = self.state()
@@ -204,6 +202,8 @@ class LocalTarget:
             "--drain-seconds", str(self.settings.drain_seconds),
             "--log-sample-rate", str(self.settings.prediction_log_sample_rate),
             "--log-keep-files", str(self.settings.prediction_log_keep_files),
+            "--explain-workers", str(self.settings.explain_workers),
+            "--explain-max-pending", str(self.settings.explain_max_pending),
         ]  # fmt: skip
         self.probe_key()
         spec: dict[str, Any] = {
@@ -365,7 +365,7 @@ class LocalTarget:
         with path.open(errors="replace") as log:  # streamed: a long-lived color's log can be large
             return "".join(collections.deque(log, maxlen=lines)).rstrip("\n")
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> EndpointState:
         state = self.state()
         for entry in state["colors"].values():
             entry["running"] = process_alive(entry)

@@ -141,9 +141,15 @@ def smoke(score: Scorer, release: Release) -> Outcome:
 
 
 def parity(score: Scorer, release: Release, tolerance: float) -> Outcome:
+    """The known records scored as verified; and their raw twins (expected.json `raw_records`, the bank's layout,
+    derived by the service's feature definition) to the same answers."""
     records, expected = release.expected["records"], release.answers
+    raw = release.expected.get("raw_records", [])
     try:
         proba, _ = score(records)
+        if raw:
+            proba = proba + score(raw)[0]
+            records, expected = records + raw, expected + expected
     except Exception as exc:
         return Outcome(False, "error", tolerance, f"scoring the {len(records)} parity records failed: {exc}")
     if not all(isinstance(a, int | float) for a in [*proba, *expected]):  # labels a submitted model answers with

@@ -40,16 +40,27 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from fin_behavior import bounds
-from fin_behavior.records import read_json, write_json
+from fin_behavior.deploy.endpoint_state import (
+    STATE_FILE,
+    ColorBounds,
+    ColorEntry,
+    EndpointState,
+    Event,
+    Status,
+    read_state,
+    status,
+)
+from fin_behavior.records import write_json
 from fin_behavior.serving.handoff import send_command
 from fin_behavior.untrusted import SlowAnswerError, UntrustedDataError, ask
 
 log = logging.getLogger("fin_behavior.deploy.supervisor")
-STATE_FILE, CONTROL_SOCKET, PID_FILE = "endpoint.json", "supervisor.sock", "supervisor.pid"
+CONTROL_SOCKET, PID_FILE = "supervisor.sock", "supervisor.pid"
 RUNNING = ("starting", "ready", "live", "idle", "restarting")  # statuses of a color whose process should be up
 _MAX_EVENTS = 50
 _LOG_ROTATE_BYTES = 32 << 20  # a color's output log is rotated at a (re)start past this size
@@ -69,7 +80,7 @@ def process_identity(pid: int) -> str | None:
     return None if fields[0] == "Z" else f"{_BOOT_ID}:{fields[19]}"  # field 22 of stat: start time in ticks
 
 
-def process_alive(entry: dict[str, Any]) -> bool:
+def process_alive(entry: Mapping[str, Any]) -> bool:
     """The color process `entry` recorded is still running (not a zombie, not a recycled pid)."""
     pid = entry.get("pid")
     identity = process_identity(pid) if pid else None
@@ -132,11 +143,7 @@ class Supervisor:
         self.groups: dict[str, bounds.ControlGroup] = {}  # a confined color's kernel bounds
         self.stopping = threading.Event()
         self.stop_requested = False  # set by SIGTERM; the control loop shuts down
-        path = root / STATE_FILE
-        self.state: dict[str, Any] = {"url": f"http://{host}:{port}", "live": None, "colors": {}, "history": []}
-        if path.exists():
-            self.state |= read_json(path)
-        self.state.setdefault("events", [])
+        self.state: EndpointState = read_state(root, f"http://{host}:{port}")
 
     # State, written only here ------------------------------------------------------------------------------
 
@@ -146,10 +153,10 @@ class Supervisor:
 
     def _event(self, color: str | None, message: str) -> None:
         log.warning("%s%s", f"{color}: " if color else "", message)
-        entry = {"time": time.time(), "color": color, "message": message}
+        entry: Event = {"time": time.time(), "color": color, "message": message}
         self.state["events"] = [*self.state["events"][-(_MAX_EVENTS - 1) :], entry]
 
-    def _color(self, color: str) -> dict[str, Any]:
+    def _color(self, color: str) -> ColorEntry:
         return self.state["colors"].setdefault(color, {})
 
     # The public socket ---------------------------------------------------------------------------------------
@@ -173,10 +180,10 @@ class Supervisor:
                 if entry.get("status") in RUNNING and not process_alive(entry):
                     entry["status"] = "stopped"
             live = self.state["live"]
-            entry = self.state["colors"].get(live) if live else None
-            if entry and entry.get("status") == "live":
+            holder = self.state["colors"].get(live) if live else None
+            if holder and holder.get("status") == "live":
                 try:
-                    fd = send_command(Path(entry["control"]), "handover", timeout=10)
+                    fd = send_command(Path(holder["control"]), "handover", timeout=10)
                     self.public = socket.socket(fileno=fd)
                 except (OSError, RuntimeError) as exc:
                     self._event(live, f"could not take the public socket back from the live color: {exc}")
@@ -186,15 +193,16 @@ class Supervisor:
 
     # Commands -------------------------------------------------------------------------------------------------
 
-    def start(self, color: str, spec: dict) -> None:
+    def start(self, color: str, spec: ColorEntry) -> None:
         with self.lock:
             old = self.state["colors"].get(color, {})
             if old.get("status") in RUNNING and process_alive(old):
                 self._stop_process(color)
             self._forget(color)
-            spec = spec | {"port": self._private(color).getsockname()[1]}
+            spec = {**spec, "port": self._private(color).getsockname()[1]}
             process = self._spawn(spec)
-            self.state["colors"][color] = spec | {
+            self.state["colors"][color] = {
+                **spec,
                 "pid": process.pid,
                 "identity": process_identity(process.pid),
                 "status": "starting",
@@ -236,7 +244,7 @@ class Supervisor:
             self.controls[color] = listener
         return self.controls[color]
 
-    def _spawn(self, spec: dict) -> subprocess.Popen:
+    def _spawn(self, spec: ColorEntry) -> subprocess.Popen:
         color = spec["color"]
         private = self._private(color, spec["port"])  # bound again at its port after a supervisor restart
         control = self._control(color, Path(spec["control"]))
@@ -262,7 +270,7 @@ class Supervisor:
         self.children[color] = process
         return process
 
-    def _bounded(self, color: str, limits: dict | None):
+    def _bounded(self, color: str, limits: ColorBounds | None):
         """What a confined color's process does before it execs: join a control group of the color's own (memory
         of every kind, processes, CPU) and take a file-size limit (its output log is the platform's file); its
         writable directory is a tmpfs of bounded size. None for the platform's own model."""
@@ -291,7 +299,7 @@ class Supervisor:
         if (group := self.groups.pop(color, None)) is not None:
             group.remove()  # what is left of the color goes with it
 
-    def mark(self, color: str, status: str) -> None:
+    def mark(self, color: str, status: Status) -> None:
         with self.lock:
             self._color(color)["status"] = status
             self._save()
@@ -509,7 +517,7 @@ class Supervisor:
             self.start(spec["color"], spec)
             return
         handlers = {
-            "mark": lambda: self.mark(args[0], args[1]),
+            "mark": lambda: self.mark(args[0], status(args[1])),
             "activate": lambda: self.activate(args[0]),
             "deactivate": lambda: self.deactivate(args[0], None if args[1] == "none" else args[1]),
             "retire": lambda: self.retire(args[0], args[1] == "keep"),

@@ -26,15 +26,22 @@ from fin_behavior.environments.builder import BuiltEnvironment, write_lock
 from fin_behavior.monitoring.profile import build_profile, write_profile
 from fin_behavior.outcome import Outcome
 from fin_behavior.records import BundleFiles, Evidence, FeatureSpec, ModelInfo, TrainingRecord, read_json, sha256_file
+from fin_behavior.serving.features import definition_id
+from fin_behavior.serving.raw_records import RecordSchema
 from fin_behavior.settings import Settings
 from fin_behavior.storage.store import VersionStore
 
 STAGE = "compatible_model"
-CODE_VERSION = "compatible-v4"
+CODE_VERSION = "compatible-v5"  # v5: raw records verified and shipped (feature_definition, raw_records)
 CHECKS = {  # name -> (blocking, what it asks): judged once, published with the bundle version
     "loads_cleanly": (True, "Every artifact loads in the serving environment with warnings as errors."),
     "quality_parity": (True, "Serving ROC-AUC within parity_tolerance of the trained model's."),
     "onnx_parity": (True, "ONNX probabilities within 1e-4 of joblib's; labels agree at the decision threshold."),
+    "feature_parity": (
+        True,
+        "The feature definition the bundle records derives exactly the trained features from the hold-out's raw "
+        "records (the twins a deployment's parity gate replays).",
+    ),
 }
 # Not about the bundle but about the world around it, so judged again on every run (verify-env in the UI).
 CONSISTENCY_CHECK = {
@@ -101,24 +108,32 @@ def _run_task(env: BuiltEnvironment, task: str, workdir: Path) -> dict:
 
 
 def _write_split(dataset: pd.DataFrame, holdout_ids: pd.Series, workdir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(train, test): the feature columns and the target (test keeps KEY, to find each row's raw record)."""
     test_mask = dataset[KEY].isin(set(holdout_ids))
     columns = [*FEATURES, TARGET]
-    train, test = dataset.loc[~test_mask, columns], dataset.loc[test_mask, columns]
+    train, test = dataset.loc[~test_mask, columns], dataset.loc[test_mask, [KEY, *columns]]
     train.to_csv(workdir / "train.csv", index=False)
-    test.to_csv(workdir / "test.csv", index=False)
+    test[columns].to_csv(workdir / "test.csv", index=False)
     return train, test
 
 
 def build_bundle(
-    env: BuiltEnvironment, trained: TrainedInputs, dataset: pd.DataFrame, holdout_ids: pd.Series, workdir: Path
+    env: BuiltEnvironment,
+    trained: TrainedInputs,
+    dataset: pd.DataFrame,
+    holdout_ids: pd.Series,
+    workdir: Path,
+    raw_inputs: pd.DataFrame | None = None,
 ) -> dict[str, Any]:
     """Build and verify the bundle in `workdir/bundle` (and the report in `workdir/verification.json`);
-    returns the verification report."""
+    returns the verification report. `raw_inputs` (processing.read_raw_inputs): the rows' raw records, from which
+    the hold-out's raw twins are derived and shipped."""
     workdir.mkdir(parents=True, exist_ok=True)
     train, test = _write_split(dataset, holdout_ids, workdir)
     reuse = env.version_of("scikit-learn") == trained.sklearn_version
     request = {
         "runtime": env.spec.runtime,
+        "environment": env.spec.name,
         "best_params": trained.best_params,
         "random_state": trained.random_state,
         "reuse_model": str(trained.model_path) if reuse else None,
@@ -136,22 +151,63 @@ def build_bundle(
     (workdir / "request.json").write_text(json.dumps(request | {"verify": to_verify}))
     report = _run_task(env, "verify", workdir)
     report |= {"refit": built["refit"], "categories": built["categories"], "y_test": test[TARGET].tolist()}
-    (workdir / VERIFICATION).write_text(json.dumps(report))
     served_proba = report["artifacts"][BundleFiles.served(env.spec.runtime)].get("proba")
-    write_expected(test, served_proba, bundle / BundleFiles.EXPECTED)
+    report["feature_parity"] = write_expected(test, served_proba, bundle / BundleFiles.EXPECTED, raw_inputs)
+    (workdir / VERIFICATION).write_text(json.dumps(report))
     if served_proba is not None:  # the monitor's reference: this version's training rows and served hold-out
         write_profile(build_profile(train, served_proba), bundle)
+    if "columns" in report.get("global_importance", {}):  # the global view ships with the version
+        (bundle / BundleFiles.IMPORTANCE).write_text(json.dumps(report["global_importance"]))
     return report
 
 
-def write_expected(test: pd.DataFrame, proba: list[float] | None, path: Path) -> None:
+def write_expected(
+    test: pd.DataFrame, proba: list[float] | None, path: Path, raw_inputs: pd.DataFrame | None = None
+) -> dict[str, Any] | None:
     """Complete hold-out records and the probabilities the served artifact gave them in the serving
-    environment: a deployment's smoke and parity gates replay them against the running service."""
+    environment: a deployment's smoke and parity gates replay them against the running service. With the
+    rows' raw inputs, each record's raw twin too (`raw_records`, same order, same probabilities), once the feature
+    definition derived exactly the record's features from it; returns that comparison (None: no raw inputs)."""
     if proba is None:
-        return  # the artifact did not predict; loads_cleanly fails and nothing is deployed
-    rows = test[list(FEATURES)].assign(_proba=proba).dropna().head(EXPECTED_RECORDS)
-    records = rows[list(FEATURES)].to_dict("records")  # native Python scalars
-    path.write_text(json.dumps({"records": records, "probabilities": rows["_proba"].tolist()}))
+        return None  # the artifact did not predict; loads_cleanly fails and nothing is deployed
+    rows = test.assign(_proba=proba).dropna()
+    if raw_inputs is not None:  # only rows whose key names one raw record: the twin must be the row's own
+        unique = raw_inputs.drop_duplicates(KEY, keep=False).set_index(KEY)
+        rows = rows[rows[KEY].isin(unique.index)]
+    rows = rows.head(EXPECTED_RECORDS)
+    expected: dict[str, Any] = {
+        "records": rows[list(FEATURES)].to_dict("records"),  # native Python scalars
+        "probabilities": rows["_proba"].tolist(),
+    }
+    parity = None
+    if raw_inputs is not None:
+        raw = unique.loc[rows[KEY]]
+        expected["raw_records"] = [
+            {"TransactionID": key, **record} for key, record in zip(raw.index, raw.to_dict("records"), strict=True)
+        ]
+        parity = feature_parity_of(rows[list(FEATURES)], expected["raw_records"])
+    path.write_text(json.dumps(expected))
+    return parity
+
+
+def feature_parity_of(features: pd.DataFrame, raw_records: list[dict[str, Any]]) -> dict[str, Any]:
+    """How far the features the service derives from `raw_records` (its own parsing path, raw_records.py) are
+    from `features` (the ones the model was trained and verified on)."""
+    specs = [FeatureSpec(name, "float" if name in NUMERIC_FEATURES else "string") for name in FEATURES]
+    derived = RecordSchema(specs, refusal="").parse(raw_records, max_rows=len(raw_records) or 1).columns
+    mismatched: list[str] = []
+    max_diff = 0.0
+    for name in FEATURES:
+        ours, theirs = pd.Series(derived[name]), features[name].reset_index(drop=True)
+        if name in NUMERIC_FEATURES:
+            diff = float(np.nanmax(np.abs(ours.to_numpy(float) - theirs.to_numpy(float)), initial=0.0))
+            same = diff == 0.0 and bool((ours.isna() == theirs.isna()).all())
+            max_diff = max(max_diff, diff)
+        else:
+            same = bool((ours.astype(str) == theirs.astype(str)).all())
+        if not same:
+            mismatched.append(name)
+    return {"rows": len(features), "mismatched": mismatched, "max_abs_diff": max_diff, "definition": definition_id()}
 
 
 def model_info(env: BuiltEnvironment, trained: TrainedInputs, report: dict[str, Any], bundle: Path) -> ModelInfo:
@@ -176,12 +232,40 @@ def model_info(env: BuiltEnvironment, trained: TrainedInputs, report: dict[str, 
         decision_threshold=trained.decision_threshold,
         trained_model_version=trained.trained_version,
         data_version=trained.data_version,
+        feature_definition=_verified_definition(report),
         built_at=datetime.now(UTC).isoformat(timespec="seconds"),
         sha256={p.relative_to(bundle).as_posix(): sha256_file(p) for p in files},
     )
 
 
+def _verified_definition(report: dict[str, Any]) -> str:
+    """The definition the bundle may score raw records with: recorded only when its parity was verified."""
+    parity = report.get("feature_parity")
+    return parity["definition"] if parity and parity["rows"] and not parity["mismatched"] else ""
+
+
 # Checks on a verification report -------------------------------------------------------------------------
+
+
+def feature_parity(report: dict[str, Any]) -> Outcome:
+    parity = report.get("feature_parity")
+    if parity is None:
+        return Outcome(
+            True,
+            0,
+            0,
+            "the dataset version holds no raw inputs (published before processed-v3): the bundle records no "
+            "feature definition, so it scores feature-shaped records only",
+        )
+    mismatched = parity["mismatched"]
+    found = f"{parity['definition']} derived the trained features from {parity['rows']} hold-out raw records"
+    differ = f"features that differ: {', '.join(mismatched)} (max |diff| {parity['max_abs_diff']:.3g})"
+    return Outcome(
+        not mismatched and parity["rows"] > 0,
+        len(mismatched),
+        0,
+        f"{found}; {differ if mismatched else 'every feature identical'}",
+    )
 
 
 def loads_cleanly(report: dict[str, Any]) -> Outcome:
@@ -243,6 +327,7 @@ def judge(version: str, report: dict[str, Any], trained: TrainedInputs, settings
         "loads_cleanly": loads_cleanly(report),
         "quality_parity": quality_parity(report, trained.roc_auc, settings.parity_tolerance),
         "onnx_parity": onnx_parity(report, trained.decision_threshold),
+        "feature_parity": feature_parity(report),
     }
     return Evidence.judge(STAGE, version, CHECKS, outcomes)
 
@@ -255,13 +340,14 @@ def build_version(
     store: VersionStore,
     settings: Settings,
     scratch: Path,
+    raw_inputs: pd.DataFrame | None = None,
 ) -> Evidence:
     """Build, verify, judge and publish the bundle version for `trained` in `env`."""
     version = version_of(trained, env.fingerprint, settings)
     staging = store.staging(version)
     scratch.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=scratch) as work:
-        report = build_bundle(env, trained, dataset, holdout_ids, Path(work))
+        report = build_bundle(env, trained, dataset, holdout_ids, Path(work), raw_inputs)
         shutil.copytree(Path(work) / BUNDLE_DIR, staging / BUNDLE_DIR)
         shutil.copy(Path(work) / VERIFICATION, staging / VERIFICATION)
     write_lock(env, staging / BUNDLE_DIR / BundleFiles.ENVIRONMENT)

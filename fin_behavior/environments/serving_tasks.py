@@ -115,7 +115,33 @@ def verify(workdir: Path) -> dict:
                 except Exception as exc:  # a failure to predict is a verification result
                     result["loads_cleanly"], result["error"] = False, f"{type(exc).__name__}: {exc}"
         report["artifacts"][name] = result
+    loaded = report["artifacts"].get(BundleFiles.MODEL, {}).get("loads_cleanly", False)
+    report["global_importance"] = global_importance(request, x, loaded)
     return report
+
+
+IMPORTANCE_ROWS = 1_000  # hold-out rows the global view averages over (more add time, not information)
+
+
+def global_importance(request: dict, rows: pd.DataFrame, loaded: bool) -> dict:
+    """The bundle's global view: `{"columns": {column: mean |contribution|}, "rows": n}` with the exact per-request
+    contributions /explain answers (serving/attribution.py), or `{"unavailable": why}`."""
+    import joblib
+
+    from fin_behavior.serving.attribution import Attributor, Unexplainable
+
+    model_path = request["verify"].get(BundleFiles.MODEL)
+    if model_path is None or not loaded:
+        return {"unavailable": f"no {BundleFiles.MODEL} that loads cleanly to explain"}
+    sample = rows.head(IMPORTANCE_ROWS)
+    try:
+        attributor = Attributor(joblib.load(model_path), list(FEATURES), request.get("environment", "?"))
+        columns = attributor.global_importance({name: sample[name].tolist() for name in FEATURES})
+    except Unexplainable as exc:
+        return {"unavailable": str(exc)}
+    except Exception as exc:  # the global view is evidence, not a gate: its failure is reported, not raised
+        return {"unavailable": f"{type(exc).__name__}: {exc}"}
+    return {"columns": columns, "rows": len(sample), "base_value": attributor.base_value}
 
 
 def main(argv: list[str]) -> int:

@@ -35,6 +35,17 @@ def feature_importances(pipeline: Pipeline) -> pd.Series:
     return raw.groupby(folded).sum().sort_values(ascending=False)
 
 
+def global_importance_bars(columns: dict[str, float], path: Path, rows: int) -> Path:
+    """The version's global view: mean |exact contribution| to the probability per column, largest on top."""
+    plt, fig, ax = figure()
+    names = list(columns)[:15][::-1]
+    ax.barh(names, [columns[n] for n in names])
+    ax.set_xlabel("mean |contribution| to the probability")
+    ax.set_title(f"Global importance (exact tree SHAP, {rows} hold-out rows)")
+    ax.tick_params(axis="y", labelsize=7)
+    return save(plt, fig, path)
+
+
 def write_evaluation_plots(
     pipeline: Pipeline, y_true: pd.Series, proba: np.ndarray, threshold: float, out_dir: Path
 ) -> dict[str, Path]:

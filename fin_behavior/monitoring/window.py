@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from fin_behavior.serving.prediction_log import INPUTS_SUFFIX, PROBE_END
+from fin_behavior.serving.raw_records import feature_record, is_raw
 from fin_behavior.serving.validation import InputError, records_of
 
 _UNKNOWN = b'"unknown_categories":'
@@ -64,7 +65,7 @@ class VersionTraffic:
         for line in self._sample:
             try:
                 entry = json.loads(line)
-                records = records_of(entry["request"])
+                records = [feature_record(r) if is_raw(r) else r for r in records_of(entry["request"])]
                 answered = entry["response"]["probabilities"]
             except (InputError, ValueError, KeyError, TypeError):
                 continue  # not a line this reader understands: skipped, not fatal

@@ -43,6 +43,7 @@ from starlette.types import Scope
 from fin_behavior.serving import oip
 from fin_behavior.serving.bundle import Bundle, BundleError, load_bundle
 from fin_behavior.serving.config import ServiceSettings, read_keys, read_probe_keys
+from fin_behavior.serving.explain import Explanations
 from fin_behavior.serving.feedback import FeedbackLog
 from fin_behavior.serving.openapi import openapi_schema
 from fin_behavior.serving.prediction_log import PredictionLog
@@ -148,6 +149,8 @@ class ScoringService:
         except BundleError as exc:
             self.refusal = str(exc)
             log.error("model bundle refused, service stays not-ready: %s", exc)
+        flush = self.predictions.flush if self.predictions else None
+        self.explanations = Explanations(settings, self.bundle, self._authorized, flush)  # off the hot path
         self.rest = Starlette(
             routes=[
                 Route("/health", self.health, methods=["GET"]),
@@ -163,6 +166,7 @@ class ScoringService:
                 Route("/v2/models/{name}/versions/{version}", self.oip_model, methods=["GET"]),
                 Route("/v2/models/{name}/ready", self.oip_model_ready, methods=["GET"]),
                 Route("/v2/models/{name}/versions/{version}/ready", self.oip_model_ready, methods=["GET"]),
+                *self.explanations.routes(),
             ],
             exception_handlers={HTTPException: _json_error},
             lifespan=self.lifespan,
@@ -395,12 +399,14 @@ class ScoringService:
 
     async def openapi(self, _: Request) -> Response:
         features = self.bundle.info.features if self.bundle else []
-        return JSONResponse(openapi_schema(features, self.settings.max_rows))
+        raw = self.bundle is not None and not self.bundle.schema.refusal  # the bank's record too
+        return JSONResponse(openapi_schema(features, self.settings.max_rows, raw))
 
     @asynccontextmanager
     async def lifespan(self, _: Starlette) -> AsyncIterator[None]:
         flusher = asyncio.create_task(self.predictions.flush_periodically()) if self.predictions else None
         yield
+        self.explanations.close()
         if flusher is not None and self.predictions is not None:
             flusher.cancel()
             self.predictions.close()  # writes what is still buffered

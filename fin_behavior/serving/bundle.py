@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from fin_behavior.records import BundleFiles, ModelInfo, sha256_file
-from fin_behavior.serving.validation import Schema
+from fin_behavior.serving.raw_records import RecordSchema, raw_refusal
 
 
 class BundleError(RuntimeError):
@@ -63,7 +63,7 @@ class Bundle:
         return self.info.runtime
 
     def __post_init__(self) -> None:
-        self.schema = Schema(self.info.features)
+        self.schema = RecordSchema(self.info.features, raw_refusal(self.info))
         self._onnx_inputs = [(f.name, np.float32 if f.dtype == "float" else object) for f in self.info.features]
 
     def predict(self, columns: dict[str, list]) -> tuple[list, list[float] | None]:

@@ -34,6 +34,10 @@ class ServiceSettings:
     drain_seconds: float = 10.0  # how long a released color answers its open connections (see handoff.py)
     control_fd: int | None = None  # a listening Unix socket for blue/green commands, bound by the supervisor
     predict_timeout_seconds: float | None = None  # a pyfunc (submitted) model's predict past this: 504
+    explain_workers: int = 1  # processes computing explanations (explain.py), started on the first; 0: off
+    explain_max_pending: int = 4  # explanations accepted at once (running or waiting); past it 429
+    explain_max_rows: int = 200  # rows one POST /explain may ask for
+    explain_timeout_seconds: float = 30.0  # an explanation not done by then: 504
 
 
 def service_default(name: str) -> Any:

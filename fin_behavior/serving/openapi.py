@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fin_behavior.records import FeatureSpec
+from fin_behavior.serving.raw_records import raw_record_schema
 
 
 def _record_schema(features: list[FeatureSpec]) -> dict[str, Any]:
@@ -25,8 +26,59 @@ def _record_schema(features: list[FeatureSpec]) -> dict[str, Any]:
     }
 
 
-def openapi_schema(features: list[FeatureSpec], max_rows: int) -> dict[str, Any]:
-    record = {"$ref": "#/components/schemas/Record"}
+_REQUEST_ID = {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,64}$"}
+_TOP = {"name": "top", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 4}}
+_REASON = {
+    "type": "object",
+    "properties": {
+        "column": {"type": "string"},
+        "value": {},
+        "contribution": {"type": "number"},
+        "text": {"type": "string"},
+    },
+}
+_EXPLANATION = {
+    "type": "object",
+    "properties": {
+        "request_id": _REQUEST_ID,
+        "model_version": {"type": "string"},
+        "rows": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "probability": {"type": "number"},
+                    "base_value": {"type": "number"},
+                    "contributions": {"type": "object", "additionalProperties": {"type": "number"}},
+                    "reasons": {"type": "array", "items": _REASON},
+                },
+            },
+        },
+    },
+}
+
+
+def _explained(error: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "200": {
+            "description": "Per row: the probability answered, the base value, one contribution per field (they "
+            "add up to the probability) and the top reasons",
+            "content": {"application/json": {"schema": _EXPLANATION}},
+        },
+        "401": error,
+        "422": error,
+        "429": {"description": "Too many explanations at once (Retry-After); scoring is not affected"},
+        "501": error | {"description": "This model or serving environment cannot be explained, and why"},
+    }
+
+
+def openapi_schema(features: list[FeatureSpec], max_rows: int, raw_record: bool = False) -> dict[str, Any]:
+    """`raw_record`: the served bundle also takes the bank's own record (raw_records.py)."""
+    record: dict[str, Any] = {"$ref": "#/components/schemas/Record"}
+    schemas = {"Record": _record_schema(features)}
+    if raw_record:
+        schemas["RawRecord"] = raw_record_schema(features)
+        record = {"oneOf": [record, {"$ref": "#/components/schemas/RawRecord"}]}
     error = {
         "description": "What was wrong",
         "content": {"application/json": {"schema": {"type": "object", "properties": {"error": {"type": "string"}}}}},
@@ -40,7 +92,7 @@ def openapi_schema(features: list[FeatureSpec], max_rows: int) -> dict[str, Any]
             "percentile) from business-form customer and account features.",
         },
         "components": {
-            "schemas": {"Record": _record_schema(features)},
+            "schemas": schemas,
             "securitySchemes": {"apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}},
         },
         "paths": {
@@ -93,6 +145,11 @@ def openapi_schema(features: list[FeatureSpec], max_rows: int) -> dict[str, Any]
                                             "predictions": {"type": "array", "items": {"type": "integer"}},
                                             "probabilities": {"type": "array", "items": {"type": "number"}},
                                             "model_version": {"type": "string"},
+                                            "ignored_columns": {
+                                                "type": "array",
+                                                "items": {"type": "string"},
+                                                "description": "raw records: the layout's columns that are not inputs",
+                                            },
                                             "request_id": {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,64}$"},
                                         },
                                     }
@@ -105,6 +162,31 @@ def openapi_schema(features: list[FeatureSpec], max_rows: int) -> dict[str, Any]
                         "422": error,
                         "503": {"description": "Model not loaded, or too many requests in flight (Retry-After)"},
                     },
+                }
+            },
+            "/explain": {
+                "post": {
+                    "summary": "Exact contributions per field and the top reasons, for the records of a /score body",
+                    "security": [{"apiKey": []}],
+                    "parameters": [_TOP],
+                    "requestBody": {
+                        "required": True,
+                        "description": "what /score takes: records, dataframe_records or dataframe_split",
+                        "content": {"application/json": {"schema": {}}},
+                    },
+                    "responses": _explained(error),
+                }
+            },
+            "/explain/{request_id}": {
+                "get": {
+                    "summary": "The same for a logged decision, by the request_id its /score answer carried",
+                    "security": [{"apiKey": []}],
+                    "parameters": [
+                        {"name": "request_id", "in": "path", "required": True, "schema": _REQUEST_ID},
+                        _TOP,
+                    ],
+                    "responses": _explained(error)
+                    | {"404": error | {"description": "Unknown, not sampled, not scored, or another version's"}},
                 }
             },
             "/health": {"get": {"summary": "Liveness", "responses": {"200": {"description": "alive"}}}},

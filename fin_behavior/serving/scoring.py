@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fin_behavior.serving.bundle import Bundle
+from fin_behavior.serving.raw_records import RAW_NAME
 from fin_behavior.serving.validation import decode
 
 _SHOWN_VALUE = 64  # characters of an unknown category value echoed back
@@ -36,10 +37,14 @@ def score_records(bundle: Bundle, body: Any, max_rows: int, model_version: str) 
     if probabilities is not None:
         answer["probabilities"] = probabilities
     answer["model_version"] = model_version
+    if parsed.ignored is not None:
+        answer["ignored_columns"] = parsed.ignored
     unknown: dict[str, int] = {}
     if parsed.unknown:
+        named = RAW_NAME if parsed.ignored is not None else {}  # a raw record's fields by their raw names
         answer["unknown_categories"] = [
-            {"record": i, "field": name, "value": value[:_SHOWN_VALUE]} for i, name, value in parsed.unknown
+            {"record": i, "field": named.get(name, name), "value": value[:_SHOWN_VALUE]}
+            for i, name, value in parsed.unknown
         ]
         for _, name, _ in parsed.unknown:
             unknown[name] = unknown.get(name, 0) + 1

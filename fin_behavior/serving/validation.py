@@ -43,6 +43,7 @@ class Parsed:
     columns: dict[str, list]  # every feature -> its values, one per record
     rows: int
     unknown: list[tuple[int, str, str]] = field(default_factory=list)  # (record, field, value) not seen in training
+    ignored: list[str] | None = None  # raw records (raw_records.py): the layout's columns that are not inputs
 
 
 def _reject_constant(token: str) -> Any:
@@ -138,12 +139,17 @@ class Schema:
         self.names = [f.name for f in features]
         self.known = frozenset(self.names)
 
-    def parse(self, body: Any, max_rows: int) -> Parsed:
+    @staticmethod
+    def _records(body: Any, max_rows: int) -> list[Any]:
         records = records_of(body)
         if not records:
             raise InputError(422, "no records to score: send at least one")
         if len(records) > max_rows:
             raise InputError(413, f"{len(records)} records in one request; at most {max_rows} (split the batch)")
+        return records
+
+    def parse(self, body: Any, max_rows: int) -> Parsed:
+        records = self._records(body, max_rows)
         parsed = Parsed({name: [] for name in self.names}, len(records))
         for i, record in enumerate(records):
             where = f"record {i}" if len(records) > 1 else "record"

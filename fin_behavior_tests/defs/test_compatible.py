@@ -15,6 +15,7 @@ from fin_behavior.defs.registry import registered_model_version
 from fin_behavior.defs.resources import MlflowTracking, StorageResource
 from fin_behavior.environments.spec import DEFAULT_SPEC_FILE
 from fin_behavior.records import ModelInfo
+from fin_behavior.serving.features import definition_id
 from fin_behavior.settings import get_settings
 from fin_behavior_tests.helpers import ENVS
 from fin_behavior_tests.helpers import FAST_TRAINING as FAST
@@ -65,8 +66,11 @@ def pipeline_run(state, monkeypatch):
 def test_compatible_model_is_rebuilt_verified_and_described(pipeline_run):
     result, instance, var = pipeline_run
     checks = {e.check_name: e for e in result.get_asset_check_evaluations() if e.asset_key.path == ["compatible_model"]}
-    assert set(checks) == {"loads_cleanly", "quality_parity", "onnx_parity", "environment_consistency"}
+    assert set(checks) == {
+        "loads_cleanly", "quality_parity", "onnx_parity", "feature_parity", "environment_consistency"
+    }  # fmt: skip
     assert all(c.passed for c in checks.values()), {k: c.description for k, c in checks.items()}
+    assert "every feature identical" in checks["feature_parity"].description
     assert checks["onnx_parity"].metadata["actual"].value <= 1e-4
 
     event = instance.get_latest_materialization_event(dg.AssetKey("compatible_model")).asset_materialization
@@ -87,10 +91,19 @@ def test_compatible_model_is_rebuilt_verified_and_described(pipeline_run):
         "expected.json",
         "reference_profile.json",
         "environment.json",
+        "global_importance.json",
     }
+    shipped = json.loads((version_dir / "bundle" / "global_importance.json").read_text())["columns"]
+    assert set(shipped) == {f.name for f in info.features}
+    assert meta["global_importance"] == {k: round(v, 5) for k, v in shipped.items()}
+    assert "![global](data:image/png;base64," in meta["global_importance_plot"]
     lock = json.loads((version_dir / "bundle" / "environment.json").read_text())  # what another machine rebuilds
     assert (lock["name"], lock["fingerprint"]) == ("local", info.environment_fingerprint) and lock["pins"]
     assert {f.name for f in info.features} >= {"age", "city"}
+    assert info.feature_definition == definition_id()  # verified on the hold-out's raw twins, shipped with them
+    expected = json.loads((version_dir / "bundle" / "expected.json").read_text())
+    assert len(expected["raw_records"]) == len(expected["records"]) > 0
+    assert "Transaction Date" in expected["raw_records"][0] and "transaction_month" not in expected["raw_records"][0]
     assert {p.name for p in version_dir.iterdir()} == {"bundle", "verification.json", "evidence.json"}
     assert meta["approved"] is True
 
@@ -155,7 +168,7 @@ def test_machines_sharing_only_the_artifact_store_both_pass_the_bundle_checks(pi
             result = _materialize(instance, machine)
             assert result.success
             checks = [e for e in result.get_asset_check_evaluations() if e.asset_key.path == ["compatible_model"]]
-            assert len(checks) == 4 and all(c.passed for c in checks), {c.check_name: c.description for c in checks}
+            assert len(checks) == 5 and all(c.passed for c in checks), {c.check_name: c.description for c in checks}
     assert (tmp_path / "other-machine" / "artifacts" / "compatible_model" / "CURRENT").read_text() == (
         var / "artifacts" / "compatible_model" / "CURRENT"
     ).read_text()

@@ -50,7 +50,7 @@ def test_default_data_is_generated_observed_processed_and_checked(instance, isol
     raw_version = observation.tags["dagster/data_version"]
     assert event.tags["dagster/input_data_version/raw_transactions"] == raw_version
     assert observation.metadata["size_bytes"].value == (isolated_settings / "data" / "transactions.csv").stat().st_size
-    assert event.tags["dagster/code_version"] == "processed-v2"
+    assert event.tags["dagster/code_version"] == "processed-v3"
     assert event.metadata["dagster/row_count"].value == 5_000
     assert event.metadata["quarantined_rows"].value == 0
     assert event.metadata["approved"].value is True

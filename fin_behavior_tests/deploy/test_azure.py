@@ -304,14 +304,14 @@ def test_failed_authentication_is_a_clear_error(monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def azure_scoring_server(trained, tmp_path_factory):
+def azure_scoring_server(trained, processed, tmp_path_factory):
     try:
         env = builder.build(get_spec("azureml-sklearn-1.5"), ENVS)
     except builder.EnvironmentBuildError as exc:
         pytest.skip(f"azureml-sklearn-1.5 cannot be built here: {exc}")
     work = tmp_path_factory.mktemp("azure")
     model_dir = work / "model"
-    build_bundle(env, trained, model_dir)  # AZUREML_MODEL_DIR/bundle, as Azure mounts a folder model
+    build_bundle(env, trained, model_dir, processed.raw_inputs)  # AZUREML_MODEL_DIR/bundle, as Azure mounts one
     code = azure.write_scoring_code(work / "code")
     port = free_port()
     log = work / "server.log"
@@ -349,6 +349,11 @@ def test_score_py_under_the_azure_inference_server_scores_like_the_local_service
     local = httpx.post(f"{service.url}/score", json=records, headers={"X-API-Key": service.key}).json()
     assert body["predictions"] == local["predictions"]
     assert body["probabilities"] == pytest.approx(local["probabilities"], abs=1e-4)
+
+    raw = httpx.post(f"{url}/score", json=expected["raw_records"][:50], timeout=30)  # the bank's own record
+    assert raw.status_code == 200, raw.text
+    assert raw.json()["probabilities"] == body["probabilities"]
+    assert raw.json()["ignored_columns"] == ["TransactionID"]
 
 
 @pytest.mark.parametrize(

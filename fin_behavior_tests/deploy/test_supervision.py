@@ -16,9 +16,10 @@ import httpx
 import pytest
 
 from fin_behavior.cli import main
+from fin_behavior.deploy.endpoint_state import STATE_FILE, read_state
 from fin_behavior.deploy.lock import RolloutInProgressError, exclusive_rollout
 from fin_behavior.deploy.rollout import rollout
-from fin_behavior.deploy.supervisor import process_alive, process_identity
+from fin_behavior.deploy.supervisor import Supervisor, process_alive, process_identity
 from fin_behavior.settings import get_settings
 from fin_behavior_tests.serving_fixtures import Load, gates, local_target, release, served_version
 
@@ -167,3 +168,12 @@ def test_a_color_is_known_by_its_start_time_so_it_stays_alive_through_exec_and_a
     assert not process_alive(entry)
     process.wait()
     assert not process_alive(entry)
+
+
+def test_the_state_file_has_one_reader_that_fills_an_older_file_and_a_command_names_only_known_statuses(tmp_path):
+    (tmp_path / STATE_FILE).write_text(json.dumps({"live": "blue", "colors": {"blue": {"version": "3"}}}))
+    state = read_state(tmp_path, "http://127.0.0.1:1")  # written before events and history were kept
+    assert state["history"] == [] and state["events"] == [] and state["colors"]["blue"]["version"] == "3"
+    assert read_state(tmp_path / "none", "http://127.0.0.1:1")["live"] is None
+    with pytest.raises(ValueError, match="unknown color status 'alive'"):
+        Supervisor(tmp_path, "127.0.0.1", 1, 1.0, 1, 1.0).command("mark blue alive")

@@ -120,6 +120,7 @@ def test_onnx_bundle_matches_and_tampering_is_caught(local_env, trained, tmp_pat
         "model.onnx",
         "expected.json",
         "reference_profile.json",
+        "global_importance.json",
     }  # everything in the bundle
     assert not (tmp_path / "good" / "bundle" / compatible.VERIFICATION).exists()  # evidence lives beside it
     assert info.decision_threshold == inputs.decision_threshold

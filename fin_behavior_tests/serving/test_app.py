@@ -103,7 +103,20 @@ def test_openapi_describes_the_model_fields(service):
     record = schema["components"]["schemas"]["Record"]
     assert record["properties"]["age"] == {"type": "number"}
     assert "AMEX" in record["properties"]["card_type"]["enum"]
-    assert set(schema["paths"]) == {"/score", "/health", "/ready", "/version", "/metrics"}
+    assert set(schema["paths"]) == {
+        "/score",
+        "/explain",
+        "/explain/{request_id}",
+        "/health",
+        "/ready",
+        "/version",
+        "/metrics",
+    }
+    explained = schema["paths"]["/explain/{request_id}"]["get"]["responses"]
+    assert (
+        "contributions"
+        in explained["200"]["content"]["application/json"]["schema"]["properties"]["rows"]["items"]["properties"]
+    )
 
 
 def _log_lines(path) -> list[dict]:

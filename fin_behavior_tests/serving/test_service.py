@@ -120,7 +120,13 @@ def _copy(bundle_dir, tmp_path):
 
 def test_the_bundle_is_verified_as_a_whole(bundle, tmp_path):
     good = verify_bundle(bundle[0], ModelInfo.read(bundle[0]).digest)
-    assert set(good.sha256) == {"model.joblib", "model.onnx", "expected.json", "reference_profile.json"}
+    assert set(good.sha256) == {
+        "model.joblib",
+        "model.onnx",
+        "expected.json",
+        "reference_profile.json",
+        "global_importance.json",
+    }
 
     extra = _copy(bundle[0], tmp_path / "extra")
     (extra / "notes.txt").write_text("not part of the bundle")

@@ -1,0 +1,291 @@
+"""Explanations, off the scoring path: `GET /explain/{request_id}` (a logged decision) and `POST /explain` (a /score
+body), both with the scoring key. For every row: `probability` (as /score answers it), `base_value`,
+`contributions` (one per business column, attribution.py: exact tree SHAP, the encoded parts summed back to the
+column sent) and `reasons`, the `top` columns (default 4, `?top=`) by absolute contribution, each with the value
+sent, its signed contribution and a sentence.
+
+Why a separate process: tree SHAP is CPU-bound C code that holds the GIL, and shap imports numba; in the scoring
+process a burst of explanations would stall every /score behind it. The work (finding the logged decision,
+encoding, SHAP) runs in `explain_workers` worker processes started on the first explanation; the scoring process
+only validates, counts and forwards. At most `explain_max_pending` explanations are accepted at once (running or
+waiting for a worker); past that the answer is 429 with Retry-After at once, never a queue, and /score is not
+touched. An explanation not done within `explain_timeout_seconds` is a 504.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import os
+import threading
+import time
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import asdict
+from importlib.util import find_spec
+from pathlib import Path
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from fin_behavior.records import ModelInfo
+from fin_behavior.serving.attribution import Attributor, Unexplainable
+from fin_behavior.serving.bundle import Bundle
+from fin_behavior.serving.config import ServiceSettings
+from fin_behavior.serving.decision_log import NotFound, find_decision
+from fin_behavior.serving.request_ids import is_valid, request_id_for
+from fin_behavior.serving.validation import InputError, Schema, decode
+
+log = logging.getLogger("fin_behavior.serving.explain")
+DEFAULT_TOP = 4
+RETRY_AFTER = {"Retry-After": "1"}
+WORKER_NICENESS = 10
+
+
+class Explanations:
+    """The routes and the bounded worker of one scoring service. `authorized(scope)` is the service's key check."""
+
+    def __init__(self, settings: ServiceSettings, bundle: Bundle | None, authorized: Any, flush_log: Any):
+        self.settings, self.bundle, self.authorized, self.flush_log = settings, bundle, authorized, flush_log
+        self.pending = 0
+        self.pool: ProcessPoolExecutor | None = None
+        self.refusal = _refusal(settings, bundle)
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/explain", self.explain_posted, methods=["POST"]),
+            Route("/explain/{request_id}", self.explain_logged, methods=["GET"]),
+        ]
+
+    # The routes --------------------------------------------------------------------------------------------
+
+    async def explain_logged(self, request: Request) -> Response:
+        request_id = request.path_params["request_id"]
+        if refused := self._refused(request):
+            return refused
+        if not is_valid(request_id):
+            return _error(404, f"{request_id[:80]!r} is not a request id this service gives or takes")
+        try:
+            top = _top(request)
+            if self.flush_log is not None:
+                self.flush_log()  # the last half second's lines are still in the service's buffer
+            answer = await self._run(_explain_logged, self.settings.prediction_log, request_id, top)
+        except InputError as exc:
+            return _error(exc.status, exc.message, RETRY_AFTER if exc.status in (429, 503) else None)
+        return JSONResponse(answer, headers={"X-Request-ID": request_id})
+
+    async def explain_posted(self, request: Request) -> Response:
+        request_id, bad_id = request_id_for(request.headers.get("x-request-id"))
+        if refused := self._refused(request):
+            return refused
+        assert self.bundle is not None
+        try:
+            if bad_id is not None:
+                raise InputError(400, bad_id)
+            top = _top(request)
+            parsed = self.bundle.schema.parse(decode(await _body(request, self.settings.max_body_bytes)), self._rows)
+            _, probabilities = self.bundle.predict(parsed.columns)  # as /score answers them
+            assert probabilities is not None
+            attributions = await self._run(_attribute, parsed.columns)
+        except InputError as exc:
+            return _error(exc.status, exc.message, RETRY_AFTER if exc.status in (429, 503) else None)
+        rows = _rows(parsed.columns, probabilities, attributions, top)
+        body = {"request_id": request_id, "model_version": self.settings.model_version, "rows": rows}
+        return JSONResponse(body, headers={"X-Request-ID": request_id})
+
+    @property
+    def _rows(self) -> int:
+        return min(self.settings.max_rows, self.settings.explain_max_rows)
+
+    def _refused(self, request: Request) -> Response | None:
+        if not self.authorized(request.scope):
+            return _error(401, "missing or invalid API key: send it as X-API-Key or Authorization: Bearer <key>")
+        if self.refusal:
+            return _error(501, self.refusal)
+        return None
+
+    # The bounded worker ------------------------------------------------------------------------------------
+
+    async def _run(self, work: Any, *args: Any) -> Any:
+        """`work(*args)` in a worker process; InputError 429 when `explain_max_pending` are already accepted."""
+        if self.pending >= self.settings.explain_max_pending:
+            raise InputError(
+                429, f"{self.pending} explanations are being computed; retry shortly (scoring is unaffected)"
+            )
+        self.pending += 1
+        try:
+            if self.pool is None:
+                context = multiprocessing.get_context("spawn")  # never fork the event loop's threads
+                self.pool = ProcessPoolExecutor(
+                    self.settings.explain_workers,
+                    context,
+                    initializer=_start_worker,
+                    initargs=(self.settings.bundle_dir, self.settings.model_version, self.settings.max_rows),
+                )
+            future = self.pool.submit(work, *args)
+            async with asyncio.timeout(self.settings.explain_timeout_seconds):
+                outcome = await asyncio.wrap_future(future)
+        except TimeoutError:
+            raise InputError(504, f"the explanation took over {self.settings.explain_timeout_seconds:g} s") from None
+        except BrokenProcessPool:
+            self.pool = None  # started again on the next request
+            log.error("the explanation worker died; a new one starts with the next explanation")
+            raise InputError(503, "the explanation worker stopped; retry shortly") from None
+        finally:
+            self.pending -= 1
+        if isinstance(outcome, tuple):  # (status, message): the worker's refusal
+            raise InputError(*outcome)
+        return outcome
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _refusal(settings: ServiceSettings, bundle: Bundle | None) -> str:
+    """Why this service cannot explain at all ("" when it can): answered as a 501."""
+    if bundle is None:
+        return ""  # not ready: the key check and the readiness answer say so
+    if bundle.runtime == "pyfunc":
+        return (
+            "this is a submitted MLflow model: its explanations are not served yet (only the platform's own "
+            "scikit-learn tree models are explained exactly)"
+        )
+    if settings.explain_workers < 1:
+        return "explanations are turned off on this service (explain_workers is 0)"
+    if find_spec("shap") is None:  # looked up, not imported: shap loads only in the worker
+        return (
+            "this serving environment has no shap, which exact explanations need: add it to the environment's "
+            "packages (fin_behavior/environments/serving_environments.toml)"
+        )
+    return ""
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+def _top(request: Request) -> int:
+    given = request.query_params.get("top", str(DEFAULT_TOP))
+    if not given.isdigit() or not 1 <= int(given) <= 100:
+        raise InputError(422, f"top must be a whole number from 1 to 100 (the reasons per row), not {given[:20]!r}")
+    return int(given)
+
+
+async def _body(request: Request, limit: int) -> bytes:
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise InputError(413, f"body exceeds the {limit}-byte limit")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+# The explanation rows ----------------------------------------------------------------------------------------
+
+
+def _rows(columns: dict[str, list], probabilities: list[float], attributions: list[dict], top: int) -> list[dict]:
+    rows = []
+    for i, (probability, attribution) in enumerate(zip(probabilities, attributions, strict=True)):
+        contributions = attribution["contributions"]
+        ranked = sorted(contributions, key=lambda name: abs(contributions[name]), reverse=True)[:top]
+        reasons = [_reason(name, columns[name][i], contributions[name]) for name in ranked]
+        rows.append(
+            {
+                "probability": probability,
+                "base_value": attribution["base_value"],
+                "contributions": contributions,
+                "reasons": reasons,
+            }
+        )
+    return rows
+
+
+def _reason(column: str, value: Any, contribution: float) -> dict[str, Any]:
+    shown = f"{value:g}" if isinstance(value, float) else str(value)
+    moved = "raised" if contribution > 0 else "lowered" if contribution < 0 else "did not move"
+    by = f" by {abs(contribution):.2g}" if contribution else ""
+    return {
+        "column": column,
+        "value": value,
+        "contribution": contribution,
+        "text": f"{column} {shown} {moved} the probability{by}",
+    }
+
+
+# In the worker process ---------------------------------------------------------------------------------------
+
+
+class _Worker:
+    """What one worker process holds: the model's attributor (or why there is none), the served version, and the
+    scoring schema, so a logged request is read back exactly as it was validated."""
+
+    def __init__(self, bundle_dir: Path, model_version: str, max_rows: int):
+        self.version, self.max_rows = model_version, max_rows
+        self.attributor: Attributor | None = None
+        self.refusal = ""
+        try:
+            self.attributor = Attributor.load(bundle_dir)
+            self.schema = Schema(ModelInfo.read(bundle_dir).features)
+        except Unexplainable as exc:
+            self.refusal = str(exc)
+
+    def attributions(self, columns: dict[str, list]) -> list[dict] | tuple[int, str]:
+        if self.attributor is None:
+            return 501, self.refusal
+        try:
+            return [asdict(a) for a in self.attributor.explain(columns)]
+        except Unexplainable as exc:
+            return 501, str(exc)
+
+
+_worker: _Worker | None = None
+PARENT_CHECK_SECONDS = 1.0
+
+
+def _exit_with_parent(parent: int) -> None:
+    """The worker ends when the scoring process does, however it ended (stopped, killed, crashed). Why a watch:
+    a spawned pool worker holds both ends of its own task queue, so it never sees the service go, and would
+    live on holding the model and shap, one per color ever started."""
+    while os.getppid() == parent:
+        time.sleep(PARENT_CHECK_SECONDS)
+    os._exit(0)
+
+
+def _start_worker(bundle_dir: Path, model_version: str, max_rows: int) -> None:
+    global _worker
+    # Where the worker shares a core with the scoring process (a pinned container, a busy machine), scoring
+    # goes first: an explanation waits a little longer, a /score does not.
+    os.nice(WORKER_NICENESS)
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True, name="parent-watch").start()
+    _worker = _Worker(bundle_dir, model_version, max_rows)
+
+
+def _attribute(columns: dict[str, list]) -> list[dict] | tuple[int, str]:
+    assert _worker is not None
+    return _worker.attributions(columns)
+
+
+def _explain_logged(log: Path | None, request_id: str, top: int) -> dict[str, Any] | tuple[int, str]:
+    """GET /explain/{request_id}'s answer: found, read back and explained in the worker."""
+    assert _worker is not None
+    if _worker.attributor is None:
+        return 501, _worker.refusal
+    try:
+        decision = find_decision(log, request_id, _worker.version)
+        parsed = _worker.schema.parse(decision.request, _worker.max_rows)
+    except NotFound as exc:
+        return 404, str(exc)
+    except InputError as exc:
+        return 404, f"request {request_id!r} is in the log but cannot be read back ({exc.message})"
+    attributions = _worker.attributions(parsed.columns)
+    if isinstance(attributions, tuple):
+        return attributions
+    if len(decision.probabilities) != len(attributions):
+        return 404, f"request {request_id!r}'s logged answer does not match its records; it cannot be explained"
+    rows = _rows(parsed.columns, decision.probabilities, attributions, top)
+    return {"request_id": request_id, "model_version": _worker.version, "rows": rows}

@@ -1,0 +1,258 @@
+"""Explanations over real HTTP, from the scoring service running in the local serving environment (shap installed
+there): exact contributions that add up to the probability the service answered, reasons that name the column
+that decided, every way a logged decision cannot be explained answered as a JSON 4xx/5xx saying which, and a
+burst of explanations answered 429 while /score goes on unaffected."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from fin_behavior.serving.prediction_log import PredictionLog
+from fin_behavior_tests.serving_fixtures import start_service
+
+ROWS = 200
+
+
+@pytest.fixture(scope="module")
+def scored(service, bundle) -> tuple[list[dict], dict]:
+    """200 hold-out records scored in one request under a known id, and the answer."""
+    records = bundle[1][:ROWS]
+    assert len(records) == ROWS
+    with service.client() as client:
+        answer = client.post("/score", json=records, headers={"X-Request-ID": "holdout-200"}, timeout=60)
+    assert answer.status_code == 200, answer.text
+    return records, answer.json()
+
+
+@pytest.fixture(scope="module")
+def explained(service, scored) -> dict:
+    with service.client() as client:
+        answer = client.get("/explain/holdout-200", timeout=120)  # the first starts the worker process
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+def test_contributions_add_up_to_the_probability_the_service_answered(service, bundle, scored, explained):
+    records, answer = scored
+    features = list(records[0])
+    assert explained["request_id"] == "holdout-200" and explained["model_version"] == "7"
+    rows = explained["rows"]
+    assert [row["probability"] for row in rows] == answer["probabilities"]
+    for row in rows:
+        assert list(row["contributions"]) == features  # one per column the client sent, encoded parts summed
+        total = row["base_value"] + sum(row["contributions"].values())
+        assert abs(total - row["probability"]) <= 1e-6, (total, row["probability"])
+    assert len({row["base_value"] for row in rows}) == 1 and 0 < rows[0]["base_value"] < 1
+    moved = np.array([[abs(v) for v in row["contributions"].values()] for row in rows]).mean(axis=0)
+    assert (moved > 0).sum() >= len(features) // 2  # not a vector of zeros that sums up by luck
+
+    # POST /explain with the same records answers the same, directly
+    with service.client() as client:
+        posted = client.post("/explain", json=records, timeout=120)
+    assert posted.status_code == 200, posted.text
+    for logged, direct in zip(rows, posted.json()["rows"], strict=True):
+        assert direct["probability"] == logged["probability"]
+        assert direct["contributions"] == pytest.approx(logged["contributions"], abs=1e-12)
+
+
+def test_reasons_rank_columns_by_their_contribution_and_say_it(scored, explained):
+    records, _ = scored
+    for record, row in zip(records, explained["rows"], strict=True):
+        reasons = row["reasons"]
+        assert len(reasons) == 4
+        sizes = [abs(r["contribution"]) for r in reasons]
+        assert sizes == sorted(sizes, reverse=True) and sizes[0] == max(abs(v) for v in row["contributions"].values())
+        for reason in reasons:
+            assert reason["contribution"] == row["contributions"][reason["column"]]
+            assert reason["value"] == record[reason["column"]]
+            verb = "raised" if reason["contribution"] > 0 else "lowered"
+            assert reason["text"].startswith(f"{reason['column']} ")
+            assert f" {verb} the probability by " in reason["text"]
+
+
+def test_the_top_reason_of_a_row_extreme_in_one_column_names_that_column(service, scored, explained):
+    """The column that matters most on the hold-out, pushed in its most ordinary row (the one no column moves
+    much) to the value that raised the probability most anywhere: that row's first reason names it, as raising
+    the probability."""
+    records, _ = scored
+    rows = explained["rows"]
+    features = list(records[0])
+    numeric = [f for f in features if isinstance(records[0][f], int | float)]
+    mean_moved = {f: np.mean([abs(row["contributions"][f]) for row in rows]) for f in numeric}
+    column = max(mean_moved, key=mean_moved.__getitem__)
+    # the value of that column which raised the probability most anywhere in the hold-out
+    best = max(range(ROWS), key=lambda i: rows[i]["contributions"][column])
+    extreme_value = records[best][column]
+    calmest = min(range(ROWS), key=lambda i: max(abs(v) for v in rows[i]["contributions"].values()))
+    extreme = records[calmest] | {column: extreme_value}
+    with service.client() as client:
+        answer = client.post("/explain?top=2", json=extreme, timeout=60)
+    assert answer.status_code == 200, answer.text
+    row = answer.json()["rows"][0]
+    assert len(row["reasons"]) == 2
+    assert row["reasons"][0]["column"] == column and row["reasons"][0]["contribution"] > 0, (column, row["reasons"])
+    assert row["probability"] > rows[calmest]["probability"]
+
+
+def test_what_cannot_be_explained_is_a_json_answer_that_says_why(service, bundle, scored, tmp_path):
+    record = bundle[1][0]
+    with service.client() as client:
+        client.timeout = httpx.Timeout(60)  # run alone, its first explanation starts the worker (~5-10 s here)
+        unknown = client.get("/explain/never-sent-1")
+        not_an_id = client.get("/explain/has%20space")
+        refused = client.post("/score", json={"age": "x"}, headers={"X-Request-ID": "refused-1"})
+        bad_top = client.get("/explain/holdout-200?top=0")
+        bad_body = client.post("/explain", json={"age": "x"})
+        too_many = client.post("/explain", json=[record] * 201)
+        malformed = client.post("/explain", content=b'{"age": 4', headers={"content-type": "application/json"})
+        oversized = client.post("/explain", content=b"[" + b" " * (1 << 20) + b"]")
+        long_id = client.get("/explain/" + "x" * 5_000)
+        bad_client_id = client.post("/explain", json=record, headers={"X-Request-ID": "no spaces"})
+    assert refused.status_code == 422
+    time.sleep(0.6)
+    with service.client() as client:
+        not_scored = client.get("/explain/refused-1")
+    wrong_key = service.client(key="wrong-key-wrong-key-wrong").get("/explain/holdout-200")
+    assert unknown.status_code == 404 and "no request 'never-sent-1'" in unknown.json()["error"]
+    assert not_an_id.status_code == 404 and "not a request id" in not_an_id.json()["error"]
+    assert not_scored.status_code == 404 and "answered 422, not scored" in not_scored.json()["error"]
+    assert bad_top.status_code == 422 and "top must be" in bad_top.json()["error"]
+    assert bad_body.status_code == 422 and "'age' must be a number" in bad_body.json()["error"]
+    assert too_many.status_code == 413 and "at most 200" in too_many.json()["error"]
+    assert wrong_key.status_code == 401 and "API key" in wrong_key.json()["error"]
+    assert malformed.status_code == 400 and "not valid JSON" in malformed.json()["error"]
+    assert oversized.status_code == 413 and "byte limit" in oversized.json()["error"]
+    assert long_id.status_code == 404 and len(long_id.json()["error"]) < 200
+    assert bad_client_id.status_code == 400 and "1 to 64 characters" in bad_client_id.json()["error"]
+
+    # a decision of another version, written by the other color's writer into the same directory
+    other = PredictionLog(service.predictions.with_name("green.jsonl"), "6", 1.0, 1 << 20, 2)
+    response = json.dumps({"predictions": [0], "probabilities": [0.1], "model_version": "6"}).encode()
+    other.write(0.001, 200, 1, json.dumps(record).encode(), {}, response, "scored-by-v6")
+    other.close()
+    with service.client() as client:
+        elsewhere = client.get("/explain/scored-by-v6")
+    assert elsewhere.status_code == 404 and "answered by model version 6, not the version 7" in elsewhere.text
+
+
+def _children(pid: int) -> set[int]:
+    """The processes whose parent is `pid` (Linux /proc)."""
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.add(int(stat.parent.name))
+    return found
+
+
+def _alive(pids: set[int]) -> set[int]:
+    return {pid for pid in pids if Path(f"/proc/{pid}").exists()}
+
+
+def test_a_request_whose_inputs_were_not_sampled_says_so_and_the_worker_ends_with_the_service(
+    serving_env, bundle, tmp_path
+):
+    service = start_service(serving_env, bundle[0], tmp_path, "--log-sample-rate", "0")
+    try:
+        with service.client() as client:
+            assert client.post("/score", json=bundle[1][0], headers={"X-Request-ID": "unsampled-1"}).status_code == 200
+            time.sleep(0.6)
+            answer = client.get("/explain/unsampled-1", timeout=60)
+        workers = _children(service.process.pid)
+    finally:
+        service.process.kill()  # the hardest way to go: no shutdown code runs in the service
+        service.process.wait(10)
+    assert answer.status_code == 404 and "inputs were not sampled" in answer.json()["error"], answer.text
+    assert workers  # the explanation worker (and multiprocessing's resource tracker)
+    deadline = time.monotonic() + 10
+    while _alive(workers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _alive(workers), "the explanation worker outlived its service"
+
+
+def test_a_burst_of_explanations_is_refused_429_and_scoring_is_not_delayed(service, bundle, explained):
+    """Twelve clients ask for 200-row explanations at once while one client scores single rows: at most
+    `explain_max_pending` (4) are accepted, the rest get 429 with Retry-After at once, and /score goes on
+    answering while the explanations run (in the scoring process they would hold it for seconds each)."""
+    records = bundle[1][:ROWS]
+    outcomes: list[tuple[int, float, str | None]] = []
+    scores: list[tuple[int, float, float]] = []  # status, latency, when it was answered
+    burst_over = threading.Event()
+
+    def explain() -> None:
+        started = time.perf_counter()
+        with service.client() as client:
+            answer = client.post("/explain", json=records, timeout=120)
+        outcomes.append((answer.status_code, time.perf_counter() - started, answer.headers.get("Retry-After")))
+
+    def score() -> None:
+        with service.client() as client:
+            while not burst_over.is_set():
+                started = time.perf_counter()
+                status = client.post("/score", json=records[0]).status_code
+                scores.append((status, time.perf_counter() - started, time.perf_counter()))
+
+    scorer = threading.Thread(target=score)
+    scorer.start()
+    time.sleep(0.5)
+    clients = [threading.Thread(target=explain) for _ in range(12)]
+    burst = time.perf_counter()
+    for thread in clients:
+        thread.start()
+    for thread in clients:
+        thread.join()
+    burst_over.set()
+    scorer.join()
+
+    accepted = [seconds for status, seconds, _ in outcomes if status == 200]
+    refused = [(seconds, retry) for status, seconds, retry in outcomes if status == 429]
+    assert len(accepted) + len(refused) == 12 and 1 <= len(accepted) <= 4, outcomes
+    assert all(retry == "1" for _, retry in refused)
+    assert max(seconds for seconds, _ in refused) < min(accepted)  # refused at once, not queued
+    assert scores and all(status == 200 for status, _, _ in scores)
+    # while the first accepted explanation was being computed (about 2 s here), /score kept answering
+    during = [latency for _, latency, at in scores if burst < at < burst + min(accepted)]
+    assert len(during) >= 20, (len(during), min(accepted))
+    assert max(latency for _, latency, _ in scores) < max(accepted)  # none waited for the explanations
+
+
+def test_the_command_line_prints_the_reasons_of_a_request(service, explained, tmp_path, capsys):
+    from fin_behavior.cli import main
+
+    keys = tmp_path / "keys.json"
+    keys.write_text(json.dumps({"keys": [service.key]}))
+    common = ["--url", service.url, "--key-file", str(keys)]
+    assert main(["explain", "holdout-200", "--top", "2", *common]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    first = explained["rows"][0]
+    assert printed[0] == "request holdout-200, model version 7"
+    assert printed[1] == f"row 0: probability {first['probability']:.4f} (base value {first['base_value']:.4f})"
+    assert printed[2].endswith(first["reasons"][0]["text"]) and printed[3].endswith(first["reasons"][1]["text"])
+    assert len(printed) == 1 + 3 * len(explained["rows"])
+
+    assert main(["explain", "never-sent-2", *common]) == 1
+    assert "404: no request 'never-sent-2'" in capsys.readouterr().err
+
+
+def test_the_bundle_ships_its_global_view_in_the_same_units(bundle, explained):
+    """global_importance.json (mean |contribution| per column over the hold-out, computed when the bundle was
+    built in the serving environment) ranks columns as the service's own explanations of hold-out rows do."""
+    shipped = json.loads((bundle[0] / "global_importance.json").read_text())
+    columns = shipped["columns"]
+    assert set(columns) == set(bundle[1][0]) and shipped["rows"] >= ROWS
+    assert list(columns.values()) == sorted(columns.values(), reverse=True)
+    assert shipped["base_value"] == pytest.approx(explained["rows"][0]["base_value"], abs=1e-12)
+    rows = explained["rows"]
+    served = {name: np.mean([abs(row["contributions"][name]) for row in rows]) for name in columns}
+    top = sorted(served, key=served.__getitem__, reverse=True)[:3]
+    assert next(iter(columns)) in top, (list(columns)[:3], top)
