@@ -476,6 +476,61 @@ def render_explanation(body: dict) -> str:
     return "\n".join(lines)
 
 
+def _report(args: argparse.Namespace) -> int:
+    """Write a registered version's model risk report from its records; print the HTML file's path."""
+    from mlflow import MlflowClient
+
+    from fin_behavior.governance.report import ReportError, publish_report
+    from fin_behavior.settings import get_settings
+    from fin_behavior.storage.remote import artifact_store
+
+    settings = get_settings()
+    name = args.model or settings.registered_model_name
+    if not args.version.isdigit():
+        print(f"fin-behavior report: VERSION must be a registry version number, got {args.version!r}", file=sys.stderr)
+        return 2
+    client = MlflowClient(tracking_uri=settings.tracking_uri)
+    remote = artifact_store(settings.artifact_store_url, settings.artifacts_dir)
+    try:
+        path = publish_report(client, settings, name, args.version, remote, attach=args.attach)
+    except ReportError as exc:
+        print(f"fin-behavior report: {exc}", file=sys.stderr)
+        return 1
+    print(path)
+    return 0
+
+
+def _models(args: argparse.Namespace) -> int:
+    """The inventory of registered models."""
+    import json
+
+    from mlflow import MlflowClient
+
+    from fin_behavior.governance.card import read_card
+    from fin_behavior.governance.inventory import inventory, render
+    from fin_behavior.settings import get_settings
+    from fin_behavior.submissions.record import Submission
+
+    settings = get_settings()
+
+    def owner_of(name: str, tags: dict[str, str]) -> str:
+        if name == settings.registered_model_name:
+            owner = read_card(settings.model_card_path)["owner"]
+            return owner["text"] + (" (default)" if owner["default"] else "")
+        submission = tags.get("submission_id", "")
+        if Submission.well_formed(submission):
+            try:
+                client_key = Submission.load(settings.submissions_root, submission).client
+            except (OSError, ValueError, TypeError):
+                return "unknown (its submission record is gone)"
+            return f"API key {client_key}" if client_key else "submitted from the command line"
+        return "unknown"
+
+    entries = inventory(MlflowClient(tracking_uri=settings.tracking_uri), settings, owner_of)
+    print(json.dumps([e.to_dict() for e in entries], indent=2) if args.json else render(entries))
+    return 0
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -590,6 +645,22 @@ def build_parser() -> argparse.ArgumentParser:
     stop = submission_actions.add_parser("stop", help="stop a submitted model's endpoint")
     stop.add_argument("name")
     submissions.set_defaults(handler=_submissions)
+    report = commands.add_parser(
+        "report", help="write a registered version's model risk report (HTML and JSON) from its records; prints "
+        "the HTML file's path",
+    )  # fmt: skip
+    report.add_argument("model", nargs="?", help="registered model name (default: setting registered_model_name)")
+    report.add_argument("version", help="the registry version number")
+    report.add_argument(
+        "--attach", action="store_true", help="also log it to the version's MLflow run and tag the version with it"
+    )
+    report.set_defaults(handler=_report)
+    models = commands.add_parser(
+        "models", help="the model inventory: every registered model, what serves since when, owner, status, "
+        "last validation and next review (setting review_interval_days)",
+    )  # fmt: skip
+    models.add_argument("--json", action="store_true", help="as JSON")
+    models.set_defaults(handler=_models)
     return parser
 
 

@@ -175,6 +175,22 @@ class TrainingRecord(_Record):
 
 
 @dataclass(frozen=True)
+class DataRecord(_Record):
+    """What processed_dataset publishes beside the rows (data.json): where they came from and what was set aside,
+    as first published (the version is the rows' content: the same rows from another file reuse it)."""
+
+    FILE = "data.json"
+
+    raw_rows: int
+    rows: int
+    quarantined_rows: int
+    problems_by_column: dict[str, int]  # quarantined rows per column that failed validation
+    target: str
+    target_definition: str
+    positive_rate: float
+
+
+@dataclass(frozen=True)
 class FeatureSpec:
     name: str
     dtype: str  # "float" or "string"
@@ -204,6 +220,9 @@ class ModelInfo(_Record):
     # serving/features.py definition_id() of the code that derived its training features ("": none recorded,
     # e.g. a submitted model): raw records are scored only by a service whose derivation has the same id
     feature_definition: str = ""
+    # The inputs the model reads (None: all of `features`); the others are accepted and not used, e.g. a protected
+    # attribute kept for monitoring and fairness (settings protected_attributes / protected_features).
+    model_features: list[str] | None = None
 
     @classmethod
     def from_dict(cls, payload: dict[str, Any]) -> ModelInfo:

@@ -73,6 +73,37 @@ class Settings(BaseSettings):
     )
     max_latency_ms: float = Field(100.0, gt=0, description="latency gates: single-row p95 at most this (ms)")
 
+    # trained_model: protected attributes, assessed on every version (fin_behavior/ml/fairness.py)
+    protected_attributes: tuple[str, ...] = Field(
+        ("gender", "age"), description="protected attributes: the model's selection is compared between their "
+        "groups on every version (age in the bands of age_bands)",
+    )  # fmt: skip
+    protected_features: tuple[str, ...] = Field(
+        ("age",), description="protected attributes the model may use as input features; the others are not model "
+        "inputs (the dataset keeps them for fairness and the service still accepts them)",
+    )  # fmt: skip
+    age_bands: tuple[int, ...] = Field(
+        (25, 45, 65), description="lower edges of the age bands after the first: (25, 45, 65) = <25, 25-44, 45-64, 65+"
+    )
+    fairness_judged_attributes: tuple[str, ...] = Field(
+        ("gender",), description="protected attributes the blocking fairness gates judge; the others are "
+        "reported with the same figures and not judged (see docs/governance.md for why age is not, by default)",
+    )  # fmt: skip
+    min_selection_rate_ratio: float = Field(
+        0.8, ge=0, le=1, description="selection_rate_ratio gate: smallest over largest group selection rate at least "
+        "this (the four-fifths rule)",
+    )  # fmt: skip
+    max_equalized_odds_difference: float = Field(
+        0.1, ge=0, le=1, description="equalized_odds_difference gate: largest gap in true- or false-positive rate "
+        "between two groups at most this",
+    )  # fmt: skip
+    fairness_min_group_size: int = Field(
+        100, ge=1, description="hold-out rows a group needs to be judged; smaller groups are reported, not judged"
+    )
+    fairness_bootstrap_samples: int = Field(
+        1_000, ge=100, description="bootstrap resamples behind each fairness figure's 95% interval"
+    )
+
     # compatible_model: the serving environment the model must load in
     serving_environment: str = Field("local", description="the serving environment the model must load in")
     serving_environments_file: Path = Field(
@@ -96,6 +127,14 @@ class Settings(BaseSettings):
     )  # fmt: skip
     mlflow_experiment: str = Field("financial-behavior", description="MLflow experiment name")
     registered_model_name: str = Field("financial-behavior-model", description="MLflow registered model name")
+    review_interval_days: int = Field(
+        365, ge=1, description="model inventory: a registered model's next review is this long after its last "
+        "validation (`fin-behavior models`)",
+    )  # fmt: skip
+    model_card_path: Path = Field(
+        default_factory=lambda: _project_root() / "model_card.yaml",
+        description="the owner-edited model card: intended use, limitations, owner (read into each risk report)",
+    )
 
     # live_deployment: where the model serves, and the gates a new version passes before it gets traffic
     deployment_target: str = Field("local", description="where live_deployment serves: local, azureml or kubernetes")
@@ -350,6 +389,11 @@ class Settings(BaseSettings):
             low, high = getattr(self, name)
             if not 1 <= low <= high:
                 raise ValueError(f"{name} must be [low, high] with 1 <= low <= high, got [{low}, {high}]")
+        for name in ("protected_features", "fairness_judged_attributes"):
+            if unknown := set(getattr(self, name)) - set(self.protected_attributes):
+                raise ValueError(f"{name} {sorted(unknown)} are not in protected_attributes")
+        if list(self.age_bands) != sorted(set(self.age_bands)):
+            raise ValueError(f"age_bands must be increasing ages, got {list(self.age_bands)}")
         if self.min_positive_rate > self.max_positive_rate:
             raise ValueError("min_positive_rate must not exceed max_positive_rate")
         steps = self.traffic_steps

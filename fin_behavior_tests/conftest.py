@@ -27,6 +27,7 @@ LONGEST = (
     "fin_behavior_tests/test_lifecycle.py",
     "fin_behavior_tests/environments/test_compatible.py",
     "fin_behavior_tests/defs/test_model.py",
+    "fin_behavior_tests/ml/test_fairness.py",
     "fin_behavior_tests/defs/test_compatible.py",
 )
 

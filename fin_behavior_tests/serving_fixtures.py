@@ -63,12 +63,13 @@ def trained(processed, tmp_path_factory):
     """(trained inputs, dataset, hold-out ids): one small model shared by the local and the Azure bundles."""
     work = tmp_path_factory.mktemp("trained")
     dataset = processed.dataset
-    model = train(dataset, fast_options(**FAST))
+    options = fast_options(**FAST)
+    model = train(dataset, options)
     joblib.dump(model.pipeline, work / "trained.joblib")
     from sklearn import __version__
 
     inputs = compatible.TrainedInputs(
-        work / "trained.joblib", model.search.best_params, 42, __version__, "t", "d", 0.8, 0.5
+        work / "trained.joblib", model.search.best_params, 42, __version__, "t", "d", 0.8, 0.5, options.features
     )
     return inputs, dataset, model.split.test_ids
 

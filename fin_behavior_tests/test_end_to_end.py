@@ -88,6 +88,73 @@ def test_1c_a_rerun_with_nothing_changed_reuses_every_stage_without_touching_mlf
     assert [str(v.version) for v in platform.client.search_model_versions(f"name='{platform.name}'")] == ["1"]
 
 
+def test_1d_the_model_risk_report_of_v1_has_every_section_and_says_what_is_on_disk(platform, capsys):
+    """Written and attached when v1 was registered, from v1's own records: its JSON is the evidence on disk."""
+    from fin_behavior.governance.report import NOT_RECORDED, REPORT_TAG, SECTIONS
+    from fin_behavior.records import read_json
+
+    event = platform.instance.get_latest_materialization_event(dg.AssetKey("registered_model_version"))
+    html_path = Path(event.asset_materialization.metadata["model_risk_report"].value)
+    report = json.loads(html_path.with_suffix(".json").read_text())
+    assert list(report) == ["report", *SECTIONS]
+    identity = report["identity"]
+    assert (identity["model"], identity["version"]) == (platform.name, "1")
+    artifacts = platform.var / "artifacts"
+    for stage, version_key in (
+        ("processed_dataset", "data_version"),
+        ("trained_model", "trained_model_version"),
+        ("compatible_model", "compatible_model_version"),
+    ):
+        on_disk = read_json(artifacts / stage / identity[version_key] / "evidence.json")
+        assert report["gates"]["stages"][stage] == on_disk  # every verdict, as published with the version
+    trained = artifacts / "trained_model" / identity["trained_model_version"]
+    assert {k: v for k, v in report["fairness"].items() if k != "recorded"} == read_json(trained / "fairness.json")
+    training = read_json(trained / "training.json")
+    assert {r["metric"]: r["model"] for r in report["performance"]["against_baseline"]} == {
+        m: v for m, v in training["metrics"].items() if f"baseline_{m}" in training["metrics"]
+    }
+    assert report["method"]["accepted_not_used"] == ["gender"] and "gender" not in report["method"]["model_inputs"]
+    data = read_json(artifacts / "processed_dataset" / identity["data_version"] / "data.json")
+    assert {k: v for k, v in report["data"].items() if k != "recorded"} == data
+    assert report["intended_use"]["owner"]["default"] is True  # the shipped card says its fields are defaults
+    shipped = read_json(
+        artifacts / "compatible_model" / identity["compatible_model_version"] / "bundle" / "global_importance.json"
+    )
+    assert report["global_explanation"]["importance"] == {c: round(v, 6) for c, v in shipped["columns"].items()}
+    assert list(report["global_explanation"]["importance"].values()) == sorted(
+        shipped["columns"].values(), reverse=True
+    )
+    assert report["approvals_and_history"] == {"recorded": False, "note": NOT_RECORDED}  # issue 29 fills it
+    gates = report["gates"]["stages"]["trained_model"]["verdicts"]
+    assert {
+        v["check"]: v["passed"] for v in gates if v["check"] in ("selection_rate_ratio", "equalized_odds_difference")
+    } == {
+        "selection_rate_ratio": True,
+        "equalized_odds_difference": True,
+    }
+
+    page = html_path.read_text()
+    for title in ("Identity", "Intended use", "Data", "Method", "Performance", "Fairness by group",
+                  "Global explanation", "Gates", "Monitoring plan", "Approvals and history"):  # fmt: skip
+        assert f". {title}" in page
+    assert page.count("data:image/png;base64,") == 6 and "<script" not in page and "http" not in page.split("<body>")[0]
+    assert page.count(NOT_RECORDED) == 2
+
+    version = platform.client.get_model_version(platform.name, "1")
+    assert version.tags[REPORT_TAG] == f"runs:/{version.run_id}/{REPORT_TAG}/model_risk_report.html"
+    attached = {Path(a.path).name for a in platform.client.list_artifacts(version.run_id, REPORT_TAG)}
+    assert attached == {"model_risk_report.html", "model_risk_report.json"}
+
+    capsys.readouterr()
+    assert main(["report", "1"]) == 0
+    assert capsys.readouterr().out.strip() == str(html_path)
+    assert main(["report", "9"]) == 1
+    assert "has no version 9" in capsys.readouterr().err
+    assert main(["models"]) == 0
+    listing = capsys.readouterr().out
+    assert platform.name in listing and "serving v1" in listing and "(default)" in listing
+
+
 def _experiments(platform) -> list[str]:
     return [e.experiment_id for e in platform.client.search_experiments()]
 

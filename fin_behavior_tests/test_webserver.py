@@ -86,7 +86,13 @@ def test_assets_in_groups_with_their_checks(graphql):
     }
     assert checks["processed_dataset"]["no_target_leakage"] is True
     assert checks["processed_dataset"]["min_row_count"] is False
-    assert set(checks["trained_model"]) == {"roc_auc_gate", "accuracy_gate", "latency_gate"}
+    assert checks["trained_model"] == {
+        "roc_auc_gate": True,
+        "accuracy_gate": True,
+        "latency_gate": True,
+        "selection_rate_ratio": True,
+        "equalized_odds_difference": True,
+    }
     assert set(checks["compatible_model"]) == {
         "loads_cleanly",
         "quality_parity",

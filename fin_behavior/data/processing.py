@@ -12,10 +12,10 @@ from pathlib import Path
 import pandas as pd
 
 from fin_behavior.data import quality
-from fin_behavior.data.columns import KEY, TRANSACTION_ID
+from fin_behavior.data.columns import KEY, TARGET, TRANSACTION_ID
 from fin_behavior.data.features import build_features
 from fin_behavior.data.ingest import parse_raw, read_raw_csv
-from fin_behavior.records import Evidence
+from fin_behavior.records import DataRecord, Evidence
 from fin_behavior.serving.features import DATE_INPUTS, DIRECT
 from fin_behavior.settings import Settings
 from fin_behavior.storage.atomic import write_atomic
@@ -101,10 +101,11 @@ def write_csv_atomic(frame: pd.DataFrame, path: Path) -> None:
 
 
 def publish_dataset(
-    dataset: pd.DataFrame, store: VersionStore, settings: Settings, raw_inputs: pd.DataFrame | None = None
+    dataset: pd.DataFrame, store: VersionStore, settings: Settings, processed: ProcessedData | None = None
 ) -> Evidence:
     """Judge the processed rows and publish them as a version with that evidence (once: the same rows judged
-    by the same checks are the same version). Only an approved version becomes current."""
+    by the same checks are the same version), with `processed`'s account of the raw file (data.json, read by the
+    model risk report). Only an approved version becomes current."""
     judged_by = [CODE_VERSION, *(getattr(settings, name) for name in quality.THRESHOLDS)]
     version = dataset_version(dataset, json.dumps(judged_by))
     if store.published(version):
@@ -112,8 +113,19 @@ def publish_dataset(
     evidence = quality.judge(dataset, version, settings)
     staging = store.staging(version)
     dataset.to_parquet(staging / DATASET_FILE, index=False)
-    if raw_inputs is not None:
-        raw_inputs.to_parquet(staging / RAW_INPUTS_FILE, index=False)
+    if processed is not None and processed.raw_inputs is not None:
+        processed.raw_inputs.to_parquet(staging / RAW_INPUTS_FILE, index=False)
+    if processed is not None:
+        DataRecord(
+            raw_rows=processed.total_rows,
+            rows=len(dataset),
+            quarantined_rows=len(processed.quarantine),
+            problems_by_column=problem_counts(processed.quarantine),
+            target=TARGET,
+            target_definition=f"{TARGET} = 1 when the transaction amount is at or above its "
+            f"{settings.target_quantile:.0%} quantile in the file (the amount itself is not a feature)",
+            positive_rate=round(float(dataset[TARGET].mean()), 6) if len(dataset) else 0.0,
+        ).write(staging)
     store.publish(staging, evidence)
     return evidence
 

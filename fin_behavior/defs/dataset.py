@@ -127,7 +127,7 @@ def processed_dataset(
     production = production_rows(settings, storage)
     dataset, left_out = add_labelled_rows(data.dataset, production)
     store = storage.versions(quality.STAGE)
-    evidence = publish_dataset(dataset, store, settings, data.raw_inputs)
+    evidence = publish_dataset(dataset, store, settings, data)
     data_version, lifecycle_metadata = lifecycle(store, evidence)
     return dg.MaterializeResult(
         data_version=data_version,

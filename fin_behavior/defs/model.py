@@ -9,6 +9,7 @@ from fin_behavior.defs.config import SettingsConfig, setting
 from fin_behavior.defs.dataset import processed_dataset
 from fin_behavior.defs.metadata import png_markdown
 from fin_behavior.defs.resources import MlflowTracking, StorageResource
+from fin_behavior.ml.fairness_record import fairness_table
 from fin_behavior.ml.gates import CODE_VERSION, GATES, STAGE
 from fin_behavior.records import NotApprovedError, TrainingRecord
 
@@ -33,6 +34,14 @@ class TrainingConfig(SettingsConfig):
     min_accuracy: float | None = setting("min_accuracy")
     min_balanced_accuracy_margin: float | None = setting("min_balanced_accuracy_margin")
     max_latency_ms: float | None = setting("max_latency_ms")
+    protected_attributes: list[str] | None = setting("protected_attributes")
+    protected_features: list[str] | None = setting("protected_features")
+    age_bands: list[int] | None = setting("age_bands")
+    fairness_judged_attributes: list[str] | None = setting("fairness_judged_attributes")
+    min_selection_rate_ratio: float | None = setting("min_selection_rate_ratio")
+    max_equalized_odds_difference: float | None = setting("max_equalized_odds_difference")
+    fairness_min_group_size: int | None = setting("fairness_min_group_size")
+    fairness_bootstrap_samples: int | None = setting("fairness_bootstrap_samples")
 
 
 def _metrics_table(metrics: dict[str, float]) -> str:
@@ -110,6 +119,7 @@ def trained_model(
             "best_cv_roc_auc": round(record.best_cv_roc_auc, 4),
             "search": f"{record.training['n_iter']} candidates x {record.training['cv']} folds in "
             f"{record.search_seconds:.1f} s; final fit in {record.fit_seconds:.1f} s",
+            "fairness": dg.MetadataValue.md(fairness_table(final)),
             "plots": png_markdown(training.plot_paths(final)),
             "mlflow_run_id": record.mlflow_run_id,
             "mlflow_run": dg.MetadataValue.url(

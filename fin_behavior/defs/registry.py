@@ -36,10 +36,13 @@ def _provenance(info: ModelInfo, dagster_run_id: str, trained_run_id: str) -> di
 
 
 def _register(context, mlflow: MlflowTracking, storage: StorageResource, name: str, bundle, info: ModelInfo, tags):
-    """The bundle registered (or found registered and its evidence brought up to date) in MLflow; (registration,
-    production, candidate, the version holding the bundle), and the local view of the registry refreshed."""
+    """The bundle registered (or found registered and its evidence brought up to date) in MLflow, with its model
+    risk report attached; (registration, production, candidate, the version holding the bundle), and the local
+    view of the registry refreshed (last: the report's writes are part of the state it describes)."""
     from mlflow import MlflowClient
 
+    from fin_behavior.governance.card import ModelCardError
+    from fin_behavior.governance.report import ReportError, publish_report
     from fin_behavior.ml import registry, registry_view
 
     client = MlflowClient(tracking_uri=mlflow.uri)
@@ -50,6 +53,15 @@ def _register(context, mlflow: MlflowTracking, storage: StorageResource, name: s
         done = "registered" if registration.created else "already registered (evidence tags updated) as"
     else:
         done = "reused: nothing to register, candidate already is"
+    if registration.created or not _report_path(storage, name, registration.version).is_file():
+        try:
+            report = publish_report(client, _settings(storage), name, registration.version, storage.remote)
+            context.log.info(f"model risk report of {name} version {registration.version}: {report} (attached)")
+        except (ModelCardError, ReportError) as exc:  # the version stands; its report waits for the fix
+            context.log.warning(
+                f"no model risk report for {name} version {registration.version}: {exc}. Fix it, then run "
+                f"`fin-behavior report {name} {registration.version} --attach`"
+            )
     production = registry.alias_version(client, name, registry.PRODUCTION)
     context.log.info(
         f"{done} {name} version {registration.version} (candidate); production is {production or 'not set yet'}"
@@ -58,6 +70,19 @@ def _register(context, mlflow: MlflowTracking, storage: StorageResource, name: s
     expected = registry.find_version(client, name, info.digest)
     registry_view.refresh(client, storage.root, mlflow.uri, name)
     return registration, production, candidate, expected
+
+
+def _settings(storage: StorageResource):
+    """The settings with this run's state directory (the report reads the stage versions under it)."""
+    from fin_behavior.settings import get_settings
+
+    return get_settings().with_overrides(var_dir=storage.root)
+
+
+def _report_path(storage: StorageResource, name: str, version: str):
+    from fin_behavior.governance.report import REPORT_HTML, reports_dir
+
+    return reports_dir(_settings(storage), name, version) / REPORT_HTML
 
 
 @dg.asset(
@@ -104,6 +129,7 @@ def registered_model_version(
         context.log.info(f"reused {name} version {candidate}: already candidate with this bundle and this evidence")
     else:
         registration, production, candidate, expected = _register(context, mlflow, storage, name, bundle, info, tags)
+    report = _report_path(storage, name, registration.version)
     consistent = Outcome(
         candidate is not None and candidate == expected,
         candidate or "none",
@@ -122,6 +148,8 @@ def registered_model_version(
             "production_version": production or "none",
             "evidence": dg.MetadataValue.json({k: v for k, v in tags.items() if k.startswith(("gate.", "evidence."))}),
             "bundle_path": dg.MetadataValue.path(str(bundle)),
+            "model_risk_report": dg.MetadataValue.path(str(report)) if report.is_file() else "not written",
+            "model_risk_report_json": dg.MetadataValue.path(str(report.with_suffix(".json"))),
         },
         check_results=[
             check_result(dg.AssetCheckKey(dg.AssetKey(STAGE), "candidate_is_current_bundle"), consistent, True)

@@ -68,6 +68,7 @@ class TrainedInputs:
     data_version: str
     roc_auc: float
     decision_threshold: float
+    features: tuple[str, ...] = FEATURES  # the columns the model reads (the bundle still takes all of FEATURES)
 
     @classmethod
     def of(cls, record: TrainingRecord, model_path: Path) -> TrainedInputs:
@@ -80,6 +81,7 @@ class TrainedInputs:
             record.data_version,
             record.metrics["roc_auc"],
             record.decision_threshold,
+            tuple(record.training.get("features", FEATURES)),
         )
 
 
@@ -137,6 +139,7 @@ def build_bundle(
         "best_params": trained.best_params,
         "random_state": trained.random_state,
         "reuse_model": str(trained.model_path) if reuse else None,
+        "features": list(trained.features),
     }
     (workdir / "request.json").write_text(json.dumps(request))
     built = _run_task(env, "build", workdir)
@@ -229,6 +232,7 @@ def model_info(env: BuiltEnvironment, trained: TrainedInputs, report: dict[str, 
             for name in FEATURES
         ],
         target=TARGET,
+        model_features=list(trained.features),
         decision_threshold=trained.decision_threshold,
         trained_model_version=trained.trained_version,
         data_version=trained.data_version,

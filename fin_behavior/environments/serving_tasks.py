@@ -62,7 +62,8 @@ def build(workdir: Path) -> dict:
         pipeline = joblib.load(request["reuse_model"])
     else:
         train = read_rows(workdir / "train.csv")
-        pipeline = build_pipeline(random_state=request["random_state"], **request["best_params"])
+        features = request.get("features") or list(FEATURES)
+        pipeline = build_pipeline(features, random_state=request["random_state"], **request["best_params"])
         pipeline.fit(train[list(FEATURES)], train[TARGET])
         pipeline.set_params(clf__n_jobs=None)
     pipeline = fold_scaler_into_forest(pipeline)
@@ -70,9 +71,8 @@ def build(workdir: Path) -> dict:
     if request["runtime"] == "onnx":
         export_onnx(pipeline, bundle / BundleFiles.ONNX)
     encoder = pipeline.named_steps["features"].named_transformers_["categorical"]
-    categories = {
-        name: sorted(map(str, cats)) for name, cats in zip(CATEGORICAL_FEATURES, encoder.categories_, strict=True)
-    }
+    read = encoder.feature_names_in_  # the categorical columns the model reads (a protected one may be left out)
+    categories = {name: sorted(map(str, cats)) for name, cats in zip(read, encoder.categories_, strict=True)}
     return {
         "refit": not request.get("reuse_model"),
         "categories": categories,

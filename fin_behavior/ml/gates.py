@@ -2,16 +2,32 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from fin_behavior.outcome import Outcome
 from fin_behavior.records import Evidence
 from fin_behavior.settings import Settings
 
+if TYPE_CHECKING:
+    from fin_behavior.ml.fairness import FairnessRecord
+
 STAGE = "trained_model"
-CODE_VERSION = "trained-v2"  # of the training code: part of every trained version's identity
+CODE_VERSION = "trained-v3"  # of the training code: part of every trained version's identity
 GATES = {  # name -> (blocking, what it asks)
     "roc_auc_gate": (True, "Hold-out ROC-AUC >= min_roc_auc."),
     "accuracy_gate": (True, "Accuracy >= min_accuracy and balanced accuracy beats the majority baseline."),
     "latency_gate": (True, "Single-row prediction p95 latency (in process) <= max_latency_ms."),
+    # fin_behavior/ml/fairness.py (kept in step with its GATES; a test compares them)
+    "selection_rate_ratio": (
+        True,
+        "Per judged protected attribute: smallest over largest group selection rate >= min_selection_rate_ratio "
+        "(four-fifths rule); fails when the 95% interval lies wholly below it.",
+    ),
+    "equalized_odds_difference": (
+        True,
+        "Per judged protected attribute: largest true- or false-positive rate gap between groups <= "
+        "max_equalized_odds_difference; fails when the 95% interval lies wholly above it.",
+    ),
 }
 
 # Below this ROC-AUC a model is close to guessing; say so, because the usual cause is data without signal.
@@ -77,17 +93,35 @@ def latency_gate(latency: dict[str, float], max_latency_ms: float) -> Outcome:
     )
 
 
-def judge(version: str, metrics: dict[str, float], latency: dict[str, float], settings: Settings) -> Evidence:
+def judge(
+    version: str, metrics: dict[str, float], latency: dict[str, float], fairness: FairnessRecord, settings: Settings
+) -> Evidence:
     """The gates on a trained version's hold-out figures, as the evidence published with it."""
+    from fin_behavior.ml.fairness import gate
+
     outcomes = {
         "roc_auc_gate": roc_auc_gate(metrics, settings.min_roc_auc),
         "accuracy_gate": accuracy_gate(metrics, settings.min_accuracy, settings.min_balanced_accuracy_margin),
         "latency_gate": latency_gate(latency, settings.max_latency_ms),
+        "selection_rate_ratio": gate(fairness, "selection_rate_ratio"),
+        "equalized_odds_difference": gate(fairness, "equalized_odds_difference"),
     }
     return Evidence.judge(STAGE, version, GATES, outcomes)
 
 
 def thresholds(settings: Settings) -> dict[str, float]:
     """What the gates judge by: part of a trained version's identity, since its evidence depends on them."""
-    names = ("min_roc_auc", "min_accuracy", "min_balanced_accuracy_margin", "max_latency_ms")
+    names = (
+        "min_roc_auc",
+        "min_accuracy",
+        "min_balanced_accuracy_margin",
+        "max_latency_ms",
+        "protected_attributes",
+        "age_bands",
+        "fairness_judged_attributes",
+        "min_selection_rate_ratio",
+        "max_equalized_odds_difference",
+        "fairness_min_group_size",
+        "fairness_bootstrap_samples",
+    )
     return {name: getattr(settings, name) for name in names}

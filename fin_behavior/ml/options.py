@@ -7,6 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from fin_behavior.data.columns import FEATURES
+
 if TYPE_CHECKING:  # serving environments import build_pipeline (train.py, which imports this) and have no pydantic
     from fin_behavior.settings import Settings
 
@@ -43,6 +45,7 @@ class TrainingOptions:
     random_state: int
     search_max_rows: int
     space: SearchSpace
+    features: tuple[str, ...] = FEATURES  # the model's input columns (model_features: without excluded protected ones)
     n_jobs: int = -1  # all cores while fitting; the shipped forest scores single-threaded (see fit_final)
 
     @classmethod
@@ -56,7 +59,13 @@ class TrainingOptions:
             tuple(None if weight == "none" else weight for weight in settings.class_weight),
         )
         return cls(
-            settings.n_iter, settings.cv, settings.test_size, settings.random_state, settings.search_max_rows, space
+            settings.n_iter,
+            settings.cv,
+            settings.test_size,
+            settings.random_state,
+            settings.search_max_rows,
+            space,
+            model_features(settings),
         )
 
     def describe(self) -> dict[str, Any]:
@@ -68,4 +77,13 @@ class TrainingOptions:
             "random_state": self.random_state,
             "search_max_rows": self.search_max_rows,
             **self.space.describe(),
+            "features": list(self.features),
         }
+
+
+def model_features(settings: Settings) -> tuple[str, ...]:
+    """The processed dataset's features the model may read: all but the protected attributes it may not use as
+    features (`protected_attributes` minus `protected_features`). A selection of input columns, not a rewrite
+    of the data: the dataset keeps them (fairness needs them) and the service still accepts them."""
+    excluded = set(settings.protected_attributes) - set(settings.protected_features)
+    return tuple(name for name in FEATURES if name not in excluded)

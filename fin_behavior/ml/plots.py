@@ -1,4 +1,4 @@
-"""Evaluation plots as PNG files: ROC, precision-recall, confusion matrix, feature importances."""
+"""Evaluation plots as PNG files: ROC, precision-recall, confusion matrix, calibration, feature importances."""
 
 from __future__ import annotations
 
@@ -49,6 +49,7 @@ def global_importance_bars(columns: dict[str, float], path: Path, rows: int) -> 
 def write_evaluation_plots(
     pipeline: Pipeline, y_true: pd.Series, proba: np.ndarray, threshold: float, out_dir: Path
 ) -> dict[str, Path]:
+    from sklearn.calibration import CalibrationDisplay
     from sklearn.metrics import ConfusionMatrixDisplay, PrecisionRecallDisplay, RocCurveDisplay
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -68,6 +69,11 @@ def write_evaluation_plots(
     ConfusionMatrixDisplay.from_predictions(y_true, (proba >= threshold).astype(int), ax=ax, colorbar=False)
     ax.set_title(f"Confusion matrix (decision threshold {threshold:.3f})")
     paths["confusion_matrix"] = save(plt, fig, out_dir / "confusion_matrix.png")
+
+    plt, fig, ax = figure()
+    CalibrationDisplay.from_predictions(y_true, proba, n_bins=10, strategy="quantile", ax=ax, name="model")
+    ax.set_title("Calibration (hold-out, deciles of probability)")
+    paths["calibration"] = save(plt, fig, out_dir / "calibration.png")
 
     plt, fig, ax = figure()
     feature_importances(pipeline).head(15).iloc[::-1].plot.barh(ax=ax)

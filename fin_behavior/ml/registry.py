@@ -9,6 +9,7 @@ a version without passing evidence (registered by hand, or before evidence was r
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from fin_behavior.records import Evidence, ModelInfo, NotApprovedError
@@ -17,6 +18,7 @@ CANDIDATE, PRODUCTION, PREVIOUS = "candidate", "production", "previous"
 BUNDLE_TAG = "bundle_sha256"
 EVIDENCE_STAGES = ("processed_dataset", "trained_model", "compatible_model")  # behind a version of the platform's model
 APPROVED_TAG, STAGES_TAG = "evidence.approved", "evidence.stages"
+PROMOTED_AT_TAG = "promoted_at"  # when `production` last moved to the version
 
 
 @dataclass(frozen=True)
@@ -145,4 +147,6 @@ def promote(client, name: str, version: str) -> str | None:
     if replaced is not None:
         client.set_registered_model_alias(name, PREVIOUS, replaced)
     client.set_registered_model_alias(name, PRODUCTION, version)
+    # MLflow keeps no time for an alias; the inventory (`fin-behavior models`) says since when a version serves
+    client.set_model_version_tag(name, version, PROMOTED_AT_TAG, datetime.now(UTC).isoformat(timespec="seconds"))
     return replaced

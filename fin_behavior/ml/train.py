@@ -68,15 +68,25 @@ class TrainedModel:
     fit_seconds: float
 
 
-def build_pipeline(**classifier_params: Any) -> Pipeline:
-    """The whole model, from business-form features to probabilities; this is what gets shipped."""
+def build_pipeline(features: tuple[str, ...] | list[str] = FEATURES, **classifier_params: Any) -> Pipeline:
+    """The whole model, from business-form features to probabilities; this is what gets shipped. It takes every
+    column of FEATURES and reads only `features` (the others, e.g. a protected attribute the model may not use,
+    are dropped by the ColumnTransformer: the service still accepts them and the ONNX graph keeps them as inputs)."""
     numeric = Pipeline([("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())])
     # A missing or unseen category is "unknown": an all-zero one-hot row, identical in scikit-learn and ONNX.
     categorical = OneHotEncoder(handle_unknown="ignore", sparse_output=False)
-    features = ColumnTransformer(
-        [("numeric", numeric, list(NUMERIC_FEATURES)), ("categorical", categorical, list(CATEGORICAL_FEATURES))]
+    columns = ColumnTransformer(
+        [
+            ("numeric", numeric, [name for name in NUMERIC_FEATURES if name in features]),
+            ("categorical", categorical, model_categorical(features)),
+        ]
     )
-    return Pipeline([("features", features), ("clf", RandomForestClassifier(**classifier_params))])
+    return Pipeline([("features", columns), ("clf", RandomForestClassifier(**classifier_params))])
+
+
+def model_categorical(features: tuple[str, ...] | list[str]) -> list[str]:
+    """The categorical columns the model reads, in the encoder's order."""
+    return [name for name in CATEGORICAL_FEATURES if name in features]
 
 
 def split_dataset(dataset: pd.DataFrame, test_size: float, random_state: int) -> Split:
@@ -105,7 +115,8 @@ def search(
     candidates: list[dict[str, Any]] = []
     best: dict[str, Any] | None = None
     for i, params in enumerate(sampler, start=1):
-        model = build_pipeline(random_state=options.random_state, n_jobs=options.n_jobs).set_params(**params)
+        model = build_pipeline(options.features, random_state=options.random_state, n_jobs=options.n_jobs)
+        model.set_params(**params)
         score = float(np.mean(cross_val_score(model, x, y, scoring="roc_auc", cv=folds)))
         candidates.append({"params": params, "cv_roc_auc": score})
         if best is None or score > best["cv_roc_auc"]:
@@ -115,7 +126,7 @@ def search(
         )
     assert best is not None, "n_iter must be at least 1"
     best_params = {k.removeprefix("clf__"): _plain(v) for k, v in best["params"].items()}
-    winner = build_pipeline(random_state=options.random_state, n_jobs=options.n_jobs, **best_params)
+    winner = build_pipeline(options.features, random_state=options.random_state, n_jobs=options.n_jobs, **best_params)
     out_of_fold = cross_val_predict(winner, x, y, cv=folds, method="predict_proba")[:, 1]
     threshold = choose_threshold(y.to_numpy(), out_of_fold)
     progress(f"decision threshold {threshold:.4f} (maximal out-of-fold F1 of {TARGET})")
@@ -134,7 +145,7 @@ def _plain(value: Any) -> Any:
 
 
 def fit_final(split: Split, best_params: dict[str, Any], options: TrainingOptions) -> Pipeline:
-    pipeline = build_pipeline(random_state=options.random_state, n_jobs=options.n_jobs, **best_params)
+    pipeline = build_pipeline(options.features, random_state=options.random_state, n_jobs=options.n_jobs, **best_params)
     pipeline.fit(split.x_train, split.y_train)
     # Single-row scoring is dominated by per-tree thread dispatch when n_jobs > 1 (scikit-learn#16143).
     pipeline.set_params(clf__n_jobs=None)

@@ -56,6 +56,7 @@ def train_version(
     import pandas as pd
 
     from fin_behavior.ml import evaluate, plots, tracking
+    from fin_behavior.ml.fairness import assess_fairness, fairness_metrics, write_fairness_plot
     from fin_behavior.ml.train import train
     from fin_behavior.package_versions import model_package_versions
 
@@ -70,13 +71,17 @@ def train_version(
     proba = model.pipeline.predict_proba(model.split.x_test)[:, 1]
     metrics = evaluate.holdout_metrics(model.split.y_test, proba, threshold)
     latency = evaluate.single_row_latency_ms(model.pipeline.predict_proba, model.split.x_test)
-    evidence = gates.judge(version, metrics, latency, settings)
+    progress("fairness: the hold-out's selections by protected group, with bootstrap intervals")
+    fair = assess_fairness(model.split.x_test, model.split.y_test, proba, threshold, settings)
+    evidence = gates.judge(version, metrics, latency, fair, settings)
     plot_paths = plots.write_evaluation_plots(model.pipeline, model.split.y_test, proba, threshold, staging / PLOTS_DIR)
+    plot_paths["fairness"] = write_fairness_plot(fair, staging / PLOTS_DIR / "fairness.png")
+    fair.write(staging)
     versions = model_package_versions()
     model_uri = tracking.log_training_run(
         model,
         options,
-        metrics=metrics | latency | {"decision_threshold": threshold},
+        metrics=metrics | latency | {"decision_threshold": threshold} | fairness_metrics(fair),
         plots=plot_paths,
         versions=versions,
         tags=tags | {"data_version": data_version, "model_version": version} | tracking.evidence_tags(evidence),

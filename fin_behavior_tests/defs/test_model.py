@@ -77,14 +77,22 @@ def first_run(tmp_path_factory):
 def test_trains_passes_gates_and_feeds_downstream(first_run):
     _, result, materialization, *_ = first_run
     assert result.success
-    assert all(g.passed for g in _gates(result).values()) and len(_gates(result)) == 3
+    assert all(g.passed for g in _gates(result).values()), {k: g.description for k, g in _gates(result).items()}
+    assert set(_gates(result)) == {
+        "roc_auc_gate",
+        "accuracy_gate",
+        "latency_gate",
+        "selection_rate_ratio",
+        "equalized_odds_difference",
+    }
     assert result.output_for_node("model_consumer") is None  # it ran
     meta = materialization.metadata
     assert 0.75 <= meta["roc_auc"].value <= 0.95
     assert "| accuracy |" in meta["metrics_vs_baseline"].value and "0.9500" in meta["metrics_vs_baseline"].value
-    assert meta["plots"].value.count("data:image/png;base64,") == 4
+    assert meta["plots"].value.count("data:image/png;base64,") == 6  # with calibration and fairness
+    assert "| gender | Female |" in meta["fairness"].value and "| age | <25 |" in meta["fairness"].value
     assert meta["mlflow_run"].value.endswith(meta["mlflow_run_id"].value)
-    assert materialization.tags["dagster/code_version"] == "trained-v2"
+    assert materialization.tags["dagster/code_version"] == "trained-v3"
     assert 0 < meta["decision_threshold"].value < 1 and meta["approved"].value is True
     assert Path(meta["model_path"].value).exists()
 
@@ -106,7 +114,15 @@ def test_one_finished_mlflow_run_per_trained_version_with_evidence(first_run):
         assert run.data.tags[tag]
     client = MlflowClient(tracking_uri=f"sqlite:///{var}/mlflow.db")
     plots = {Path(a.path).name for a in client.list_artifacts(run.info.run_id, "plots")}
-    assert plots == {"roc_curve.png", "precision_recall_curve.png", "confusion_matrix.png", "feature_importances.png"}
+    assert plots == {
+        "roc_curve.png",
+        "precision_recall_curve.png",
+        "confusion_matrix.png",
+        "calibration.png",
+        "feature_importances.png",
+        "fairness.png",
+    }
+    assert {"fairness.gender.selection_rate_ratio", "fairness.age.equalized_odds_difference"} <= set(run.data.metrics)
     mlflow.set_tracking_uri(f"sqlite:///{var}/mlflow.db")
     model = mlflow.pyfunc.load_model(materialization.metadata["mlflow_model_uri"].value)
     assert model.metadata.signature is not None
@@ -161,7 +177,7 @@ def test_each_gate_failing_blocks_downstream_and_says_why(instance, tmp_path):
     assert "blocking asset checks failed" in failure.step_failure_data.error.message
     assert "roc_auc_gate" in failure.step_failure_data.error.message
     failed = _gates(result)
-    assert not any(g.passed for g in failed.values())
+    assert not any(failed[g].passed for g in ("roc_auc_gate", "accuracy_gate", "latency_gate"))
     assert "below min_roc_auc 0.99" in failed["roc_auc_gate"].description
     assert "below min_accuracy 0.99" in failed["accuracy_gate"].description
     assert "over max_latency_ms 0.001" in failed["latency_gate"].description

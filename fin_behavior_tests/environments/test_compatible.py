@@ -53,6 +53,7 @@ def trained(banking_csv, tmp_path_factory):
         data_version="d1",
         roc_auc=roc_auc_score(model.split.y_test, model.pipeline.predict_proba(model.split.x_test)[:, 1]),
         decision_threshold=model.search.decision_threshold,
+        features=FAST.features,
     )
     return inputs, dataset, model.split.test_ids
 

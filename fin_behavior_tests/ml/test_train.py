@@ -101,8 +101,21 @@ def test_latency_is_measured_per_row(trained):
 
 def test_feature_importances_fold_one_hot_columns_back(trained):
     importances = feature_importances(trained[0].pipeline)
-    assert set(importances.index) == set(FEATURES)
+    assert set(importances.index) == set(FAST.features) == set(FEATURES) - {"gender"}
     assert importances.sum() == pytest.approx(1.0)
+
+
+def test_gender_is_accepted_but_not_read_by_default(trained):
+    """protected_attributes minus protected_features are not model inputs: a selection of columns, so rows still
+    carry gender (the dataset keeps it for fairness, the service accepts it) and changing it changes nothing."""
+    model = trained[0]
+    rows = model.split.x_test.head(200)
+    assert "gender" in rows.columns
+    swapped = rows.assign(gender=rows["gender"].map({"Male": "Female", "Female": "Male", "Other": "Male"}))
+    assert (swapped["gender"] != rows["gender"]).all()
+    assert np.array_equal(model.pipeline.predict_proba(rows), model.pipeline.predict_proba(swapped))
+    allowed = fast_options(protected_features=["age", "gender"])
+    assert "gender" in allowed.features and allowed.describe()["features"] != FAST.describe()["features"]
 
 
 def test_build_pipeline_is_a_fresh_unfitted_estimator():
@@ -121,7 +134,8 @@ def test_folding_the_scaler_keeps_the_model(trained):
     assert (scaler.mean_ == 0).all() and (scaler.scale_ == 1).all()
     before = model.pipeline.predict_proba(model.split.x_test)[:, 1]
     after = folded.predict_proba(model.split.x_test)[:, 1]
-    # only float32 rounding near a threshold can differ: rare and small
-    assert np.mean(np.abs(before - after) < 1e-9) > 0.97 and np.abs(before - after).max() < 0.05
+    # only float32 rounding near a threshold can differ: rare, and at most one tree's vote
+    one_tree = 1 / model.pipeline.named_steps["clf"].n_estimators
+    assert np.mean(np.abs(before - after) < 1e-9) > 0.97 and np.abs(before - after).max() <= one_tree + 1e-9
     original = model.pipeline.named_steps["features"].named_transformers_["numeric"].named_steps["scale"]
     assert (original.scale_ != 1).any()  # the trained pipeline itself is untouched
