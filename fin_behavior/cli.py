@@ -200,7 +200,6 @@ def _endpoint_stats(settings) -> int:
     print(f"last {settings.monitor_window_minutes:g} min: {window.describe()}")
     if not qualities:
         print("no scoring requests in the window")
-        return 0
     for version, quality in sorted(qualities.items()):
         f = quality.figures
         print(
@@ -213,6 +212,61 @@ def _endpoint_stats(settings) -> int:
         for check, verdict in quality.checks.items():
             state = "ok  " if verdict.outcome.passed else ("WARN" if verdict.warning else "FAIL")
             print(f"  {state} {check}: {verdict.outcome.message}")
+    _realized_stats(settings, directory, releases)
+    return 0
+
+
+def _realized_stats(settings, directory: Path, releases: Path) -> None:
+    """How the served decisions turned out (what realized_performance judges), per version."""
+    from fin_behavior.monitoring.labels import ground_truth_home
+    from fin_behavior.monitoring.realized import evaluate as realized
+    from fin_behavior.records import ModelInfo, TrainingRecord
+    from fin_behavior.storage.store import VersionStore
+
+    trained = VersionStore(settings.var_dir / "artifacts" / "trained_model")
+
+    def figures_of(version: str):
+        try:
+            info = ModelInfo.read(releases / version)
+            record = trained.path(info.trained_model_version)
+            return info.decision_threshold, TrainingRecord.read(record).metrics if record.is_dir() else {}
+        except (OSError, ValueError):
+            return None
+
+    window = realized(settings, directory, ground_truth_home(settings), figures_of)
+    print(f"\noutcomes, last {settings.outcome_window_hours:g} h: {window.describe()}")
+    for version, result in sorted(window.results.items()):
+        f, v, e = result.figures, result.validation, result.estimate
+        shown = [
+            f"{m} {f[m]:.4f} (validation {v[m]:.4f})" if m in v else f"{m} {f[m]:.4f}"
+            for m in ("roc_auc", "precision", "recall")
+            if m in f
+        ]
+        print(f"v{version}: {f['labelled']} of {f['decisions']} decisions labelled; " + ("; ".join(shown) or "-"))
+        if e.get("rows"):
+            print(
+                f"  estimated without labels ({e['rows']} rows): roc_auc {e['roc_auc']:.4f}, "
+                f"precision {e['precision']:.4f}"
+            )
+        for check, outcome in result.checks.items():
+            state = "ok  " if outcome.passed else ("WARN" if check == "label_coverage" else "FAIL")
+            print(f"  {state} {check}: {outcome.message}")
+
+
+def _feedback(args: argparse.Namespace) -> int:
+    from fin_behavior.monitoring.labels import add_label_file, ground_truth_home
+    from fin_behavior.serving.feedback import FeedbackError
+    from fin_behavior.settings import get_settings
+
+    try:
+        target, valid, invalid = add_label_file(args.file, ground_truth_home(get_settings()))
+    except FeedbackError as exc:
+        print(f"fin-behavior feedback: {exc}", file=sys.stderr)
+        return 2
+    print(
+        f"{valid} labels of {args.file} are now in {target}"
+        + (f"; {invalid} rows are not labels (counted)" if invalid else "")
+    )
     return 0
 
 
@@ -672,6 +726,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     actions.add_parser("rollback", help="put the `previous` version back in service through the same gates")
     endpoint.set_defaults(handler=_endpoint)
+    feedback = commands.add_parser(
+        "feedback",
+        help="add a label file (CSV or Parquet: request_id, row, label, observed_at) to the ground-truth folder the "
+        "ground_truth source watches; exit 2 when no row of it is a label",
+    )
+    feedback.add_argument("file", type=Path)
+    feedback.set_defaults(handler=_feedback)
     worker = commands.add_parser(
         "worker", help="a Celery worker that runs the steps of runs started with FIN_BEHAVIOR_EXECUTOR=celery"
     )

@@ -12,6 +12,7 @@ from fin_behavior.defs import (
     jobs,
     model,
     monitoring,
+    outcomes,
     registry,
     sensors,
     submissions,
@@ -21,6 +22,7 @@ from fin_behavior.defs.resources import MlflowTracking, StorageResource
 defs = dg.Definitions(
     assets=[
         dataset.raw_transactions,
+        dataset.ground_truth,
         dataset.processed_dataset,
         model.trained_model,
         compatible.training_environment,
@@ -31,6 +33,7 @@ defs = dg.Definitions(
         image.serving_image,
         monitoring.serving_traffic,
         monitoring.serving_quality,
+        outcomes.realized_performance,
         submissions.submitted_model,
         batch.batch_scores,
     ],
@@ -50,6 +53,7 @@ defs = dg.Definitions(
         sensors.data_version_sensor,
         sensors.environment_drift_sensor,
         sensors.approval_sensor,
+        sensors.performance_decay_sensor,
         batch.batch_inbox_sensor,
     ],
     schedules=[sensors.monitor_schedule],

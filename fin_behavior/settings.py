@@ -214,6 +214,29 @@ class Settings(BaseSettings):
         "", description="where a failed monitoring check is posted (a Slack-compatible incoming webhook); "
         "empty = no alerts, the checks still fail",
     )  # fmt: skip
+    # Outcomes (realized_performance, the ground_truth folder, POST /feedback): labels joined to logged decisions
+    # by request id, judged over a window of prediction time that ends label_delay_hours ago.
+    ground_truth_dir: Path | None = Field(
+        None, description="folder of label files (CSV or Parquet: request_id, row, label, observed_at) the "
+        "ground_truth source watches; empty = <var_dir>/ground_truth",
+    )  # fmt: skip
+    outcome_window_hours: float = Field(
+        168.0, gt=0, description="realized_performance: the window of prediction time it judges"
+    )
+    label_delay_hours: float = Field(
+        0.0, ge=0, description="how long labels take to come back: decisions younger than this are estimated "
+        "(label-free), not judged",
+    )  # fmt: skip
+    min_labelled_rows: int = Field(
+        200, ge=1, description="label_coverage: labelled decisions (with both classes) needed for a verdict"
+    )
+    min_label_coverage: float = Field(
+        0.1, ge=0, le=1, description="label_coverage: labelled share of the window's logged decisions needed"
+    )
+    realized_tolerance: float = Field(
+        0.05, ge=0, le=1, description="realized_roc_auc and realized_recall fail below the version's validation "
+        "figure minus this",
+    )  # fmt: skip
     # Canary on targets that split traffic (azureml), e.g. FIN_BEHAVIOR_TRAFFIC_STEPS='[10, 50]'.
     traffic_steps: tuple[int, ...] = Field(
         (), description="canary shares (%) the new color holds, each watched for traffic_step_seconds, before it "

@@ -28,6 +28,7 @@ FAST_TRAINING = {"n_iter": 2, "cv": 2, "search_max_rows": 1_500, "n_estimators":
 # The snapshot of the code location (test_definitions.py, test_webserver.py): a rename is a visible diff here.
 EXPECTED_ASSETS = {
     "raw_transactions",
+    "ground_truth",
     "processed_dataset",
     "trained_model",
     "training_environment",
@@ -37,6 +38,7 @@ EXPECTED_ASSETS = {
     "live_deployment",
     "serving_traffic",
     "serving_quality",
+    "realized_performance",
     "submitted_model",
     "serving_image",
     "batch_scores",

@@ -59,6 +59,7 @@ def test_assets_in_groups_with_their_checks(graphql):
     groups = {name: node["groupName"] for name, node in assets.items()}
     assert groups == {
         "raw_transactions": "data",
+        "ground_truth": "data",
         "processed_dataset": "data",
         "trained_model": "model",
         "compatible_model": "model",
@@ -68,12 +69,14 @@ def test_assets_in_groups_with_their_checks(graphql):
         "live_deployment": "deployment",
         "serving_traffic": "monitoring",
         "serving_quality": "monitoring",
+        "realized_performance": "monitoring",
         "submitted_model": "submissions",
         "serving_image": "image",
         "batch_scores": "batch",
     }
     assert {name for name, node in assets.items() if node["isObservable"]} == {
         "raw_transactions",
+        "ground_truth",
         "training_environment",
         "serving_environment",
         "serving_traffic",
@@ -105,13 +108,17 @@ def test_assets_in_groups_with_their_checks(graphql):
     assert checks["serving_quality"] == dict.fromkeys(
         ["traffic_volume", "latency_slo", "error_rate", "input_drift", "prediction_drift"], False
     )
+    assert checks["realized_performance"] == dict.fromkeys(
+        ["label_coverage", "realized_roc_auc", "realized_recall"], False
+    )
 
 
 def test_sensors_are_on_by_default_and_jobs_are_there(graphql):
     repository = graphql["repositoriesOrError"]["nodes"][0]
     sensors = {s["name"]: s["sensorState"]["status"] for s in repository["sensors"]}
     assert sensors == dict.fromkeys(
-        ["data_version_sensor", "environment_drift_sensor", "batch_inbox_sensor"], "RUNNING"
+        ["data_version_sensor", "environment_drift_sensor", "batch_inbox_sensor", "performance_decay_sensor"],
+        "RUNNING",
     )
     schedules = {s["name"]: s["scheduleState"]["status"] for s in repository["schedules"]}
     assert schedules == {"monitor_every_5_minutes": "RUNNING"}

@@ -140,3 +140,23 @@ def read_raw_inputs(store: VersionStore, version: str) -> pd.DataFrame | None:
     """The raw inputs of an approved dataset version's rows; None for a version published before v3."""
     path = store.approved(version) / RAW_INPUTS_FILE
     return pd.read_parquet(path) if path.is_file() else None
+
+
+def add_labelled_rows(dataset: pd.DataFrame, labelled: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """The processed rows with the labelled production rows after them (fin_behavior/monitoring/outcomes.py), and
+    how many of those were left out: a row that does not match the ProcessedDataset schema (a category never in
+    the vocabulary, an age out of range) would fail the dataset's checks for everyone, so it is dropped and
+    counted instead."""
+    import pandera.errors
+
+    from fin_behavior.data.schemas import ProcessedDataset
+
+    if not len(labelled):
+        return dataset, 0
+    try:
+        ProcessedDataset.validate(labelled, lazy=True)
+        kept = labelled
+    except pandera.errors.SchemaErrors as exc:
+        bad = exc.failure_cases["index"].dropna().unique()
+        kept = labelled.drop(index=[i for i in bad if i in labelled.index])
+    return pd.concat([dataset, kept], ignore_index=True), len(labelled) - len(kept)

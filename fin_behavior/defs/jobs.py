@@ -5,7 +5,7 @@ with FIN_BEHAVIOR_EXECUTOR=celery."""
 import dagster as dg
 
 from fin_behavior.defs.compatible import serving_environment, training_environment
-from fin_behavior.defs.dataset import processed_dataset, raw_transactions
+from fin_behavior.defs.dataset import ground_truth, processed_dataset, raw_transactions
 from fin_behavior.defs.deployment import live_deployment
 from fin_behavior.defs.monitoring import serving_quality, serving_traffic
 
@@ -16,14 +16,17 @@ RUN_ON_THEIR_OWN = dg.AssetSelection.groups("monitoring", "submissions", "image"
 full_pipeline = dg.define_asset_job(
     "full_pipeline",
     selection=dg.AssetSelection.all(include_sources=True) - RUN_ON_THEIR_OWN,
-    description="Observe the raw data and both environments, then materialize every stage with its checks.",
+    description="Observe the raw data, the labels and both environments, then materialize every stage with its checks.",
 )
 
 retrain = dg.define_asset_job(
     "retrain",
-    selection=dg.AssetSelection.assets(raw_transactions.key, training_environment.key, serving_environment.key)
+    selection=dg.AssetSelection.assets(
+        raw_transactions.key, ground_truth.key, training_environment.key, serving_environment.key
+    )
     | dg.AssetSelection.assets(processed_dataset).downstream() - RUN_ON_THEIR_OWN,
-    description="Observe the inputs, then rebuild from processed_dataset onward (what the data sensor runs).",
+    description="Observe the inputs (raw data, labels, environments), then rebuild from processed_dataset onward (what "
+    "the data and decay sensors run).",
 )
 
 rebuild_compatible = dg.define_asset_job(
@@ -49,6 +52,7 @@ rollback = dg.define_asset_job(
 
 monitor = dg.define_asset_job(
     "monitor",
-    selection=dg.AssetSelection.assets(serving_traffic.key, serving_quality),
-    description="Observe the prediction log and judge the last window of what serves (serving_quality).",
+    selection=dg.AssetSelection.assets(serving_traffic.key, ground_truth.key, serving_quality, "realized_performance"),
+    description="Observe the prediction log and the labels, judge the last window of what serves (serving_quality) "
+    "and how its decisions turned out (realized_performance).",
 )

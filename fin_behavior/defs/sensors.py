@@ -6,6 +6,7 @@ import dagster as dg
 
 from fin_behavior.defs import jobs
 from fin_behavior.defs.dataset import processed_dataset
+from fin_behavior.defs.outcomes import STAGE as REALIZED
 from fin_behavior.defs.resources import MlflowTracking, StorageResource
 from fin_behavior.environments.builder import EnvironmentBuildError
 from fin_behavior.environments.compatible import BUNDLE_DIR
@@ -98,17 +99,24 @@ def data_version_sensor(context: dg.SensorEvaluationContext, storage: StorageRes
     )
     if version == built_from:
         return dg.SkipReason(f"raw data {path} is version {version}, the one processed_dataset was built from")
-    if version == context.cursor:
-        return dg.SkipReason(f"raw data version {version} was already requested (run key data-{version})")
-    result = _request_unless_running(
+    return _retrain_once(
         context,
-        jobs.retrain.name,
+        version,
         f"raw data version {version} is new",
         f"data-{version}",
         {"fin_behavior/trigger": "data_version", "fin_behavior/raw_data_version": version},
     )
+
+
+def _retrain_once(
+    context: dg.SensorEvaluationContext, key: str, change: str, run_key: str, tags: dict[str, str]
+) -> dg.RunRequest | dg.SkipReason:
+    """One `retrain` per key (kept as the sensor's cursor once requested), none while one is still running."""
+    if key == context.cursor:
+        return dg.SkipReason(f"{change}, and its retrain was already requested (run key {run_key})")
+    result = _request_unless_running(context, jobs.retrain.name, change, run_key, tags)
     if isinstance(result, dg.RunRequest):
-        context.update_cursor(version)
+        context.update_cursor(key)
     return result
 
 
@@ -198,6 +206,29 @@ def approval_sensor(context: dg.SensorEvaluationContext):
     if isinstance(result, dg.RunRequest):
         context.update_cursor(seq)
     return result
+
+
+@dg.sensor(job=jobs.retrain, default_status=dg.DefaultSensorStatus.RUNNING, minimum_interval_seconds=60)
+def performance_decay_sensor(context: dg.SensorEvaluationContext):
+    """The production version's realized ROC-AUC or recall failed in the last realized_performance -> one
+    `retrain` per window (run key = version and window), on data that now includes the labelled production rows;
+    the new version goes through every gate, and serves only if it passes them."""
+    latest = context.instance.get_latest_materialization_event(dg.AssetKey(REALIZED))
+    if latest is None or latest.asset_materialization is None:
+        return dg.SkipReason("realized_performance has not been materialized yet (the monitor job does it)")
+    metadata = latest.asset_materialization.metadata
+    decayed = metadata.get("decayed")
+    decayed_text = str(decayed.value) if decayed is not None else "no"
+    window = str(metadata["window_key"].value) if "window_key" in metadata else ""
+    if decayed_text == "no" or not window:
+        return dg.SkipReason(f"the last realized_performance found no decay ({window or 'no window'})")
+    return _retrain_once(
+        context,
+        window,
+        f"realized performance failed in window {window} ({decayed_text})",
+        f"decay-{window}",
+        {"fin_behavior/trigger": "performance_decay", "fin_behavior/decayed": decayed_text[:200]},
+    )
 
 
 monitor_schedule = dg.ScheduleDefinition(

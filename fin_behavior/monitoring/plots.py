@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC
 from pathlib import Path
 
 import numpy as np
@@ -32,5 +33,40 @@ def psi_bars(features: dict[str, float], path: Path, warn: float, alert: float) 
     ax.set_xlabel("PSI against the reference profile")
     ax.set_title("Input drift by feature")
     ax.tick_params(axis="y", labelsize=6)
+    ax.legend(fontsize=7)
+    return save(plt, fig, path)
+
+
+def realized_over_time(timeline: list[dict], validation: float | None, tolerance: float, path: Path) -> Path:
+    """Realized ROC-AUC by slice of prediction time, next to the validation figure and the bar."""
+    from datetime import datetime
+
+    plt, fig, ax = figure()
+    times = [datetime.fromtimestamp(p["time"], tz=UTC) for p in timeline]
+    ax.plot(times, [p["roc_auc"] for p in timeline], marker="o", label="realized ROC-AUC")
+    if validation is not None:
+        ax.axhline(validation, color="green", linestyle="--", label=f"validation {validation:.3f}")
+        ax.axhline(validation - tolerance, color="red", linestyle="--", label=f"bar (tolerance {tolerance:g})")
+    ax.set_xlabel("prediction time (UTC)")
+    ax.set_title("Realized vs validation ROC-AUC")
+    ax.tick_params(axis="x", labelsize=6, rotation=30)
+    ax.legend(fontsize=7)
+    return save(plt, fig, path)
+
+
+def reliability(bins: dict, path: Path) -> Path:
+    """Observed positive rate against the mean probability answered, per probability bin."""
+    plt, fig, ax = figure()
+    used = [i for i, n in enumerate(bins["count"]) if n]
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", label="calibrated")
+    ax.plot(
+        [bins["mean_probability"][i] for i in used],
+        [bins["positive_rate"][i] for i in used],
+        marker="o",
+        label="served",
+    )
+    ax.set_xlabel("probability answered")
+    ax.set_ylabel("observed positive rate")
+    ax.set_title("Calibration on the labelled decisions")
     ax.legend(fontsize=7)
     return save(plt, fig, path)

@@ -3,7 +3,8 @@ service object itself (the hot path, no routing or middleware); the other endpoi
 
     <serving env>/bin/python -m fin_behavior.serving.app --bundle DIR --keys-file FILE --model-version 3
 
-Endpoints: POST /score (key required), GET /version and /metrics (key required), GET /health (liveness),
+Endpoints: POST /score (key required), POST /feedback (outcomes by request id, feedback.py; key required), GET
+/version and /metrics (key required), GET /health (liveness),
 GET /ready (bundle loaded and verified), GET /openapi.json, and the Open Inference Protocol's /v2 routes
 (oip.py; inference through the same hot path as /score). Every answer is JSON, every client mistake a 4xx
 that names it. A scoring request authenticated with the platform's probe key (config.read_probe_keys) is the
@@ -43,6 +44,7 @@ from fin_behavior.serving import oip
 from fin_behavior.serving.bundle import Bundle, BundleError, load_bundle
 from fin_behavior.serving.config import ServiceSettings, read_keys, read_probe_keys
 from fin_behavior.serving.explain import Explanations
+from fin_behavior.serving.feedback import FeedbackLog
 from fin_behavior.serving.openapi import openapi_schema
 from fin_behavior.serving.prediction_log import PredictionLog
 from fin_behavior.serving.request_ids import request_id_for
@@ -131,6 +133,7 @@ class ScoringService:
             if settings.prediction_log
             else None
         )
+        self.feedback_log = FeedbackLog(settings.prediction_log, settings.log_max_bytes, settings.log_keep_files)
         self.bundle: Bundle | None = None
         self.predict_pool: ThreadPoolExecutor | None = None  # set for a model whose code is not the platform's
         self.refusal = "not loaded yet"
@@ -155,6 +158,7 @@ class ScoringService:
                 Route("/version", self.version, methods=["GET"]),
                 Route("/metrics", self.metrics_text, methods=["GET"]),
                 Route("/openapi.json", self.openapi, methods=["GET"]),
+                Route("/feedback", self.feedback, methods=["POST"]),
                 Route("/v2", self.oip_server, methods=["GET"]),
                 Route("/v2/health/live", self.health, methods=["GET"]),
                 Route("/v2/health/ready", self.ready, methods=["GET"]),
@@ -336,6 +340,10 @@ class ScoringService:
         if self._authorized(request.scope):
             return None
         return JSONResponse({"error": f"missing or invalid API key: {KEY_HINT}"}, status_code=401)
+
+    async def feedback(self, request: Request) -> Response:
+        """True outcomes by request id (serving/feedback.py); the same key as /score."""
+        return self._key_required(request) or await self.feedback_log.receive(request, self.settings.max_body_bytes)
 
     async def health(self, _: Request) -> Response:
         return JSONResponse({"status": "alive"})

@@ -9,7 +9,7 @@ import pytest
 
 from fin_behavior.cli import main
 from fin_behavior.defs.compatible import compatible_model, serving_environment, training_environment
-from fin_behavior.defs.dataset import processed_dataset, raw_transactions
+from fin_behavior.defs.dataset import ground_truth, processed_dataset, raw_transactions
 from fin_behavior.defs.model import trained_model
 from fin_behavior.defs.registry import registered_model_version
 from fin_behavior.defs.resources import MlflowTracking, StorageResource
@@ -22,6 +22,7 @@ from fin_behavior_tests.helpers import FAST_TRAINING as FAST
 
 ASSETS = [
     raw_transactions,
+    ground_truth,
     processed_dataset,
     trained_model,
     training_environment,

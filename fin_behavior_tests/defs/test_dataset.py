@@ -7,10 +7,10 @@ import pandas as pd
 import pytest
 
 from fin_behavior.data.processing import DATASET_FILE
-from fin_behavior.defs.dataset import processed_dataset, raw_transactions
+from fin_behavior.defs.dataset import ground_truth, processed_dataset, raw_transactions
 from fin_behavior.defs.resources import StorageResource
 
-ASSETS = [raw_transactions, processed_dataset]
+ASSETS = [raw_transactions, ground_truth, processed_dataset]
 
 
 def _run(instance, storage, **config):

@@ -11,7 +11,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from fin_behavior.data.processing import DATASET_FILE
-from fin_behavior.defs.dataset import processed_dataset, raw_transactions
+from fin_behavior.defs.dataset import ground_truth, processed_dataset, raw_transactions
 from fin_behavior.defs.model import trained_model
 from fin_behavior.defs.resources import MlflowTracking, StorageResource
 from fin_behavior.ml import evaluate
@@ -32,7 +32,7 @@ def _materialize(instance, var: Path, raw: Path | None = None, **training):
         "mlflow": MlflowTracking(tracking_uri=f"sqlite:///{var}/mlflow.db", experiment_name=EXPERIMENT),
     }
     return dg.materialize(
-        [raw_transactions, processed_dataset, trained_model, model_consumer],
+        [raw_transactions, ground_truth, processed_dataset, trained_model, model_consumer],
         instance=instance,
         resources=resources,
         run_config={"ops": {"trained_model": {"config": FAST | training}}},

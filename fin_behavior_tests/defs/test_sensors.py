@@ -9,7 +9,7 @@ import pytest
 
 from fin_behavior.data.generate import generate_csv
 from fin_behavior.definitions import defs
-from fin_behavior.defs.dataset import processed_dataset, raw_transactions
+from fin_behavior.defs.dataset import ground_truth, processed_dataset, raw_transactions
 from fin_behavior.defs.resources import MlflowTracking, StorageResource
 from fin_behavior.defs.sensors import data_version_sensor, environment_drift_sensor
 from fin_behavior.environments import builder, verify
@@ -42,7 +42,7 @@ def test_data_sensor_requests_one_run_per_new_version(instance, tmp_path, bankin
     assert isinstance(first, dg.RunRequest) and first.run_key == f"data-{cursor}"  # never processed yet
 
     dg.materialize(
-        [raw_transactions, processed_dataset],
+        [raw_transactions, ground_truth, processed_dataset],
         instance=instance,
         resources={"storage": storage},
         selection=dg.AssetSelection.all(include_sources=True),

@@ -118,10 +118,11 @@ class FakeWorkspace:
             raise HttpResponseError(message="(502) upstream request failed: model crashed")
         version = self.deployments[deployment_name].tags["model_version"]
         expected = self.bundles[version]
-        known = [*zip(expected["records"], expected["probabilities"], strict=True)]
-        raw = expected.get("raw_records", [])  # the raw twins the parity gate replays: the same answers, in order
-        known += zip(raw, expected["probabilities"][: len(raw)], strict=True)
-        by_record = {json.dumps(r, sort_keys=True): p for r, p in known}
+        by_record = {  # the known records, and their raw twins in the bank's layout (the same answers)
+            json.dumps(r, sort_keys=True): p
+            for shape in ("records", "raw_records")
+            for r, p in zip(expected.get(shape, []), expected["probabilities"], strict=False)
+        }
         records = json.loads(Path(request_file).read_text())
         return json.dumps({"probabilities": [by_record[json.dumps(r, sort_keys=True)] for r in records],
                            "model_version": version})  # fmt: skip
