@@ -128,3 +128,13 @@ def running_with(marker: str, within: float = 5) -> list[int]:
     while (found := running()) and time.monotonic() < deadline:
         time.sleep(0.1)
     return found
+
+
+def known_answers(expected: dict[str, Any]) -> dict[str, float]:
+    """A bundle's expected.json as a fake endpoint answers it: each known record, and its raw twin in the bank's
+    layout (`raw_records`), by its canonical JSON -> the probability verified for it."""
+    return {
+        json.dumps(record, sort_keys=True): probability
+        for shape in ("records", "raw_records")
+        for record, probability in zip(expected.get(shape, []), expected["probabilities"], strict=False)
+    }

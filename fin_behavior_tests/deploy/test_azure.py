@@ -31,7 +31,7 @@ from fin_behavior.environments import builder
 from fin_behavior.environments.spec import get_spec
 from fin_behavior.monitoring.window import read_window
 from fin_behavior.settings import get_settings
-from fin_behavior_tests.helpers import ENVS, QUICK_GATES
+from fin_behavior_tests.helpers import ENVS, QUICK_GATES, known_answers
 from fin_behavior_tests.serving_fixtures import build_bundle, release
 
 CONFIG = azure.AzureConfig("sub", "rg", "ws", "fin-test", "Standard_F4s_v2", 1, 90_000, 4, 1.0, conflict_wait_seconds=0)
@@ -118,11 +118,7 @@ class FakeWorkspace:
             raise HttpResponseError(message="(502) upstream request failed: model crashed")
         version = self.deployments[deployment_name].tags["model_version"]
         expected = self.bundles[version]
-        by_record = {  # the known records, and their raw twins in the bank's layout (the same answers)
-            json.dumps(r, sort_keys=True): p
-            for shape in ("records", "raw_records")
-            for r, p in zip(expected.get(shape, []), expected["probabilities"], strict=False)
-        }
+        by_record = known_answers(expected)
         records = json.loads(Path(request_file).read_text())
         return json.dumps({"probabilities": [by_record[json.dumps(r, sort_keys=True)] for r in records],
                            "model_version": version})  # fmt: skip

@@ -28,7 +28,7 @@ from fin_behavior.ml import registry
 from fin_behavior.monitoring.window import read_window
 from fin_behavior.records import BundleFiles, ModelInfo, read_json, sha256_file, write_json
 from fin_behavior.settings import get_settings
-from fin_behavior_tests.helpers import QUICK_GATES, evidence, local_registry
+from fin_behavior_tests.helpers import QUICK_GATES, evidence, known_answers, local_registry
 from fin_behavior_tests.serving_fixtures import release, start_service
 
 KUBERNETES_VERSION = "1.33"
@@ -134,10 +134,7 @@ class FakeCluster:
         deployment = self.objects[("deployment", f"{CONFIG.app}-{service['spec']['selector'][k8s.COLOR_LABEL]}")]
         version = deployment["metadata"]["labels"][k8s.VERSION_LABEL]
         expected = self.expected[version]
-        known = [*zip(expected["records"], expected["probabilities"], strict=True)]
-        raw = expected.get("raw_records", [])  # the raw twins the parity gate replays: the same answers, in order
-        known += zip(raw, expected["probabilities"][: len(raw)], strict=True)
-        by_record = {json.dumps(r, sort_keys=True): p for r, p in known}
+        by_record = known_answers(expected)
         answers = [by_record[json.dumps(r, sort_keys=True)] for r in body]
         if self.fail == "parity" and version != "1":
             answers = [1 - p for p in answers]
