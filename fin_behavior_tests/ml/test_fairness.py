@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from fin_behavior.defs.dataset import processed_dataset, raw_transactions
+from fin_behavior.defs.dataset import ground_truth, processed_dataset, raw_transactions
 from fin_behavior.defs.model import trained_model
 from fin_behavior.defs.registry import registered_model_version
 from fin_behavior.defs.resources import MlflowTracking, StorageResource
@@ -32,7 +32,7 @@ def next_stage() -> None:
 
 def _materialize(instance, var: Path, raw: Path, assets: list, **training):
     return dg.materialize(
-        [raw_transactions, *assets],
+        [raw_transactions, ground_truth, *assets],
         instance=instance,
         resources={
             "storage": StorageResource(var_dir=str(var), raw_data_path=str(raw)),
