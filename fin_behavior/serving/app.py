@@ -150,7 +150,8 @@ class ScoringService:
             self.refusal = str(exc)
             log.error("model bundle refused, service stays not-ready: %s", exc)
         flush = self.predictions.flush if self.predictions else None
-        self.explanations = Explanations(settings, self.bundle, self._authorized, flush)  # off the hot path
+        # off the hot path: its own worker process, its own limit (explain.py)
+        self.explanations = Explanations(settings, self.bundle, self._authorized, flush, self._read_body)
         self.rest = Starlette(
             routes=[
                 Route("/health", self.health, methods=["GET"]),
@@ -343,7 +344,13 @@ class ScoringService:
 
     async def feedback(self, request: Request) -> Response:
         """True outcomes by request id (serving/feedback.py); the same key as /score."""
-        return self._key_required(request) or await self.feedback_log.receive(request, self.settings.max_body_bytes)
+        if refused := self._key_required(request):
+            return refused
+        try:
+            raw = await self._read_body(request.scope, request.receive)
+        except InputError as exc:
+            return JSONResponse({"error": exc.message}, status_code=exc.status)
+        return await self.feedback_log.receive(raw)
 
     async def health(self, _: Request) -> Response:
         return JSONResponse({"status": "alive"})

@@ -65,8 +65,11 @@ def find_decision(log: Path | None, request_id: str, served_version: str) -> Dec
     for path in _files(log, inputs=True):
         line = _last_line_with(path, end, at_end=True)
         if line is not None:
-            entry = json.loads(line)
-            version = str(entry["model_version"])
+            try:
+                entry = json.loads(line)
+                version = str(entry["model_version"])
+            except (ValueError, KeyError, TypeError, RecursionError):
+                raise NotFound(f"request {request_id!r} is in the log but its line cannot be read back") from None
             if version != served_version:
                 raise NotFound(_other_version(request_id, version, served_version))
             return Decision(request_id, version, entry["request"], list(entry["response"]["probabilities"]))

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import multiprocessing
 import os
+import re
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -36,8 +38,9 @@ from fin_behavior.serving.attribution import Attributor, Unexplainable
 from fin_behavior.serving.bundle import Bundle
 from fin_behavior.serving.config import ServiceSettings
 from fin_behavior.serving.decision_log import NotFound, find_decision
+from fin_behavior.serving.raw_records import RecordSchema, raw_refusal
 from fin_behavior.serving.request_ids import is_valid, request_id_for
-from fin_behavior.serving.validation import InputError, Schema, decode
+from fin_behavior.serving.validation import InputError, decode
 
 log = logging.getLogger("fin_behavior.serving.explain")
 DEFAULT_TOP = 4
@@ -46,10 +49,14 @@ WORKER_NICENESS = 10
 
 
 class Explanations:
-    """The routes and the bounded worker of one scoring service. `authorized(scope)` is the service's key check."""
+    """The routes and the bounded worker of one scoring service. `authorized(scope)` is the service's key check,
+    `read_body(scope, receive)` its body reader (the size bound, the deadline, the cap on bodies still arriving)."""
 
-    def __init__(self, settings: ServiceSettings, bundle: Bundle | None, authorized: Any, flush_log: Any):
+    def __init__(
+        self, settings: ServiceSettings, bundle: Bundle | None, authorized: Any, flush_log: Any, read_body: Any
+    ):
         self.settings, self.bundle, self.authorized, self.flush_log = settings, bundle, authorized, flush_log
+        self.read_body = read_body
         self.pending = 0
         self.pool: ProcessPoolExecutor | None = None
         self.refusal = _refusal(settings, bundle)
@@ -86,7 +93,7 @@ class Explanations:
             if bad_id is not None:
                 raise InputError(400, bad_id)
             top = _top(request)
-            parsed = self.bundle.schema.parse(decode(await _body(request, self.settings.max_body_bytes)), self._rows)
+            parsed = self.bundle.schema.parse(decode(await self.read_body(request.scope, request.receive)), self._rows)
             _, probabilities = self.bundle.predict(parsed.columns)  # as /score answers them
             assert probabilities is not None
             attributions = await self._run(_attribute, parsed.columns)
@@ -103,6 +110,8 @@ class Explanations:
     def _refused(self, request: Request) -> Response | None:
         if not self.authorized(request.scope):
             return _error(401, "missing or invalid API key: send it as X-API-Key or Authorization: Bearer <key>")
+        if self.bundle is None:
+            return _error(503, "model not loaded: this service is not ready (GET /ready says why)", RETRY_AFTER)
         if self.refusal:
             return _error(501, self.refusal)
         return None
@@ -170,19 +179,9 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
 
 def _top(request: Request) -> int:
     given = request.query_params.get("top", str(DEFAULT_TOP))
-    if not given.isdigit() or not 1 <= int(given) <= 100:
+    if not re.fullmatch(r"[0-9]{1,3}", given) or not 1 <= int(given) <= 100:  # ASCII digits ("²".isdigit())
         raise InputError(422, f"top must be a whole number from 1 to 100 (the reasons per row), not {given[:20]!r}")
     return int(given)
-
-
-async def _body(request: Request, limit: int) -> bytes:
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise InputError(413, f"body exceeds the {limit}-byte limit")
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 # The explanation rows ----------------------------------------------------------------------------------------
@@ -211,7 +210,7 @@ def _reason(column: str, value: Any, contribution: float) -> dict[str, Any]:
     by = f" by {abs(contribution):.2g}" if contribution else ""
     return {
         "column": column,
-        "value": value,
+        "value": value if not isinstance(value, float) or math.isfinite(value) else None,  # JSON has no NaN
         "contribution": contribution,
         "text": f"{column} {shown} {moved} the probability{by}",
     }
@@ -230,7 +229,8 @@ class _Worker:
         self.refusal = ""
         try:
             self.attributor = Attributor.load(bundle_dir)
-            self.schema = Schema(ModelInfo.read(bundle_dir).features)
+            info = ModelInfo.read(bundle_dir)
+            self.schema = RecordSchema(info.features, raw_refusal(info))  # as /score read it: raw records too
         except Unexplainable as exc:
             self.refusal = str(exc)
 

@@ -15,19 +15,22 @@ on disk), rotated and bounded like the prediction log: `{"time":…,"request_id"
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from fin_behavior.serving.prediction_log import STDOUT, _Appender
 from fin_behavior.serving.request_ids import RULE, is_valid
+from fin_behavior.serving.validation import InputError, decode
 
 FEEDBACK_DIR = "feedback"
+MAX_AT_ONCE = 2  # label posts parsed and written at once; more are a 429
 MAX_LABELS = 10_000  # per request; a bigger batch goes in several requests or as a file (fin-behavior feedback)
 _SHOWN = 5  # bad entries named in a refusal
 
@@ -75,9 +78,9 @@ def validate_label(entry: Any, now: float) -> dict[str, Any]:
 
 def parse_body(raw: bytes, now: float) -> list[dict[str, Any]]:
     try:
-        body = json.loads(raw)
-    except ValueError:
-        raise FeedbackError('the body is not JSON: send {"labels": [{"request_id": …, "label": 0 or 1}]}') from None
+        body = decode(raw)  # UTF-8 only, bounded nesting: the scoring routes' reader
+    except InputError as exc:
+        raise FeedbackError(f'{exc.message}: send {{"labels": [{{"request_id": …, "label": 0 or 1}}]}}') from None
     labels = body.get("labels") if isinstance(body, dict) else None
     if not isinstance(labels, list) or not labels:
         raise FeedbackError('send {"labels": [{"request_id": …, "row": 0, "label": 0 or 1}, …]}, at least one')
@@ -107,6 +110,7 @@ def feedback_path(prediction_log: Path) -> Path:
 class FeedbackLog:
     def __init__(self, prediction_log: Path | None, max_bytes: int, keep_files: int):
         self.appender: _Appender | None = None
+        self.busy, self.lock = 0, threading.Lock()
         if prediction_log is not None:
             path = STDOUT if prediction_log == STDOUT else feedback_path(prediction_log)
             if path != STDOUT:
@@ -121,7 +125,10 @@ class FeedbackLog:
         )
         self.appender.flush()
 
-    async def receive(self, request: Request, max_body_bytes: int) -> Response:
+    async def receive(self, raw: bytes) -> Response:
+        """`raw`: the body, read by the service within its size and time bounds. Parsing, checking and writing
+        run off the event loop (10,000 labels take tens of milliseconds), at most `MAX_AT_ONCE` at a time: a
+        client posting labels in a loop cannot slow scoring down, it is told to wait (429)."""
         if self.appender is None:
             return JSONResponse(
                 {
@@ -130,18 +137,24 @@ class FeedbackLog:
                 },
                 status_code=503,
             )
-        declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > max_body_bytes:
-            return JSONResponse({"error": f"body of {declared} bytes exceeds the {max_body_bytes}-byte limit"}, 413)
-        raw = b""
-        async for chunk in request.stream():
-            raw += chunk
-            if len(raw) > max_body_bytes:
-                return JSONResponse({"error": f"body exceeds the {max_body_bytes}-byte limit"}, status_code=413)
-        now = time.time()
+        if self.busy >= MAX_AT_ONCE:
+            return JSONResponse(
+                {"error": f"{self.busy} label posts are being written; retry shortly, or drop a file instead "
+                 "(fin-behavior feedback FILE)"},
+                status_code=429,
+                headers={"Retry-After": "1"},
+            )
+        self.busy += 1
         try:
-            labels = parse_body(raw, now)
+            accepted = await asyncio.to_thread(self._take, raw, time.time())
         except FeedbackError as exc:
             return JSONResponse({"error": str(exc)}, status_code=422)
-        self.append(labels, now)
-        return JSONResponse({"accepted": len(labels)}, status_code=202)
+        finally:
+            self.busy -= 1
+        return JSONResponse({"accepted": accepted}, status_code=202)
+
+    def _take(self, raw: bytes, now: float) -> int:
+        labels = parse_body(raw, now)
+        with self.lock:
+            self.append(labels, now)
+        return len(labels)

@@ -100,8 +100,28 @@ def test_bad_feedback_is_refused_whole_saying_why(service):
         assert bad.status_code == 422 and "labels[1]: label must be 0 or 1, not 2" in bad.json()["error"]
         assert client.post("/feedback", content=b"nope").status_code == 422
         assert client.post("/feedback", json={"labels": []}).status_code == 422
+        nested = client.post("/feedback", content=b'{"labels":' + b"[" * 100_000 + b"]" * 100_000 + b"}")
+        assert nested.status_code == 422 and "nested too deeply" in nested.json()["error"]
+        utf16 = client.post("/feedback", content='{"labels": [{"request_id": "a", "label": 1}]}'.encode("utf-16"))
+        assert utf16.status_code == 422 and "not valid JSON" in utf16.json()["error"]
     with service.client(key="wrong") as client:
         assert client.post("/feedback", json={"labels": [{"request_id": "a", "label": 1}]}).status_code == 401
     time.sleep(0.1)
     lines = (service.predictions.parent / "feedback" / service.predictions.name).read_text().splitlines()
     assert not any('"request_id":"b"' in line or '"request_id":"a"' in line for line in lines)  # nothing half-kept
+
+
+def test_a_body_dripped_slowly_is_cut_at_the_deadline_like_score_s(service):
+    """/feedback reads its body with the service's own reader: size bound, deadline (408), cap on slow bodies."""
+    import socket
+
+    host, port = service.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as conn:
+        conn.sendall(
+            b"POST /feedback HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"X-API-Key: " + service.key.encode() + b"\r\nContent-Length: 1000\r\n\r\n{"
+        )
+        started = time.monotonic()
+        answer = conn.recv(65_536).decode()  # nothing more is sent: the service answers at its body deadline
+    assert answer.startswith("HTTP/1.1 408") and "did not arrive within" in answer, answer[:300]
+    assert time.monotonic() - started < 25

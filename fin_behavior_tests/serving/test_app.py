@@ -288,6 +288,9 @@ def test_tampered_bundle_is_refused_and_the_service_stays_not_ready(serving_env,
         assert ready.status_code == 503 and "model.onnx does not match model_info.json" in ready.json()["reason"]
         score = httpx.post(f"{service.url}/score", json={}, headers={"X-API-Key": service.key})
         assert score.status_code == 503 and "model not loaded" in score.json()["error"]
+        for method, path in (("POST", "/explain"), ("GET", "/explain/any-id")):  # not a 500, not a 501
+            explain = httpx.request(method, f"{service.url}{path}", json={}, headers={"X-API-Key": service.key})
+            assert explain.status_code == 503 and "model not loaded" in explain.json()["error"], explain.text
     finally:
         service.process.terminate()
         service.process.wait(timeout=10)

@@ -256,3 +256,31 @@ def test_the_bundle_ships_its_global_view_in_the_same_units(bundle, explained):
     served = {name: np.mean([abs(row["contributions"][name]) for row in rows]) for name in columns}
     top = sorted(served, key=served.__getitem__, reverse=True)[:3]
     assert next(iter(columns)) in top, (list(columns)[:3], top)
+
+
+def test_a_decision_sent_as_the_bank_s_record_is_explained_by_its_id_and_odd_values_stay_json(service, bundle):
+    """A raw-layout record's decision, read back from the log as /score read it; a value JSON cannot spell (a credit
+    utilisation of 0/0 when the limit is 0) is null in the reasons, never a 500; `top` takes ASCII digits only."""
+    from fin_behavior.records import BundleFiles, read_json
+
+    raw = read_json(bundle[0] / BundleFiles.EXPECTED)["raw_records"][:2]
+    with service.client() as client:
+        scored = client.post("/score", json=raw, headers={"X-Request-ID": "raw-record-1"})
+        assert scored.status_code == 200, scored.text
+        time.sleep(0.8)  # the log is written every 0.5 s
+        logged = client.get("/explain/raw-record-1", timeout=120)
+        assert logged.status_code == 200, logged.text
+        assert [row["probability"] for row in logged.json()["rows"]] == scored.json()["probabilities"]
+        no_limit = client.post("/explain?top=100", json=[raw[0] | {"Credit Limit": 0}], timeout=120)
+        assert no_limit.status_code == 200, no_limit.text
+        reasons = {r["column"]: r["value"] for r in no_limit.json()["rows"][0]["reasons"]}
+        assert reasons["credit_utilisation"] is None
+        for top in ("\u00b2", "\uff11", "1.5"):  # superscript two, fullwidth one: isdigit() takes both
+            assert client.get("/explain/raw-record-1", params={"top": top}).status_code == 422
+
+
+def test_a_body_that_is_not_utf8_is_refused_before_it_reaches_the_log(service):
+    with service.client() as client:
+        for body in (b'\xef\xbb\xbf{"age": 41}', '{"age": 41}'.encode("utf-16")):
+            answer = client.post("/score", content=body, headers={"content-type": "application/json"})
+            assert answer.status_code == 400 and "not valid JSON" in answer.json()["error"], answer.text
