@@ -4,6 +4,7 @@ import dagster as dg
 
 from fin_behavior.defs import (
     batch,
+    challenger,
     compatible,
     dataset,
     deployment,
@@ -34,6 +35,7 @@ defs = dg.Definitions(
         monitoring.serving_traffic,
         monitoring.serving_quality,
         outcomes.realized_performance,
+        challenger.challenger_comparison,
         submissions.submitted_model,
         batch.batch_scores,
     ],
@@ -45,6 +47,7 @@ defs = dg.Definitions(
         jobs.deploy,
         jobs.rollback,
         jobs.monitor,
+        jobs.compare_challenger,
         submissions.submission_job,
         image.build_image,
         batch.score_batch,

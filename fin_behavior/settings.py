@@ -237,6 +237,26 @@ class Settings(BaseSettings):
         0.05, ge=0, le=1, description="realized_roc_auc and realized_recall fail below the version's validation "
         "figure minus this",
     )  # fmt: skip
+    # Champion and challenger (challenger_comparison): the paired verdict over the window of prediction time.
+    challenger_window_hours: float = Field(
+        168.0, gt=0, description="challenger_comparison: the window of prediction time it compares the two versions "
+        "over",
+    )  # fmt: skip
+    challenger_alpha: float = Field(
+        0.05, gt=0, lt=1, description="challenger_comparison: the verdict's significance level (its bootstrap "
+        "interval is at 1 - alpha, two-sided)",
+    )  # fmt: skip
+    challenger_min_gain: float = Field(
+        0.05, gt=0, lt=1, description="challenger_comparison: the smallest ROC-AUC gain worth detecting; sets the "
+        "labelled rows asked for",
+    )  # fmt: skip
+    challenger_power: float = Field(
+        0.9, gt=0.5, lt=1, description="challenger_comparison: the chance of seeing a gain of challenger_min_gain "
+        "at the rows asked for",
+    )  # fmt: skip
+    challenger_bootstrap_samples: int = Field(
+        1000, ge=100, le=100_000, description="challenger_comparison: paired bootstrap resamples"
+    )
     # Canary on targets that split traffic (azureml), e.g. FIN_BEHAVIOR_TRAFFIC_STEPS='[10, 50]'.
     traffic_steps: tuple[int, ...] = Field(
         (), description="canary shares (%) the new color holds, each watched for traffic_step_seconds, before it "

@@ -56,3 +56,10 @@ monitor = dg.define_asset_job(
     description="Observe the prediction log and the labels, judge the last window of what serves (serving_quality) "
     "and how its decisions turned out (realized_performance).",
 )
+
+compare_challenger = dg.define_asset_job(
+    "compare_challenger",
+    selection=dg.AssetSelection.assets(serving_traffic.key, ground_truth.key, "challenger_comparison"),
+    description="Observe the prediction log and the labels, then compare a challenger with the champion "
+    "(challenger_comparison; ops.challenger_comparison.config champion / challenger: production vs candidate).",
+)

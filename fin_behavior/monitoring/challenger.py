@@ -1,0 +1,285 @@
+"""Champion against challenger over a window of the prediction log: is the challenger better, and how sure are we?
+
+Without labels: how often the two versions decide alike on the requests both scored (agreement, each at its own
+decision threshold), the PSI between their probabilities (on the requests both scored when there are any, else
+on all each answered), and each version's latency p95 and error rate.
+
+With labels on the SAME rows (a request both versions scored: a shadow copy logs the challenger's answer under
+the live request's id): the differences challenger - champion in ROC-AUC and in recall, each with a paired
+bootstrap interval at 1 - alpha (95% by default). Paired: every resample draws rows, and both versions are
+measured on the same drawn rows, so what the two share (hard rows, easy rows) cancels out of the difference.
+
+The verdict, on the ROC-AUC difference at alpha (setting challenger_alpha):
+- "challenger better": the interval lies above 0;
+- "challenger worse": the interval lies below 0;
+- "no difference detected": the interval holds 0 and there are at least the rows needed to see a gain of
+  challenger_min_gain with power challenger_power;
+- "not enough data yet: about N more labelled rows" otherwise.
+
+Rows needed: the bootstrap variance of the difference shrinks as 1/n, so s^2 = n * var(bootstrap differences)
+is the variance of the paired difference per labelled row, and a two-sided test at alpha sees a gain delta with
+power 1 - beta from n = s^2 * (z(1 - alpha/2) + z(1 - beta))^2 / delta^2 rows on (the usual normal
+approximation; s^2 is measured at the label mix observed). Before min_labelled_rows paired labelled rows with
+both classes there is no variance to go by: the rows asked for are those up to min_labelled_rows.
+
+One look at a time: the verdict is a fixed-sample test. Acting on the first "challenger better" of a monitor
+that looks every few minutes raises the chance of a false "better" (benchmarks/challenger_power.py measures
+both the one-look and the two-look rate).
+"""
+
+from __future__ import annotations
+
+import math
+from array import array
+from dataclasses import dataclass, field
+from pathlib import Path
+from statistics import NormalDist
+from typing import Any
+
+import numpy as np
+
+from fin_behavior.monitoring.labels import decision_key
+from fin_behavior.monitoring.outcomes import _DECISION, bulk, spans
+from fin_behavior.monitoring.profile import _shares, psi
+from fin_behavior.monitoring.realized import roc_auc
+from fin_behavior.monitoring.window import Window, input_files
+from fin_behavior.outcome import Outcome
+
+CHECK = "challenger_verdict"
+BETTER, WORSE, NO_DIFFERENCE, NOT_ENOUGH = (
+    "challenger better",
+    "challenger worse",
+    "no difference detected",
+    "not enough data yet",
+)
+
+
+@dataclass
+class Pairs:
+    """The decisions of two versions in a window, keyed by decision (request id, row): those both made, aligned."""
+
+    champion: np.ndarray  # probabilities, one per decision both versions made
+    challenger: np.ndarray
+    labels: np.ndarray  # -1: no label (yet)
+    alone: dict[str, np.ndarray] = field(default_factory=dict)  # version -> every probability it answered
+
+
+def read_pairs(
+    log_dir: Path, champion: str, challenger: str, labels: dict[bytes, int], since: float, until: float
+) -> Pairs:
+    """One pass over the inputs files: each version's probability per decision in [since, until], then the
+    decisions both made aligned with their labels (`labels` is read, not consumed: both versions claim it)."""
+    wanted = {champion.encode(): champion, challenger.encode(): challenger}
+    by_version: dict[str, dict[bytes, float]] = {champion: {}, challenger: {}}
+    with bulk():
+        for path in input_files(log_dir):
+            for mapped, start, end in spans(path):
+                for at, version, answered, request_id in _DECISION.findall(mapped, start, end):
+                    name = wanted.get(version)
+                    if name is None or not since <= float(at) <= until:
+                        continue
+                    table = by_version[name]
+                    for row, probability in enumerate(answered.split(b",")):
+                        table.setdefault(decision_key(request_id, row), float(probability))  # first answer wins
+    mine, theirs = by_version[champion], by_version[challenger]
+    both = [key for key in mine if key in theirs]
+    return Pairs(
+        np.fromiter((mine[k] for k in both), dtype=float, count=len(both)),
+        np.fromiter((theirs[k] for k in both), dtype=float, count=len(both)),
+        np.fromiter((labels.get(k, -1) for k in both), dtype=np.int8, count=len(both)),
+        {name: np.frombuffer(array("d", table.values()), dtype=float) for name, table in by_version.items()},
+    )
+
+
+def paired_bootstrap(
+    labels: np.ndarray,
+    champion: np.ndarray,
+    challenger: np.ndarray,
+    thresholds: tuple[float, float],
+    samples: int,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """`samples` resamples of the rows (with replacement, the same rows for both versions): the differences
+    challenger - champion in ROC-AUC and in recall, one per resample. A resample is a row count per row, so
+    every resample's ROC-AUC comes from one sort of the scores (ties counting half)."""
+    rng = np.random.default_rng(seed)
+    n = len(labels)
+    positive = labels.astype(float)
+    d_auc, d_recall = [], []
+    for block in range(0, samples, _BLOCK):  # resamples a block at a time: memory ~ _BLOCK x rows
+        drawn = rng.integers(0, n, (min(_BLOCK, samples - block), n))
+        counts = np.stack([np.bincount(row, minlength=n) for row in drawn]).astype(float)
+        pos, neg = counts * positive, counts * (1.0 - positive)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            d_auc.append(_auc(pos, neg, challenger) - _auc(pos, neg, champion))
+            d_recall.append(_recall_of(pos, challenger, thresholds[1]) - _recall_of(pos, champion, thresholds[0]))
+    return np.concatenate(d_auc), np.concatenate(d_recall)
+
+
+_BLOCK = 250
+
+
+def _auc(pos: np.ndarray, neg: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """ROC-AUC of `scores` for each resample (a row of counts of positives `pos` and negatives `neg`); NaN for a
+    resample with one class only."""
+    order = np.argsort(scores, kind="stable")
+    ordered = scores[order]
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+    group = np.cumsum(np.r_[True, ordered[1:] != ordered[:-1]]) - 1  # tie group of each sorted row
+    neg_in_group = np.add.reduceat(neg[:, order], starts, axis=1)
+    below = np.cumsum(neg_in_group, axis=1) - neg_in_group  # negatives strictly below each group
+    wins = (pos[:, order] * (below[:, group] + 0.5 * neg_in_group[:, group])).sum(axis=1)
+    return wins / (pos.sum(axis=1) * neg.sum(axis=1))
+
+
+def _recall_of(pos: np.ndarray, scores: np.ndarray, threshold: float) -> np.ndarray:
+    return (pos * (scores >= threshold)).sum(axis=1) / pos.sum(axis=1)
+
+
+def rows_needed(per_row_variance: float, gain: float, alpha: float, power: float) -> int:
+    """Labelled paired rows for a two-sided test at `alpha` to see a difference `gain` with `power`."""
+    z = NormalDist().inv_cdf
+    return math.ceil(per_row_variance * (z(1 - alpha / 2) + z(power)) ** 2 / gain**2)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    champion: str
+    challenger: str
+    figures: dict[str, Any]  # agreement, PSI, latency, errors, and with labels the differences and intervals
+    verdict: str
+    message: str
+    more_rows: int  # labelled paired rows still wanted (0 once there are enough)
+    differences: np.ndarray  # the bootstrap ROC-AUC differences (for the plot); empty without labels
+
+    def outcome(self) -> Outcome:
+        """The verdict as a check outcome: it fails only for a challenger measurably worse."""
+        interval = self.figures.get("roc_auc_difference_interval", "n/a")
+        return Outcome(self.verdict != WORSE, self.verdict, str(interval), self.message)
+
+
+def compare(
+    pairs: Pairs,
+    window: Window,
+    champion: str,
+    challenger: str,
+    thresholds: tuple[float, float],
+    *,
+    alpha: float,
+    min_gain: float,
+    power: float,
+    min_rows: int,
+    samples: int,
+    seed: int = 0,
+) -> Comparison:
+    """The figures and the verdict (see the module doc) of `challenger` against `champion`."""
+    figures: dict[str, Any] = {"champion": champion, "challenger": challenger, "alpha": alpha}
+    for role, version in (("champion", champion), ("challenger", challenger)):
+        traffic = window.versions.get(version)
+        figures[f"{role}_requests"] = traffic.requests if traffic else 0
+        figures[f"{role}_latency_p95_ms"] = traffic.latency_percentiles()["p95_ms"] if traffic else None
+        figures[f"{role}_error_rate"] = round(traffic.error_rate(), 6) if traffic else None
+        figures[f"{role}_decisions"] = len(pairs.alone.get(version, ()))
+    paired = len(pairs.labels)
+    figures["paired_decisions"] = paired
+    if paired:
+        same = (pairs.champion >= thresholds[0]) == (pairs.challenger >= thresholds[1])
+        figures["agreement"] = round(float(same.mean()), 4)
+    figures["probability_psi"] = _psi(pairs, champion, challenger)
+    figures["probability_psi_on"] = "paired decisions" if paired else "each version's own decisions"
+    labelled = pairs.labels >= 0
+    y, a, b = pairs.labels[labelled], pairs.champion[labelled], pairs.challenger[labelled]
+    verdict = judge(y, a, b, thresholds, alpha=alpha, min_gain=min_gain, power=power, min_rows=min_rows,
+                    samples=samples, seed=seed)  # fmt: skip
+    message = verdict.message
+    if not paired:
+        message += (
+            "; no decision in the window was scored by both versions (a challenger needs a shadow or a split that "
+            "logs its answers under the live requests' ids)"
+        )
+    return Comparison(champion, challenger, figures | verdict.figures, verdict.verdict, message, verdict.more_rows,
+                      verdict.differences)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Verdict:
+    verdict: str
+    message: str
+    more_rows: int  # labelled paired rows still wanted (0 once there are enough)
+    figures: dict[str, Any]
+    differences: np.ndarray  # the bootstrap ROC-AUC differences; empty before there are enough rows
+
+
+def judge(
+    y: np.ndarray,
+    champion: np.ndarray,
+    challenger: np.ndarray,
+    thresholds: tuple[float, float],
+    *,
+    alpha: float,
+    min_gain: float,
+    power: float,
+    min_rows: int,
+    samples: int,
+    seed: int = 0,
+) -> Verdict:
+    """The verdict (see the module doc) on labelled decisions both versions made: labels `y` (0/1), each
+    version's probabilities."""
+    n = len(y)
+    figures: dict[str, Any] = {"labelled_pairs": n}
+    if n < min_rows or y.min(initial=0) == y.max(initial=0):
+        more = max(min_rows - n, 1)
+        message = (
+            f"{NOT_ENOUGH}: about {more} more labelled rows; {n} labelled decisions scored by both versions "
+            f"(min_labelled_rows {min_rows}, both classes, before the variance can be measured)"
+        )
+        return Verdict(NOT_ENOUGH, message, more, figures, np.empty(0))
+    d_auc, d_recall = paired_bootstrap(y, champion, challenger, thresholds, samples, seed)
+    d_auc, d_recall = d_auc[~np.isnan(d_auc)], d_recall[~np.isnan(d_recall)]
+    quantiles = [alpha / 2, 1 - alpha / 2]
+    low, high = np.quantile(d_auc, quantiles)
+    needed = rows_needed(n * float(np.var(d_auc)), min_gain, alpha, power)
+    auc_a, auc_b = roc_auc(y, champion), roc_auc(y, challenger)
+    figures |= {
+        "positives": int(y.sum()),
+        "champion_roc_auc": round(auc_a, 4),
+        "challenger_roc_auc": round(auc_b, 4),
+        "roc_auc_difference": round(auc_b - auc_a, 4),
+        "roc_auc_difference_interval": [round(float(low), 4), round(float(high), 4)],
+        "recall_difference": round(_recall(y, challenger, thresholds[1]) - _recall(y, champion, thresholds[0]), 4),
+        "recall_difference_interval": [round(float(q), 4) for q in np.quantile(d_recall, quantiles)],
+        "interval_confidence": 1 - alpha,
+        "rows_needed": needed,
+        "bootstrap_samples": samples,
+    }
+    interval = f"{1 - alpha:.0%} interval of the ROC-AUC difference [{low:+.4f}, {high:+.4f}] on {n} labelled rows"
+    if low > 0:
+        return Verdict(BETTER, f"{BETTER}: {interval}", 0, figures, d_auc)
+    if high < 0:
+        return Verdict(WORSE, f"{WORSE}: {interval}", 0, figures, d_auc)
+    power_of = f"a gain of {min_gain:g} in ROC-AUC is seen with power {power:g} from about {needed} rows"
+    if n >= needed:
+        return Verdict(NO_DIFFERENCE, f"{NO_DIFFERENCE}: {interval}; {power_of}", 0, figures, d_auc)
+    more = needed - n
+    message = (
+        f"{NOT_ENOUGH}: about {more} more labelled rows; {interval}; {power_of} (the per-row variance of the "
+        "paired difference measured by the bootstrap)"
+    )
+    return Verdict(NOT_ENOUGH, message, more, figures, d_auc)
+
+
+def _recall(labels: np.ndarray, scores: np.ndarray, threshold: float) -> float:
+    positives = labels.sum()
+    return float((labels * (scores >= threshold)).sum() / positives) if positives else 0.0
+
+
+def _psi(pairs: Pairs, champion: str, challenger: str) -> float | None:
+    """PSI of the challenger's probabilities against the champion's, cut at the champion's deciles."""
+    if len(pairs.labels):
+        mine, theirs = pairs.champion, pairs.challenger
+    else:
+        mine, theirs = pairs.alone.get(champion, np.empty(0)), pairs.alone.get(challenger, np.empty(0))
+    if not len(mine) or not len(theirs):
+        return None
+    edges = np.unique(np.quantile(mine, np.linspace(0.1, 0.9, 9)))
+    return round(psi(_shares(mine, edges), _shares(theirs, edges)), 4)

@@ -1,0 +1,74 @@
+"""How the challenger verdict behaves, on simulated champion/challenger pairs whose true ROC-AUCs are known.
+
+The binormal model: a row is positive with chance `prevalence`; each version's score is its signal (d when
+positive, 0 when not) plus a standard normal noise, the two noises correlated `correlation` (two models of the
+same rows make similar mistakes). Its true ROC-AUC is Phi(d / sqrt(2)). The probability served is the logistic of
+the score, decided at 0.5.
+
+One run is what a model owner sees: the verdict on a first `pilot` labelled rows; when it says "not enough data
+yet: about N more", N more rows come in and the verdict is taken again on all of them (one second look, as
+asked). benchmarks/challenger_power.py runs many; fin_behavior_tests/monitoring/test_challenger.py a few.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass
+from statistics import NormalDist
+
+import numpy as np
+
+from fin_behavior.monitoring.challenger import BETTER, NOT_ENOUGH, judge
+
+
+@dataclass(frozen=True)
+class Scenario:
+    champion_auc: float = 0.75
+    challenger_auc: float = 0.80
+    prevalence: float = 0.2
+    correlation: float = 0.6
+    pilot: int = 400
+
+
+def draw(scenario: Scenario, rows: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`rows` labelled rows: labels, the champion's and the challenger's probabilities."""
+    signal = [math.sqrt(2) * NormalDist().inv_cdf(auc) for auc in (scenario.champion_auc, scenario.challenger_auc)]
+    y = (rng.random(rows) < scenario.prevalence).astype(np.int8)
+    shared = rng.normal(size=rows)
+    rho = scenario.correlation
+    scores = [y * d + rho * shared + math.sqrt(1 - rho**2) * rng.normal(size=rows) for d in signal]
+    champion, challenger = (1 / (1 + np.exp(-(s - 1.0))) for s in scores)
+    return y, champion, challenger
+
+
+@dataclass(frozen=True)
+class Run:
+    first: str  # the verdict on the pilot rows
+    final: str  # the verdict after the rows it asked for (the same as `first` when it asked for none)
+    rows: int  # labelled rows the final verdict was taken on
+
+
+def one_run(scenario: Scenario, seed: int, **settings) -> Run:
+    """One owner's experience (module doc); `settings` are judge's keyword arguments but `seed`."""
+    rng = np.random.default_rng(seed)
+    y, a, b = draw(scenario, scenario.pilot, rng)
+    first = judge(y, a, b, (0.5, 0.5), seed=seed, **settings)
+    if first.verdict != NOT_ENOUGH:
+        return Run(first.verdict, first.verdict, len(y))
+    more = draw(scenario, first.more_rows, rng)
+    y, a, b = (np.concatenate(pair) for pair in zip((y, a, b), more, strict=True))
+    return Run(first.verdict, judge(y, a, b, (0.5, 0.5), seed=seed, **settings).verdict, len(y))
+
+
+def rates(scenario: Scenario, runs: int, seed: int = 0, **settings) -> dict[str, float]:
+    """Over `runs` runs: the share declared better at the end, at either look, and the median rows used."""
+    done = [one_run(scenario, seed + i, **settings) for i in range(runs)]
+    finals = Counter(r.final for r in done)
+    return {
+        "runs": runs,
+        "better": finals[BETTER] / runs,
+        "better_at_either_look": sum(BETTER in (r.first, r.final) for r in done) / runs,
+        "still_not_enough": finals[NOT_ENOUGH] / runs,
+        "median_rows": float(np.median([r.rows for r in done])),
+    }
