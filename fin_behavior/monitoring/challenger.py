@@ -52,6 +52,7 @@ BETTER, WORSE, NO_DIFFERENCE, NOT_ENOUGH = (
     "no difference detected",
     "not enough data yet",
 )
+VERDICTS = (BETTER, WORSE, NO_DIFFERENCE, NOT_ENOUGH)
 
 
 @dataclass
