@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import replace
 
+from fin_behavior.monitoring.challenger import Rule
 from fin_behavior.monitoring.challenger_power import Scenario, rates
 from fin_behavior.settings import get_settings
 
@@ -24,21 +26,14 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=get_settings().challenger_bootstrap_samples)
     parser.add_argument("--prevalence", type=float, nargs="+", default=[0.2, 0.05])
     args = parser.parse_args()
-    s = get_settings()
-    settings = {
-        "alpha": s.challenger_alpha,
-        "min_gain": s.challenger_min_gain,
-        "power": s.challenger_power,
-        "min_rows": s.min_labelled_rows,
-        "samples": args.samples,
-    }
+    rule = replace(Rule.of(get_settings()), samples=args.samples)
     print("| challenger ROC-AUC | positive rate | runs | declared better | at the first look | still not enough | "
           "median rows | s |")  # fmt: skip
     print("|---:|---:|---:|---:|---:|---:|---:|---:|")
     for prevalence in args.prevalence:
         for auc in (0.80, 0.75):
             started = time.perf_counter()
-            r = rates(Scenario(challenger_auc=auc, prevalence=prevalence), args.runs, seed=10_000, **settings)
+            r = rates(Scenario(challenger_auc=auc, prevalence=prevalence), args.runs, rule, seed=10_000)
             print(
                 f"| {auc:.2f} | {prevalence:g} | {r['runs']} | {r['better']:.1%} | {r['better_at_first_look']:.1%} | "
                 f"{r['still_not_enough']:.1%} | {r['median_rows']:.0f} | {time.perf_counter() - started:.0f} |",

@@ -59,7 +59,7 @@ def challenger_comparison(
 
     from fin_behavior.deploy.deployer import DeployError, resolve_version
     from fin_behavior.monitoring import plots
-    from fin_behavior.monitoring.challenger import compare, read_pairs
+    from fin_behavior.monitoring.challenger import Rule, compare, read_pairs
     from fin_behavior.monitoring.labels import read_labels
     from fin_behavior.monitoring.window import read_window
 
@@ -95,24 +95,20 @@ def challenger_comparison(
         champion,
         challenger,
         (thresholds[0], thresholds[1]),
-        alpha=settings.challenger_alpha,
-        min_gain=settings.challenger_min_gain,
-        power=settings.challenger_power,
-        min_rows=settings.min_labelled_rows,
-        samples=settings.challenger_bootstrap_samples,
+        Rule.of(settings),
     )
     metadata: dict[str, Any] = {
         "champion_version": champion,
         "challenger_version": challenger,
-        "verdict": result.verdict,
-        "more_labelled_rows": result.more_rows,
-        "message": result.message,
+        "verdict": result.verdict.verdict,
+        "more_labelled_rows": result.verdict.more_rows,
+        "message": result.verdict.message,
         "figures": dg.MetadataValue.json(result.figures),
     }
-    if len(result.differences):
+    if len(result.verdict.differences):
         with tempfile.TemporaryDirectory() as tmp:
             png = plots.challenger_differences(
-                result.differences, result.figures["roc_auc_difference_interval"], Path(tmp) / "differences.png"
+                result.verdict.differences, result.figures["roc_auc_difference_interval"], Path(tmp) / "differences.png"
             )
             metadata["plot"] = png_markdown([png])
     check = check_result(dg.AssetCheckKey(dg.AssetKey(STAGE), CHECK), result.outcome(), blocking=False)

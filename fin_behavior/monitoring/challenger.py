@@ -31,10 +31,10 @@ from __future__ import annotations
 
 import math
 from array import array
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from statistics import NormalDist
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -44,6 +44,9 @@ from fin_behavior.monitoring.profile import _shares, psi
 from fin_behavior.monitoring.realized import roc_auc
 from fin_behavior.monitoring.window import Window, input_files
 from fin_behavior.outcome import Outcome
+
+if TYPE_CHECKING:
+    from fin_behavior.settings import Settings
 
 CHECK = "challenger_verdict"
 BETTER, WORSE, NO_DIFFERENCE, NOT_ENOUGH = (
@@ -144,19 +147,47 @@ def rows_needed(per_row_variance: float, gain: float, alpha: float, power: float
 
 
 @dataclass(frozen=True)
+class Rule:
+    """How a verdict is reached (settings challenger_alpha, challenger_min_gain, challenger_power,
+    min_labelled_rows, challenger_bootstrap_samples)."""
+
+    alpha: float
+    min_gain: float
+    power: float
+    min_rows: int
+    samples: int
+
+    @classmethod
+    def of(cls, settings: Settings) -> Rule:
+        return cls(
+            settings.challenger_alpha,
+            settings.challenger_min_gain,
+            settings.challenger_power,
+            settings.min_labelled_rows,
+            settings.challenger_bootstrap_samples,
+        )
+
+
+@dataclass(frozen=True)
+class Verdict:
+    verdict: str
+    message: str
+    more_rows: int  # labelled paired rows still wanted (0 once there are enough)
+    figures: dict[str, Any]
+    differences: np.ndarray  # the bootstrap ROC-AUC differences; empty before there are enough rows
+
+
+@dataclass(frozen=True)
 class Comparison:
     champion: str
     challenger: str
     figures: dict[str, Any]  # agreement, PSI, latency, errors, and with labels the differences and intervals
-    verdict: str
-    message: str
-    more_rows: int  # labelled paired rows still wanted (0 once there are enough)
-    differences: np.ndarray  # the bootstrap ROC-AUC differences (for the plot); empty without labels
+    verdict: Verdict
 
     def outcome(self) -> Outcome:
         """The verdict as a check outcome: it fails only for a challenger measurably worse."""
         interval = self.figures.get("roc_auc_difference_interval", "n/a")
-        return Outcome(self.verdict != WORSE, self.verdict, str(interval), self.message)
+        return Outcome(self.verdict.verdict != WORSE, self.verdict.verdict, str(interval), self.verdict.message)
 
 
 def compare(
@@ -165,16 +196,11 @@ def compare(
     champion: str,
     challenger: str,
     thresholds: tuple[float, float],
-    *,
-    alpha: float,
-    min_gain: float,
-    power: float,
-    min_rows: int,
-    samples: int,
+    rule: Rule,
     seed: int = 0,
 ) -> Comparison:
     """The figures and the verdict (see the module doc) of `challenger` against `champion`."""
-    figures: dict[str, Any] = {"champion": champion, "challenger": challenger, "alpha": alpha}
+    figures: dict[str, Any] = {"champion": champion, "challenger": challenger, "alpha": rule.alpha}
     for role, version in (("champion", champion), ("challenger", challenger)):
         traffic = window.versions.get(version)
         figures[f"{role}_requests"] = traffic.requests if traffic else 0
@@ -190,25 +216,12 @@ def compare(
     figures["probability_psi_on"] = "paired decisions" if paired else "each version's own decisions"
     labelled = pairs.labels >= 0
     y, a, b = pairs.labels[labelled], pairs.champion[labelled], pairs.challenger[labelled]
-    verdict = judge(y, a, b, thresholds, alpha=alpha, min_gain=min_gain, power=power, min_rows=min_rows,
-                    samples=samples, seed=seed)  # fmt: skip
-    message = verdict.message
+    verdict = judge(y, a, b, thresholds, rule, seed)
     if not paired:
-        message += (
-            "; no decision in the window was scored by both versions (a challenger needs a shadow or a split that "
-            "logs its answers under the live requests' ids)"
-        )
-    return Comparison(champion, challenger, figures | verdict.figures, verdict.verdict, message, verdict.more_rows,
-                      verdict.differences)  # fmt: skip
-
-
-@dataclass(frozen=True)
-class Verdict:
-    verdict: str
-    message: str
-    more_rows: int  # labelled paired rows still wanted (0 once there are enough)
-    figures: dict[str, Any]
-    differences: np.ndarray  # the bootstrap ROC-AUC differences; empty before there are enough rows
+        verdict = replace(verdict, message=verdict.message + "; no decision in the window was scored by both "
+                          "versions (a challenger needs a shadow or a split that logs its answers under the live "
+                          "requests' ids)")  # fmt: skip
+    return Comparison(champion, challenger, figures | verdict.figures, verdict)
 
 
 def judge(
@@ -216,16 +229,12 @@ def judge(
     champion: np.ndarray,
     challenger: np.ndarray,
     thresholds: tuple[float, float],
-    *,
-    alpha: float,
-    min_gain: float,
-    power: float,
-    min_rows: int,
-    samples: int,
+    rule: Rule,
     seed: int = 0,
 ) -> Verdict:
     """The verdict (see the module doc) on labelled decisions both versions made: labels `y` (0/1), each
     version's probabilities."""
+    alpha, min_gain, power, min_rows = rule.alpha, rule.min_gain, rule.power, rule.min_rows
     n = len(y)
     figures: dict[str, Any] = {"labelled_pairs": n}
     if n < min_rows or y.min(initial=0) == y.max(initial=0):
@@ -235,7 +244,7 @@ def judge(
             f"(min_labelled_rows {min_rows}, both classes, before the variance can be measured)"
         )
         return Verdict(NOT_ENOUGH, message, more, figures, np.empty(0))
-    d_auc, d_recall = paired_bootstrap(y, champion, challenger, thresholds, samples, seed)
+    d_auc, d_recall = paired_bootstrap(y, champion, challenger, thresholds, rule.samples, seed)
     d_auc, d_recall = d_auc[~np.isnan(d_auc)], d_recall[~np.isnan(d_recall)]
     quantiles = [alpha / 2, 1 - alpha / 2]
     low, high = np.quantile(d_auc, quantiles)
@@ -251,7 +260,7 @@ def judge(
         "recall_difference_interval": [round(float(q), 4) for q in np.quantile(d_recall, quantiles)],
         "interval_confidence": 1 - alpha,
         "rows_needed": needed,
-        "bootstrap_samples": samples,
+        "bootstrap_samples": rule.samples,
     }
     interval = f"{1 - alpha:.0%} interval of the ROC-AUC difference [{low:+.4f}, {high:+.4f}] on {n} labelled rows"
     if low > 0:

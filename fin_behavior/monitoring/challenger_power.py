@@ -19,7 +19,7 @@ from statistics import NormalDist
 
 import numpy as np
 
-from fin_behavior.monitoring.challenger import BETTER, NOT_ENOUGH, judge
+from fin_behavior.monitoring.challenger import BETTER, NOT_ENOUGH, Rule, judge
 
 
 @dataclass(frozen=True)
@@ -49,24 +49,24 @@ class Run:
     rows: int  # labelled rows the final verdict was taken on
 
 
-def one_run(scenario: Scenario, seed: int, **settings) -> Run:
-    """One owner's experience (module doc); `settings` are judge's keyword arguments but `seed`."""
+def one_run(scenario: Scenario, seed: int, rule: Rule) -> Run:
+    """One owner's experience (module doc)."""
     data, resampling = np.random.SeedSequence(seed).spawn(2)  # independent streams for the rows and the bootstrap
     rng = np.random.default_rng(data)
     bootstrap_seed = int(resampling.generate_state(1)[0])
     y, a, b = draw(scenario, scenario.pilot, rng)
-    first = judge(y, a, b, (0.5, 0.5), seed=bootstrap_seed, **settings)
+    first = judge(y, a, b, (0.5, 0.5), rule, bootstrap_seed)
     if first.verdict != NOT_ENOUGH:
         return Run(first.verdict, first.verdict, len(y))
     more = draw(scenario, first.more_rows, rng)
     y, a, b = (np.concatenate(pair) for pair in zip((y, a, b), more, strict=True))
-    return Run(first.verdict, judge(y, a, b, (0.5, 0.5), seed=bootstrap_seed, **settings).verdict, len(y))
+    return Run(first.verdict, judge(y, a, b, (0.5, 0.5), rule, bootstrap_seed).verdict, len(y))
 
 
-def rates(scenario: Scenario, runs: int, seed: int = 0, **settings) -> dict[str, float]:
+def rates(scenario: Scenario, runs: int, rule: Rule, seed: int = 0) -> dict[str, float]:
     """Over `runs` runs: the share declared better (at either look: a verdict other than "not enough" is final),
     at the first look alone, still short of rows after the second, and the median rows the verdict was taken on."""
-    done = [one_run(scenario, seed + i, **settings) for i in range(runs)]
+    done = [one_run(scenario, seed + i, rule) for i in range(runs)]
     finals = Counter(r.final for r in done)
     return {
         "runs": runs,

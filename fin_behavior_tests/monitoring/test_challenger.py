@@ -17,6 +17,7 @@ from fin_behavior.monitoring.challenger import (
     NO_DIFFERENCE,
     NOT_ENOUGH,
     WORSE,
+    Rule,
     compare,
     judge,
     paired_bootstrap,
@@ -31,7 +32,7 @@ from fin_behavior.monitoring.window import read_window
 from fin_behavior.serving.feedback import FeedbackLog, parse_body
 from fin_behavior.serving.prediction_log import PredictionLog
 
-SETTINGS = {"alpha": 0.05, "min_gain": 0.05, "power": 0.9, "min_rows": 200, "samples": 400}
+RULE = Rule(alpha=0.05, min_gain=0.05, power=0.9, min_rows=200, samples=400)
 
 
 def _score(directory: Path, color: str, version: str, answers: dict[str, list[float]], latency_s: float) -> None:
@@ -65,7 +66,7 @@ def test_decisions_are_paired_by_request_id_and_row_and_described(tmp_path):
     assert len(pairs.alone["3"]) == 302 and len(pairs.alone["4"]) == 302
 
     window = read_window(logs, 0, now + 1, max_sampled=1)
-    result = compare(pairs, window, "3", "4", (0.5, 0.6), **SETTINGS)
+    result = compare(pairs, window, "3", "4", (0.5, 0.6), RULE)
     f = result.figures
     same = (pairs.champion >= 0.5) == (pairs.challenger >= 0.6)
     assert f["agreement"] == round(float(same.mean()), 4) and 0 < f["agreement"] < 1
@@ -77,14 +78,15 @@ def test_decisions_are_paired_by_request_id_and_row_and_described(tmp_path):
     assert f["probability_psi"] == round(psi(shares(pairs.champion), shares(pairs.challenger)), 4) > 0.1
     assert f["champion_latency_p95_ms"] == pytest.approx(10.0) and f["challenger_latency_p95_ms"] == pytest.approx(30.0)
     assert f["champion_error_rate"] == round(1 / 302, 6) and f["challenger_requests"] == 302
-    assert result.verdict == NOT_ENOUGH and result.more_rows == 199 and "about 199 more labelled rows" in result.message
+    assert result.verdict.verdict == NOT_ENOUGH and result.verdict.more_rows == 199
+    assert "about 199 more labelled rows" in result.verdict.message
     assert result.outcome().passed
 
 
 def test_without_a_request_both_scored_the_comparison_says_so():
     empty = read_pairs(Path("/nonexistent"), "3", "4", {}, 0, 1)
-    result = compare(empty, read_window(Path("/nonexistent"), 0, 1, 1), "3", "4", (0.5, 0.5), **SETTINGS)
-    assert result.verdict == NOT_ENOUGH and "scored by both versions" in result.message
+    result = compare(empty, read_window(Path("/nonexistent"), 0, 1, 1), "3", "4", (0.5, 0.5), RULE)
+    assert result.verdict.verdict == NOT_ENOUGH and "scored by both versions" in result.verdict.message
     assert result.figures["probability_psi"] is None and "agreement" not in result.figures
 
 
@@ -112,7 +114,7 @@ def test_rows_needed_follows_the_normal_approximation():
 )
 def test_each_verdict(challenger_auc, rows, expected):
     y, a, b = draw(Scenario(challenger_auc=challenger_auc), rows, np.random.default_rng(1))
-    verdict = judge(y, a, b, (0.5, 0.5), **SETTINGS)
+    verdict = judge(y, a, b, (0.5, 0.5), RULE)
     low, high = verdict.figures["roc_auc_difference_interval"]
     assert verdict.verdict == expected, verdict.message
     assert low <= verdict.figures["roc_auc_difference"] <= high
@@ -124,7 +126,7 @@ def test_each_verdict(challenger_auc, rows, expected):
 def test_on_simulations_a_better_challenger_is_found_and_an_equal_one_rarely_declared_better():
     """60 runs each (the benchmark runs 1,000): 0.05 more ROC-AUC is declared better at the rows the verdict asked
     for (design power 0.9; the bar allows for the sampling error of 60 runs); an equal one rarely is."""
-    better = rates(Scenario(challenger_auc=0.80), 60, seed=100, **SETTINGS)
-    equal = rates(Scenario(challenger_auc=0.75), 60, seed=200, **SETTINGS)
+    better = rates(Scenario(challenger_auc=0.80), 60, RULE, seed=100)
+    equal = rates(Scenario(challenger_auc=0.75), 60, RULE, seed=200)
     assert better["better"] >= 0.75, better
     assert equal["better"] <= 0.10, equal
