@@ -117,7 +117,13 @@ def test_sensors_are_on_by_default_and_jobs_are_there(graphql):
     repository = graphql["repositoriesOrError"]["nodes"][0]
     sensors = {s["name"]: s["sensorState"]["status"] for s in repository["sensors"]}
     assert sensors == dict.fromkeys(
-        ["data_version_sensor", "environment_drift_sensor", "batch_inbox_sensor", "performance_decay_sensor"],
+        [
+            "data_version_sensor",
+            "environment_drift_sensor",
+            "batch_inbox_sensor",
+            "performance_decay_sensor",
+            "approval_sensor",
+        ],
         "RUNNING",
     )
     schedules = {s["name"]: s["scheduleState"]["status"] for s in repository["schedules"]}

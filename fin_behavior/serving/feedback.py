@@ -35,6 +35,9 @@ MAX_LABELS = 10_000  # per request; a bigger batch goes in several requests or a
 _SHOWN = 5  # bad entries named in a refusal
 
 
+_EARLIEST, _LATEST = 946_684_800.0, 4_102_444_800.0  # 2000-01-01 and 2100-01-01, UTC
+
+
 class FeedbackError(ValueError):
     """A label that cannot be taken; the message says which entry and why."""
 
@@ -44,16 +47,20 @@ def parse_time(value: Any) -> float:
     if isinstance(value, bool):
         raise FeedbackError("observed_at must be ISO 8601 or Unix seconds")
     if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str):
+        seconds = float(value)
+    elif isinstance(value, str):
         try:
             parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
         except ValueError:
             raise FeedbackError(f"observed_at {value[:40]!r} is not ISO 8601 (e.g. 2026-12-07T08:00:00Z)") from None
         if parsed.tzinfo is None:
             parsed = parsed.replace(tzinfo=UTC)
-        return parsed.timestamp()
-    raise FeedbackError("observed_at must be ISO 8601 or Unix seconds")
+        seconds = parsed.timestamp()
+    else:
+        raise FeedbackError("observed_at must be ISO 8601 or Unix seconds")
+    if not _EARLIEST <= seconds <= _LATEST:  # NaN fails both: the log stays standard JSON
+        raise FeedbackError("observed_at must be a time between 2000 and 2100 (ISO 8601 or Unix seconds)")
+    return seconds
 
 
 def validate_label(entry: Any, now: float) -> dict[str, Any]:

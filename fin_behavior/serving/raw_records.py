@@ -12,6 +12,7 @@ is read as raw records when its first record names a column of the layout.
 from __future__ import annotations
 
 import functools
+import re
 from typing import Any
 
 import numpy as np
@@ -89,6 +90,9 @@ def raw_refusal(info: ModelInfo) -> str:
     return ""
 
 
+_DECIMAL = re.compile(r"-?[0-9]+(\.[0-9]*)?([eE][-+]?[0-9]+)?")  # a CSV's number, ASCII only
+
+
 def is_raw(record: Any) -> bool:
     """A record in the bank's layout, not the model's: it names a column of the layout."""
     return isinstance(record, dict) and not _LAYOUT.isdisjoint(record)
@@ -97,6 +101,8 @@ def is_raw(record: Any) -> bool:
 def _raw_number(where: str, name: str, value: Any) -> float:
     if isinstance(value, str):  # the file's text ("2700.5"), as a system reading the CSV may send it
         try:
+            if not _DECIMAL.fullmatch(value):  # float() also takes "1_000", " 27 " and non-ASCII digits
+                raise ValueError(value)
             value = float(value)
         except ValueError:
             raise InputError(422, f"{where}: column '{name}' must be a number, got {_show.repr(value)}") from None

@@ -100,6 +100,9 @@ def test_bad_feedback_is_refused_whole_saying_why(service):
         assert bad.status_code == 422 and "labels[1]: label must be 0 or 1, not 2" in bad.json()["error"]
         assert client.post("/feedback", content=b"nope").status_code == 422
         assert client.post("/feedback", json={"labels": []}).status_code == 422
+        for observed in (1e300, -1.0, "0001-01-01T00:00:00"):  # times a label can have, and finite (standard JSON)
+            odd = client.post("/feedback", json={"labels": [{"request_id": "a", "label": 1, "observed_at": observed}]})
+            assert odd.status_code == 422 and "between 2000 and 2100" in odd.json()["error"], (observed, odd.text)
         nested = client.post("/feedback", content=b'{"labels":' + b"[" * 100_000 + b"]" * 100_000 + b"}")
         assert nested.status_code == 422 and "nested too deeply" in nested.json()["error"]
         utf16 = client.post("/feedback", content='{"labels": [{"request_id": "a", "label": 1}]}'.encode("utf-16"))

@@ -83,7 +83,7 @@ def test_a_malformed_post_is_refused_whole_naming_each_entry():
     message = str(refused.value)
     assert "2 of 2 labels refused, none kept" in message and "labels[0]: label must be 0 or 1, not 2" in message
     assert "labels[1]: row must be an integer >= 0" in message
-    with pytest.raises(FeedbackError, match="is not JSON"):
+    with pytest.raises(FeedbackError, match="not valid JSON"):
         parse_body(b"label=1", 0)
     assert parse_body(b'{"labels": [{"request_id": "a", "label": 1, "observed_at": "2026-12-07T08:00:00Z"}]}', 0)[0][
         "observed_at"
