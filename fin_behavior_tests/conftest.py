@@ -24,6 +24,7 @@ LONGEST = (
     "fin_behavior_tests/test_batch_end_to_end.py",
     "fin_behavior_tests/test_approvals.py",
     "fin_behavior_tests/test_outcomes_end_to_end.py",
+    "fin_behavior_tests/test_challenger_end_to_end.py",
     "fin_behavior_tests/submissions/test_sandbox.py",
     "fin_behavior_tests/deploy/test_azure.py",
     "fin_behavior_tests/test_lifecycle.py",
