@@ -82,9 +82,13 @@ def read_pairs(
                     name = wanted.get(version)
                     if name is None or not since <= float(at) <= until:
                         continue
+                    try:
+                        answers = [float(p) for p in answered.split(b",")]
+                    except ValueError:
+                        continue  # an answer without probabilities to compare (another writer's line)
                     table = by_version[name]
-                    for row, probability in enumerate(answered.split(b",")):
-                        table.setdefault(decision_key(request_id, row), float(probability))  # first answer wins
+                    for row, probability in enumerate(answers):
+                        table.setdefault(decision_key(request_id, row), probability)  # the first answer stands
     mine, theirs = by_version[champion], by_version[challenger]
     both = [key for key in mine if key in theirs]
     return Pairs(

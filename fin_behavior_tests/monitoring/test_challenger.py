@@ -52,6 +52,7 @@ def test_decisions_are_paired_by_request_id_and_row_and_described(tmp_path):
     champion = {f"r{i}": [round(float(rng.random()), 4)] for i in range(300)} | {"multi": [0.9, 0.1]}
     challenger = {rid: [round(min(1.0, p + 0.2), 4) for p in ps] for rid, ps in champion.items() if rid != "r0"}
     challenger["only-challenger"] = [0.5]
+    challenger["no-probabilities"] = []  # an answer with nothing to compare: skipped, not fatal
     _score(logs, "blue", "3", champion, 0.010)
     _score(logs, "shadow", "4", challenger, 0.030)
     now = time.time()
@@ -63,7 +64,7 @@ def test_decisions_are_paired_by_request_id_and_row_and_described(tmp_path):
     assert len(pairs.labels) == 301  # r1..r299 and both rows of "multi": r0 and only-challenger have no pair
     assert list(pairs.labels).count(1) == 1 and list(pairs.labels).count(-1) == 300
     assert np.allclose(pairs.challenger, np.minimum(1.0, pairs.champion + 0.2), atol=1e-9)
-    assert len(pairs.alone["3"]) == 302 and len(pairs.alone["4"]) == 302
+    assert len(pairs.alone["3"]) == 302 and len(pairs.alone["4"]) == 302  # "no-probabilities" left out
 
     window = read_window(logs, 0, now + 1, max_sampled=1)
     result = compare(pairs, window, "3", "4", (0.5, 0.6), RULE)
@@ -77,7 +78,7 @@ def test_decisions_are_paired_by_request_id_and_row_and_described(tmp_path):
 
     assert f["probability_psi"] == round(psi(shares(pairs.champion), shares(pairs.challenger)), 4) > 0.1
     assert f["champion_latency_p95_ms"] == pytest.approx(10.0) and f["challenger_latency_p95_ms"] == pytest.approx(30.0)
-    assert f["champion_error_rate"] == round(1 / 302, 6) and f["challenger_requests"] == 302
+    assert f["champion_error_rate"] == round(1 / 302, 6) and f["challenger_requests"] == 303
     assert result.verdict.verdict == NOT_ENOUGH and result.verdict.more_rows == 199
     assert "about 199 more labelled rows" in result.verdict.message
     assert result.outcome().passed
