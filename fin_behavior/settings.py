@@ -254,6 +254,10 @@ class Settings(BaseSettings):
         0.9, gt=0.5, lt=1, description="challenger_comparison: the chance of seeing a gain of challenger_min_gain "
         "at the rows asked for",
     )  # fmt: skip
+    challenger_min_class_rows: int = Field(
+        50, ge=1, description="challenger_comparison: labelled paired decisions of each class (positive and "
+        "negative) needed before a verdict",
+    )  # fmt: skip
     challenger_bootstrap_samples: int = Field(
         1000, ge=100, le=100_000, description="challenger_comparison: paired bootstrap resamples"
     )

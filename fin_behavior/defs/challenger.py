@@ -33,6 +33,7 @@ class ChallengerConfig(SettingsConfig):
     challenger_power: float | None = setting("challenger_power")
     challenger_bootstrap_samples: int | None = setting("challenger_bootstrap_samples")
     min_labelled_rows: int | None = setting("min_labelled_rows")
+    challenger_min_class_rows: int | None = setting("challenger_min_class_rows")
 
 
 @dg.asset(

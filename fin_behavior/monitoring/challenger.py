@@ -19,8 +19,11 @@ The verdict, on the ROC-AUC difference at alpha (setting challenger_alpha):
 Rows needed: the bootstrap variance of the difference shrinks as 1/n, so s^2 = n * var(bootstrap differences)
 is the variance of the paired difference per labelled row, and a two-sided test at alpha sees a gain delta with
 power 1 - beta from n = s^2 * (z(1 - alpha/2) + z(1 - beta))^2 / delta^2 rows on (the usual normal
-approximation; s^2 is measured at the label mix observed). Before min_labelled_rows paired labelled rows with
-both classes there is no variance to go by: the rows asked for are those up to min_labelled_rows.
+approximation; s^2 is measured at the label mix observed). Before min_labelled_rows paired labelled rows, with at
+least challenger_min_class_rows of each class, there is no verdict: the rows asked for are those up to
+min_labelled_rows, or as many as bring the rarer class to its minimum at the rate it is observed. (With a few
+dozen positives the bootstrap interval of a ROC-AUC is too narrow: at 20 positives an equal challenger was
+declared better in twice the share alpha allows.)
 
 One look at a time: the verdict is a fixed-sample test. Acting on the first "challenger better" of a monitor
 that looks every few minutes raises the chance of a false "better" (benchmarks/challenger_power.py measures
@@ -153,12 +156,13 @@ def rows_needed(per_row_variance: float, gain: float, alpha: float, power: float
 @dataclass(frozen=True)
 class Rule:
     """How a verdict is reached (settings challenger_alpha, challenger_min_gain, challenger_power,
-    min_labelled_rows, challenger_bootstrap_samples)."""
+    min_labelled_rows, challenger_min_class_rows, challenger_bootstrap_samples)."""
 
     alpha: float
     min_gain: float
     power: float
     min_rows: int
+    min_class_rows: int
     samples: int
 
     @classmethod
@@ -168,6 +172,7 @@ class Rule:
             settings.challenger_min_gain,
             settings.challenger_power,
             settings.min_labelled_rows,
+            settings.challenger_min_class_rows,
             settings.challenger_bootstrap_samples,
         )
 
@@ -241,11 +246,15 @@ def judge(
     alpha, min_gain, power, min_rows = rule.alpha, rule.min_gain, rule.power, rule.min_rows
     n = len(y)
     figures: dict[str, Any] = {"labelled_pairs": n}
-    if n < min_rows or y.min(initial=0) == y.max(initial=0):
+    rarer = min(int(y.sum()), n - int(y.sum()))
+    if n < min_rows or rarer < rule.min_class_rows:
         more = max(min_rows - n, 1)
+        if 0 < rarer < rule.min_class_rows:  # the rarer class comes at the rate it is seen
+            more = max(more, math.ceil((rule.min_class_rows - rarer) * n / rarer))
         message = (
-            f"{NOT_ENOUGH}: about {more} more labelled rows; {n} labelled decisions scored by both versions "
-            f"(min_labelled_rows {min_rows}, both classes, before the variance can be measured)"
+            f"{NOT_ENOUGH}: about {more} more labelled rows; {n} labelled decisions scored by both versions, {rarer} "
+            f"of the rarer class (min_labelled_rows {min_rows}, challenger_min_class_rows {rule.min_class_rows} of "
+            "each class)"
         )
         return Verdict(NOT_ENOUGH, message, more, figures, np.empty(0))
     d_auc, d_recall = paired_bootstrap(y, champion, challenger, thresholds, rule.samples, seed)

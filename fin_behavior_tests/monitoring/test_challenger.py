@@ -32,7 +32,7 @@ from fin_behavior.monitoring.window import read_window
 from fin_behavior.serving.feedback import FeedbackLog, parse_body
 from fin_behavior.serving.prediction_log import PredictionLog
 
-RULE = Rule(alpha=0.05, min_gain=0.05, power=0.9, min_rows=200, samples=400)
+RULE = Rule(alpha=0.05, min_gain=0.05, power=0.9, min_rows=200, min_class_rows=50, samples=400)
 
 
 def _score(directory: Path, color: str, version: str, answers: dict[str, list[float]], latency_s: float) -> None:
@@ -131,3 +131,13 @@ def test_on_simulations_a_better_challenger_is_found_and_an_equal_one_rarely_dec
     equal = rates(Scenario(challenger_auc=0.75), 60, RULE, seed=200)
     assert better["better"] >= 0.75, better
     assert equal["better"] <= 0.10, equal
+
+
+def test_too_few_of_the_rarer_class_asks_for_the_rows_that_bring_it_to_its_minimum():
+    y, a, b = draw(Scenario(challenger_auc=0.90, prevalence=0.05), 400, np.random.default_rng(2))
+    positives = int(y.sum())
+    assert 0 < positives < 50
+    verdict = judge(y, a, b, (0.5, 0.5), RULE)
+    expected = -(-(50 - positives) * 400 // positives)  # at the observed rate, rounded up
+    assert (verdict.verdict, verdict.more_rows) == (NOT_ENOUGH, expected), verdict.message
+    assert f"{positives} of the rarer class" in verdict.message
