@@ -5,9 +5,11 @@ positive, 0 when not) plus a standard normal noise, the two noises correlated `c
 same rows make similar mistakes). Its true ROC-AUC is Phi(d / sqrt(2)). The probability served is the logistic of
 the score, decided at 0.5.
 
-One run is what a model owner sees: the verdict on a first `pilot` labelled rows; when it says "not enough data
-yet: about N more", N more rows come in and the verdict is taken again on all of them (one second look, as
-asked). benchmarks/challenger_power.py runs many; fin_behavior_tests/monitoring/test_challenger.py a few.
+One run is what a model owner sees: the verdict on a first `pilot` labelled rows (while it has no variance yet,
+too few rows or too few of a class, nothing is tested: the rows it asks for come in first); when the first tested
+look says "not enough data yet: about N more", N more rows come in and the verdict is taken again on all of them
+(one second look, as asked). benchmarks/challenger_power.py runs many;
+fin_behavior_tests/monitoring/test_challenger.py a few.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ def draw(scenario: Scenario, rows: int, rng: np.random.Generator) -> tuple[np.nd
 
 @dataclass(frozen=True)
 class Run:
-    first: str  # the verdict on the pilot rows
+    first: str  # the verdict at the first tested look
     final: str  # the verdict after the rows it asked for (the same as `first` when it asked for none)
     rows: int  # labelled rows the final verdict was taken on
 
@@ -56,11 +58,19 @@ def one_run(scenario: Scenario, seed: int, rule: Rule) -> Run:
     bootstrap_seed = int(resampling.generate_state(1)[0])
     y, a, b = draw(scenario, scenario.pilot, rng)
     first = judge(y, a, b, (0.5, 0.5), rule, bootstrap_seed)
+    for _ in range(10):  # before a variance (too few rows, or of a class) nothing is tested: gather what it asks
+        if first.verdict != NOT_ENOUGH or len(first.differences):
+            break
+        y, a, b = _more(scenario, first.more_rows, rng, (y, a, b))
+        first = judge(y, a, b, (0.5, 0.5), rule, bootstrap_seed)
     if first.verdict != NOT_ENOUGH:
         return Run(first.verdict, first.verdict, len(y))
-    more = draw(scenario, first.more_rows, rng)
-    y, a, b = (np.concatenate(pair) for pair in zip((y, a, b), more, strict=True))
+    y, a, b = _more(scenario, first.more_rows, rng, (y, a, b))
     return Run(first.verdict, judge(y, a, b, (0.5, 0.5), rule, bootstrap_seed).verdict, len(y))
+
+
+def _more(scenario: Scenario, rows: int, rng: np.random.Generator, have: tuple) -> tuple:
+    return tuple(np.concatenate(pair) for pair in zip(have, draw(scenario, rows, rng), strict=True))
 
 
 def rates(scenario: Scenario, runs: int, rule: Rule, seed: int = 0) -> dict[str, float]:
