@@ -2,6 +2,7 @@
 better at the labelled rows the verdict asked for (target >= 80%), and how often an equal one is (target <= 5%).
 
     .venv/bin/python benchmarks/challenger_power.py [--runs 1000] [--samples 1000] [--prevalence 0.2 0.05]
+        [--challenger-auc 0.80 0.75]
 
 Each run (fin_behavior/monitoring/challenger_power.py): binormal scores with known ROC-AUCs (champion 0.75), the
 two versions' noises correlated 0.6, a verdict on 400 labelled rows, then, when it asks for N more, a second verdict
@@ -25,13 +26,14 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=1000)
     parser.add_argument("--samples", type=int, default=get_settings().challenger_bootstrap_samples)
     parser.add_argument("--prevalence", type=float, nargs="+", default=[0.2, 0.05])
+    parser.add_argument("--challenger-auc", type=float, nargs="+", default=[0.80, 0.75])
     args = parser.parse_args()
     rule = replace(Rule.of(get_settings()), samples=args.samples)
     print("| challenger ROC-AUC | positive rate | runs | declared better | at the first look | still not enough | "
           "median rows | s |")  # fmt: skip
     print("|---:|---:|---:|---:|---:|---:|---:|---:|")
     for prevalence in args.prevalence:
-        for auc in (0.80, 0.75):
+        for auc in args.challenger_auc:
             started = time.perf_counter()
             r = rates(Scenario(challenger_auc=auc, prevalence=prevalence), args.runs, rule, seed=10_000)
             print(
