@@ -37,7 +37,8 @@ def test_a_registered_challenger_is_compared_with_the_champion_on_the_same_label
 
     artifacts = platform.var / "artifacts"
     rows = pd.read_parquet(sorted((artifacts / "processed_dataset").glob("*/processed_dataset.parquet"))[-1])
-    rows = rows.sample(600, random_state=0)
+    positive = rows[TARGET] == 1  # 100 positives, 500 negatives: each class above challenger_min_class_rows (50)
+    rows = pd.concat([rows[positive].sample(100, random_state=0), rows[~positive].sample(500, random_state=0)])
     records = json.loads(rows[list(FEATURES)].to_json(orient="records"))
     settings = get_settings()
     bundle = fetch_release(platform.client, platform.name, "2", releases_dir(settings)).bundle
