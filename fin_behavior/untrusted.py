@@ -232,7 +232,7 @@ def ask(
         return Answer(response.status, bytes(data))
     except (OSError, http.client.HTTPException) as exc:
         if expired.is_set():
-            raise SlowAnswerError(f"its answer to {method} {path} took longer than {seconds:g} s") from None
+            raise SlowAnswerError(f"its answer to {method} {path} took longer than {seconds:.3g} s") from None
         raise OSError(f"{method} {path}: {exc}") from None
     finally:
         watchdog.cancel()

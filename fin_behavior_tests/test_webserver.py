@@ -70,6 +70,7 @@ def test_assets_in_groups_with_their_checks(graphql):
         "serving_traffic": "monitoring",
         "serving_quality": "monitoring",
         "realized_performance": "monitoring",
+        "challenger_comparison": "monitoring",
         "submitted_model": "submissions",
         "serving_image": "image",
         "batch_scores": "batch",
@@ -111,6 +112,7 @@ def test_assets_in_groups_with_their_checks(graphql):
     assert checks["realized_performance"] == dict.fromkeys(
         ["label_coverage", "realized_roc_auc", "realized_recall"], False
     )
+    assert checks["challenger_comparison"] == {"challenger_verdict": False}  # a verdict, never a block
 
 
 def test_sensors_are_on_by_default_and_jobs_are_there(graphql):
