@@ -51,7 +51,8 @@ def test_a_killed_live_color_is_restarted_under_load_and_the_failures_are_bounde
     with Load(target, bundle[1][0]) as load:
         time.sleep(0.5)
         os.kill(victim, signal.SIGKILL)
-        back = _wait(lambda: target.live() is not None and target.live().detail["pid"] != victim, 10)
+        # one read of the state per look: between two reads the color can be restarting (live() None)
+        back = _wait(lambda: (live := target.live()) is not None and live.detail["pid"] != victim, 10)
         time.sleep(0.5)
     assert target.live().detail["port"] == private_port  # the supervisor's socket, inherited by the new process
     assert target.ready(target.live())
@@ -104,7 +105,7 @@ def test_a_killed_supervisor_is_no_single_point_of_failure(target, bundle):
     assert target.status()["supervisor_running"] and target.live().version == "1"
     victim = target.live().detail["pid"]
     os.kill(victim, signal.SIGKILL)
-    _wait(lambda: target.live() is not None and target.live().detail["pid"] != victim, 10)
+    _wait(lambda: (live := target.live()) is not None and live.detail["pid"] != victim, 10)  # one read per look
     assert served_version(target) == "1"
 
 
