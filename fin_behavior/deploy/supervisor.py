@@ -21,6 +21,9 @@ restarts and events. The deploying side (fin_behavior/deploy/local.py) sends it 
   deactivate <color> <to>  the color stops accepting; <to> (a color, or "none") is live again
   retire <color> <keep>    the replaced color drains and exits (or stays idle when keep is "keep")
   stop <color>             stop a color (SIGTERM, then SIGKILL)
+  challenge <json>         a ready color (color, mode, share, timeout) becomes the challenger: the live color gets
+                           its route (serving/traffic.py) and keeps it across its restarts
+  unchallenge              the live color stops sending to the challenger (which stays up until retired)
   shutdown                 stop every color, close the public socket, exit
   ping                     answers "ok" (the supervisor is up)
 
@@ -47,6 +50,7 @@ from typing import Any
 from fin_behavior import bounds
 from fin_behavior.deploy.endpoint_state import (
     STATE_FILE,
+    Challenger,
     ColorBounds,
     ColorEntry,
     EndpointState,
@@ -61,7 +65,14 @@ from fin_behavior.untrusted import SlowAnswerError, UntrustedDataError, ask
 
 log = logging.getLogger("fin_behavior.deploy.supervisor")
 CONTROL_SOCKET, PID_FILE = "supervisor.sock", "supervisor.pid"
-RUNNING = ("starting", "ready", "live", "idle", "restarting")  # statuses of a color whose process should be up
+RUNNING = (
+    "starting",
+    "ready",
+    "live",
+    "idle",
+    "challenger",
+    "restarting",
+)  # statuses of a color whose process should be up
 _MAX_EVENTS = 50
 _LOG_ROTATE_BYTES = 32 << 20  # a color's output log is rotated at a (re)start past this size
 
@@ -195,6 +206,8 @@ class Supervisor:
 
     def start(self, color: str, spec: ColorEntry) -> None:
         with self.lock:
+            if (challenger := self.state["challenger"]) is not None and challenger["color"] == color:
+                self._end_challenge(f"v{spec['version']} starts on {color}")
             old = self.state["colors"].get(color, {})
             if old.get("status") in RUNNING and process_alive(old):
                 self._stop_process(color)
@@ -351,6 +364,11 @@ class Supervisor:
 
     def stop(self, color: str) -> None:
         with self.lock:
+            if self.state["challenger"] is not None and color in (
+                self.state["live"],
+                self.state["challenger"]["color"],
+            ):
+                self._end_challenge(f"{color} was stopped")
             self._stop_process(color)
             if self.state["live"] == color:
                 self.state["live"] = None
@@ -381,6 +399,7 @@ class Supervisor:
 
     def shutdown(self) -> None:
         with self.lock:
+            self.state["challenger"] = None
             for color in list(self.state["colors"]):
                 self._stop_process(color)
                 writable = (self.state["colors"][color].get("bounds") or {}).get("writable")
@@ -390,6 +409,60 @@ class Supervisor:
             self._close_public("the endpoint was stopped")
             self._save()
         self.stopping.set()
+
+    # Challengers (serving/traffic.py) ---------------------------------------------------------------------------
+
+    def challenge(self, color: str, mode: str, share: float, timeout: float) -> None:
+        with self.lock:
+            live, entry = self.state["live"], self.state["colors"].get(color, {})
+            if live is None or live == color:
+                raise RuntimeError(f"{color} cannot challenge: {'it is the live color' if live else 'nothing is live'}")
+            if entry.get("status") not in ("ready", "challenger") or not process_alive(entry):
+                raise RuntimeError(f"{color} is not a ready color (it is {entry.get('status', 'unknown')})")
+            if self.state["challenger"] is not None and self.state["challenger"]["color"] != color:
+                self._end_challenge(f"{color} challenges instead")
+            challenger: Challenger = {
+                "color": color, "version": entry["version"], "mode": mode, "share": share, "timeout": timeout,
+                "since": time.time(),
+            }  # fmt: skip
+            self._route(challenger)
+            entry["status"] = "challenger"
+            self.state["challenger"] = challenger
+            self._event(color, f"v{entry['version']} is the challenger: {mode} of {share:.0%} of the clients' requests")
+            self._save()
+
+    def _route(self, challenger: Challenger | None) -> None:
+        """Tell the live color where its challenger is (or that there is none)."""
+        live = self.state["colors"][self.state["live"] or ""]
+        route = "none"
+        if challenger is not None:
+            port = self.state["colors"][challenger["color"]]["port"]
+            fields = ("mode", "version", "share", "timeout")
+            route = json.dumps({"port": port} | {name: challenger[name] for name in fields})  # type: ignore[literal-required]
+        send_command(Path(live["control"]), f"route {route}", timeout=30)
+
+    def unchallenge(self) -> None:
+        with self.lock:
+            self._end_challenge("ended by the operator")
+            self._save()
+
+    def _end_challenge(self, why: str) -> None:
+        """The live color stops sending to the challenger (best effort: a live color that cannot be told is dead or
+        restarting, and a restarted one starts without a route); the challenger color stays up, ready."""
+        challenger = self.state["challenger"]
+        if challenger is None:
+            return
+        self.state["challenger"] = None
+        live = self.state["colors"].get(self.state["live"] or "", {})
+        if process_alive(live) and live.get("status") == "live":
+            try:
+                self._route(None)
+            except (OSError, RuntimeError) as exc:
+                self._event(self.state["live"], f"could not end the challenger's route: {exc}")
+        entry = self.state["colors"].get(challenger["color"], {})
+        if entry.get("status") == "challenger":
+            entry["status"] = "ready"
+        self._event(challenger["color"], f"v{challenger['version']} is no longer the challenger: {why}")
 
     # Supervision ---------------------------------------------------------------------------------------------
 
@@ -402,10 +475,12 @@ class Supervisor:
                 entry = self.state["colors"].get(live) if live else None
                 crashed = entry is not None and entry.get("status") == "live" and not process_alive(entry)
                 for color, other in self.state["colors"].items():
-                    if color != live and other.get("status") in RUNNING and not process_alive(other):
+                    if color != live and (was := other.get("status")) in RUNNING and not process_alive(other):
+                        if was == "challenger":  # the live color stops sending to it at once
+                            self._end_challenge(f"v{other.get('version')} exited")
                         other["status"] = "exited"
                         self._forget(color)
-                        self._event(color, f"v{other.get('version')} exited while {other.get('status')}")
+                        self._event(color, f"v{other.get('version')} exited while {was}")
                         self._save()
             if crashed and live is not None:
                 self._restart(live)
@@ -466,6 +541,11 @@ class Supervisor:
                     send_command(Path(entry["control"]), "adopt", self.public.fileno())
                 except (OSError, RuntimeError) as exc:
                     reason = f"could not hand it the public socket: {exc}"
+            if reason is None and self.state["challenger"] is not None:
+                try:  # a restarted color starts without its experiment
+                    self._route(self.state["challenger"])
+                except (OSError, RuntimeError) as exc:
+                    self._event(color, f"could not give the challenger's route back: {exc}")
             if reason is None:
                 entry["status"] = "live"
                 self._event(color, f"v{entry['version']} serves again after {time.monotonic() - started:.1f} s")
@@ -516,12 +596,17 @@ class Supervisor:
             spec = json.loads(rest)
             self.start(spec["color"], spec)
             return
+        if verb == "challenge":
+            spec = json.loads(rest)
+            self.challenge(spec["color"], spec["mode"], float(spec["share"]), float(spec["timeout"]))
+            return
         handlers = {
             "mark": lambda: self.mark(args[0], status(args[1])),
             "activate": lambda: self.activate(args[0]),
             "deactivate": lambda: self.deactivate(args[0], None if args[1] == "none" else args[1]),
             "retire": lambda: self.retire(args[0], args[1] == "keep"),
             "stop": lambda: self.stop(args[0]),
+            "unchallenge": self.unchallenge,
             "shutdown": self.shutdown,
             "ping": lambda: None,
         }

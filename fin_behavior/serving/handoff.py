@@ -12,6 +12,8 @@ Control commands, one line each; the answer is `ok` or `error <reason>`:
   handover  answer with the socket attached
   release   stop accepting; drain connections (at most drain_seconds); keep serving the private port
   retire    release, then exit
+  route <r> send a share of the clients' requests to a challenger (traffic.py; <r> is its route as JSON), or
+            stop (`route none`)
 """
 
 from __future__ import annotations
@@ -156,6 +158,10 @@ class ColorServer:
             return
         elif command in ("release", "retire"):
             run(getattr(self, command)())
+        elif command.startswith("route ") and not fds:
+            from fin_behavior.serving.traffic import Route
+
+            run(self.app.traffic.set_route(Route.parse(command.removeprefix("route "))))
         else:
             for fd in fds:
                 os.close(fd)
