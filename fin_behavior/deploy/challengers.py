@@ -46,6 +46,7 @@ def start(
     with exclusive_rollout(endpoint, f"{who}: {mode} {ref} of {name}", settings.rollout_lock_timeout_seconds, log):
         version = resolve_version(client, name, ref)
         noted = {"target": target.name, "mode": mode, "share": share, "by": who}
+        slot: Slot | None = None
         try:
             live = target.live()
             if live is None:
@@ -71,12 +72,13 @@ def start(
             for gate, outcome in gates.items():
                 log(f"gate {gate}: {'passed' if outcome.passed else 'FAILED'}: {outcome.message}")
             if failed := [f"{gate}: {o.message}" for gate, o in gates.items() if not o.passed]:
-                target.discard(slot)
                 raise RolloutError(
                     f"challenger v{version} failed its gates on {color}: " + "; ".join(failed), gates=gates
                 )
             target.challenge(slot, mode, share, settings.challenger_timeout_seconds)
         except (DeployError, RolloutError, approval.PendingApprovalError) as exc:
+            if slot is not None:  # started, but it gets no traffic: nothing of it stays
+                target.discard(slot)
             history.append(audit.CHALLENGER_FAILED, name, version, actor, **noted, reason=str(exc)[:1_000])
             if isinstance(exc, approval.PendingApprovalError):
                 raise DeployError(str(exc)) from None
