@@ -61,6 +61,7 @@ from fin_behavior.deploy.endpoint_state import (
 )
 from fin_behavior.records import write_json
 from fin_behavior.serving.handoff import send_command
+from fin_behavior.serving.traffic import COPIES_BUFFER
 from fin_behavior.untrusted import SlowAnswerError, UntrustedDataError, ask
 
 log = logging.getLogger("fin_behavior.deploy.supervisor")
@@ -152,6 +153,7 @@ class Supervisor:
         self.private: dict[str, socket.socket] = {}  # each color's own port, bound here, kept across restarts
         self.controls: dict[str, socket.socket] = {}  # each color's control socket, bound here (see _control)
         self.groups: dict[str, bounds.ControlGroup] = {}  # a confined color's kernel bounds
+        self.copies: tuple[socket.socket, socket.socket] | None = None  # a shadow's copies: (live's end, shadow's)
         self.stopping = threading.Event()
         self.stop_requested = False  # set by SIGTERM; the control loop shuts down
         self.state: EndpointState = read_state(root, f"http://{host}:{port}")
@@ -200,6 +202,10 @@ class Supervisor:
                     self._event(live, f"could not take the public socket back from the live color: {exc}")
             elif live:
                 self.state["live"] = None
+            if (challenger := self.state["challenger"]) is not None:  # its copies socket died with the old supervisor
+                self.state["challenger"] = None
+                why = "the supervisor restarted; start it again with `fin-behavior endpoint shadow|split`"
+                self._event(challenger["color"], f"v{challenger['version']} is no longer the challenger: {why}")
             self._save()
 
     # Commands -------------------------------------------------------------------------------------------------
@@ -419,13 +425,23 @@ class Supervisor:
                 raise RuntimeError(f"{color} cannot challenge: {'it is the live color' if live else 'nothing is live'}")
             if entry.get("status") not in ("ready", "challenger") or not process_alive(entry):
                 raise RuntimeError(f"{color} is not a ready color (it is {entry.get('status', 'unknown')})")
-            if self.state["challenger"] is not None and self.state["challenger"]["color"] != color:
-                self._end_challenge(f"{color} challenges instead")
+            if self.state["challenger"] is not None:
+                self._end_challenge(f"{color} challenges instead" if self.state["challenger"]["color"] != color else
+                                    f"{color} challenges again")  # fmt: skip
             challenger: Challenger = {
                 "color": color, "version": entry["version"], "mode": mode, "share": share, "timeout": timeout,
                 "since": time.time(),
             }  # fmt: skip
-            self._route(challenger)
+            try:
+                if mode == "shadow":  # its copies come on a socket pair made here, its end handed to it now
+                    self.copies = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+                    self.copies[0].setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, COPIES_BUFFER)
+                    self.copies[1].setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, COPIES_BUFFER)
+                    send_command(Path(entry["control"]), "copies", self.copies[1].fileno(), timeout=30)
+                self._route(challenger)
+            except BaseException:
+                self._close_copies()
+                raise
             entry["status"] = "challenger"
             self.state["challenger"] = challenger
             self._event(color, f"v{entry['version']} is the challenger: {mode} of {share:.0%} of the clients' requests")
@@ -439,7 +455,8 @@ class Supervisor:
             port = self.state["colors"][challenger["color"]]["port"]
             fields = ("mode", "version", "share", "timeout")
             route = json.dumps({"port": port} | {name: challenger[name] for name in fields})  # type: ignore[literal-required]
-        send_command(Path(live["control"]), f"route {route}", timeout=30)
+        copies = self.copies[0].fileno() if challenger is not None and self.copies is not None else None
+        send_command(Path(live["control"]), f"route {route}", copies, timeout=30)
 
     def unchallenge(self) -> None:
         with self.lock:
@@ -459,10 +476,16 @@ class Supervisor:
                 self._route(None)
             except (OSError, RuntimeError) as exc:
                 self._event(self.state["live"], f"could not end the challenger's route: {exc}")
+        self._close_copies()
         entry = self.state["colors"].get(challenger["color"], {})
         if entry.get("status") == "challenger":
             entry["status"] = "ready"
         self._event(challenger["color"], f"v{challenger['version']} is no longer the challenger: {why}")
+
+    def _close_copies(self) -> None:
+        for end in self.copies or ():
+            end.close()
+        self.copies = None
 
     # Supervision ---------------------------------------------------------------------------------------------
 

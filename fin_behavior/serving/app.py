@@ -209,7 +209,23 @@ class ScoringService:
             self.metrics.in_flight.dec()
         self._record(endpoint, reply, raw, sent, time.perf_counter() - started, caller == PROBE, request_id)
         if raw and endpoint == "score" and caller == CLIENT and self.traffic.wants("shadow", request_id, subject):
-            self.traffic.copy(raw, scope["headers"], request_id)  # after the answer went out: off the hot path
+            self.traffic.copy(raw, request_id)  # after the answer went out, one send(): off the hot path
+
+    def score_copy(self, request_id: str, raw: bytes) -> None:
+        """A shadow's copy of a live request (traffic.py): scored and logged as a POST /score of its body would be,
+        under the live request's id; the answer goes nowhere."""
+        started = time.perf_counter()
+        try:
+            scored = self._score(raw)
+            reply = Reply(200, scored.answer, scored)
+        except InputError as exc:
+            reply = Reply.error(exc.status, exc.message)
+        except Exception:  # a server fault of this version: logged with its trace, counted as a 500
+            log.exception("scoring a shadow copy failed")
+            reply = Reply.error(500, "internal error while scoring")
+        reply.body["request_id"] = request_id
+        answer = json.dumps(reply.body, separators=(",", ":")).encode()
+        self._record("score", reply, raw, answer, time.perf_counter() - started, False, request_id)
 
     def _score(self, raw: bytes) -> Scored:
         assert self.bundle is not None
