@@ -149,6 +149,7 @@ def _challenger(context, config: DeploymentConfig, settings, target, endpoint, u
         metadata={
             "url": dg.MetadataValue.url(target.url),
             "target": target.name,
+            "model_name": name,  # the checks read it
             "served_version": served,
             "challenger_version": slot.version,
             "challenger_mode": config.challenger,
