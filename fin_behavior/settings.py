@@ -248,8 +248,12 @@ class Settings(BaseSettings):
         "over",
     )  # fmt: skip
     challenger_alpha: float = Field(
-        0.05, gt=0, lt=1, description="challenger_comparison: the verdict's significance level (its bootstrap "
-        "interval is at 1 - alpha, two-sided)",
+        0.05, gt=0, lt=1, description="challenger_comparison: the verdict's significance level once there are the "
+        "rows needed (DeLong's paired test, two-sided; its intervals are at 1 - alpha)",
+    )  # fmt: skip
+    challenger_early_alpha: float = Field(
+        0.001, ge=0, lt=1, description="challenger_comparison: the p-value a look before the rows needed must go "
+        "below to give a verdict (Haybittle-Peto boundary; 0 = no verdict before the rows needed)",
     )  # fmt: skip
     challenger_min_gain: float = Field(
         0.05, gt=0, lt=1, description="challenger_comparison: the smallest ROC-AUC gain worth detecting; sets the "
@@ -436,6 +440,8 @@ class Settings(BaseSettings):
             raise ValueError(f"age_bands must be increasing ages, got {list(self.age_bands)}")
         if self.min_positive_rate > self.max_positive_rate:
             raise ValueError("min_positive_rate must not exceed max_positive_rate")
+        if self.challenger_early_alpha >= self.challenger_alpha:
+            raise ValueError("challenger_early_alpha (a look before the rows needed) must be below challenger_alpha")
         steps = self.traffic_steps
         if any(not 0 < p < 100 for p in steps) or list(steps) != sorted(set(steps)):
             raise ValueError(f"traffic_steps must be increasing shares between 1 and 99 (%), got {list(steps)}")

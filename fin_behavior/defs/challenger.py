@@ -29,6 +29,7 @@ class ChallengerConfig(SettingsConfig):
     registered_model_name: str | None = setting("registered_model_name")
     challenger_window_hours: float | None = setting("challenger_window_hours")
     challenger_alpha: float | None = setting("challenger_alpha")
+    challenger_early_alpha: float | None = setting("challenger_early_alpha")
     challenger_min_gain: float | None = setting("challenger_min_gain")
     challenger_power: float | None = setting("challenger_power")
     challenger_bootstrap_samples: int | None = setting("challenger_bootstrap_samples")
@@ -51,7 +52,8 @@ class ChallengerConfig(SettingsConfig):
     ],
     description="Champion against challenger over challenger_window_hours of the prediction log: agreement of "
     "their decisions, PSI between their probabilities, latency p95 and error rate of each; on labelled decisions "
-    "both scored, the ROC-AUC and recall differences with paired bootstrap intervals and a verdict.",
+    "both scored, the ROC-AUC and recall differences with paired bootstrap intervals and a verdict (DeLong's paired "
+    "test of the ROC-AUC difference at challenger_alpha once there are the rows needed).",
 )
 def challenger_comparison(
     context: dg.AssetExecutionContext, config: ChallengerConfig, storage: StorageResource, mlflow: MlflowTracking
@@ -106,11 +108,13 @@ def challenger_comparison(
         "message": result.verdict.message,
         "figures": dg.MetadataValue.json(result.figures),
     }
-    if len(result.verdict.differences):
+    if len(result.differences):
+        intervals = {
+            "DeLong (the verdict's)": result.figures["roc_auc_difference_interval"],
+            "bootstrap": result.figures["roc_auc_difference_bootstrap_interval"],
+        }
         with tempfile.TemporaryDirectory() as tmp:
-            png = plots.challenger_differences(
-                result.verdict.differences, result.figures["roc_auc_difference_interval"], Path(tmp) / "differences.png"
-            )
+            png = plots.challenger_differences(result.differences, intervals, Path(tmp) / "differences.png")
             metadata["plot"] = png_markdown([png])
     check = check_result(dg.AssetCheckKey(dg.AssetKey(STAGE), CHECK), result.outcome(), blocking=False)
     return dg.MaterializeResult(metadata=metadata, check_results=[check])

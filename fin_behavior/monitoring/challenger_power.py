@@ -5,10 +5,11 @@ positive, 0 when not) plus a standard normal noise, the two noises correlated `c
 same rows make similar mistakes). Its true ROC-AUC is Phi(d / sqrt(2)). The probability served is the logistic of
 the score, decided at 0.5.
 
-One run is what a model owner sees: the verdict on a first `pilot` labelled rows (while it has no variance yet,
-too few rows or too few of a class, nothing is tested: the rows it asks for come in first); when the first tested
-look says "not enough data yet: about N more", N more rows come in and the verdict is taken again on all of them
-(one second look, as asked). benchmarks/challenger_power.py runs many;
+One run is what a model owner sees who does what the verdict says: a verdict on a first `pilot` labelled rows;
+while it says "not enough data yet: about N more labelled rows", N more rows come in and the verdict is taken again
+on all of them, until one is not "not enough" (or `max_looks` looks have been taken). Below the minimums (too few
+rows, or of a class) nothing is tested; after them every look is a test: early (fewer rows than needed, a verdict
+only at p < early_alpha) or final (the rows needed, at alpha). benchmarks/challenger_power.py runs many;
 fin_behavior_tests/monitoring/test_challenger.py a few.
 """
 
@@ -21,7 +22,7 @@ from statistics import NormalDist
 
 import numpy as np
 
-from fin_behavior.monitoring.challenger import BETTER, NOT_ENOUGH, Rule, judge
+from fin_behavior.monitoring.challenger import BETTER, EARLY, NO_TEST, NOT_ENOUGH, WORSE, Rule, judge
 
 
 @dataclass(frozen=True)
@@ -46,42 +47,41 @@ def draw(scenario: Scenario, rows: int, rng: np.random.Generator) -> tuple[np.nd
 
 @dataclass(frozen=True)
 class Run:
-    first: str  # the verdict at the first tested look
-    final: str  # the verdict after the rows it asked for (the same as `first` when it asked for none)
-    rows: int  # labelled rows the final verdict was taken on
+    verdict: str  # the first verdict other than "not enough data yet" (or that, after max_looks looks)
+    look: str  # the kind of look it came at: EARLY or FINAL (NO_TEST: it never got past the minimums)
+    tested_looks: int  # looks past the minimums, that one included
+    rows: int  # labelled rows it was taken on
+
+
+MAX_LOOKS = 20  # looks in all, the untested ones below the minimums included
 
 
 def one_run(scenario: Scenario, seed: int, rule: Rule) -> Run:
     """One owner's experience (module doc)."""
-    data, resampling = np.random.SeedSequence(seed).spawn(2)  # independent streams for the rows and the bootstrap
-    rng = np.random.default_rng(data)
-    bootstrap_seed = int(resampling.generate_state(1)[0])
+    rng = np.random.default_rng(seed)
     y, a, b = draw(scenario, scenario.pilot, rng)
-    first = judge(y, a, b, (0.5, 0.5), rule, bootstrap_seed)
-    for _ in range(10):  # before a variance (too few rows, or of a class) nothing is tested: gather what it asks
-        if first.verdict != NOT_ENOUGH or len(first.differences):
+    tested = 0
+    for _ in range(MAX_LOOKS):
+        verdict = judge(y, a, b, (0.5, 0.5), rule)
+        tested += verdict.look != NO_TEST
+        if verdict.verdict != NOT_ENOUGH:
             break
-        y, a, b = _more(scenario, first.more_rows, rng, (y, a, b))
-        first = judge(y, a, b, (0.5, 0.5), rule, bootstrap_seed)
-    if first.verdict != NOT_ENOUGH:
-        return Run(first.verdict, first.verdict, len(y))
-    y, a, b = _more(scenario, first.more_rows, rng, (y, a, b))
-    return Run(first.verdict, judge(y, a, b, (0.5, 0.5), rule, bootstrap_seed).verdict, len(y))
-
-
-def _more(scenario: Scenario, rows: int, rng: np.random.Generator, have: tuple) -> tuple:
-    return tuple(np.concatenate(pair) for pair in zip(have, draw(scenario, rows, rng), strict=True))
+        y, a, b = (np.concatenate(pair) for pair in zip((y, a, b), draw(scenario, verdict.more_rows, rng), strict=True))
+    return Run(verdict.verdict, verdict.look, tested, len(y))
 
 
 def rates(scenario: Scenario, runs: int, rule: Rule, seed: int = 0) -> dict[str, float]:
-    """Over `runs` runs: the share declared better (at either look: a verdict other than "not enough" is final),
-    at the first look alone, still short of rows after the second, and the median rows the verdict was taken on."""
+    """Over `runs` runs: how many were declared better (at any look), worse, and better at an early look; the share
+    still short of rows after MAX_LOOKS looks; the median tested looks and rows of the verdict."""
     done = [one_run(scenario, seed + i, rule) for i in range(runs)]
-    finals = Counter(r.final for r in done)
+    verdicts = Counter(r.verdict for r in done)
     return {
         "runs": runs,
-        "better": finals[BETTER] / runs,
-        "better_at_first_look": sum(r.first == BETTER for r in done) / runs,
-        "still_not_enough": finals[NOT_ENOUGH] / runs,
+        "better_runs": verdicts[BETTER],
+        "better": verdicts[BETTER] / runs,
+        "worse": verdicts[WORSE] / runs,
+        "better_early": sum(r.verdict == BETTER and r.look == EARLY for r in done) / runs,
+        "still_not_enough": verdicts[NOT_ENOUGH] / runs,
+        "median_tested_looks": float(np.median([r.tested_looks for r in done])),
         "median_rows": float(np.median([r.rows for r in done])),
     }

@@ -72,14 +72,14 @@ def reliability(bins: dict, path: Path) -> Path:
     return save(plt, fig, path)
 
 
-def challenger_differences(differences: np.ndarray, interval: list[float], path: Path) -> Path:
-    """The paired bootstrap's ROC-AUC differences (challenger - champion), their interval, and zero."""
+def challenger_differences(differences: np.ndarray, intervals: dict[str, list[float]], path: Path) -> Path:
+    """The paired bootstrap's ROC-AUC differences (challenger - champion), the intervals by name, and zero."""
     plt, fig, ax = figure()
     ax.hist(differences, bins=50, alpha=0.7, label=f"{len(differences)} paired resamples")
     ax.axvline(0.0, color="black", linestyle=":", label="no difference")
-    for bound in interval:
-        ax.axvline(bound, color="red", linestyle="--")
-    ax.plot([], [], color="red", linestyle="--", label=f"interval [{interval[0]:+.4f}, {interval[1]:+.4f}]")
+    for (name, (low, high)), color in zip(intervals.items(), ("red", "purple"), strict=False):
+        ax.axvline(low, color=color, linestyle="--")
+        ax.axvline(high, color=color, linestyle="--", label=f"{name} interval [{low:+.4f}, {high:+.4f}]")
     ax.set_xlabel("ROC-AUC challenger - champion")
     ax.set_title("Champion vs challenger on the same labelled decisions")
     ax.legend(fontsize=7)
