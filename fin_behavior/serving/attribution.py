@@ -11,14 +11,17 @@ Runs only in the explanation worker's process: shap, and the numba it imports, n
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from fin_behavior.records import BundleFiles
 from fin_behavior.serving.bundle import BundleError, verify_bundle
+
+T = TypeVar("T")
 
 
 class Unexplainable(RuntimeError):
@@ -60,15 +63,12 @@ class Attributor:
         except Exception as exc:  # shap names what it does not support
             raise Unexplainable(f"{type(estimator).__name__} cannot be explained exactly by tree SHAP: {exc}") from None
         self.groups = encoded_groups(self.encode, self.features)
-        self.base_value = float(np.ravel(self.explainer.expected_value)[-1])  # the positive class's
+        self.base_value = base_value(self.explainer)
 
     @classmethod
     def load(cls, bundle_dir: Path) -> Attributor:
         """The bundle's model (model.joblib), the bundle verified again by the process that loads it."""
-        try:
-            info = verify_bundle(bundle_dir)
-        except BundleError as exc:
-            raise Unexplainable(str(exc)) from None
+        info = verified(verify_bundle, bundle_dir)
         if BundleFiles.MODEL not in info.sha256:
             raise Unexplainable(f"the bundle holds no {BundleFiles.MODEL} (runtime {info.runtime}): nothing to explain")
         import joblib
@@ -96,6 +96,15 @@ class Attributor:
         ]
 
 
+def verified(load: Callable[[Path], T], bundle_dir: Path) -> T:
+    """`load(bundle_dir)`, which verifies the bundle first (again, in the process that explains it); a bundle it
+    refuses cannot be explained: Unexplainable, saying why."""
+    try:
+        return load(bundle_dir)
+    except BundleError as exc:
+        raise Unexplainable(str(exc)) from None
+
+
 def import_shap(missing: str) -> Any:
     """shap, imported in the worker process only; Unexplainable(`missing`, the fix) where the environment lacks it."""
     try:
@@ -103,6 +112,11 @@ def import_shap(missing: str) -> Any:
     except ImportError:  # the environment decides: answered as a 501 naming the fix
         raise Unexplainable(missing) from None
     return shap
+
+
+def base_value(explainer: Any) -> float:
+    """shap's expected output of the model: the positive class's (the last) for a classifier's per class output."""
+    return float(np.ravel(explainer.expected_value)[-1])
 
 
 def positive_class(values: Any) -> np.ndarray:

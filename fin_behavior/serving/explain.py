@@ -18,6 +18,7 @@ touched. An explanation not done within `explain_timeout_seconds` is a 504.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import multiprocessing
@@ -50,6 +51,7 @@ log = logging.getLogger("fin_behavior.serving.explain")
 DEFAULT_TOP = 4
 RETRY_AFTER = {"Retry-After": "1"}
 WORKER_NICENESS = 10
+OOM_SCORE_ADJ = 1000  # the first the kernel ends when memory runs out
 
 
 class Explanations:
@@ -277,6 +279,10 @@ def _start_worker(bundle_dir: Path, model_version: str, max_rows: int) -> None:
     # Where the worker shares a core with the scoring process (a pinned container, a busy machine), scoring
     # goes first: an explanation waits a little longer, a /score does not.
     os.nice(WORKER_NICENESS)
+    # Where memory runs out (a submitted model's color is bounded as a whole, and the worker holds a second copy of
+    # the model beside shap), the kernel ends the worker, which starts again, rather than the scoring process.
+    with contextlib.suppress(OSError):
+        Path("/proc/self/oom_score_adj").write_text(str(OOM_SCORE_ADJ))
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True, name="parent-watch").start()
     _worker = _Worker(bundle_dir, model_version, max_rows)
 

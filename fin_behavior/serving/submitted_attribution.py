@@ -37,12 +37,14 @@ from fin_behavior.serving.attribution import (
     PROBABILITY,
     Attribution,
     Unexplainable,
+    base_value,
     import_shap,
     positive_class,
     source_column,
     summed_per_column,
+    verified,
 )
-from fin_behavior.serving.bundle import Bundle, BundleError, load_bundle
+from fin_behavior.serving.bundle import Bundle, load_bundle
 from fin_behavior.serving.validation import InputError
 
 _TREE, _LINEAR = "tree", "linear"
@@ -108,17 +110,13 @@ class SubmittedAttributor:
                 self.explainer = shap.LinearExplainer(self.estimator, self._encoded(example_columns)[1])
         except Exception as exc:  # shap names what it does not support
             raise Unexplainable(f"{self.name} cannot be explained exactly by shap: {str(exc)[:300]}") from None
-        self.base_value = float(np.ravel(self.explainer.expected_value)[-1])
+        self.base_value = base_value(self.explainer)
         self.explain(example_columns)  # a model whose contributions do not add up is refused now, once
 
     @classmethod
     def load(cls, bundle_dir: Path) -> SubmittedAttributor:
         """The bundle's MLflow model (verified again by the process that loads it) and its input example."""
-        try:
-            bundle = load_bundle(bundle_dir)
-        except BundleError as exc:
-            raise Unexplainable(str(exc)) from None
-        return cls(bundle, read_json(bundle_dir / BundleFiles.EXPECTED)["records"])
+        return cls(verified(load_bundle, bundle_dir), read_json(bundle_dir / BundleFiles.EXPECTED)["records"])
 
     def explain(self, columns: dict[str, list]) -> list[Attribution]:
         """One Attribution per row of `columns`, with what the model answers for it: `prediction` (as /score

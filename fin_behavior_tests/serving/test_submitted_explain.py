@@ -9,13 +9,16 @@ from __future__ import annotations
 import json
 import math
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from fin_behavior.environments.spec import get_spec
 from fin_behavior.settings import get_settings
 from fin_behavior.submissions import pipeline, sandbox
 from fin_behavior_tests.helpers import ENVS
+from fin_behavior_tests.serving_fixtures import post, probe
 
 
 @pytest.fixture(scope="module")
@@ -31,18 +34,31 @@ def _probe(env, step: str, work) -> dict:
 
 
 @pytest.fixture(scope="module")
-def explained(submission_env, tmp_path_factory) -> dict:
+def bundles(submission_env, tmp_path_factory) -> Path:
+    """Each case's model made a bundle as a submission's is (verified, then its manifest written)."""
     work = tmp_path_factory.mktemp("submitted")
     for case, found in _probe(submission_env, "save", work).items():
         pipeline.write_manifest(work / case, submission_env, found, f"run-{case}")
-    return _probe(submission_env, "explain", work)
+    return work
 
 
-def test_the_platform_installs_shap_next_to_a_submission_s_requirements(submission_env):
-    from fin_behavior.environments.spec import get_spec
+@pytest.fixture(scope="module")
+def explained(submission_env, bundles) -> dict:
+    return _probe(submission_env, "explain", bundles)
 
+
+def test_shap_is_installed_next_to_a_submission_s_requirements_unless_they_conflict_with_it(bundles, tmp_path):
+    """At the local serving environment's pin (one place); requirements it conflicts with (shap needs tqdm 4.27 or
+    later) get an environment without it rather than a failed submission, and its /explain says so (501)."""
     pinned = next(p for p in get_spec("local").packages if p.startswith("shap=="))
-    assert pinned in submission_env.resolution.pins  # the local serving environment's pin, one place
+    assert pinned in sandbox.build_environment(get_settings(), ["scikit-learn"], ENVS).resolution.pins
+    without = sandbox.build_environment(get_settings(), ["scikit-learn", "tqdm<4.27"], ENVS)
+    assert "shap" not in without.resolution.versions() and without.resolution.versions()["tqdm"] < "4.27"
+    replies, _ = probe(
+        without, bundles / "forest_on_a_matrix", [post([{f"f{i}": 0.1 for i in range(6)}], path="/explain")], tmp_path
+    )
+    (refused,) = replies
+    assert refused["status"] == 501 and "environment has no shap" in json.loads(refused["body"])["error"]
 
 
 @pytest.mark.parametrize(

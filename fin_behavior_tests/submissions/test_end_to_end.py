@@ -132,6 +132,11 @@ def test_the_served_forest_explains_each_decision_exactly_by_its_probability():
         assert row["probability"] == pytest.approx(probabilities[i], abs=1e-12)
         assert row["prediction"] == scored["predictions"][i] == int(row["probability"] > 0.5)
         assert " the probability by " in row["reasons"][0]["text"]
+    if os.geteuid() == 0:  # the explanation worker runs in the color's sandbox, the first to go if memory runs out
+        target = pipeline.endpoint(get_settings(), "seed-model")[0]
+        served = served_process(target.live().detail["pid"])
+        workers = [pid for task in Path(f"/proc/{served}/task").glob("*/children") for pid in task.read_text().split()]
+        assert any(Path(f"/proc/{pid}/oom_score_adj").read_text().strip() == "1000" for pid in workers), workers
 
 
 def served_process(started: int) -> int:
