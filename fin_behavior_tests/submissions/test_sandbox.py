@@ -315,10 +315,9 @@ def test_ipc_objects_die_with_the_submission_and_never_pass_between_names(env):
     settings = get_settings()
     submission = accept(settings, look, "another-name", [], 60)
     directory = submission.directory(settings.submissions_root)
-    with (
-        pytest.raises(errors.SubmissionError) as raised,
-        sandbox.workspace(settings, directory / "work", sandbox.users(settings, "another-name").train) as work,
-    ):
+    with pytest.raises(errors.SubmissionError) as raised, sandbox.workspace(
+        settings, directory / "work", sandbox.users(settings, "another-name").train
+    ) as work:
         run = sandbox.run_script(env, work, directory, submission, settings)
         sandbox.collect(env, run, submission, settings)
     assert _found(raised.value.to_dict()) == {"shm": -1, "queue": -1, "files": []}  # nothing of the other name
