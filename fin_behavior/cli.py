@@ -638,10 +638,13 @@ def _explain(args: argparse.Namespace) -> int:
 
 
 def render_explanation(body: dict) -> str:
-    """An explanation answer as text: per row, the probability, the base value and the reasons."""
+    """An explanation answer as text: per row, what the model answered, the base value and the reasons."""
     lines = [f"request {body['request_id']}, model version {body['model_version']}"]
     for i, row in enumerate(body["rows"]):
-        lines.append(f"row {i}: probability {row['probability']:.4f} (base value {row['base_value']:.4f})")
+        # a submitted model's classifier also answers its log-odds; a regressor only its prediction
+        answered = [f"{name.replace('_', '-')} {row[name]:.4f}" for name in ("probability", "log_odds") if name in row]
+        answered = answered or [f"prediction {row['prediction']}"]
+        lines.append(f"row {i}: {', '.join(answered)} (base value {row['base_value']:.4f})")
         lines += [f"  {reason['contribution']:+.4f}  {reason['text']}" for reason in row["reasons"]]
     return "\n".join(lines)
 

@@ -62,6 +62,11 @@ class Bundle:
     def runtime(self) -> str:
         return self.info.runtime
 
+    @property
+    def model(self) -> Any:
+        """What scores: an ONNX session, a scikit-learn Pipeline, or a submitted model's MLflow PyFuncModel."""
+        return self._model
+
     def __post_init__(self) -> None:
         self.schema = RecordSchema(self.info.features, raw_refusal(self.info))
         self._onnx_inputs = [(f.name, np.float32 if f.dtype == "float" else object) for f in self.info.features]
@@ -71,7 +76,7 @@ class Bundle:
         its values). The built-in model answers at its decision threshold; a submitted MLflow model answers
         what its own predict returns."""
         if self.runtime == "pyfunc":
-            return _plain(self._model.predict(self._pyfunc_input(columns))), None
+            return _plain(self._model.predict(self.model_input(columns))), None
         if self.runtime == "onnx":
             inputs = {name: np.array(columns[name], dtype=dtype).reshape(-1, 1) for name, dtype in self._onnx_inputs}
             proba = self._model.run(["probabilities"], inputs)[0][:, 1]
@@ -82,7 +87,8 @@ class Bundle:
         threshold = self.info.decision_threshold
         return [int(p >= threshold) for p in proba], [round(float(p), 6) for p in proba]
 
-    def _pyfunc_input(self, columns: dict[str, list]) -> Any:
+    def model_input(self, columns: dict[str, list]) -> Any:
+        """A submitted model's input for the rows in `columns`: a table, or one float matrix (TENSOR_INPUT)."""
         if self.info.target == TENSOR_INPUT:  # a signature without column names: one float matrix
             return np.column_stack([np.asarray(columns[f.name], dtype=float) for f in self.info.features])
         import pandas as pd

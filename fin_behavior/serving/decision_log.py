@@ -28,7 +28,8 @@ class Decision:
     request_id: str
     model_version: str
     request: Any  # the body as the client sent it (any form validation.records_of takes)
-    probabilities: list[float]  # as answered
+    predictions: list  # as answered
+    probabilities: list[float] | None  # as answered; None from a submitted model, which answers predictions only
 
 
 def _files(log: Path, inputs: bool) -> list[Path]:
@@ -67,12 +68,14 @@ def find_decision(log: Path | None, request_id: str, served_version: str) -> Dec
         if line is not None:
             try:
                 entry = json.loads(line)
-                version = str(entry["model_version"])
-            except (ValueError, KeyError, TypeError, RecursionError):
+                version, answer = str(entry["model_version"]), entry["response"]
+                predictions, probabilities = list(answer["predictions"]), answer.get("probabilities")
+                probabilities = None if probabilities is None else list(probabilities)
+            except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
                 raise NotFound(f"request {request_id!r} is in the log but its line cannot be read back") from None
             if version != served_version:
                 raise NotFound(_other_version(request_id, version, served_version))
-            return Decision(request_id, version, entry["request"], list(entry["response"]["probabilities"]))
+            return Decision(request_id, version, entry["request"], predictions, probabilities)
     needle = b'"request_id":"%s"' % request_id.encode()
     for path in _files(log, inputs=False):
         line = _last_line_with(path, needle, at_end=False)

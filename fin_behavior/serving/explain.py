@@ -2,12 +2,15 @@
 body), both with the scoring key. For every row: `probability` (as /score answers it), `base_value`,
 `contributions` (one per business column, attribution.py: exact tree SHAP, the encoded parts summed back to the
 column sent) and `reasons`, the `top` columns (default 4, `?top=`) by absolute contribution, each with the value
-sent, its signed contribution and a sentence.
+sent, its signed contribution and a sentence. The answer's `scale` names what base_value + sum(contributions) adds
+up to: the platform's model's `probability`; a submitted model (submitted_attribution.py) answers its `prediction`
+too (as /score did), and its scale may be a classifier's `log_odds` or a regressor's `prediction`.
 
 Why a separate process: tree SHAP is CPU-bound C code that holds the GIL, and shap imports numba; in the scoring
 process a burst of explanations would stall every /score behind it. The work (finding the logged decision,
 encoding, SHAP) runs in `explain_workers` worker processes started on the first explanation; the scoring process
-only validates, counts and forwards. At most `explain_max_pending` explanations are accepted at once (running or
+only validates, counts and forwards (a submitted model's own predict runs in the worker too, never in the event
+loop). At most `explain_max_pending` explanations are accepted at once (running or
 waiting for a worker); past that the answer is 429 with Retry-After at once, never a queue, and /score is not
 touched. An explanation not done within `explain_timeout_seconds` is a 504.
 """
@@ -15,6 +18,7 @@ touched. An explanation not done within `explain_timeout_seconds` is a 504.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import multiprocessing
@@ -24,7 +28,7 @@ import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import asdict
+from dataclasses import replace
 from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
@@ -34,18 +38,20 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from fin_behavior.records import ModelInfo
-from fin_behavior.serving.attribution import Attributor, Unexplainable
+from fin_behavior.serving.attribution import PREDICTION, Attribution, Attributor, Unexplainable
 from fin_behavior.serving.bundle import Bundle
 from fin_behavior.serving.config import ServiceSettings
 from fin_behavior.serving.decision_log import NotFound, find_decision
 from fin_behavior.serving.raw_records import RecordSchema, raw_refusal
 from fin_behavior.serving.request_ids import is_valid, request_id_for
+from fin_behavior.serving.submitted_attribution import NO_SHAP, SubmittedAttributor
 from fin_behavior.serving.validation import InputError, decode
 
 log = logging.getLogger("fin_behavior.serving.explain")
 DEFAULT_TOP = 4
 RETRY_AFTER = {"Retry-After": "1"}
 WORKER_NICENESS = 10
+OOM_SCORE_ADJ = 1000  # the first the kernel ends when memory runs out
 
 
 class Explanations:
@@ -94,13 +100,12 @@ class Explanations:
                 raise InputError(400, bad_id)
             top = _top(request)
             parsed = self.bundle.schema.parse(decode(await self.read_body(request.scope, request.receive)), self._rows)
-            _, probabilities = self.bundle.predict(parsed.columns)  # as /score answers them
-            assert probabilities is not None
-            attributions = await self._run(_attribute, parsed.columns)
+            # the platform's probabilities as /score answers them; a submitted model predicts in the worker
+            probabilities = None if self.bundle.runtime == "pyfunc" else self.bundle.predict(parsed.columns)[1]
+            explained = await self._run(_explain_posted, parsed.columns, probabilities, top)
         except InputError as exc:
             return _error(exc.status, exc.message, RETRY_AFTER if exc.status in (429, 503) else None)
-        rows = _rows(parsed.columns, probabilities, attributions, top)
-        body = {"request_id": request_id, "model_version": self.settings.model_version, "rows": rows}
+        body = {"request_id": request_id, "model_version": self.settings.model_version, **explained}
         return JSONResponse(body, headers={"X-Request-ID": request_id})
 
     @property
@@ -158,14 +163,11 @@ def _refusal(settings: ServiceSettings, bundle: Bundle | None) -> str:
     """Why this service cannot explain at all ("" when it can): answered as a 501."""
     if bundle is None:
         return ""  # not ready: the key check and the readiness answer say so
-    if bundle.runtime == "pyfunc":
-        return (
-            "this is a submitted MLflow model: its explanations are not served yet (only the platform's own "
-            "scikit-learn tree models are explained exactly)"
-        )
     if settings.explain_workers < 1:
         return "explanations are turned off on this service (explain_workers is 0)"
     if find_spec("shap") is None:  # looked up, not imported: shap loads only in the worker
+        if bundle.runtime == "pyfunc":
+            return NO_SHAP
         return (
             "this serving environment has no shap, which exact explanations need: add it to the environment's "
             "packages (fin_behavior/environments/serving_environments.toml)"
@@ -187,16 +189,16 @@ def _top(request: Request) -> int:
 # The explanation rows ----------------------------------------------------------------------------------------
 
 
-def _rows(columns: dict[str, list], probabilities: list[float], attributions: list[dict], top: int) -> list[dict]:
+def _rows(columns: dict[str, list], attributions: list[Attribution], top: int, scale: str) -> list[dict]:
     rows = []
-    for i, (probability, attribution) in enumerate(zip(probabilities, attributions, strict=True)):
-        contributions = attribution["contributions"]
+    for i, attribution in enumerate(attributions):
+        contributions = attribution.contributions
         ranked = sorted(contributions, key=lambda name: abs(contributions[name]), reverse=True)[:top]
-        reasons = [_reason(name, columns[name][i], contributions[name]) for name in ranked]
+        reasons = [_reason(name, columns[name][i], contributions[name], scale) for name in ranked]
         rows.append(
             {
-                "probability": probability,
-                "base_value": attribution["base_value"],
+                **attribution.answer,
+                "base_value": attribution.base_value,
                 "contributions": contributions,
                 "reasons": reasons,
             }
@@ -204,7 +206,7 @@ def _rows(columns: dict[str, list], probabilities: list[float], attributions: li
     return rows
 
 
-def _reason(column: str, value: Any, contribution: float) -> dict[str, Any]:
+def _reason(column: str, value: Any, contribution: float, scale: str) -> dict[str, Any]:
     shown = f"{value:g}" if isinstance(value, float) else str(value)
     moved = "raised" if contribution > 0 else "lowered" if contribution < 0 else "did not move"
     by = f" by {abs(contribution):.2g}" if contribution else ""
@@ -212,7 +214,7 @@ def _reason(column: str, value: Any, contribution: float) -> dict[str, Any]:
         "column": column,
         "value": value if not isinstance(value, float) or math.isfinite(value) else None,  # JSON has no NaN
         "contribution": contribution,
-        "text": f"{column} {shown} {moved} the probability{by}",
+        "text": f"{column} {shown} {moved} the {scale.replace('_', '-')}{by}",
     }
 
 
@@ -225,22 +227,38 @@ class _Worker:
 
     def __init__(self, bundle_dir: Path, model_version: str, max_rows: int):
         self.version, self.max_rows = model_version, max_rows
-        self.attributor: Attributor | None = None
-        self.refusal = ""
+        self.attributor: Attributor | SubmittedAttributor | None = None
+        self.refusal, self.submitted = "", False
         try:
-            self.attributor = Attributor.load(bundle_dir)
             info = ModelInfo.read(bundle_dir)
+            self.submitted = info.runtime == "pyfunc"
             self.schema = RecordSchema(info.features, raw_refusal(info))  # as /score read it: raw records too
+            self.attributor = (SubmittedAttributor if self.submitted else Attributor).load(bundle_dir)
         except Unexplainable as exc:
             self.refusal = str(exc)
+        except Exception as exc:  # a submitted model's own code failed while it loaded: its fault, said as such
+            log.exception("the model cannot be prepared for explanations")
+            self.refusal = f"the model cannot be prepared for explanations: {type(exc).__name__}: {str(exc)[:300]}"
 
-    def attributions(self, columns: dict[str, list]) -> list[dict] | tuple[int, str]:
+    def explained(
+        self, columns: dict[str, list], probabilities: list[float] | None, top: int
+    ) -> dict[str, Any] | tuple[int, str]:
+        """{"scale", "rows"} for the rows of `columns`; the platform's rows with the `probabilities` /score answered,
+        a submitted model's with what it answers itself."""
         if self.attributor is None:
             return 501, self.refusal
         try:
-            return [asdict(a) for a in self.attributor.explain(columns)]
+            attributions = self.attributor.explain(columns)
         except Unexplainable as exc:
             return 501, str(exc)
+        except Exception:  # a submitted model's predict failed on these rows: said as /score says it
+            log.exception("explaining failed")
+            return 500, "internal error while explaining; see the service log"
+        if probabilities is not None:
+            answered = zip(attributions, probabilities, strict=True)
+            attributions = [replace(attribution, answer={"probability": p}) for attribution, p in answered]
+        scale = self.attributor.scale
+        return {"scale": scale, "rows": _rows(columns, attributions, top, scale)}
 
 
 _worker: _Worker | None = None
@@ -261,13 +279,20 @@ def _start_worker(bundle_dir: Path, model_version: str, max_rows: int) -> None:
     # Where the worker shares a core with the scoring process (a pinned container, a busy machine), scoring
     # goes first: an explanation waits a little longer, a /score does not.
     os.nice(WORKER_NICENESS)
+    # Where memory runs out (a submitted model's color is bounded as a whole, and the worker holds a second copy of
+    # the model beside shap), the kernel ends the worker, which starts again, rather than the scoring process.
+    with contextlib.suppress(OSError):
+        Path("/proc/self/oom_score_adj").write_text(str(OOM_SCORE_ADJ))
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True, name="parent-watch").start()
     _worker = _Worker(bundle_dir, model_version, max_rows)
 
 
-def _attribute(columns: dict[str, list]) -> list[dict] | tuple[int, str]:
+def _explain_posted(
+    columns: dict[str, list], probabilities: list[float] | None, top: int
+) -> dict[str, Any] | tuple[int, str]:
+    """POST /explain's rows, explained in the worker."""
     assert _worker is not None
-    return _worker.attributions(columns)
+    return _worker.explained(columns, probabilities, top)
 
 
 def _explain_logged(log: Path | None, request_id: str, top: int) -> dict[str, Any] | tuple[int, str]:
@@ -282,10 +307,12 @@ def _explain_logged(log: Path | None, request_id: str, top: int) -> dict[str, An
         return 404, str(exc)
     except InputError as exc:
         return 404, f"request {request_id!r} is in the log but cannot be read back ({exc.message})"
-    attributions = _worker.attributions(parsed.columns)
-    if isinstance(attributions, tuple):
-        return attributions
-    if len(decision.probabilities) != len(attributions):
+    if len(decision.predictions) != parsed.rows:
         return 404, f"request {request_id!r}'s logged answer does not match its records; it cannot be explained"
-    rows = _rows(parsed.columns, decision.probabilities, attributions, top)
-    return {"request_id": request_id, "model_version": _worker.version, "rows": rows}
+    # the platform's rows carry the logged probabilities; a submitted model answers again, as it answered then
+    explained = _worker.explained(parsed.columns, None if _worker.submitted else decision.probabilities, top)
+    if isinstance(explained, tuple):
+        return explained
+    if _worker.submitted and [row[PREDICTION] for row in explained["rows"]] != decision.predictions:
+        return 404, f"request {request_id!r}'s logged answer is not what the model answers now; it cannot be explained"
+    return {"request_id": request_id, "model_version": _worker.version, **explained}

@@ -42,12 +42,19 @@ _EXPLANATION = {
     "properties": {
         "request_id": _REQUEST_ID,
         "model_version": {"type": "string"},
+        "scale": {
+            "type": "string",
+            "enum": ["probability", "log_odds", "prediction"],
+            "description": "What base_value + sum(contributions) adds up to; each row carries it",
+        },
         "rows": {
             "type": "array",
             "items": {
                 "type": "object",
                 "properties": {
+                    "prediction": {"description": "A submitted model's own predict, as /score answered it"},
                     "probability": {"type": "number"},
+                    "log_odds": {"type": "number", "description": "A submitted logistic or boosted classifier's"},
                     "base_value": {"type": "number"},
                     "contributions": {"type": "object", "additionalProperties": {"type": "number"}},
                     "reasons": {"type": "array", "items": _REASON},
@@ -61,8 +68,8 @@ _EXPLANATION = {
 def _explained(error: dict[str, Any]) -> dict[str, Any]:
     return {
         "200": {
-            "description": "Per row: the probability answered, the base value, one contribution per field (they "
-            "add up to the probability) and the top reasons",
+            "description": "Per row: what the model answered, the base value, one contribution per field (they "
+            "add up to the answer on the scale named) and the top reasons",
             "content": {"application/json": {"schema": _EXPLANATION}},
         },
         "401": error,

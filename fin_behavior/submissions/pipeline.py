@@ -94,24 +94,7 @@ def release(settings: Settings, submission: Submission, trained: Trained) -> tup
     bundle.mkdir(parents=True)
     shutil.move(trained.model, bundle / MODEL_DIR)  # the platform's copy (plain files only) becomes the bundle's
     found = _verify(settings, submission, trained.env, bundle / MODEL_DIR)
-    write_json(bundle / BundleFiles.EXPECTED, {"records": found["records"], "predictions": found["predictions"]})
-    write_lock(trained.env, bundle / BundleFiles.ENVIRONMENT, for_others=True)
-    files = sorted(p for p in bundle.rglob("*") if p.is_file())
-    ModelInfo(
-        serving_environment=trained.env.spec.name,
-        runtime="pyfunc",
-        environment_fingerprint=trained.env.fingerprint,
-        package_versions=trained.env.resolution.versions(),
-        training_package_versions=trained.env.resolution.versions(),  # trained where it serves
-        refit_in_serving_environment=False,
-        features=[FeatureSpec(f["name"], f["dtype"]) for f in found["features"]],
-        target=TENSOR_INPUT if found["layout"] == "tensor" else "",
-        decision_threshold=0.5,  # not used: a submitted model answers with its own predict
-        trained_model_version=trained.run_id,
-        data_version="",
-        built_at=datetime.now(UTC).isoformat(timespec="seconds"),
-        sha256={p.relative_to(bundle).as_posix(): sha256_file(p) for p in files},
-    ).write(bundle)
+    write_manifest(bundle, trained.env, found, trained.run_id)
     records = len(found["records"])
     evidence = Evidence(
         STAGES[1],
@@ -124,6 +107,29 @@ def release(settings: Settings, submission: Submission, trained: Trained) -> tup
         ],
     )
     return bundle, evidence
+
+
+def write_manifest(bundle: Path, env: BuiltEnvironment, found: dict, run_id: str) -> None:
+    """The rest of the bundle around its model/: the input example and its predictions, the environment, and the
+    manifest, from what verification `found` (verify.py's answer, checked by verification_problem)."""
+    write_json(bundle / BundleFiles.EXPECTED, {"records": found["records"], "predictions": found["predictions"]})
+    write_lock(env, bundle / BundleFiles.ENVIRONMENT, for_others=True)
+    files = sorted(p for p in bundle.rglob("*") if p.is_file())
+    ModelInfo(
+        serving_environment=env.spec.name,
+        runtime="pyfunc",
+        environment_fingerprint=env.fingerprint,
+        package_versions=env.resolution.versions(),
+        training_package_versions=env.resolution.versions(),  # trained where it serves
+        refit_in_serving_environment=False,
+        features=[FeatureSpec(f["name"], f["dtype"]) for f in found["features"]],
+        target=TENSOR_INPUT if found["layout"] == "tensor" else "",
+        decision_threshold=0.5,  # not used: a submitted model answers with its own predict
+        trained_model_version=run_id,
+        data_version="",
+        built_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        sha256={p.relative_to(bundle).as_posix(): sha256_file(p) for p in files},
+    ).write(bundle)
 
 
 def _verify(settings: Settings, submission: Submission, env: BuiltEnvironment, model_dir: Path) -> dict:

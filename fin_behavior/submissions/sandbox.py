@@ -1,9 +1,12 @@
 """A submitted script's own environment, and running the script (and what else runs its code) in it, isolated
 and bounded.
 
-The environment is built with uv from the script's requirements plus the platform's MLflow and the scoring
-service's server packages (the model is served later by the same environment it was trained in, so no pickle
-ever crosses library versions), cached by the fingerprint of its resolution like every serving environment.
+The environment is built with uv from the script's requirements plus the platform's MLflow, the scoring
+service's server packages and shap, which explains a scikit-learn model where it serves (the model is served later
+by the same environment it was trained in, so no pickle ever crosses library versions), cached by the fingerprint
+of its resolution like every serving environment. shap (with numba and llvmlite, ~190 MB) is what explanations
+need, not what the script needs: requirements that cannot be installed with it (shap needs numpy 2) get an
+environment without it, and the served model's /explain says so, rather than a failed submission.
 
 The script runs as a separate process with nothing of the platform's: its own working directory holding only
 train.py, an environment of variables that names only what it needs (its MLflow store, a private one in that
@@ -24,6 +27,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import json
+import logging
 import os
 import re
 import resource
@@ -49,25 +53,36 @@ from fin_behavior.submissions.record import SCRIPT_FILE, Submission
 from fin_behavior.untrusted import Output, read_small
 
 SERVER_PACKAGES = ("uvicorn", "httptools", "uvloop", "starlette", "prometheus-client")  # of the scoring service
+EXPLANATION_PACKAGES = ("shap",)  # of the explanation worker (serving/submitted_attribution.py)
 ENVIRONMENT = "submission"
+log = logging.getLogger(__name__)
 _LOG_TAIL = 60
 _RUN_ID = re.compile(r"[0-9a-f]{32}")  # an MLflow run id
 _MISSING = re.compile(r"ModuleNotFoundError: No module named '([\w.]+)'")
 _OUT_OF_MEMORY = ("MemoryError", "Cannot allocate memory", "std::bad_alloc", "OpenBLAS blas_thread_init")
 
 
-def environment_spec(settings: Settings, requirements: list[str]) -> EnvironmentSpec:
+def environment_spec(settings: Settings, requirements: list[str], explainable: bool = True) -> EnvironmentSpec:
+    """The script's environment: its requirements, the platform's MLflow, and the packages of the local serving
+    environment that serve it (pinned there, once): the server's and, when `explainable`, shap."""
+    wanted = SERVER_PACKAGES + (EXPLANATION_PACKAGES if explainable else ())
     serving = get_spec("local", settings.serving_environments_file)
-    server = [p for p in serving.packages if re.split(r"[<>=~!\[ ]", p)[0].lower() in SERVER_PACKAGES]
+    platform = [p for p in serving.packages if re.split(r"[<>=~!\[ ]", p)[0].lower() in wanted]
     return EnvironmentSpec(
-        ENVIRONMENT, settings.submission_python, "pyfunc", (*requirements, f"mlflow=={version('mlflow')}", *server)
+        ENVIRONMENT, settings.submission_python, "pyfunc", (*requirements, f"mlflow=={version('mlflow')}", *platform)
     )
 
 
 def build_environment(settings: Settings, requirements: list[str], root: Path) -> builder.BuiltEnvironment:
+    # the script and its service run confined: the environment read-only, as root as the sandbox user
+    explainable, plain = environment_spec(settings, requirements), environment_spec(settings, requirements, False)
+    if explainable != plain:
+        try:
+            return builder.build(explainable, root, for_others=True)
+        except builder.EnvironmentBuildError as exc:
+            log.warning("the requirements do not install with shap (or at all); trying without it: %s", exc)
     try:
-        # the script and its service run confined: the environment read-only, as root as the sandbox user
-        return builder.build(environment_spec(settings, requirements), root, for_others=True)
+        return builder.build(plain, root, for_others=True)
     except builder.EnvironmentBuildError as exc:
         raise errors.SubmissionError(
             "Environment Failed",

@@ -43,6 +43,7 @@ def test_contributions_add_up_to_the_probability_the_service_answered(service, b
     records, answer = scored
     features = list(records[0])
     assert explained["request_id"] == "holdout-200" and explained["model_version"] == "7"
+    assert explained["scale"] == "probability"  # what the contributions add up to
     rows = explained["rows"]
     assert [row["probability"] for row in rows] == answer["probabilities"]
     for row in rows:

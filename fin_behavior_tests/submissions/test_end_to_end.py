@@ -1,7 +1,8 @@
 """Script in, URL out, end to end and for real: the seed's example script submitted through the CLI and through
 the HTTP API, each a Dagster run in a worker process, trained isolated in its uv-built environment, verified,
 registered and served on the name's own URL; a resubmission swapping versions under load while another name's
-submission runs beside it. The tests run in order on one platform."""
+submission runs beside it; the served forest and logistic regression explaining their decisions exactly. The tests
+run in order on one platform."""
 
 from __future__ import annotations
 
@@ -13,12 +14,14 @@ import time
 from pathlib import Path
 
 import httpx
+import mlflow.sklearn
+import numpy as np
+import pandas as pd
 import pytest
 
 from fin_behavior.records import read_json
 from fin_behavior.settings import get_settings
 from fin_behavior.submissions import pipeline, sandbox
-from fin_behavior.submissions.api import EXAMPLE
 from fin_behavior.submissions.record import Submission
 from fin_behavior_tests.helpers import CLI
 from fin_behavior_tests.serving_fixtures import Load
@@ -42,6 +45,23 @@ with mlflow.start_run():
     model = RandomForestClassifier()
     model.fit(X, y)
     mlflow.sklearn.log_model(model, 'model')
+"""
+
+
+# Another team's script: a logistic regression behind a scaler, on a table, with a real input example.
+LOGISTIC_SCRIPT = """import mlflow
+import mlflow.sklearn
+import pandas as pd
+from sklearn.datasets import make_classification
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+X, y = make_classification(n_samples=1000, n_features=8, random_state=1)
+X = pd.DataFrame(X, columns=[f"x{i}" for i in range(8)])
+with mlflow.start_run():
+    model = make_pipeline(StandardScaler(), LogisticRegression()).fit(X, y)
+    mlflow.sklearn.log_model(model, name="model", input_example=X[:100])
 """
 
 
@@ -73,6 +93,50 @@ def test_the_cli_submits_the_seed_script_and_its_url_scores_the_input_example(tm
         assert os.stat(f"/proc/{served}").st_uid == sandbox.users(get_settings(), "seed-model").serve
         for namespace in ("mnt", "net", "pid", "ipc", "uts"):
             assert os.readlink(f"/proc/{served}/ns/{namespace}") != os.readlink(f"/proc/self/ns/{namespace}")
+
+
+def _explained(name: str, records: list[dict], request_id: str) -> tuple[dict, dict]:
+    """(the /score answer, POST /explain's answer), asked of the name's URL; the same decision explained by its id
+    answers the same rows."""
+    target = pipeline.endpoint(get_settings(), name)[0]
+    with httpx.Client(base_url=target.url, headers={"X-API-Key": target.key()}, timeout=120) as client:
+        scored = client.post("/score", json=records, headers={"X-Request-ID": request_id})
+        posted = client.post("/explain", json=records)  # the first starts the color's explanation worker
+        time.sleep(0.8)  # the log is written every 0.5 s
+        logged = client.get(f"/explain/{request_id}", params={"top": 2})
+    assert scored.status_code == posted.status_code == logged.status_code == 200, (posted.text, logged.text)
+    for by_id, direct in zip(logged.json()["rows"], posted.json()["rows"], strict=True):
+        assert by_id["contributions"] == direct["contributions"] and len(by_id["reasons"]) == 2
+    return scored.json(), posted.json()
+
+
+def _model_of(name: str):
+    """The name's served model, as the test loads it itself: the scikit-learn model its script logged."""
+    root = get_settings().submissions_root
+    submissions = [Submission.load(root, path.parent.name) for path in root.glob("*/submission.json")]
+    served = max((s for s in submissions if s.name == name and s.state == "deployed"), key=lambda s: s.submitted_at)
+    return mlflow.sklearn.load_model(str(served.directory(root) / pipeline.BUNDLE_DIR / pipeline.MODEL_DIR))
+
+
+def test_the_served_forest_explains_each_decision_exactly_by_its_probability():
+    """The seed's forest (20 unnamed inputs): per row, contributions of f0..f19 that add up to its probability of
+    class 1 to 1e-6, the probability its own predict_proba gives, and the label /score answered beside it."""
+    rows = np.random.default_rng(7).normal(size=(30, 20))
+    records = [{f"f{i}": float(v) for i, v in enumerate(row)} for row in rows]
+    scored, explained = _explained("seed-model", records, "seed-forest-30")
+    assert explained["scale"] == "probability"
+    probabilities = _model_of("seed-model").predict_proba(rows)[:, 1]
+    for i, row in enumerate(explained["rows"]):
+        assert list(row["contributions"]) == list(records[i])
+        assert abs(row["base_value"] + sum(row["contributions"].values()) - row["probability"]) <= 1e-6
+        assert row["probability"] == pytest.approx(probabilities[i], abs=1e-12)
+        assert row["prediction"] == scored["predictions"][i] == int(row["probability"] > 0.5)
+        assert " the probability by " in row["reasons"][0]["text"]
+    if os.geteuid() == 0:  # the explanation worker runs in the color's sandbox, the first to go if memory runs out
+        target = pipeline.endpoint(get_settings(), "seed-model")[0]
+        served = served_process(target.live().detail["pid"])
+        workers = [pid for task in Path(f"/proc/{served}/task").glob("*/children") for pid in task.read_text().split()]
+        assert any(Path(f"/proc/{pid}/oom_score_adj").read_text().strip() == "1000" for pid in workers), workers
 
 
 def served_process(started: int) -> int:
@@ -142,7 +206,7 @@ def test_the_api_swaps_a_resubmitted_name_under_load_while_another_submission_ru
         with Load(target, read_json(served)["records"][0], clients=4) as load:
 
             def submit(name: str, key: str) -> httpx.Response:  # seed-model keeps its inputs from v1 to v2
-                script = SEED_SCRIPT if name == "seed-model" else EXAMPLE
+                script = SEED_SCRIPT if name == "seed-model" else LOGISTIC_SCRIPT
                 request = {"script_content": script, "model_name": name, "requirements": ["scikit-learn"]}
                 return client.post("/mlops/deploy", json=request, headers={"X-API-Key": key})
 
@@ -189,3 +253,22 @@ def test_the_api_swaps_a_resubmitted_name_under_load_while_another_submission_ru
 
     (a_start, a_end), (b_start, b_end) = training(resubmitted), training(other)
     assert a_start < b_end and b_start < a_end, "the two scripts did not train at the same time"
+
+
+def test_the_served_logistic_regression_explains_each_decision_exactly_by_its_log_odds():
+    """The other team's logistic regression: contributions of its 8 columns (each coef * (x - the input example's
+    mean), through its scaler) that add up to the log-odds of class 1 to 1e-6, whose logistic function is the
+    probability; the label /score answered beside them."""
+    rows = np.random.default_rng(8).normal(size=(30, 8))
+    records = [{f"x{i}": float(v) for i, v in enumerate(row)} for row in rows]
+    scored, explained = _explained("other-model", records, "other-logistic-30")
+    assert explained["scale"] == "log_odds"
+    model, table = _model_of("other-model"), pd.DataFrame(records)
+    log_odds, probabilities = model.decision_function(table), model.predict_proba(table)[:, 1]
+    for i, row in enumerate(explained["rows"]):
+        assert list(row["contributions"]) == list(records[i])
+        assert abs(row["base_value"] + sum(row["contributions"].values()) - row["log_odds"]) <= 1e-6
+        assert row["log_odds"] == pytest.approx(log_odds[i], abs=1e-9)
+        assert row["probability"] == pytest.approx(probabilities[i], abs=1e-12)
+        assert row["prediction"] == scored["predictions"][i] == int(row["probability"] > 0.5)
+        assert " the log-odds by " in row["reasons"][0]["text"]

@@ -82,6 +82,9 @@ def test_a_served_model_cannot_make_the_platform_act_for_it(tmp_path):
     assert set(probed) == set(platform) and "written" not in probed.values(), probed
     assert probed["logs/blue.log"] == probed["canary"] == "FileNotFoundError", probed
     assert set(links) <= set(score(2.0).json()["predictions"][0].split(","))
+    explained = httpx.post(f"{target.url}/explain", json=[{"x": 0.0}], headers={"X-API-Key": target.key()}, timeout=60)
+    assert explained.status_code == 501, explained.text  # not explained, and said why, naming what it is
+    assert "a custom MLflow pyfunc model (Hostile) is not explained" in explained.json()["error"]
 
     started = time.monotonic()
     with httpx.Client(timeout=30) as client:
