@@ -239,8 +239,8 @@ class Settings(BaseSettings):
     )  # fmt: skip
     # Champion and challenger traffic (`fin-behavior endpoint shadow|split`, deploy/challengers.py).
     challenger_timeout_seconds: float = Field(
-        1.0, gt=0, le=60, description="how long the live color waits for the challenger: a split request's answer "
-        "(past it the champion answers) or a shadow's copy (past it the copy is counted failed)",
+        1.0, gt=0, le=60, description="how long the live color waits for a split's challenger to answer a request; "
+        "past it the champion answers (a shadow's copies are never waited for)",
     )  # fmt: skip
     # Champion and challenger (challenger_comparison): the paired verdict over the window of prediction time.
     challenger_window_hours: float = Field(

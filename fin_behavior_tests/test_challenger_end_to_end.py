@@ -28,7 +28,7 @@ from fin_behavior.serving.traffic import in_share
 from fin_behavior.settings import get_settings
 from fin_behavior_tests.e2e import FAST, failure_message
 from fin_behavior_tests.helpers import CLI
-from fin_behavior_tests.serving_fixtures import Load
+from fin_behavior_tests.serving_fixtures import Load, served_version
 
 NO_DEPLOY = {"ops": {**FAST["ops"], "live_deployment": {"config": {"skip": True}}}}
 
@@ -138,6 +138,17 @@ def test_a_split_answers_a_sticky_share_of_subjects_and_a_killed_challenger_fail
     assert any("v2 exited" in event["message"] for event in state["events"])
 
 
+def test_a_restarted_supervisor_ends_the_experiment_and_the_live_version_answers_alone(platform):
+    settings = get_settings()
+    target, endpoint = platform.target, endpoint_dir(settings)
+    challengers.start(platform.client, settings, platform.name, "2", target, endpoint, mode="split", share=1.0, who="t")
+    assert served_version(target) == "2"  # every subject on the challenger
+    os.kill(target.supervisor_pid(), signal.SIGKILL)
+    target.ensure_supervisor()  # what `fin-behavior endpoint start` or systemd does
+    assert target.state()["challenger"] is None and served_version(target) == "1"
+    assert "no challenger runs" in _cli(platform, "stop-challenger").stdout
+
+
 def test_a_challenger_is_promoted_through_the_ordinary_deployment_and_its_history_is_recorded(platform):
     settings = get_settings()
     target = platform.target
@@ -148,6 +159,10 @@ def test_a_challenger_is_promoted_through_the_ordinary_deployment_and_its_histor
     metadata = started.asset_materializations_for_node("live_deployment")[0].metadata
     assert (metadata["served_version"].value, metadata["challenger_version"].value) == ("1", "2")
     assert target.live().version == "1" and platform.alias(registry.PRODUCTION) == "1"  # nothing moved
+    unapproved = subprocess.run([*CLI, "endpoint", "promote"], capture_output=True, text=True,
+                                env=os.environ | platform.env | {"FIN_BEHAVIOR_APPROVAL_REQUIRED": "true"})  # fmt: skip
+    assert unapproved.returncode == 1 and "the challenger keeps running" in unapproved.stderr
+    assert target.state()["challenger"]["version"] == "2"  # refused before anything ended
     promoted = _cli(platform, "promote")
     assert promoted.returncode == 0, promoted.stderr
     assert "v2 is production" in promoted.stdout and platform.alias(registry.PRODUCTION) == "2"

@@ -136,7 +136,8 @@ def _challenger(context, config: DeploymentConfig, settings, target, endpoint, u
         slot = challengers.start(
             MlflowClient(tracking_uri=uri), settings, name, config.release, target, endpoint,
             mode=config.challenger, share=config.challenger_share, who=who,
-            actor=context.run.tags.get(ACTOR_RUN_TAG, ""), log=context.log.info,
+            actor=context.run.tags.get(ACTOR_RUN_TAG, ""), approved=config.auto_approve or target.name == "local",
+            log=context.log.info,
         )  # fmt: skip
     except RolloutError as exc:
         raise dg.Failure(description=str(exc), metadata=_gate_messages(exc.gates), allow_retries=False) from None

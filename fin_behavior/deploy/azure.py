@@ -314,13 +314,16 @@ class AzureMLTarget:
         """A shadow is the endpoint's `mirror_traffic` (Azure copies that share of live requests to the deployment
         and discards its answers; at most 50%); a split is its traffic map. Both take whole percents. Azure routes
         a split by weight per request: it is not sticky per subject (X-Subject-ID is not honoured), and its
-        timeout is the deployment's request_timeout_ms, not `timeout`."""
+        timeout is the deployment's request_timeout_ms, not `timeout`. A split stays below half: which deployment
+        is live is read from the traffic map's majority (a run cut off mid-canary must find the old one live)."""
         percent = round(share * 100)
         if abs(percent - share * 100) > 1e-9 or not 1 <= percent <= 100:
             raise RolloutError(f"Azure ML takes a challenger's share in whole percents from 1 to 100, not {share:g}")
         live = self.live()
         if live is None:
             raise RolloutError(f"nothing serves on endpoint {self.config.endpoint_name}: no traffic to challenge")
+        if mode == "split" and percent >= 50:
+            raise RolloutError(f"an Azure ML split gives the challenger less than half the traffic, not {percent}%")
         if mode == "shadow":
             if percent > 50:
                 raise RolloutError(f"Azure ML mirrors at most 50% of an endpoint's traffic, not {percent}%")

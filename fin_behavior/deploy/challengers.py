@@ -34,10 +34,12 @@ def start(
     share: float,
     who: str,
     actor: str = "",
+    approved: bool = True,
     log: Callable[[str], None] = print,
 ) -> Slot:
     """Version `ref` as the endpoint's challenger (a running one is replaced), or DeployError / RolloutError with
-    the live version serving alone, as before."""
+    the live version serving alone, as before. `approved`: whether traffic may move on this target without an
+    operator (a deploy run's `auto_approve`; a split only)."""
     if mode not in MODES:
         raise DeployError(f"unknown challenger mode {mode!r}: one of {', '.join(MODES)}")
     if not 0.0 < share <= 1.0:
@@ -55,7 +57,10 @@ def start(
                 )
             if live.version == version:
                 raise DeployError(f"v{version} is the live version itself: name another version to challenge it")
-            if mode == "split":  # it will answer clients: the approval a deployment needs, where the policy asks
+            if mode == "split":  # it will answer clients: what a deployment needs before traffic moves
+                if not approved:
+                    raise DeployError(f"a split moves client traffic to v{version} on {target.name}: set auto_approve "
+                                      "(run config) to let it")  # fmt: skip
                 approval.require_approved(
                     settings.approval_required, name, version, version_tags(client, name, version)
                 )
@@ -114,6 +119,12 @@ def promote(
     slot = target.challenger()
     if slot is None:
         raise DeployError(f"no challenger runs at {target.url}: start one with `fin-behavior endpoint shadow|split`")
+    try:  # what the deployment would refuse for, before the experiment ends
+        tags = version_tags(client, name, slot.version)
+        approval.require_approved(settings.approval_required, name, slot.version, tags)
+        fetch_release(client, name, slot.version, endpoint / "releases")
+    except (DeployError, approval.PendingApprovalError) as exc:
+        raise DeployError(f"{exc}; the challenger keeps running") from None
     stop(settings, name, target, endpoint, who=who, actor=actor, log=log)
     return deploy(client, settings, name, slot.version, target, endpoint, who=who, actor=actor,
                   cause=f"promoted challenger v{slot.version}", log=log)  # fmt: skip

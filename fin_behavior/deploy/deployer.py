@@ -365,6 +365,10 @@ def deploy(
             log(f"v{release.version} already serves on {live.color} at {target.url}; nothing to roll out")
         else:
             replacing = live.version if live else None
+            if (challenger := target.challenger()) is not None:  # the rollout takes its color: it ends first, said
+                target.end_challenge(challenger)
+                why = f"a deployment of v{version} takes its color"
+                history.append(audit.CHALLENGER_STOPPED, name, challenger.version, actor, **noted, reason=why)
             history.append(audit.DEPLOY_STARTED, name, version, actor, **noted, replacing=replacing)
             gates = GateSettings.from_settings(settings)
             try:

@@ -202,10 +202,9 @@ class Supervisor:
                     self._event(live, f"could not take the public socket back from the live color: {exc}")
             elif live:
                 self.state["live"] = None
-            if (challenger := self.state["challenger"]) is not None:  # its copies socket died with the old supervisor
-                self.state["challenger"] = None
-                why = "the supervisor restarted; start it again with `fin-behavior endpoint shadow|split`"
-                self._event(challenger["color"], f"v{challenger['version']} is no longer the challenger: {why}")
+            # the experiment ends: a restarted live color could not be given its route back (the copies' socket pair
+            # was this process's), so the live color is told now to answer alone
+            self._end_challenge("the supervisor restarted; start it again with `fin-behavior endpoint shadow|split`")
             self._save()
 
     # Commands -------------------------------------------------------------------------------------------------

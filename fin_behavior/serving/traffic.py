@@ -44,7 +44,9 @@ MODES = ("shadow", "split")
 SUBJECT_HEADER = "X-Subject-ID"
 COPIES_BUFFER = 4 << 20  # bytes of copies the socket pair holds for the shadow (capped by net.core.wmem_max)
 _COPIES_PER_WAKEUP = 64  # copies the shadow scores before its event loop serves anything else (/ready)
-SPLIT_CONNECTIONS = 32  # kept-alive connections to a split's challenger; past it, a request waits for one
+SPLIT_CONNECTIONS = 32  # split requests at the challenger at once; past it the champion answers at once
+_TRIP_AFTER, _REST_SECONDS = 8, 5.0  # failures in a row after which the challenger rests (the champion answers)
+_IDLE_SECONDS = 4.0  # a kept-alive connection idle longer is not reused: uvicorn closes them at 5 s
 _ANSWER_BYTES = 4 << 20  # the most read of one challenger answer (a split request's answer is relayed whole)
 _FORWARDED = ("x-api-key", "authorization", "x-request-id", "x-subject-id", "content-type")
 
@@ -145,18 +147,21 @@ class ChallengerTraffic:
         """The challenger's answer to a split request, or None when the champion must answer it instead (no
         answer within the timeout, a refused connection, a 5xx, an answer past the size bound)."""
         route = self.route
-        assert route is not None
+        if route is None or route.mode != "split":  # the experiment ended (or changed) while the body arrived
+            return None
         try:
-            status, body = await self._post(raw, headers, request_id)
+            status, body, version = await self._post(raw, headers, request_id)
+        except ChallengerBusy:
+            status, body, version = 0, b"", None
         except Exception as exc:  # whatever went wrong, the client still gets an answer: the champion's
-            log.warning("split request %s: challenger v%s did not answer (%s); the champion answers", request_id,
-                        route.version, exc)  # fmt: skip
-            status, body = 0, b""
+            log.warning("split request %s: challenger v%s did not answer (%s: %s); the champion answers",
+                        request_id, route.version, type(exc).__name__, exc)  # fmt: skip
+            status, body, version = 0, b"", None
         if status == 0 or status >= 500:
             self.counts.labels("split", "fallback", route.version).inc()
             return None
         self.counts.labels("split", "answered", route.version).inc()
-        return Relayed(status, body, route.version)
+        return Relayed(status, body, version or route.version)
 
     def copy(self, raw: bytes, request_id: str) -> None:
         """Hand a copy of an answered request to the shadow, or drop it (counted): a full buffer (the shadow is
@@ -171,7 +176,9 @@ class ChallengerTraffic:
             outcome = "dropped"
         self.counts.labels("shadow", outcome, route.version).inc()
 
-    async def _post(self, raw: bytes, headers: list[tuple[bytes, bytes]], request_id: str) -> tuple[int, bytes]:
+    async def _post(
+        self, raw: bytes, headers: list[tuple[bytes, bytes]], request_id: str
+    ) -> tuple[int, bytes, str | None]:
         """POST /score to the challenger with the client's own key, request id and subject: its prediction log
         then holds its decision under the same id as the champion's (monitoring pairs them by it)."""
         route, pool = self.route, self._pool
@@ -212,46 +219,98 @@ def receive_copies(copies: socket.socket, score: Callable[[str, bytes], None]) -
 _FORWARDED_BYTES = frozenset(name.encode() for name in _FORWARDED)
 
 
+class _ClosedBeforeAnswer(Exception):
+    """The challenger closed the connection before any answer: nothing of the request was acted on by it."""
+
+
+class ChallengerBusy(Exception):
+    """Every connection to the challenger is in use, or it is resting after failures: the champion answers."""
+
+
 class _Pool:
-    """Kept-alive HTTP/1.1 connections to the challenger's private port, one request at a time each (h11)."""
+    """Kept-alive HTTP/1.1 connections to the challenger's private port, one request at a time each (h11). It never
+    makes a request wait for a connection (a busy pool is a fallback at once), so requests stalled on a stalled
+    challenger hold at most `size` of the service's queue places; after `_TRIP_AFTER` failures in a row it rests
+    `_REST_SECONDS` (the champion answers without asking), then tries again."""
 
     def __init__(self, port: int, size: int):
-        self.port, self.free = port, asyncio.Semaphore(size)
-        self.idle: list[tuple[Any, asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self.port, self.size, self.busy = port, size, 0
+        self.idle: list[tuple[float, Any, asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self.failures, self.resting_until = 0, 0.0
 
-    async def post(self, headers: list[tuple[bytes, bytes]], body: bytes) -> tuple[int, bytes]:
+    async def post(self, headers: list[tuple[bytes, bytes]], body: bytes) -> tuple[int, bytes, str | None]:
+        """(status, body, the version its X-Model-Version names) of one POST /score."""
+        loop = asyncio.get_running_loop()
+        if self.busy >= self.size or loop.time() < self.resting_until:
+            raise ChallengerBusy(f"{self.busy} of {self.size} connections in use, or resting after failures")
+        self.busy += 1
+        try:
+            answer = await self._post(headers, body)
+        except BaseException:
+            self.failures += 1
+            if self.failures >= _TRIP_AFTER:
+                self.resting_until = loop.time() + _REST_SECONDS
+            raise
+        finally:
+            self.busy -= 1
+        self.failures = 0 if answer[0] < 500 else self.failures + 1
+        return answer
+
+    async def _post(self, headers: list[tuple[bytes, bytes]], body: bytes) -> tuple[int, bytes, str | None]:
         import h11
 
-        async with self.free:
-            connection = self.idle.pop() if self.idle else await self._open()
-            state, reader, writer = connection
+        now, connection = asyncio.get_running_loop().time(), None
+        while self.idle and connection is None:  # the newest one the challenger has not closed (it does at 5 s idle)
+            used, *kept = self.idle.pop()
+            if now - used < _IDLE_SECONDS:
+                connection = kept
+            else:
+                kept[2].close()
+        reused = connection is not None
+        while True:
+            state, reader, writer = connection or await self._open()
             try:
-                out = state.send(h11.Request(method="POST", target="/score", headers=headers))
-                writer.write(out + state.send(h11.Data(data=body)) + state.send(h11.EndOfMessage()))
-                status, answer = 0, bytearray()
-                while True:
-                    event = state.next_event()
-                    if event is h11.NEED_DATA:
-                        state.receive_data(await reader.read(65536))
-                    elif isinstance(event, h11.Response):
-                        status = event.status_code
-                    elif isinstance(event, h11.Data):
-                        answer += event.data
-                        if len(answer) > _ANSWER_BYTES:
-                            raise ValueError(f"the challenger's answer is larger than {_ANSWER_BYTES} bytes")
-                    elif isinstance(event, h11.EndOfMessage):
-                        break
-                    elif isinstance(event, h11.ConnectionClosed):
-                        raise ConnectionError("the challenger closed the connection")
+                return await self._exchange(h11, state, reader, writer, headers, body)
+            except _ClosedBeforeAnswer:
+                writer.close()
+                if not reused:
+                    raise ConnectionError("the challenger closed the connection before answering") from None
+                reused, connection = False, None  # a kept-alive one closed under us: once more, on a fresh one
             except BaseException:  # a connection in an unknown state is never reused
                 writer.close()
                 raise
-            if state.our_state is h11.DONE and state.their_state is h11.DONE:
-                state.start_next_cycle()
-                self.idle.append(connection)
-            else:
-                writer.close()
-            return status, bytes(answer)
+
+    async def _exchange(self, h11, state, reader, writer, headers, body) -> tuple[int, bytes, str | None]:
+        out = state.send(h11.Request(method="POST", target="/score", headers=headers))
+        writer.write(out + state.send(h11.Data(data=body)) + state.send(h11.EndOfMessage()))
+        status, version, answer = 0, None, bytearray()
+        while True:
+            try:
+                event = state.next_event()
+                if event is h11.NEED_DATA:
+                    state.receive_data(await reader.read(65536))
+                    continue
+            except (h11.RemoteProtocolError, ConnectionError) as exc:
+                if status == 0:  # nothing answered yet: the request may be sent again
+                    raise _ClosedBeforeAnswer() from exc
+                raise
+            if isinstance(event, h11.Response):
+                status = event.status_code
+                version = next((v.decode("latin-1") for k, v in event.headers if k == b"x-model-version"), None)
+            elif isinstance(event, h11.Data):
+                answer += event.data
+                if len(answer) > _ANSWER_BYTES:
+                    raise ValueError(f"the challenger's answer is larger than {_ANSWER_BYTES} bytes")
+            elif isinstance(event, h11.EndOfMessage):
+                break
+            elif isinstance(event, h11.ConnectionClosed):
+                raise ConnectionError("the challenger closed the connection")
+        if state.our_state is h11.DONE and state.their_state is h11.DONE:
+            state.start_next_cycle()
+            self.idle.append((asyncio.get_running_loop().time(), state, reader, writer))
+        else:
+            writer.close()
+        return status, bytes(answer), version
 
     async def _open(self):
         import h11
@@ -260,6 +319,6 @@ class _Pool:
         return h11.Connection(h11.CLIENT, max_incomplete_event_size=64 << 10), reader, writer
 
     def close(self) -> None:
-        for _, _, writer in self.idle:
+        for *_, writer in self.idle:
             writer.close()
         self.idle = []

@@ -15,7 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from prometheus_client import CollectorRegistry
 
-from fin_behavior.serving.traffic import ChallengerTraffic, Route, in_share, receive_copies
+from fin_behavior.serving.traffic import SPLIT_CONNECTIONS, ChallengerTraffic, Route, in_share, receive_copies
 
 HEADERS = [(b"x-api-key", b"k" * 20), (b"x-request-id", b"client-id"), (b"cookie", b"not forwarded")]
 
@@ -23,7 +23,7 @@ HEADERS = [(b"x-api-key", b"k" * 20), (b"x-request-id", b"client-id"), (b"cookie
 class Challenger(ThreadingHTTPServer):
     """Answers POST /score with `status` after `delay` seconds; remembers what it was sent."""
 
-    status, delay, received = 200, 0.0, None
+    status, delay, received, closes_after_answer = 200, 0.0, None, False
 
     def __init__(self) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
@@ -32,6 +32,7 @@ class Challenger(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     server: Challenger
+    protocol_version = "HTTP/1.1"  # keeps connections alive, as uvicorn does
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
@@ -43,6 +44,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(len(answer)))
             self.end_headers()
             self.wfile.write(answer)
+        self.close_connection = self.server.closes_after_answer  # without saying so, as an idle timeout does
 
     def log_message(self, *_) -> None:
         pass
@@ -105,6 +107,61 @@ def test_a_split_request_the_challenger_does_not_answer_well_falls_back_to_the_c
     traffic, relayed, _ = asyncio.run(run())
     assert relayed is None  # the champion answers
     assert _count(traffic, "split", "fallback") == 1 and _count(traffic, "split", "answered") == 0
+
+
+def test_a_stalled_challenger_holds_at_most_its_connections_and_then_rests(challenger):
+    """Split requests never wait for a connection: past SPLIT_CONNECTIONS at the challenger the champion answers at
+    once, and after failures in a row the challenger is not asked for a while."""
+    challenger.delay = 0.6
+
+    async def run():
+        traffic = ChallengerTraffic(CollectorRegistry())
+        await traffic.set_route(_route("split", challenger.server_address[1], timeout=0.3))
+        started = time.monotonic()
+        answers = await asyncio.gather(*(traffic.answer(b"[]", HEADERS, f"r{n}") for n in range(SPLIT_CONNECTIONS + 8)))
+        took = time.monotonic() - started
+        asked = len(challenger.received)
+        again = await traffic.answer(b"[]", HEADERS, "after")  # resting: not sent
+        await traffic.close()
+        return traffic, answers, took, asked, again
+
+    traffic, answers, took, asked, again = asyncio.run(run())
+    assert all(answer is None for answer in answers) and took < 0.6  # the timeout, not the stalled answers
+    assert _count(traffic, "split", "fallback") == SPLIT_CONNECTIONS + 9
+    time.sleep(0.1)
+    assert asked <= SPLIT_CONNECTIONS and len(challenger.received) == asked and again is None
+
+
+def test_a_kept_alive_connection_the_challenger_closed_is_retried_on_a_fresh_one():
+    """The challenger's server closes idle connections (uvicorn at 5 s): a request on one is sent again, not lost."""
+    server = Challenger()
+    server.closes_after_answer = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+
+    async def run():
+        traffic = ChallengerTraffic(CollectorRegistry())
+        await traffic.set_route(_route("split", server.server_address[1]))
+        answers = [await traffic.answer(b"[]", HEADERS, f"r{n}") for n in range(3)]
+        await traffic.close()
+        return traffic, answers
+
+    try:
+        traffic, answers = asyncio.run(run())
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert all(answer is not None and answer.status == 200 for answer in answers)
+    assert _count(traffic, "split", "answered") == 3 and _count(traffic, "split", "fallback") == 0
+
+
+def test_a_split_request_whose_experiment_ended_while_its_body_arrived_is_the_champions():
+    async def run():
+        traffic = ChallengerTraffic(CollectorRegistry())
+        await traffic.set_route(_route("split", 1))
+        await traffic.close()  # `route none` arrived meanwhile
+        return await traffic.answer(b"[]", HEADERS, "late")
+
+    assert asyncio.run(run()) is None
 
 
 def test_a_challengers_client_error_is_relayed_as_it_is():
