@@ -144,7 +144,10 @@ def test_a_restarted_supervisor_ends_the_experiment_and_the_live_version_answers
     challengers.start(platform.client, settings, platform.name, "2", target, endpoint, mode="split", share=1.0, who="t")
     assert served_version(target) == "2"  # every subject on the challenger
     os.kill(target.supervisor_pid(), signal.SIGKILL)
-    target.ensure_supervisor()  # what `fin-behavior endpoint start` or systemd does
+    deadline = time.monotonic() + 10
+    while target.supervisor_pid() is not None and time.monotonic() < deadline:  # the kill takes a moment
+        time.sleep(0.05)
+    target.ensure_supervisor()  # what `fin-behavior endpoint start` or systemd does once it is gone
     assert target.state()["challenger"] is None and served_version(target) == "1"
     assert "no challenger runs" in _cli(platform, "stop-challenger").stdout
 
