@@ -100,6 +100,8 @@ def _endpoint(args: argparse.Namespace) -> int:
         return _endpoint_stats(settings)
     if args.action == "import-log":
         return _import_log(settings, args.file, args.name)
+    if args.action in ("shadow", "split", "promote", "stop-challenger"):  # any target that has the mechanism
+        return _challenger(settings, args)
     if settings.deployment_target != "local":
         print(
             f"fin-behavior endpoint {args.action}: manages the local target; for {settings.deployment_target} use "
@@ -132,6 +134,35 @@ def _endpoint(args: argparse.Namespace) -> int:
     return 0
 
 
+def _challenger(settings, args: argparse.Namespace) -> int:
+    """`endpoint shadow|split|promote|stop-challenger` (deploy/challengers.py), on the configured target."""
+    from mlflow import MlflowClient
+
+    from fin_behavior.deploy import challengers
+    from fin_behavior.deploy.deployer import DeployError, endpoint_dir, make_target
+    from fin_behavior.deploy.lock import RolloutInProgressError
+    from fin_behavior.deploy.rollout import RolloutError
+    from fin_behavior.governance.audit import AuditError
+
+    client, name = MlflowClient(tracking_uri=settings.tracking_uri), settings.registered_model_name
+    who = f"fin-behavior endpoint {args.action}"
+    try:
+        target = make_target(settings)
+        endpoint = endpoint_dir(settings)
+        if args.action in ("shadow", "split"):
+            challengers.start(client, settings, name, args.version, target, endpoint, mode=args.action,
+                              share=args.share, who=who)  # fmt: skip
+        elif args.action == "promote":
+            done = challengers.promote(client, settings, name, target, endpoint, who=who)
+            print(f"v{done.release.version} is production at {target.url}; v{done.replaced_production} is previous")
+        elif challengers.stop(settings, name, target, endpoint, who=who) is None:
+            print(f"no challenger runs at {target.url}; nothing to stop")
+    except (DeployError, RolloutError, RolloutInProgressError, AuditError) as exc:
+        print(f"fin-behavior endpoint {args.action}: failed, the live version serves as before: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _endpoint_status(target) -> int:
     state = target.status()
     live, answering = state["live"], state["answering"]
@@ -149,6 +180,9 @@ def _endpoint_status(target) -> int:
             f"pid {entry.get('pid')} private port {entry.get('port')}"
             + (f", {restarts} restart(s)" if restarts else "")
         )
+    if challenger := state.get("challenger"):
+        print(f"challenger: v{challenger['version']} on {challenger['color']}, {challenger['mode']} of "
+              f"{challenger['share']:.0%} of the clients' requests")  # fmt: skip
     for event in state.get("events", [])[-5:]:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(event["time"]))
         print(f"  {when} {event.get('color') or 'endpoint'}: {event['message']}")
@@ -670,6 +704,16 @@ def _models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _share(text: str) -> float:
+    try:
+        share = float(text)
+    except ValueError:
+        share = -1.0
+    if not 0.0 < share <= 1.0:
+        raise argparse.ArgumentTypeError(f"a share is a fraction in (0, 1], e.g. 0.1, not {text!r}")
+    return share
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -704,7 +748,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     verify.set_defaults(handler=_verify_env)
     endpoint = commands.add_parser(
-        "endpoint", help="operate the local model endpoint (status, logs, start, stop, rollback)"
+        "endpoint", help="operate the model endpoint (status, logs, start, stop, rollback, shadow, split, promote)"
     )
     actions = endpoint.add_subparsers(dest="action", required=True)
     actions.add_parser("status", help="URL, colors, versions, processes; exit 1 when nothing serves")
@@ -728,6 +772,22 @@ def build_parser() -> argparse.ArgumentParser:
         "checked, bundle verified, through the gates; nothing to do when it already serves",
     )
     actions.add_parser("rollback", help="put the `previous` version back in service through the same gates")
+    shadow = actions.add_parser(
+        "shadow", help="run a version beside the live one on a copy of a share of the clients' requests, after "
+        "the live answer: its answers are logged by request id, never returned (evidence and gates first)",
+    )  # fmt: skip
+    shadow.add_argument("--version", default="candidate", help="an alias or a version number (default: candidate)")
+    shadow.add_argument("--share", type=_share, default=1.0, help="the share of requests copied (default 1)")
+    split = actions.add_parser(
+        "split", help="let a version answer a sticky share of the clients' requests (by X-Subject-ID, else the "
+        "request id); every answer names its version (evidence, approval policy and gates first)",
+    )  # fmt: skip
+    split.add_argument("--version", required=True, help="an alias or a version number")
+    split.add_argument("--share", type=_share, required=True, help="the share of subjects it answers, e.g. 0.1")
+    actions.add_parser(
+        "promote", help="end the challenger and deploy its version through the ordinary deployment (approval, gates)"
+    )
+    actions.add_parser("stop-challenger", help="end the shadow or split; the live version answers alone")
     endpoint.set_defaults(handler=_endpoint)
     feedback = commands.add_parser(
         "feedback",

@@ -237,6 +237,11 @@ class Settings(BaseSettings):
         0.05, ge=0, le=1, description="realized_roc_auc and realized_recall fail below the version's validation "
         "figure minus this",
     )  # fmt: skip
+    # Champion and challenger traffic (`fin-behavior endpoint shadow|split`, deploy/challengers.py).
+    challenger_timeout_seconds: float = Field(
+        1.0, gt=0, le=60, description="how long the live color waits for a split's challenger to answer a request; "
+        "past it the champion answers (a shadow's copies are never waited for)",
+    )  # fmt: skip
     # Champion and challenger (challenger_comparison): the paired verdict over the window of prediction time.
     challenger_window_hours: float = Field(
         168.0, gt=0, description="challenger_comparison: the window of prediction time it compares the two versions "

@@ -28,6 +28,14 @@ class DeploymentConfig(SettingsConfig):
         default=False, description="Let traffic move on a non-local target (the local one needs no approval)"
     )
     skip: bool = Field(default=False, description="Stop after registration: deploy nothing, move no alias")
+    challenger: str = Field(
+        default="",
+        description="shadow or split: start `release` beside the live version as its challenger (its evidence and "
+        "gates first; a split also the approval policy) instead of putting it in service (deploy/challengers.py)",
+    )
+    challenger_share: float = Field(
+        default=1.0, gt=0, le=1, description="With `challenger`: the share of the clients' requests it gets"
+    )
 
 
 def _gate_messages(gates: dict) -> dict[str, str]:
@@ -62,6 +70,9 @@ def live_deployment(
     who = f"Dagster run {context.run.run_id} ({context.run.job_name})"
     carries_out = context.run.tags.get(APPROVAL_RUN_TAG)  # set by approval_sensor: which approval this run executes
     cause = f"approval #{carries_out}" if carries_out else ""
+    if config.challenger:
+        yield _challenger(context, config, settings, target, endpoint, mlflow.uri, who)
+        return
     view = registry_view.load(storage.root, mlflow.uri, name)
     try:
         deployment = view and deploy.deploy_unchanged(
@@ -107,6 +118,44 @@ def live_deployment(
         metadata |= _gate_messages(result.gates)
     yield dg.MaterializeResult(
         data_version=dg.DataVersion(f"{release.model_name}-v{release.version}"), metadata=metadata
+    )
+
+
+def _challenger(context, config: DeploymentConfig, settings, target, endpoint, uri: str, who: str):
+    """`challenger` set: the release starts beside the live version; what serves and the aliases do not move."""
+    from mlflow import MlflowClient
+
+    from fin_behavior.deploy import challengers
+    from fin_behavior.deploy.deployer import DeployError
+    from fin_behavior.deploy.lock import RolloutInProgressError
+    from fin_behavior.deploy.rollout import RolloutError
+    from fin_behavior.governance.audit import AuditError
+
+    name = settings.registered_model_name
+    try:
+        slot = challengers.start(
+            MlflowClient(tracking_uri=uri), settings, name, config.release, target, endpoint,
+            mode=config.challenger, share=config.challenger_share, who=who,
+            actor=context.run.tags.get(ACTOR_RUN_TAG, ""), approved=config.auto_approve or target.name == "local",
+            log=context.log.info,
+        )  # fmt: skip
+    except RolloutError as exc:
+        raise dg.Failure(description=str(exc), metadata=_gate_messages(exc.gates), allow_retries=False) from None
+    except (DeployError, RolloutInProgressError, AuditError) as exc:
+        raise dg.Failure(description=str(exc), allow_retries=False) from None
+    live = target.live()
+    served = live.version if live else "none"
+    return dg.MaterializeResult(
+        data_version=dg.DataVersion(f"{name}-v{served}"),  # what serves did not change: neither do its dependents
+        metadata={
+            "url": dg.MetadataValue.url(target.url),
+            "target": target.name,
+            "model_name": name,  # the checks read it
+            "served_version": served,
+            "challenger_version": slot.version,
+            "challenger_mode": config.challenger,
+            "challenger_share": config.challenger_share,
+        },
     )
 
 

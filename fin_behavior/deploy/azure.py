@@ -308,6 +308,55 @@ class AzureMLTarget:
     def switch_back(self, new: Slot, old: Slot | None) -> None:
         self._traffic({new.color: 0} | ({old.color: 100} if old else {}))
 
+    # Champion and challenger: Azure ML's own mirror and traffic map (deploy/challengers.py) ------------------
+
+    def challenge(self, slot: Slot, mode: str, share: float, timeout: float) -> None:
+        """A shadow is the endpoint's `mirror_traffic` (Azure copies that share of live requests to the deployment
+        and discards its answers; at most 50%); a split is its traffic map. Both take whole percents. Azure routes
+        a split by weight per request: it is not sticky per subject (X-Subject-ID is not honoured), and its
+        timeout is the deployment's request_timeout_ms, not `timeout`. A split stays below half: which deployment
+        is live is read from the traffic map's majority (a run cut off mid-canary must find the old one live)."""
+        percent = round(share * 100)
+        if abs(percent - share * 100) > 1e-9 or not 1 <= percent <= 100:
+            raise RolloutError(f"Azure ML takes a challenger's share in whole percents from 1 to 100, not {share:g}")
+        live = self.live()
+        if live is None:
+            raise RolloutError(f"nothing serves on endpoint {self.config.endpoint_name}: no traffic to challenge")
+        if mode == "split" and percent >= 50:
+            raise RolloutError(f"an Azure ML split gives the challenger less than half the traffic, not {percent}%")
+        if mode == "shadow":
+            if percent > 50:
+                raise RolloutError(f"Azure ML mirrors at most 50% of an endpoint's traffic, not {percent}%")
+            endpoint = self._endpoint()
+            endpoint.mirror_traffic = {slot.color: percent}
+            self._change(
+                lambda: self.client.online_endpoints.begin_create_or_update(endpoint).result(),
+                f"mirroring {percent}% of the traffic to {slot.color}",
+            )
+        else:
+            self._traffic({live.color: 100 - percent, slot.color: percent})
+
+    def challenger(self) -> Slot | None:
+        endpoint, live = self._endpoint(), self.live()
+        if endpoint is None or live is None:
+            return None
+        shares = {**(endpoint.traffic or {}), **(endpoint.mirror_traffic or {})}
+        color = next((c for c, share in shares.items() if share > 0 and c != live.color), None)
+        if color is None:
+            return None
+        deployment = self.client.online_deployments.get(color, self.config.endpoint_name)
+        return Slot(color, deployment.tags.get("model_version", "?"), {"deployment": color})
+
+    def end_challenge(self, slot: Slot) -> None:
+        endpoint, live = self._endpoint(), self.live()
+        endpoint.mirror_traffic = {}
+        endpoint.traffic = {slot.color: 0} | ({live.color: 100} if live and live.color != slot.color else {})
+        self._change(
+            lambda: self.client.online_endpoints.begin_create_or_update(endpoint).result(),
+            f"ending the challenger {slot.color}",
+        )
+        self.retire(slot, keep=False)
+
     def ready(self, slot: Slot | None) -> bool:
         if slot is None:
             endpoint = self._endpoint()

@@ -354,7 +354,7 @@ def deploy(
         cause = cause or ("rollback" if ref == registry.PREVIOUS else "")
         noted = {"target": target.name, "ref": ref, "cause": cause or None, "by": who}
         try:
-            approval.require_approved(settings.approval_required, name, version, _tags(client, name, version))
+            approval.require_approved(settings.approval_required, name, version, version_tags(client, name, version))
             release = fetch_release(client, name, version, endpoint / "releases", required_stages)
         except (DeployError, approval.PendingApprovalError) as exc:
             history.append(audit.DEPLOY_FAILED, name, version, actor, **noted, reason=str(exc)[:1_000])
@@ -365,6 +365,10 @@ def deploy(
             log(f"v{release.version} already serves on {live.color} at {target.url}; nothing to roll out")
         else:
             replacing = live.version if live else None
+            if (challenger := target.challenger()) is not None:  # the rollout takes its color: it ends first, said
+                target.end_challenge(challenger)
+                why = f"a deployment of v{version} takes its color"
+                history.append(audit.CHALLENGER_STOPPED, name, challenger.version, actor, **noted, reason=why)
             history.append(audit.DEPLOY_STARTED, name, version, actor, **noted, replacing=replacing)
             gates = GateSettings.from_settings(settings)
             try:
@@ -384,7 +388,7 @@ def deploy(
     return Deployment(release, live, result, replaced)
 
 
-def _tags(client, name: str, version: str) -> dict[str, str]:
+def version_tags(client, name: str, version: str) -> dict[str, str]:
     from mlflow.exceptions import MlflowException
 
     try:

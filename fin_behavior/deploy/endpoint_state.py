@@ -16,7 +16,17 @@ from fin_behavior.records import read_json
 STATE_FILE = "endpoint.json"
 
 Status = Literal[
-    "starting", "ready", "failed", "live", "idle", "retiring", "restarting", "crash-loop", "exited", "stopped"
+    "starting",
+    "ready",
+    "failed",
+    "live",
+    "idle",
+    "challenger",  # gets a shadow's copies or a split's share of the live color's requests (serving/traffic.py)
+    "retiring",
+    "restarting",
+    "crash-loop",
+    "exited",
+    "stopped",
 ]
 
 
@@ -71,12 +81,24 @@ class SupervisorStamp(TypedDict):
     updated_at: float
 
 
+class Challenger(TypedDict):
+    """The experiment running beside the live color: which color, its version, how it gets traffic."""
+
+    color: str
+    version: str
+    mode: str  # "shadow" or "split" (serving/traffic.py MODES)
+    share: float
+    timeout: float  # how long the live color waits for it (a split's answer, a shadow's copy)
+    since: float
+
+
 class EndpointState(TypedDict, total=False):
     url: str
     live: str | None  # the color that holds the public socket
     colors: dict[str, ColorEntry]
     history: list[Replaced]  # the last 20 versions replaced, oldest first
     events: list[Event]  # the supervisor's last events (restarts, crash loops, sockets), oldest first
+    challenger: Challenger | None
     supervisor: SupervisorStamp
     # the status view only (LocalTarget.status), never written
     supervisor_running: bool
@@ -94,4 +116,6 @@ def read_state(root: Path, url: str) -> EndpointState:
     """The endpoint's state as last written, with every list present; a fresh one when there is none."""
     path = root / STATE_FILE
     found: dict[str, Any] = read_json(path) if path.exists() else {}
-    return cast(EndpointState, {"url": url, "live": None, "colors": {}, "history": [], "events": []} | found)
+    return cast(
+        EndpointState, {"url": url, "live": None, "colors": {}, "history": [], "events": [], "challenger": None} | found
+    )

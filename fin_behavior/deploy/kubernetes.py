@@ -288,6 +288,19 @@ class KubernetesTarget:
         if not keep:
             self.discard(slot)
 
+    def challenge(self, slot: Slot, mode: str, share: float, timeout: float) -> None:
+        raise RolloutError(
+            f"the Kubernetes target cannot {mode} a challenger: its Service selects one color whole, with no "
+            "share and no copy of requests (that needs a service mesh, e.g. an Istio VirtualService's `mirror` and "
+            "route weights, which this target does not manage). Run the challenger on the local or azureml target"
+        )
+
+    def challenger(self) -> Slot | None:
+        return None  # never one: see challenge
+
+    def end_challenge(self, slot: Slot) -> None:
+        self.discard(slot)
+
     def discard(self, slot: Slot) -> None:
         self._delete("deployment", slot.detail["deployment"])
         self._delete("service", slot.detail["deployment"])

@@ -345,6 +345,22 @@ class LocalTarget:
         self._command(f"stop {slot.color}")
         self._command(f"mark {slot.color} failed")
 
+    def challenge(self, slot: Slot, mode: str, share: float, timeout: float) -> None:
+        """The live color sends `slot` a shadow's copies or a split's share (serving/traffic.py)."""
+        self._command(
+            "challenge " + json.dumps({"color": slot.color, "mode": mode, "share": share, "timeout": timeout})
+        )
+
+    def challenger(self) -> Slot | None:
+        challenger = self.state()["challenger"]
+        if challenger is None or not process_alive(self.state()["colors"].get(challenger["color"], {})):
+            return None
+        return self.slot(challenger["color"])
+
+    def end_challenge(self, slot: Slot) -> None:
+        self._command("unchallenge")
+        self._command(f"stop {slot.color}")
+
     def stop_all(self) -> None:
         """Stop every color and the supervisor: the URL stops answering."""
         if self.supervisor_pid() is None and not any(process_alive(entry) for entry in self.state()["colors"].values()):

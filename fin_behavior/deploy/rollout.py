@@ -72,6 +72,11 @@ class Target(Protocol):
     def ready(self, slot: Slot | None) -> bool: ...
     def retire(self, slot: Slot, keep: bool) -> None: ...  # stop it (or keep it idle) after a success
     def discard(self, slot: Slot) -> None: ...  # stop a color that failed
+    # champion and challenger (deploy/challengers.py): `slot` (started, gated) gets a shadow's copies or a split's
+    # share of the live traffic; a target that cannot raises RolloutError saying so
+    def challenge(self, slot: Slot, mode: str, share: float, timeout: float) -> None: ...
+    def challenger(self) -> Slot | None: ...  # the running challenger, if any
+    def end_challenge(self, slot: Slot) -> None: ...  # the live color alone again; the challenger stopped
     def logs(self, slot: Slot, lines: int) -> str: ...
 
 

@@ -21,6 +21,9 @@ restarts and events. The deploying side (fin_behavior/deploy/local.py) sends it 
   deactivate <color> <to>  the color stops accepting; <to> (a color, or "none") is live again
   retire <color> <keep>    the replaced color drains and exits (or stays idle when keep is "keep")
   stop <color>             stop a color (SIGTERM, then SIGKILL)
+  challenge <json>         a ready color (color, mode, share, timeout) becomes the challenger: the live color gets
+                           its route (serving/traffic.py) and keeps it across its restarts
+  unchallenge              the live color stops sending to the challenger (which stays up until retired)
   shutdown                 stop every color, close the public socket, exit
   ping                     answers "ok" (the supervisor is up)
 
@@ -47,6 +50,7 @@ from typing import Any
 from fin_behavior import bounds
 from fin_behavior.deploy.endpoint_state import (
     STATE_FILE,
+    Challenger,
     ColorBounds,
     ColorEntry,
     EndpointState,
@@ -57,11 +61,19 @@ from fin_behavior.deploy.endpoint_state import (
 )
 from fin_behavior.records import write_json
 from fin_behavior.serving.handoff import send_command
+from fin_behavior.serving.traffic import COPIES_BUFFER
 from fin_behavior.untrusted import SlowAnswerError, UntrustedDataError, ask
 
 log = logging.getLogger("fin_behavior.deploy.supervisor")
 CONTROL_SOCKET, PID_FILE = "supervisor.sock", "supervisor.pid"
-RUNNING = ("starting", "ready", "live", "idle", "restarting")  # statuses of a color whose process should be up
+RUNNING = (
+    "starting",
+    "ready",
+    "live",
+    "idle",
+    "challenger",
+    "restarting",
+)  # statuses of a color whose process should be up
 _MAX_EVENTS = 50
 _LOG_ROTATE_BYTES = 32 << 20  # a color's output log is rotated at a (re)start past this size
 
@@ -141,6 +153,7 @@ class Supervisor:
         self.private: dict[str, socket.socket] = {}  # each color's own port, bound here, kept across restarts
         self.controls: dict[str, socket.socket] = {}  # each color's control socket, bound here (see _control)
         self.groups: dict[str, bounds.ControlGroup] = {}  # a confined color's kernel bounds
+        self.copies: tuple[socket.socket, socket.socket] | None = None  # a shadow's copies: (live's end, shadow's)
         self.stopping = threading.Event()
         self.stop_requested = False  # set by SIGTERM; the control loop shuts down
         self.state: EndpointState = read_state(root, f"http://{host}:{port}")
@@ -189,12 +202,17 @@ class Supervisor:
                     self._event(live, f"could not take the public socket back from the live color: {exc}")
             elif live:
                 self.state["live"] = None
+            # the experiment ends: a restarted live color could not be given its route back (the copies' socket pair
+            # was this process's), so the live color is told now to answer alone
+            self._end_challenge("the supervisor restarted; start it again with `fin-behavior endpoint shadow|split`")
             self._save()
 
     # Commands -------------------------------------------------------------------------------------------------
 
     def start(self, color: str, spec: ColorEntry) -> None:
         with self.lock:
+            if (challenger := self.state["challenger"]) is not None and challenger["color"] == color:
+                self._end_challenge(f"v{spec['version']} starts on {color}")
             old = self.state["colors"].get(color, {})
             if old.get("status") in RUNNING and process_alive(old):
                 self._stop_process(color)
@@ -351,6 +369,11 @@ class Supervisor:
 
     def stop(self, color: str) -> None:
         with self.lock:
+            if self.state["challenger"] is not None and color in (
+                self.state["live"],
+                self.state["challenger"]["color"],
+            ):
+                self._end_challenge(f"{color} was stopped")
             self._stop_process(color)
             if self.state["live"] == color:
                 self.state["live"] = None
@@ -381,6 +404,7 @@ class Supervisor:
 
     def shutdown(self) -> None:
         with self.lock:
+            self.state["challenger"] = None
             for color in list(self.state["colors"]):
                 self._stop_process(color)
                 writable = (self.state["colors"][color].get("bounds") or {}).get("writable")
@@ -390,6 +414,77 @@ class Supervisor:
             self._close_public("the endpoint was stopped")
             self._save()
         self.stopping.set()
+
+    # Challengers (serving/traffic.py) ---------------------------------------------------------------------------
+
+    def challenge(self, color: str, mode: str, share: float, timeout: float) -> None:
+        with self.lock:
+            live, entry = self.state["live"], self.state["colors"].get(color, {})
+            if live is None or live == color:
+                raise RuntimeError(f"{color} cannot challenge: {'it is the live color' if live else 'nothing is live'}")
+            if entry.get("status") not in ("ready", "challenger") or not process_alive(entry):
+                raise RuntimeError(f"{color} is not a ready color (it is {entry.get('status', 'unknown')})")
+            if self.state["challenger"] is not None:
+                self._end_challenge(f"{color} challenges instead" if self.state["challenger"]["color"] != color else
+                                    f"{color} challenges again")  # fmt: skip
+            challenger: Challenger = {
+                "color": color, "version": entry["version"], "mode": mode, "share": share, "timeout": timeout,
+                "since": time.time(),
+            }  # fmt: skip
+            try:
+                if mode == "shadow":  # its copies come on a socket pair made here, its end handed to it now
+                    self.copies = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+                    self.copies[0].setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, COPIES_BUFFER)
+                    self.copies[1].setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, COPIES_BUFFER)
+                    send_command(Path(entry["control"]), "copies", self.copies[1].fileno(), timeout=30)
+                self._route(challenger)
+            except BaseException:
+                self._close_copies()
+                raise
+            entry["status"] = "challenger"
+            self.state["challenger"] = challenger
+            self._event(color, f"v{entry['version']} is the challenger: {mode} of {share:.0%} of the clients' requests")
+            self._save()
+
+    def _route(self, challenger: Challenger | None) -> None:
+        """Tell the live color where its challenger is (or that there is none)."""
+        live = self.state["colors"][self.state["live"] or ""]
+        route = "none"
+        if challenger is not None:
+            port = self.state["colors"][challenger["color"]]["port"]
+            fields = ("mode", "version", "share", "timeout")
+            route = json.dumps({"port": port} | {name: challenger[name] for name in fields})  # type: ignore[literal-required]
+        copies = self.copies[0].fileno() if challenger is not None and self.copies is not None else None
+        send_command(Path(live["control"]), f"route {route}", copies, timeout=30)
+
+    def unchallenge(self) -> None:
+        with self.lock:
+            self._end_challenge("ended by the operator")
+            self._save()
+
+    def _end_challenge(self, why: str) -> None:
+        """The live color stops sending to the challenger (best effort: a live color that cannot be told is dead or
+        restarting, and a restarted one starts without a route); the challenger color stays up, ready."""
+        challenger = self.state["challenger"]
+        if challenger is None:
+            return
+        self.state["challenger"] = None
+        live = self.state["colors"].get(self.state["live"] or "", {})
+        if process_alive(live) and live.get("status") == "live":
+            try:
+                self._route(None)
+            except (OSError, RuntimeError) as exc:
+                self._event(self.state["live"], f"could not end the challenger's route: {exc}")
+        self._close_copies()
+        entry = self.state["colors"].get(challenger["color"], {})
+        if entry.get("status") == "challenger":
+            entry["status"] = "ready"
+        self._event(challenger["color"], f"v{challenger['version']} is no longer the challenger: {why}")
+
+    def _close_copies(self) -> None:
+        for end in self.copies or ():
+            end.close()
+        self.copies = None
 
     # Supervision ---------------------------------------------------------------------------------------------
 
@@ -402,10 +497,12 @@ class Supervisor:
                 entry = self.state["colors"].get(live) if live else None
                 crashed = entry is not None and entry.get("status") == "live" and not process_alive(entry)
                 for color, other in self.state["colors"].items():
-                    if color != live and other.get("status") in RUNNING and not process_alive(other):
+                    if color != live and (was := other.get("status")) in RUNNING and not process_alive(other):
+                        if was == "challenger":  # the live color stops sending to it at once
+                            self._end_challenge(f"v{other.get('version')} exited")
                         other["status"] = "exited"
                         self._forget(color)
-                        self._event(color, f"v{other.get('version')} exited while {other.get('status')}")
+                        self._event(color, f"v{other.get('version')} exited while {was}")
                         self._save()
             if crashed and live is not None:
                 self._restart(live)
@@ -466,6 +563,11 @@ class Supervisor:
                     send_command(Path(entry["control"]), "adopt", self.public.fileno())
                 except (OSError, RuntimeError) as exc:
                     reason = f"could not hand it the public socket: {exc}"
+            if reason is None and self.state["challenger"] is not None:
+                try:  # a restarted color starts without its experiment
+                    self._route(self.state["challenger"])
+                except (OSError, RuntimeError) as exc:
+                    self._event(color, f"could not give the challenger's route back: {exc}")
             if reason is None:
                 entry["status"] = "live"
                 self._event(color, f"v{entry['version']} serves again after {time.monotonic() - started:.1f} s")
@@ -516,12 +618,17 @@ class Supervisor:
             spec = json.loads(rest)
             self.start(spec["color"], spec)
             return
+        if verb == "challenge":
+            spec = json.loads(rest)
+            self.challenge(spec["color"], spec["mode"], float(spec["share"]), float(spec["timeout"]))
+            return
         handlers = {
             "mark": lambda: self.mark(args[0], status(args[1])),
             "activate": lambda: self.activate(args[0]),
             "deactivate": lambda: self.deactivate(args[0], None if args[1] == "none" else args[1]),
             "retire": lambda: self.retire(args[0], args[1] == "keep"),
             "stop": lambda: self.stop(args[0]),
+            "unchallenge": self.unchallenge,
             "shutdown": self.shutdown,
             "ping": lambda: None,
         }

@@ -34,6 +34,8 @@ DEPLOY_STARTED, DEPLOY_SUCCEEDED, DEPLOY_FAILED = "deploy_started", "deploy_succ
 AUTOMATIC_ROLLBACK, ROLLBACK = "automatic_rollback", "rollback"
 ENDPOINT_STOPPED, ENDPOINT_STARTED = "endpoint_stopped", "endpoint_started"
 SUBMISSION_ACCEPTED, SUBMISSION_SERVED = "submission_accepted", "submission_served"
+CHALLENGER_STARTED, CHALLENGER_FAILED = "challenger_started", "challenger_failed"
+CHALLENGER_STOPPED = "challenger_stopped"
 
 
 class AuditError(RuntimeError):

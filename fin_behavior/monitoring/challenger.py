@@ -31,6 +31,12 @@ Testing every look at alpha would spend alpha at each: on simulations a challeng
 declared better in 5.8% of runs with two looks, where a one-sided 2.5% was meant. Each early look spends at most
 challenger_early_alpha / 2 on the "better" side, so k early looks add at most k times that to the final alpha / 2.
 A monitor that keeps looking after a final verdict tests again: act on the first final one.
+
+A split (each subject answered by one version) gives no pairs: each version's labelled decisions are its own. The
+verdict is then DeLong's test for independent samples (each version's ROC-AUC variance from its own placements,
+the difference's variance their sum), with the same looks, rows needed (n counts both versions' rows) and
+minimums (of the rows of both, and of the rarer class in each version's). Unpaired, it needs more rows than a shadow
+for the same gain: what the two versions share no longer cancels.
 """
 
 from __future__ import annotations
@@ -72,6 +78,8 @@ class Pairs:
     challenger: np.ndarray
     labels: np.ndarray  # -1: no label (yet)
     alone: dict[str, np.ndarray] = field(default_factory=dict)  # version -> every probability it answered
+    # version -> (labels, probabilities) of the labelled decisions only it made (a split's own requests)
+    own_labelled: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
 
 def read_pairs(
@@ -97,11 +105,16 @@ def read_pairs(
                         table.setdefault(decision_key(request_id, row), probability)  # the first answer stands
     mine, theirs = by_version[champion], by_version[challenger]
     both = [key for key in mine if key in theirs]
+    own_labelled = {}
+    for name, table, other in ((champion, mine, theirs), (challenger, theirs, mine)):
+        keys = [key for key in table if key not in other and key in labels]
+        own_labelled[name] = (np.array([labels[k] for k in keys], dtype=np.int8), np.array([table[k] for k in keys]))
     return Pairs(
         np.fromiter((mine[k] for k in both), dtype=float, count=len(both)),
         np.fromiter((theirs[k] for k in both), dtype=float, count=len(both)),
         np.fromiter((labels.get(k, -1) for k in both), dtype=np.int8, count=len(both)),
         {name: np.frombuffer(array("d", table.values()), dtype=float) for name, table in by_version.items()},
+        own_labelled,
     )
 
 
@@ -165,17 +178,37 @@ def delong(labels: np.ndarray, champion: np.ndarray, challenger: np.ndarray) -> 
 
     positive = labels == 1
     m, n = int(positive.sum()), int((~positive).sum())
-    placements = []
-    for scores in (champion, challenger):
-        rank = rankdata(scores)
-        among_own = np.empty(len(scores))
-        among_own[positive], among_own[~positive] = rankdata(scores[positive]), rankdata(scores[~positive])
-        outranked = rank - among_own  # rows of the other class ranked below it, ties half
-        placements.append((outranked[positive] / n, 1.0 - outranked[~positive] / m))
-    (pos_a, neg_a), (pos_b, neg_b) = placements
+    (pos_a, neg_a), (pos_b, neg_b) = (_placements(rankdata, labels, scores) for scores in (champion, challenger))
     difference = float(pos_b.mean() - pos_a.mean())
     variance = float(np.var(pos_b - pos_a, ddof=1) / m + np.var(neg_b - neg_a, ddof=1) / n)
     return difference, variance
+
+
+def delong_independent(
+    champion_labels: np.ndarray, champion: np.ndarray, challenger_labels: np.ndarray, challenger: np.ndarray
+) -> tuple[float, float]:
+    """DeLong's test for two ROC-AUCs measured on different rows (a split): the difference challenger - champion
+    and its variance, the sum of each ROC-AUC's own."""
+    from scipy.stats import rankdata
+
+    figures = []
+    for labels, scores in ((champion_labels, champion), (challenger_labels, challenger)):
+        pos, neg = _placements(rankdata, labels, scores)
+        figures.append((float(pos.mean()), float(np.var(pos, ddof=1) / len(pos) + np.var(neg, ddof=1) / len(neg))))
+    (auc_a, var_a), (auc_b, var_b) = figures
+    return auc_b - auc_a, var_a + var_b
+
+
+def _placements(rankdata, labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each positive's share of negatives it outranks, each negative's share of positives that outrank it (ties
+    half, from midranks)."""
+    positive = labels == 1
+    m, n = int(positive.sum()), int((~positive).sum())
+    rank = rankdata(scores)
+    among_own = np.empty(len(scores))
+    among_own[positive], among_own[~positive] = rankdata(scores[positive]), rankdata(scores[~positive])
+    outranked = rank - among_own  # rows of the other class ranked below it, ties half
+    return outranked[positive] / n, 1.0 - outranked[~positive] / m
 
 
 NO_TEST, EARLY, FINAL = "none", "early", "final"
@@ -210,9 +243,10 @@ class Rule:
             settings.challenger_bootstrap_samples,
         )
 
-    def procedure(self) -> str:
+    def procedure(self, design: str = "paired") -> str:
+        test = "DeLong's paired test" if design == "paired" else "DeLong's test for independent samples (a split)"
         return (
-            f"DeLong's paired test at alpha {self.alpha:g} once there are {FINAL_SHARE:.0%} of the rows needed, "
+            f"{test} at alpha {self.alpha:g} once there are {FINAL_SHARE:.0%} of the rows needed, "
             f"before them a verdict only at p < {self.early_alpha:g} (Haybittle-Peto)"
         )
 
@@ -266,9 +300,14 @@ def compare(
     figures["probability_psi_on"] = "paired decisions" if paired else "each version's own decisions"
     labelled = pairs.labels >= 0
     y, a, b = pairs.labels[labelled], pairs.champion[labelled], pairs.challenger[labelled]
-    verdict = judge(y, a, b, thresholds, rule)
+    (ya, pa), (yb, pb) = (pairs.own_labelled.get(v, (np.empty(0), np.empty(0))) for v in (champion, challenger))
+    split = not paired and len(ya) > 0 and len(yb) > 0  # each version labelled on its own requests: a split
+    figures["design"] = SPLIT if split else PAIRED
+    verdict = judge_split(ya, pa, yb, pb, rule) if split else judge(y, a, b, thresholds, rule)
     differences = np.empty(0)
-    if verdict.look != NO_TEST:
+    if split:
+        figures["recall_difference"] = round(_recall(yb, pb, thresholds[1]) - _recall(ya, pa, thresholds[0]), 4)
+    elif verdict.look != NO_TEST:
         differences, d_recall = paired_bootstrap(y, a, b, thresholds, rule.samples, seed)
         differences, d_recall = differences[~np.isnan(differences)], d_recall[~np.isnan(d_recall)]
         quantiles = [rule.alpha / 2, 1 - rule.alpha / 2]
@@ -278,7 +317,7 @@ def compare(
             "recall_difference_interval": [round(float(q), 4) for q in np.quantile(d_recall, quantiles)],
             "bootstrap_samples": rule.samples,
         }
-    if not paired:
+    if not paired and not split:
         verdict = replace(verdict, message=verdict.message + "; no decision in the window was scored by both "
                           "versions (a challenger needs a shadow or a split that logs its answers under the live "
                           "requests' ids)")  # fmt: skip
@@ -294,30 +333,74 @@ def judge(
 ) -> Verdict:
     """The verdict (see the module doc) on labelled decisions both versions made: labels `y` (0/1), each
     version's probabilities."""
-    n = len(y)
-    figures: dict[str, Any] = {"labelled_pairs": n, "procedure": rule.procedure()}
-    rarer = min(int(y.sum()), n - int(y.sum()))
+    return _judge(
+        len(y),
+        _rarer(y),
+        lambda: delong(y, champion, challenger),
+        lambda: {
+            "positives": int(y.sum()),
+            "champion_roc_auc": round(roc_auc(y, champion), 4),
+            "challenger_roc_auc": round(roc_auc(y, challenger), 4),
+        },
+        rule,
+        PAIRED,
+    )
+
+
+def judge_split(
+    champion_labels: np.ndarray, champion: np.ndarray, challenger_labels: np.ndarray, challenger: np.ndarray, rule: Rule
+) -> Verdict:
+    """The verdict on a split's labelled decisions: each version's own rows (labels, probabilities)."""
+    return _judge(
+        len(champion_labels) + len(challenger_labels),
+        min(_rarer(champion_labels), _rarer(challenger_labels)),
+        lambda: delong_independent(champion_labels, champion, challenger_labels, challenger),
+        lambda: {
+            "champion_labelled": len(champion_labels),
+            "challenger_labelled": len(challenger_labels),
+            "positives": int(champion_labels.sum() + challenger_labels.sum()),
+            "champion_roc_auc": round(roc_auc(champion_labels, champion), 4),
+            "challenger_roc_auc": round(roc_auc(challenger_labels, challenger), 4),
+        },
+        rule,
+        SPLIT,
+    )
+
+
+PAIRED, SPLIT = "paired", "split"  # what a verdict is measured on: the same rows (a shadow) or each its own
+_ROWS = {
+    PAIRED: "labelled decisions scored by both versions",
+    SPLIT: "labelled decisions of a split (each version's own)",
+}
+
+
+def _rarer(y: np.ndarray) -> int:
+    return min(int(y.sum()), len(y) - int(y.sum()))
+
+
+def _judge(n: int, rarer: int, test, aucs, rule: Rule, design: str) -> Verdict:
+    """The looks of the module doc, on `n` labelled rows whose rarer class has `rarer` (in each version's rows, for a
+    split); `test()` gives the ROC-AUC difference and its variance, `aucs()` the figures measured."""
+    figures: dict[str, Any] = {"labelled_pairs" if design == PAIRED else "labelled_rows": n,
+                               "procedure": rule.procedure(design)}  # fmt: skip
     if n < rule.min_rows or rarer < rule.min_class_rows:
         more = max(rule.min_rows - n, 1)
         if 0 < rarer < rule.min_class_rows:  # the rarer class comes at the rate it is seen
             more = max(more, math.ceil((rule.min_class_rows - rarer) * n / rarer))
         message = (
-            f"{NOT_ENOUGH}: about {more} more labelled rows; {n} labelled decisions scored by both versions, {rarer} "
-            f"of the rarer class (min_labelled_rows {rule.min_rows}, challenger_min_class_rows {rule.min_class_rows} "
-            "of each class) before anything is tested"
+            f"{NOT_ENOUGH}: about {more} more labelled rows; {n} {_ROWS[design]}, {rarer} of the rarer class "
+            f"(min_labelled_rows {rule.min_rows}, challenger_min_class_rows {rule.min_class_rows} of each class) "
+            "before anything is tested"
         )
         return Verdict(NOT_ENOUGH, message, more, NO_TEST, figures)
-    difference, variance = delong(y, champion, challenger)
+    difference, variance = test()
     se = math.sqrt(variance)
     z = difference / se if se > 0 else 0.0  # no variance: the two rank every pair alike, so no difference
     p = 2 * NormalDist().cdf(-abs(z))
     needed = rows_needed(n * variance, rule.min_gain, rule.alpha, rule.power)
     half = NormalDist().inv_cdf(1 - rule.alpha / 2) * se
     look = FINAL if n >= FINAL_SHARE * needed else EARLY
-    figures |= {
-        "positives": int(y.sum()),
-        "champion_roc_auc": round(roc_auc(y, champion), 4),
-        "challenger_roc_auc": round(roc_auc(y, challenger), 4),
+    figures |= aucs() | {
         "roc_auc_difference": round(difference, 4),
         "roc_auc_difference_interval": [round(difference - half, 4), round(difference + half, 4)],
         "interval_confidence": 1 - rule.alpha,
@@ -328,13 +411,13 @@ def judge(
     }
     measured = (
         f"ROC-AUC difference {difference:+.4f}, {1 - rule.alpha:.0%} interval [{difference - half:+.4f}, "
-        f"{difference + half:+.4f}], p = {p:.3g} on {n} labelled rows"
+        f"{difference + half:+.4f}], p = {p:.3g} on {n} {_ROWS[design]}"
     )
     power_of = (
         f"a gain of {rule.min_gain:g} in ROC-AUC is seen with power {rule.power:g} from about {needed} rows (DeLong's "
-        "variance of the paired difference per row)"
+        f"variance of the {'paired ' if design == PAIRED else ''}difference per row)"
     )
-    how = f"{rule.procedure()}; {power_of}"
+    how = f"{rule.procedure(design)}; {power_of}"
     if p < (rule.alpha if look == FINAL else rule.early_alpha):  # at FINAL: the interval lies off 0
         name = BETTER if difference > 0 else WORSE
         when = "" if look == FINAL else f", an early look before the {needed} rows needed"

@@ -47,8 +47,9 @@ from fin_behavior.serving.explain import Explanations
 from fin_behavior.serving.feedback import FeedbackLog
 from fin_behavior.serving.openapi import openapi_schema
 from fin_behavior.serving.prediction_log import PredictionLog
-from fin_behavior.serving.request_ids import request_id_for
+from fin_behavior.serving.request_ids import is_valid, request_id_for, subject_refusal
 from fin_behavior.serving.scoring import Scored, score_request
+from fin_behavior.serving.traffic import ChallengerTraffic, Relayed
 from fin_behavior.serving.validation import InputError
 
 log = logging.getLogger("fin_behavior.serving")
@@ -63,6 +64,7 @@ class Reply:
     body: dict[str, Any]
     scored: Scored | None = None
     close: bool = False  # the connection must not be reused (the rest of a body was never read)
+    relayed: Relayed | None = None  # answered by a split's challenger (traffic.py): its answer, as it came
 
     @classmethod
     def error(cls, status: int, message: str, close: bool = False) -> Reply:
@@ -138,6 +140,7 @@ class ScoringService:
         self.predict_pool: ThreadPoolExecutor | None = None  # set for a model whose code is not the platform's
         self.refusal = "not loaded yet"
         self.pending_bodies = 0
+        self.traffic = ChallengerTraffic(self.metrics.registry)  # a shadow or split challenger, when one is set
         self._version_header = [(b"x-model-version", settings.model_version.encode())]
         self._latency = {e: self.metrics.latency.labels(e) for e in ("score", "infer")}
         self._counts: dict[tuple[str, int], Any] = {}  # (endpoint, status) -> its counter, bound once
@@ -192,14 +195,37 @@ class ScoringService:
             reply = Reply.error(405, f"use POST {scope['path'][:80]}, not {scope['method']}")
             await self._send(send, reply, request_id, [(b"allow", b"POST")])
             return
+        subject = _header(scope, b"x-subject-id")
+        if subject and refused is None and not is_valid(subject):
+            refused = subject_refusal(subject)
         self.metrics.in_flight.inc()
         caller = self._caller(scope)
+        # a split's share goes to the challenger; the platform's probes always reach the champion (traffic.py)
+        split = endpoint == "score" and caller == CLIENT and self.traffic.wants("split", request_id, subject)
         try:
-            reply, raw = await self._answer(scope, receive, scorer, caller, refused)
+            reply, raw = await self._answer(scope, receive, scorer, caller, refused, split, request_id)
             sent = await self._send(send, reply, request_id)
         finally:
             self.metrics.in_flight.dec()
         self._record(endpoint, reply, raw, sent, time.perf_counter() - started, caller == PROBE, request_id)
+        if raw and endpoint == "score" and caller == CLIENT and self.traffic.wants("shadow", request_id, subject):
+            self.traffic.copy(raw, request_id)  # after the answer went out, one send(): off the hot path
+
+    def score_copy(self, request_id: str, raw: bytes) -> None:
+        """A shadow's copy of a live request (traffic.py): scored and logged as a POST /score of its body would be,
+        under the live request's id; the answer goes nowhere."""
+        started = time.perf_counter()
+        try:
+            scored = self._score(raw)
+            reply = Reply(200, scored.answer, scored)
+        except InputError as exc:
+            reply = Reply.error(exc.status, exc.message)
+        except Exception:  # a server fault of this version: logged with its trace, counted as a 500
+            log.exception("scoring a shadow copy failed")
+            reply = Reply.error(500, "internal error while scoring")
+        reply.body["request_id"] = request_id
+        answer = json.dumps(reply.body, separators=(",", ":")).encode()
+        self._record("score", reply, raw, answer, time.perf_counter() - started, False, request_id)
 
     def _score(self, raw: bytes) -> Scored:
         assert self.bundle is not None
@@ -213,18 +239,27 @@ class ScoringService:
         return oip.infer(self.bundle, raw, self.settings.max_rows, name, version)
 
     async def _answer(
-        self, scope: Scope, receive: Any, scorer: Any, caller: str | None, bad_request_id: str | None
+        self,
+        scope: Scope,
+        receive: Any,
+        scorer: Any,
+        caller: str | None,
+        refused: str | None,
+        split: bool = False,
+        request_id: str = "",
     ) -> tuple[Reply, bytes]:
         if caller is None:
             return Reply.error(401, f"missing or invalid API key: {KEY_HINT}"), b""
-        if bad_request_id is not None:
-            return Reply.error(400, bad_request_id), b""
+        if refused is not None:  # a malformed X-Request-ID or X-Subject-ID
+            return Reply.error(400, refused), b""
         if self.bundle is None:
             return Reply.error(503, f"model not loaded: {self.refusal}"), b""
         try:
             raw = await self._read_body(scope, receive)
         except InputError as exc:
             return Reply.error(exc.status, exc.message, close=exc.status in (408, 413, 503)), b""
+        if split and (relayed := await self.traffic.answer(raw, scope["headers"], request_id)) is not None:
+            return Reply(relayed.status, {}, relayed=relayed), raw
         try:
             scored = scorer(raw) if self.predict_pool is None else await self._bounded_predict(scorer, raw)
             return Reply(200, scored.answer, scored), raw
@@ -284,10 +319,11 @@ class ScoringService:
         self, send: Any, reply: Reply, request_id: str, extra: list[tuple[bytes, bytes]] | None = None
     ) -> bytes:
         reply.body["request_id"] = request_id  # every answer names its decision, errors too (request_ids.py)
-        body = json.dumps(reply.body, separators=(",", ":")).encode()
+        relayed = reply.relayed  # the challenger's answer names its own version and the same request id
+        body = relayed.body if relayed else json.dumps(reply.body, separators=(",", ":")).encode()
         headers = [
             (b"content-type", b"application/json"),
-            *self._version_header,
+            *([(b"x-model-version", relayed.version.encode())] if relayed else self._version_header),
             (b"x-request-id", request_id.encode()),
             (b"content-length", str(len(body)).encode()),  # not chunked
             *(extra or ()),
@@ -315,6 +351,8 @@ class ScoringService:
         )
         counter.inc()
         self._latency[endpoint].observe(elapsed)
+        if reply.relayed:  # the challenger logged its own decision under this request id
+            return
         scored = reply.scored
         unknown = scored.unknown if scored else {}
         for name, count in unknown.items():
@@ -413,6 +451,7 @@ class ScoringService:
     async def lifespan(self, _: Starlette) -> AsyncIterator[None]:
         flusher = asyncio.create_task(self.predictions.flush_periodically()) if self.predictions else None
         yield
+        await self.traffic.close()
         self.explanations.close()
         if flusher is not None and self.predictions is not None:
             flusher.cancel()

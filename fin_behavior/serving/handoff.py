@@ -12,6 +12,9 @@ Control commands, one line each; the answer is `ok` or `error <reason>`:
   handover  answer with the socket attached
   release   stop accepting; drain connections (at most drain_seconds); keep serving the private port
   retire    release, then exit
+  route <r> send a share of the clients' requests to a challenger (traffic.py; <r> is its route as JSON, a
+            shadow's with the live end of its copies socket attached), or stop (`route none`)
+  copies    (a socket attached) this color is a shadow: score the copies that arrive on it
 """
 
 from __future__ import annotations
@@ -156,6 +159,22 @@ class ColorServer:
             return
         elif command in ("release", "retire"):
             run(getattr(self, command)())
+        elif command.startswith("route ") and len(fds) <= 1:
+            from fin_behavior.serving.traffic import Route
+
+            try:
+                route = Route.parse(command.removeprefix("route "))
+            except ValueError:
+                for fd in fds:
+                    os.close(fd)
+                raise
+            copies = socket.socket(fileno=fds[0]) if fds else None
+            run(self.app.traffic.set_route(route, copies))
+        elif command == "copies" and len(fds) == 1:
+            from fin_behavior.serving.traffic import receive_copies
+
+            copies = socket.socket(fileno=fds[0])
+            self.loop.call_soon_threadsafe(receive_copies, copies, self.app.score_copy)
         else:
             for fd in fds:
                 os.close(fd)

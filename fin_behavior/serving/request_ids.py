@@ -35,6 +35,12 @@ def refusal(offered: str) -> str:
     )
 
 
+def subject_refusal(offered: str) -> str:
+    """The 400 message for an X-Subject-ID (the key a challenger split is sticky by, traffic.py) that breaks the
+    same rule."""
+    return f"X-Subject-ID {offered[:_SHOWN]!r} is not a valid subject id: it must be {RULE}; send one that is, or none"
+
+
 def request_id_for(offered: str | None) -> tuple[str, str | None]:
     """(the request's id, None) for a valid or missing client id; (a fresh id, why the offered one is refused)
     otherwise: the refusal still carries an id of its own, like every answer."""

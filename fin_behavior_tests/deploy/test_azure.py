@@ -72,7 +72,8 @@ class FakeWorkspace:
         if name not in self.endpoints:
             raise ResourceNotFoundError(f"endpoint {name} not found")
         stored = self.endpoints[name]  # a copy, as from the service: changing it changes nothing until it is sent
-        return SimpleNamespace(**vars(stored) | {"traffic": dict(stored.traffic)})
+        copied = {"traffic": dict(stored.traffic), "mirror_traffic": dict(stored.mirror_traffic)}
+        return SimpleNamespace(**vars(stored) | copied)
 
     def _put_endpoint(self, endpoint, **_):
         if self.conflicts:
@@ -87,10 +88,14 @@ class FakeWorkspace:
             raise HttpResponseError(message="(Conflict) traffic update refused: another operation is in progress")
         if self.fail == "canary" and 0 < traffic.get("green", 0) < 100:  # it fails once it takes real traffic
             self.deployments["green"].provisioning_state = "Failed"
+        mirror = dict(getattr(endpoint, "mirror_traffic", None) or {})
+        if any(share > 50 or traffic.get(name, 0) > 0 for name, share in mirror.items()):
+            raise HttpResponseError(message=f"mirror at most 50% to a deployment without live traffic: {mirror}")
         self.traffic_history.append(traffic)
         stored = SimpleNamespace(
-            name=endpoint.name, traffic=traffic, provisioning_state="Succeeded", scoring_uri="https://fin-test/score"
-        )
+            name=endpoint.name, traffic=traffic, mirror_traffic=mirror, provisioning_state="Succeeded",
+            scoring_uri="https://fin-test/score",
+        )  # fmt: skip
         self.endpoints[endpoint.name] = stored
         return _done(stored)
 
@@ -106,7 +111,8 @@ class FakeWorkspace:
         return _done(self.deployments[deployment.name])
 
     def _delete(self, name, endpoint_name, **_):
-        if self.endpoints[endpoint_name].traffic.get(name, 0) > 0:
+        stored = self.endpoints[endpoint_name]
+        if stored.traffic.get(name, 0) > 0 or stored.mirror_traffic.get(name, 0) > 0:
             raise HttpResponseError(message=f"deployment {name} has traffic and cannot be deleted")
         self.deployments.pop(name, None)
         return _done()
@@ -195,6 +201,45 @@ def test_canary_steps_move_traffic_in_shares_before_all_of_it(workspace, bundle,
     ]
     assert "10% of traffic on green; watching it for 0 s" in messages
     assert set(workspace.deployments) == {"green"}
+
+
+def test_a_shadow_is_azures_mirror_traffic_and_a_split_its_traffic_map(workspace, bundle, tmp_path):
+    target = _target(workspace, tmp_path)
+    rollout(target, release(bundle[0], "1"), QUICK_GATES, log=lambda _: None)
+    green = target.start(release(bundle[0], "2"), "green")
+    target.challenge(green, "shadow", 0.2, 1.0)
+    endpoint = workspace.endpoints["fin-test"]
+    assert endpoint.mirror_traffic == {"green": 20} and endpoint.traffic == {"blue": 100}
+    assert (target.live().version, target.challenger().version) == ("1", "2")
+    target.end_challenge(green)
+    assert workspace.endpoints["fin-test"].mirror_traffic == {} and set(workspace.deployments) == {"blue"}
+
+    green = target.start(release(bundle[0], "2"), "green")
+    target.challenge(green, "split", 0.1, 1.0)
+    assert workspace.endpoints["fin-test"].traffic == {"blue": 90, "green": 10}
+    assert (target.live().color, target.challenger().color) == ("blue", "green")  # the majority stays live
+    target.end_challenge(green)
+    assert workspace.endpoints["fin-test"].traffic == {"blue": 100, "green": 0}
+    assert set(workspace.deployments) == {"blue"}
+
+
+@pytest.mark.parametrize(
+    "mode, share, said",
+    [
+        ("shadow", 0.6, "mirrors at most 50%"),
+        ("split", 0.5, "less than half"),  # the majority is what Azure's live() reads
+        ("split", 0.125, "whole percents"),
+        ("shadow", 0.001, "whole percents"),
+    ],
+)
+def test_a_share_azure_cannot_take_is_refused_saying_why(workspace, bundle, tmp_path, mode, share, said):
+    target = _target(workspace, tmp_path)
+    rollout(target, release(bundle[0], "1"), QUICK_GATES, log=lambda _: None)
+    green = target.start(release(bundle[0], "2"), "green")
+    with pytest.raises(RolloutError, match=said):
+        target.challenge(green, mode, share, 1.0)
+    endpoint = workspace.endpoints["fin-test"]
+    assert endpoint.traffic == {"blue": 100} and not endpoint.mirror_traffic
 
 
 def test_a_canary_that_fails_under_traffic_gives_it_all_back(bundle, tmp_path):

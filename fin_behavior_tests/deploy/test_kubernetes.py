@@ -283,6 +283,28 @@ def test_each_deploy_decision_is_in_the_history_an_automatic_rollback_included(r
     assert registry.alias_version(registered_twice, "m", registry.PRODUCTION) == "1"
 
 
+def test_a_challenger_is_refused_saying_what_kubernetes_lacks_and_leaves_nothing_behind(
+    registered_twice, bundle, tmp_path
+):
+    from fin_behavior.deploy import challengers
+    from fin_behavior.governance import audit
+
+    cluster = FakeCluster()
+    target = _target(cluster)
+    for version in ("1", "2"):
+        cluster.expected[version] = release(bundle[0], version).expected
+    settings = get_settings().with_overrides(gate_latency_requests=3, max_latency_ms=1_000.0)
+    deploy(registered_twice, settings, "m", "1", target, tmp_path / "endpoint", who="test", log=lambda _: None)
+    before = dict(cluster.objects)
+    for mode in challengers.MODES:
+        with pytest.raises(RolloutError, match="needs a service mesh"):
+            challengers.start(registered_twice, settings, "m", "2", target, tmp_path / "endpoint", mode=mode,
+                              share=0.1, who="test", log=lambda _: None)  # fmt: skip
+        assert cluster.objects == before  # the challenger's color, started and gated, is gone again
+    failed = [r for r in audit.History.of(settings).records() if r["event"] == audit.CHALLENGER_FAILED]
+    assert len(failed) == 2 and "service mesh" in failed[0]["details"]["reason"]
+
+
 def test_a_missing_kube_config_is_named_before_anything_is_sent(tmp_path, monkeypatch):
     monkeypatch.setenv("FIN_BEHAVIOR_DEPLOYMENT_TARGET", "kubernetes")
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "no-such-kubeconfig"))

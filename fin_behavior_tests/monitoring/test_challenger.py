@@ -24,7 +24,9 @@ from fin_behavior.monitoring.challenger import (
     Rule,
     compare,
     delong,
+    delong_independent,
     judge,
+    judge_split,
     paired_bootstrap,
     read_pairs,
     rows_needed,
@@ -203,3 +205,59 @@ def test_too_few_of_the_rarer_class_asks_for_the_rows_that_bring_it_to_its_minim
     expected = -(-(50 - positives) * 400 // positives)  # at the observed rate, rounded up
     assert (verdict.verdict, verdict.more_rows, verdict.look) == (NOT_ENOUGH, expected, NO_TEST), verdict.message
     assert f"{positives} of the rarer class" in verdict.message
+
+
+def _split(scenario: Scenario, rows: int, rng: np.random.Generator, share: float = 0.5):
+    """A split: each row answered by one version only (the challenger's share of the rows), labels known."""
+    y, a, b = draw(scenario, rows, rng)
+    on_challenger = rng.random(rows) < share
+    return y[~on_challenger], a[~on_challenger], y[on_challenger], b[on_challenger]
+
+
+def test_the_split_test_adds_each_versions_own_delong_variance():
+    ya, a, yb, b = _split(Scenario(prevalence=0.3), 800, np.random.default_rng(6))
+    a = np.round(a, 2)  # ties, counted half
+    difference, variance = delong_independent(ya, a, yb, b)
+    assert difference == pytest.approx(roc_auc(yb, b) - roc_auc(ya, a), abs=1e-12)
+
+    def own_variance(y, scores):  # every positive against every negative of the same version's rows
+        pos, neg = scores[y == 1][:, None], scores[y == 0][None, :]
+        wins = (pos > neg) + 0.5 * (pos == neg)
+        return np.var(wins.mean(axis=1), ddof=1) / wins.shape[0] + np.var(wins.mean(axis=0), ddof=1) / wins.shape[1]
+
+    assert variance == pytest.approx(own_variance(ya, a) + own_variance(yb, b), rel=1e-9)
+    rng = np.random.default_rng(8)  # its variance is the spread of the difference over independent splits
+    measured = [
+        delong_independent(*_split(Scenario(challenger_auc=0.75, prevalence=0.1), 1200, rng)) for _ in range(300)
+    ]
+    differences, variances = np.array(measured).T
+    assert np.std(differences, ddof=1) == pytest.approx(np.sqrt(variances.mean()), rel=0.12)
+
+
+def test_a_split_is_judged_on_each_versions_own_labelled_requests(tmp_path):
+    """No request was scored by both (a split): the verdict is DeLong's test for independent samples, said so."""
+    logs, rng = tmp_path / "predictions", np.random.default_rng(9)
+    ya, a, yb, b = _split(Scenario(challenger_auc=0.9), 3000, rng)
+    _score(logs, "blue", "3", {f"a{i}": [round(float(p), 6)] for i, p in enumerate(a)}, 0.01)
+    _score(logs, "green", "4", {f"b{i}": [round(float(p), 6)] for i, p in enumerate(b)}, 0.01)
+    labels = [{"request_id": f"a{i}", "label": int(v)} for i, v in enumerate(ya)]
+    labels += [{"request_id": f"b{i}", "label": int(v)} for i, v in enumerate(yb)]
+    now = time.time()
+    FeedbackLog(logs / "blue.jsonl", 1 << 30, 2).append(parse_body(json.dumps({"labels": labels}).encode(), now), now)
+
+    pairs = read_pairs(logs, "3", "4", read_labels(logs, None).table, 0, now + 1)
+    assert len(pairs.labels) == 0 and len(pairs.own_labelled["3"][0]) == len(ya)
+    result = compare(pairs, read_window(logs, 0, now + 1, max_sampled=1), "3", "4", (0.5, 0.5), RULE)
+    f = result.figures
+    assert f["design"] == "split" and f["labelled_rows"] == 3000
+    assert f["champion_roc_auc"] == round(roc_auc(ya, a), 4) and f["challenger_roc_auc"] == round(roc_auc(yb, b), 4)
+    assert result.verdict.verdict == BETTER and "independent samples (a split)" in result.verdict.message
+
+
+def test_on_simulated_splits_an_equal_challenger_is_rarely_declared_better_at_one_final_look():
+    rng, better = np.random.default_rng(10), 0
+    for _ in range(300):
+        ya, a, yb, b = _split(Scenario(challenger_auc=0.75), 4000, rng)
+        verdict = judge_split(ya, a, yb, b, replace(RULE, min_gain=0.1))
+        better += verdict.verdict == BETTER
+    assert better / 300 <= 0.05  # one-sided: 2.5% expected
