@@ -27,7 +27,8 @@ restarts and events. The deploying side (fin_behavior/deploy/local.py) sends it 
   shutdown                 stop every color, close the public socket, exit
   ping                     answers "ok" (the supervisor is up)
 
-The answer is `ok` or `error <reason>`.
+The answer is `ok` or `error <reason>`: the one control protocol of the platform, the colors' too
+(fin_behavior/serving/handoff.py: `send_command`, `answer_command`).
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ from fin_behavior.deploy.endpoint_state import (
     status,
 )
 from fin_behavior.records import write_json
-from fin_behavior.serving.handoff import send_command
+from fin_behavior.serving.handoff import answer_command, send_command
 from fin_behavior.serving.traffic import COPIES_BUFFER
 from fin_behavior.untrusted import SlowAnswerError, UntrustedDataError, ask
 
@@ -601,17 +602,13 @@ class Supervisor:
                 continue
             with conn:
                 conn.settimeout(None)
-                try:
-                    self.command(conn.recv(1 << 16).decode().strip())
-                    conn.sendall(b"ok\n")
-                except Exception as exc:  # a failed command is an answer, not the supervisor's end
-                    log.exception("command failed")
-                    with contextlib.suppress(OSError):
-                        conn.sendall(f"error {exc}\n".encode())
+                answer_command(conn, self.command)
         listener.close()
         control.unlink(missing_ok=True)
 
-    def command(self, line: str) -> None:
+    def command(self, line: str, attached: list[int]) -> None:
+        for fd in attached:  # no supervisor command takes a socket
+            os.close(fd)
         verb, _, rest = line.partition(" ")
         args = rest.split()
         if verb == "start":

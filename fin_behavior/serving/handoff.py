@@ -26,6 +26,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("fin_behavior.serving.handoff")
 _COMMAND_TIMEOUT = 60.0
+_COMMAND_BYTES = 1 << 16  # the longest command: the supervisor's `start <spec>`
 
 
 def _server(app: Any, protocol: type, **options: Any) -> Any:
@@ -138,15 +140,9 @@ class ColorServer:
         while True:
             conn, _ = listener.accept()
             with conn:
-                try:
-                    message, fds, _, _ = socket.recv_fds(conn, 256, 1)
-                    self._answer(conn, message.decode().strip(), fds)
-                except Exception as exc:  # a bad command must not stop the control loop
-                    log.exception("control command failed")
-                    with contextlib.suppress(OSError):
-                        conn.sendall(f"error {exc}\n".encode())
+                answer_command(conn, self._answer)
 
-    def _answer(self, conn: socket.socket, command: str, fds: list[int]) -> None:
+    def _answer(self, command: str, fds: list[int]) -> int | None:
         def run(coroutine) -> None:
             asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(_COMMAND_TIMEOUT + self.drain_seconds)
 
@@ -155,8 +151,7 @@ class ColorServer:
         elif command == "handover":
             if self.public_socket is None:
                 raise RuntimeError("this color does not hold the public socket")
-            socket.send_fds(conn, [b"ok\n"], [self.public_socket.fileno()])
-            return
+            return self.public_socket.fileno()
         elif command in ("release", "retire"):
             run(getattr(self, command)())
         elif command.startswith("route ") and len(fds) <= 1:
@@ -179,11 +174,33 @@ class ColorServer:
             for fd in fds:
                 os.close(fd)
             raise ValueError(f"unknown command {command!r}")
-        conn.sendall(b"ok\n")
+        return None
+
+
+# The control protocol, one for the supervisor and the colors: one command line, at most one socket attached
+# (SCM_RIGHTS); the answer `ok` (with at most one socket attached) or `error <reason>`. Over Unix sockets that only
+# the platform's user may connect to (mode 0600, in directories no color can write).
+
+
+def answer_command(conn: socket.socket, handle: Callable[[str, list[int]], int | None]) -> None:
+    """The server side: read one command, run `handle(command, attached fds)`, answer with the socket it returns
+    (if any). A failed command is an answer, never the server's end."""
+    try:
+        message, fds, _, _ = socket.recv_fds(conn, _COMMAND_BYTES, 1)
+        handed = handle(message.decode().strip(), fds)
+        if handed is None:
+            conn.sendall(b"ok\n")
+        else:
+            socket.send_fds(conn, [b"ok\n"], [handed])
+    except Exception as exc:
+        log.exception("control command failed")
+        with contextlib.suppress(OSError):
+            conn.sendall(f"error {exc}\n".encode())
 
 
 def send_command(control: Path, command: str, fd: int | None = None, timeout: float = 90.0) -> int | None:
-    """Send one command to a color; returns the socket it hands over (for `handover`)."""
+    """The client side: send one command (with the socket `fd` attached, if given) to a color or the supervisor;
+    returns the socket handed back (a color's `handover`), or RuntimeError with the reason it was refused."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
         conn.settimeout(timeout)
         conn.connect(str(control))

@@ -177,4 +177,4 @@ def test_the_state_file_has_one_reader_that_fills_an_older_file_and_a_command_na
     assert state["history"] == [] and state["events"] == [] and state["colors"]["blue"]["version"] == "3"
     assert read_state(tmp_path / "none", "http://127.0.0.1:1")["live"] is None
     with pytest.raises(ValueError, match="unknown color status 'alive'"):
-        Supervisor(tmp_path, "127.0.0.1", 1, 1.0, 1, 1.0).command("mark blue alive")
+        Supervisor(tmp_path, "127.0.0.1", 1, 1.0, 1, 1.0).command("mark blue alive", [])
