@@ -7,14 +7,18 @@ On the production version of the project's state (what `make demo` made):
   cold   no image of this serving environment in the engine: both layers built (packages, then code + model)
   warm   another version of the same environment (its bundle differs by one file): only the second layer
   again  the cold build repeated from a context made elsewhere: its layers must be the same bytes
-and `mlflow models build-docker` of the same trained model, timed until it ends (it needs a base image from a
-public registry, which this machine cannot reach: its error is reported).
+and, on the cold image running as a cluster runs it (image.running): the time from `docker run` to /ready 200,
+the first POST /explain of one bank record (it starts the explanation worker, which imports shap), and the
+resident memory (RSS, `docker top`) of the scoring process and of the explanation worker after it; then
+`mlflow models build-docker` of the same trained model, timed until it ends (it needs a base image from a public
+registry, which this machine cannot reach: its error is reported).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -22,9 +26,11 @@ import tempfile
 import time
 from pathlib import Path
 
+import httpx
 from mlflow import MlflowClient
 
 from fin_behavior.deploy import deployer, image
+from fin_behavior.deploy.local import free_port
 from fin_behavior.ml import registry
 from fin_behavior.records import BundleFiles, ModelInfo, read_json, sha256_file, write_json
 from fin_behavior.settings import get_settings
@@ -69,6 +75,32 @@ def mlflow_build_docker(client: MlflowClient, tracking_uri: str, release) -> tup
     return seconds, f"failed at {base}: {why}"
 
 
+def resident_mb(container: str) -> dict[str, float]:
+    """RSS in MB of the container's scoring process and explanation worker (their command lines tell them apart)."""
+    rows = image.docker("top", container, "-o", "pid,rss,args", timeout=60).splitlines()[1:]  # it needs the pid
+    found: dict[str, float] = {}
+    for row in rows:
+        _, rss, args = row.split(None, 2)
+        role = "scoring" if "fin_behavior.serving.app" in args else "worker" if "spawn_main" in args else None
+        if role:
+            found[role] = int(rss) / 1024
+    return found
+
+
+def run_figures(tag: str, release) -> tuple[float, float, dict[str, float]]:
+    """(seconds from `docker run` to ready, seconds of the first explanation, RSS after it)."""
+    key = secrets.token_urlsafe(32)
+    record = (release.expected.get("raw_records") or release.expected["records"])[:1]
+    started = time.perf_counter()
+    with image.running(tag, json.dumps({"keys": [key]}), free_port()) as container:
+        ready = time.perf_counter() - started
+        started = time.perf_counter()
+        answer = httpx.post(f"{container.url}/explain", json=record, headers={"X-API-Key": key}, timeout=120)
+        answer.raise_for_status()
+        explained = time.perf_counter() - started
+        return ready, explained, resident_mb(container.id)
+
+
 def main() -> None:
     settings = get_settings()
     if why := image.engine_available():
@@ -86,6 +118,7 @@ def main() -> None:
         tags = (image.tag_for(name, release.version), image.tag_for(name, nxt.version))
         forget(*tags)
         cold = image.build(release, envs, work / "a", settings.image_base, log=lambda _: None)
+        ready, explained, memory = run_figures(cold.tag, release)
         warm = image.build(nxt, envs, work / "b", settings.image_base, log=lambda _: None)
         first = layers(cold.tag)
         forget(*tags)
@@ -101,6 +134,8 @@ def main() -> None:
             f"{built.seconds - built.context_seconds:.1f} s)"
         )
     print(f"the repeated cold build's layers are the first one's, byte for byte: {same}")
+    print(f"docker run to ready: {ready:.1f} s; first explanation (worker start included): {explained:.1f} s")
+    print(f"RSS after it: scoring process {memory.get('scoring', 0):.0f} MB, worker {memory.get('worker', 0):.0f} MB")
     print(f"mlflow models build-docker: {mlflow_seconds:.1f} s, {mlflow_outcome}")
 
 

@@ -43,7 +43,7 @@ from fin_behavior.serving.bundle import Bundle
 from fin_behavior.serving.config import ServiceSettings
 from fin_behavior.serving.decision_log import NotFound, find_decision
 from fin_behavior.serving.raw_records import RecordSchema, raw_refusal
-from fin_behavior.serving.request_ids import is_valid, request_id_for
+from fin_behavior.serving.request_ids import request_id_for
 from fin_behavior.serving.submitted_attribution import NO_SHAP, SubmittedAttributor
 from fin_behavior.serving.validation import InputError, decode
 
@@ -76,23 +76,25 @@ class Explanations:
     # The routes --------------------------------------------------------------------------------------------
 
     async def explain_logged(self, request: Request) -> Response:
-        request_id = request.path_params["request_id"]
-        if refused := self._refused(request):
+        asked = request.path_params["request_id"]
+        # every answer names the decision asked about; a path that cannot be an id gets a fresh one, as /score does
+        request_id, not_an_id = request_id_for(asked)
+        if refused := self._refused(request, request_id):
             return refused
-        if not is_valid(request_id):
-            return _error(404, f"{request_id[:80]!r} is not a request id this service gives or takes")
+        if not_an_id is not None:
+            return _error(404, f"{asked[:80]!r} is not a request id this service gives or takes", request_id)
         try:
             top = _top(request)
             if self.flush_log is not None:
                 self.flush_log()  # the last half second's lines are still in the service's buffer
             answer = await self._run(_explain_logged, self.settings.prediction_log, request_id, top)
         except InputError as exc:
-            return _error(exc.status, exc.message, RETRY_AFTER if exc.status in (429, 503) else None)
+            return _refusal_of(exc, request_id)
         return JSONResponse(answer, headers={"X-Request-ID": request_id})
 
     async def explain_posted(self, request: Request) -> Response:
         request_id, bad_id = request_id_for(request.headers.get("x-request-id"))
-        if refused := self._refused(request):
+        if refused := self._refused(request, request_id):
             return refused
         assert self.bundle is not None
         try:
@@ -104,7 +106,7 @@ class Explanations:
             probabilities = None if self.bundle.runtime == "pyfunc" else self.bundle.predict(parsed.columns)[1]
             explained = await self._run(_explain_posted, parsed.columns, probabilities, top)
         except InputError as exc:
-            return _error(exc.status, exc.message, RETRY_AFTER if exc.status in (429, 503) else None)
+            return _refusal_of(exc, request_id)
         body = {"request_id": request_id, "model_version": self.settings.model_version, **explained}
         return JSONResponse(body, headers={"X-Request-ID": request_id})
 
@@ -112,13 +114,17 @@ class Explanations:
     def _rows(self) -> int:
         return min(self.settings.max_rows, self.settings.explain_max_rows)
 
-    def _refused(self, request: Request) -> Response | None:
+    def _refused(self, request: Request, request_id: str) -> Response | None:
         if not self.authorized(request.scope):
-            return _error(401, "missing or invalid API key: send it as X-API-Key or Authorization: Bearer <key>")
+            return _error(
+                401, "missing or invalid API key: send it as X-API-Key or Authorization: Bearer <key>", request_id
+            )
         if self.bundle is None:
-            return _error(503, "model not loaded: this service is not ready (GET /ready says why)", RETRY_AFTER)
+            return _error(
+                503, "model not loaded: this service is not ready (GET /ready says why)", request_id, RETRY_AFTER
+            )
         if self.refusal:
-            return _error(501, self.refusal)
+            return _error(501, self.refusal, request_id)
         return None
 
     # The bounded worker ------------------------------------------------------------------------------------
@@ -175,8 +181,14 @@ def _refusal(settings: ServiceSettings, bundle: Bundle | None) -> str:
     return ""
 
 
-def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status, headers=headers)
+def _error(status: int, message: str, request_id: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    """A refusal that names its request, like every answer of the service (request_ids.py)."""
+    body = {"error": message, "request_id": request_id}
+    return JSONResponse(body, status_code=status, headers={"X-Request-ID": request_id} | (headers or {}))
+
+
+def _refusal_of(exc: InputError, request_id: str) -> JSONResponse:
+    return _error(exc.status, exc.message, request_id, RETRY_AFTER if exc.status in (429, 503) else None)
 
 
 def _top(request: Request) -> int:

@@ -1,7 +1,9 @@
 """The serving image. Without a Docker engine: the generated build context is the same bytes for the same
 release wherever it is made, holds exactly the verified environment's pins, the serving code and the bundle, and
 no key. With one (`make test-image` starts it; skipped here with the reason when none answers): the image built,
-run read-only as a cluster runs it, scores exactly like the local service and passes the deployment's gates."""
+run read-only as a cluster runs it, scores exactly like the local service (the bank's raw records too), explains
+posted records exactly like it (its explanation worker, shap, runs in the image), names every answer's request, says
+why a decision cannot be explained by its id there (its log is standard output) and passes the deployment's gates."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import httpx
 import pytest
 
 import fin_behavior
+from fin_behavior.data.columns import RAW_COLUMNS
 from fin_behavior.deploy import image
 from fin_behavior.deploy.local import free_port
 from fin_behavior.deploy.rollout import GateSettings
@@ -94,7 +97,7 @@ needs_docker = pytest.mark.skipif(_why_no_docker() is not None, reason=str(_why_
 
 
 @needs_docker
-def test_the_image_scores_exactly_like_the_local_service_and_passes_the_gates(bundle, service, tmp_path):
+def test_the_image_scores_and_explains_exactly_like_the_local_service_and_passes_the_gates(bundle, service, tmp_path):
     made = release(bundle[0], "7")
     built = image.build(made, ENVS, tmp_path, BASE, log=lambda _: None)
     try:
@@ -110,6 +113,8 @@ def test_the_image_scores_exactly_like_the_local_service_and_passes_the_gates(bu
         assert no_compiler == ""
 
         records = bundle[1][:200]
+        # the bank's own records, every column of the Kaggle layout (the non-inputs too: they are ignored)
+        raw = [{name: twin.get(name, "x") for name in RAW_COLUMNS} for twin in made.expected["raw_records"][:5]]
         key = "k" * 32
         with image.running(built.tag, json.dumps({"keys": [key]}), free_port()) as container:
             same = {"X-Request-ID": "image-and-local"}
@@ -120,14 +125,35 @@ def test_the_image_scores_exactly_like_the_local_service_and_passes_the_gates(bu
             time.sleep(1)  # the prediction log is written every 0.5 s: to standard output, in the image
             # both requests (the refused one too), the scored one with its inputs
             assert write_split(container.logs(), tmp_path / "collected", "pod") == (2, 1)
+            with httpx.Client(base_url=container.url, headers={"X-API-Key": key}) as client:
+                in_image = _raw_and_explained(client, raw)
+            # its prediction log is standard output, which the explanation worker cannot read back
+            by_id = httpx.get(f"{container.url}/explain/image-and-local", headers={"X-API-Key": key}, timeout=30)
         with service.client() as local:
             from_local = local.post("/score", json=records, headers=same)
+            assert in_image == _raw_and_explained(local, raw)
         assert from_image.status_code == 200 and from_image.json() == from_local.json()
         assert from_image.headers["X-Request-ID"] == from_image.json()["request_id"] == "image-and-local"
-        assert refused.status_code == 401
+        assert refused.status_code == 401 and refused.json()["request_id"] == refused.headers["X-Request-ID"]
+        assert by_id.status_code == 404 and "POST /explain with the records instead" in by_id.json()["error"]
+        assert by_id.json()["request_id"] == by_id.headers["X-Request-ID"] == "image-and-local"
 
         gates = GateSettings.from_settings(get_settings(), max_latency_ms=100.0, latency_requests=20)
         outcomes = image.gate(built.tag, made, gates, free_port())
         assert all(o.passed for o in outcomes.values()), outcomes
     finally:
         image.docker("rmi", "-f", built.tag)
+
+
+def _raw_and_explained(client: httpx.Client, raw: list[dict]) -> tuple[dict, dict]:
+    """The raw records' /score answer and their POST /explain answer (the first explanation starts the worker)."""
+    scored = client.post("/score", json=raw, headers={"X-Request-ID": "raw-records"}, timeout=30)
+    explained = client.post("/explain", json=raw, headers={"X-Request-ID": "explained"}, timeout=120)
+    assert scored.status_code == 200 and len(scored.json()["probabilities"]) == len(raw), scored.text
+    assert "Transaction Amount" in scored.json()["ignored_columns"]
+    assert explained.status_code == 200 and explained.json()["request_id"] == "explained", explained.text
+    rows = explained.json()["rows"]
+    assert [row["probability"] for row in rows] == scored.json()["probabilities"]
+    for row in rows:  # exact tree SHAP: the contributions add up to the probability answered (float32 ONNX, 6 dp)
+        assert abs(row["base_value"] + sum(row["contributions"].values()) - row["probability"]) < 1e-5
+    return scored.json(), explained.json()

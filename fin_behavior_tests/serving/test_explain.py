@@ -6,6 +6,7 @@ burst of explanations answered 429 while /score goes on unaffected."""
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from pathlib import Path
@@ -132,6 +133,14 @@ def test_what_cannot_be_explained_is_a_json_answer_that_says_why(service, bundle
     assert oversized.status_code == 413 and "byte limit" in oversized.json()["error"]
     assert long_id.status_code == 404 and len(long_id.json()["error"]) < 200
     assert bad_client_id.status_code == 400 and "1 to 64 characters" in bad_client_id.json()["error"]
+    # every refusal names its request as the service's other answers do: the decision asked about or the request's own
+    # id, and a fresh one in place of what cannot be an id
+    for answer in (unknown, not_scored, bad_top, bad_body, too_many, wrong_key, malformed, oversized):
+        assert answer.json()["request_id"] == answer.headers["X-Request-ID"], answer.text
+    assert unknown.json()["request_id"] == "never-sent-1" and wrong_key.json()["request_id"] == "holdout-200"
+    for fresh in (not_an_id, long_id, bad_client_id):
+        assert fresh.headers["X-Request-ID"] == fresh.json()["request_id"], fresh.text
+        assert re.fullmatch("[0-9a-f]{32}", fresh.json()["request_id"])
 
     # a decision of another version, written by the other color's writer into the same directory
     other = PredictionLog(service.predictions.with_name("green.jsonl"), "6", 1.0, 1 << 20, 2)
