@@ -16,8 +16,8 @@ pytest_plugins = ["fin_behavior_tests.serving_fixtures", "fin_behavior_tests.e2e
 # Under parallel workers (`make test`: pytest-xdist, `-n 2 --dist loadscope`) a test module is one unit of work:
 # its tests run in order on one worker and share the module's fixtures (an end-to-end module is one user's day).
 # The longest units start first, so that no worker is left alone with one of them at the end; the rest follow
-# in their usual order. Modules that confine code run beside each other: each
-# worker gives out sandbox user ids and submitted models' ports from ranges of its own (`worker_ranges`).
+# in their usual order. Modules that confine code run beside each other: each worker gives out sandbox user ids
+# and submitted models' ports from ranges of its own (`worker_ranges`).
 LONGEST = (  # measured alone on this machine, longest first (the rest each take under ~15 s)
     "fin_behavior_tests/test_end_to_end.py",
     "fin_behavior_tests/submissions/test_end_to_end.py",
