@@ -205,13 +205,19 @@ def _site_packages(env: Path, python_version: str) -> Path:
     return env / "lib" / f"python{major_minor}" / "site-packages"
 
 
+# The packages' own test suites (scipy's, pandas', scikit-learn's...): half of an environment's files, imported by
+# no service, so not worth compiling.
+TEST_SUITES = r"[/\\]tests?[/\\]"
+
+
 def _compile_bytecode(env: Path, site: Path) -> None:
-    """Every package's bytecode, written once at build time. Without it a process that may not write bytecode (a
+    """The packages' bytecode, written once at build time. Without it a process that may not write bytecode (a
     confined one: the environment is read-only to it; any where PYTHONDONTWRITEBYTECODE is set) compiles every
     module it imports at every start: seconds for each service, verification task and probe (scikit-learn, scipy,
     pandas). compileall with -I -S (no site, no .pth) compiles and runs none of the packages' code."""
     subprocess.run(  # its exit status says some file did not compile (e.g. a package's py2-only test data): harmless
-        [str(env / "bin" / "python"), "-I", "-S", "-m", "compileall", "-q", "-j", "0", str(site)], capture_output=True
+        [str(env / "bin" / "python"), "-I", "-S", "-m", "compileall", "-q", "-j", "0", "-x", TEST_SUITES, str(site)],
+        capture_output=True,
     )
 
 
