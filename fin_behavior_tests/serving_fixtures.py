@@ -24,7 +24,7 @@ from fin_behavior.data.processing import ProcessedData, process_raw_file
 from fin_behavior.deploy.local import free_port
 from fin_behavior.deploy.lock import HOLDER_FILE
 from fin_behavior.deploy.rollout import GateSettings, Release
-from fin_behavior.environments import builder, compatible
+from fin_behavior.environments import builder, compatible, verification
 from fin_behavior.environments.spec import get_spec
 from fin_behavior.ml.train import train
 from fin_behavior.records import BundleFiles, ModelInfo, read_json
@@ -89,7 +89,7 @@ def bundle(serving_env, trained, processed, tmp_path_factory) -> tuple[Path, lis
     bundle_dir = build_bundle(serving_env, trained, work, processed.raw_inputs)
     _, dataset, test_ids = trained
     records = dataset[dataset["transaction_id"].isin(set(test_ids))][list(FEATURES)]
-    proba = compatible.read_report(work)["artifacts"][BundleFiles.MODEL]["proba"]
+    proba = verification.read_report(work)["artifacts"][BundleFiles.MODEL]["proba"]
     return bundle_dir, records.to_dict("records"), proba
 
 

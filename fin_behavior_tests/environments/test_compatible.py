@@ -12,7 +12,7 @@ import joblib
 import pytest
 
 from fin_behavior.data.processing import process_raw_file
-from fin_behavior.environments import builder, compatible
+from fin_behavior.environments import builder, compatible, verification
 from fin_behavior.environments.spec import EnvironmentSpec, get_spec
 from fin_behavior.ml.train import train
 from fin_behavior.records import BundleFiles
@@ -146,7 +146,7 @@ def test_onnx_bundle_matches_and_tampering_is_caught(local_env, trained, tmp_pat
         "reference_profile.json",
         "global_importance.json",
     }  # everything in the bundle
-    assert not (tmp_path / "good" / "bundle" / compatible.VERIFICATION).exists()  # evidence lives beside it
+    assert not (tmp_path / "good" / "bundle" / verification.VERIFICATION).exists()  # evidence lives beside it
     assert info.decision_threshold == inputs.decision_threshold
     expected = json.loads((tmp_path / "good" / "bundle" / "expected.json").read_text())
     records, probabilities = expected["records"], expected["probabilities"]
