@@ -371,4 +371,3 @@ def build_version(
     evidence = judge(version, report, trained, settings)
     store.publish(staging, evidence)
     return evidence
-
