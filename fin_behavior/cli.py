@@ -8,6 +8,10 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from fin_behavior.submissions.errors import ErrorBody
 
 
 def _generate_data(args: argparse.Namespace) -> int:
@@ -387,6 +391,7 @@ def _decide(args: argparse.Namespace) -> int:
 
 def _serve_approved_submission(settings, name: str, version: str, seq: int) -> int:
     """A submitted model's version held back by the policy: served now that it is approved."""
+    from fin_behavior.submissions.errors import SubmissionError
     from fin_behavior.submissions.record import Submission
     from fin_behavior.submissions.worker import serve_approved
 
@@ -403,7 +408,7 @@ def _serve_approved_submission(settings, name: str, version: str, seq: int) -> i
     submission.enter(root, "deploying")
     if not serve_approved(submission.id, f"approval #{seq}"):
         final = Submission.load(root, submission.id)
-        _print_error(final.error or {"error": "Failed", "message": f"see {root / submission.id}"})
+        _print_error(final.error or SubmissionError("Failed", f"see {root / submission.id}").to_dict())
         return 1
     print(f"v{version} of {name} serves at {Submission.load(root, submission.id).url}/score")
     return 0
@@ -540,15 +545,16 @@ def _submit(args: argparse.Namespace) -> int:
             f"or POST /mlops/submissions/{final.id}/approve with another key; it is served then"
         )
         return 0
-    _print_error(final.error or {"error": "Failed", "message": f"ended {final.state}; see {root / final.id}"})
+    unfinished = errors.SubmissionError("Failed", f"ended {final.state}; see {root / final.id}")
+    _print_error(final.error or unfinished.to_dict())
     return 1
 
 
-def _print_error(error: dict) -> None:
-    print(f"{error.get('error')}: {error.get('message')}", file=sys.stderr)
-    if error.get("details"):
+def _print_error(error: ErrorBody) -> None:
+    print(f"{error['error']}: {error['message']}", file=sys.stderr)
+    if error["details"]:
         print(error["details"], file=sys.stderr)
-    if error.get("help"):
+    if error["help"]:
         print(f"\n{error['help']}", file=sys.stderr)
 
 

@@ -16,6 +16,7 @@ from fin_behavior.defs.resources import StorageResource
 from fin_behavior.environments import builder, compatible
 from fin_behavior.environments.report import versions_fingerprint
 from fin_behavior.environments.spec import EnvironmentSpecError, get_spec
+from fin_behavior.environments.verification import VerificationReport, read_report
 from fin_behavior.environments.verify import cached_resolution, environment_report
 from fin_behavior.outcome import Outcome
 from fin_behavior.package_versions import model_package_versions
@@ -125,7 +126,7 @@ def compatible_model(
             raise dg.Failure(str(exc), allow_retries=False) from None
     final = store.path(version)
     info = ModelInfo.read(final / compatible.BUNDLE_DIR)
-    report = compatible.read_report(final)
+    report = read_report(final)
     env_report = environment_report(settings, info, resolution)
     problems = "; ".join(f"{p} -> {fix}" for p, fix in env_report.problems)
     consistency = check_result(
@@ -147,7 +148,9 @@ def compatible_model(
             "sklearn_serving": env.version_of("scikit-learn") or "?",
             "refit_in_serving_environment": report["refit"],
             "reused_existing_bundle": reused,
-            "training_pickle_in_serving_env": "loads cleanly" if original["loads_cleanly"] else original["error"][:500],
+            "training_pickle_in_serving_env": (
+                "loads cleanly" if original["loads_cleanly"] else (original["error"] or "")[:500]
+            ),
             "artifacts_sha256": dg.MetadataValue.json(info.sha256),
             "bundle_path": dg.MetadataValue.path(str(final / compatible.BUNDLE_DIR)),
             "served_artifact": BundleFiles.served(spec.runtime),
@@ -157,9 +160,9 @@ def compatible_model(
     )
 
 
-def _global_importance(report: dict[str, Any]) -> dict[str, Any]:
+def _global_importance(report: VerificationReport) -> dict[str, Any]:
     """The version's global view (shipped in its bundle as global_importance.json): a plot and the figures."""
-    importance = report.get("global_importance", {})
+    importance = report["global_importance"]
     if "columns" not in importance:
         return {"global_importance": importance.get("unavailable", "not computed for this bundle")}
     from fin_behavior.ml import plots  # lazy: matplotlib

@@ -52,7 +52,7 @@ def submitted_model(
                                                   "approval": "pending"})  # fmt: skip
         submission.url = pipeline.serve(client, settings, submission, version, context.log.info)
     except errors.SubmissionError as exc:
-        submission.fail(root, exc.to_dict())
+        submission.fail(root, exc)
         raise dg.Failure(
             str(exc), metadata={"error": dg.MetadataValue.json(exc.to_dict())}, allow_retries=False
         ) from None

@@ -37,7 +37,7 @@ from pathlib import Path
 
 from fin_behavior.deploy.rollout import GateSettings, Release, answers_of, run_gates
 from fin_behavior.deploy.supervisor import wait_ready
-from fin_behavior.environments.builder import EnvironmentBuildError, locked_resolution, uv_binary
+from fin_behavior.environments.builder import TEST_SUITES, EnvironmentBuildError, locked_resolution, uv_binary
 from fin_behavior.outcome import Outcome
 from fin_behavior.storage.atomic import write_atomic
 
@@ -249,7 +249,7 @@ def _compile(directory: Path, in_image: str) -> None:
     done = subprocess.run(
         [
             str(python), "-m", "compileall", "-q", "-j", "0", "--invalidation-mode", "unchecked-hash",
-            "-s", str(directory), "-p", in_image, str(directory),
+            "-x", TEST_SUITES, "-s", str(directory), "-p", in_image, str(directory),
         ],
         capture_output=True,
         text=True,

@@ -20,6 +20,7 @@ from pathlib import Path
 from filelock import FileLock
 
 from fin_behavior.environments.spec import EnvironmentSpec
+from fin_behavior.records import write_json
 
 _COMPLETE = "fin_behavior_env.json"
 _PROJECT_ROOT = Path(__file__).resolve().parents[2]  # the directory holding the fin_behavior package
@@ -181,13 +182,12 @@ def build(
 ) -> BuiltEnvironment:
     """The environment for `spec` (as `resolution` says, or resolved now), built with uv unless an identical
     one is already there. `for_others`: run confined (read-only, and as root platform by an unprivileged user),
-    so with its bytecode compiled now (it cannot be written then: every import would recompile), and as root on
-    an interpreter that user can run."""
+    and as root on an interpreter that user can run."""
     resolution = resolution or resolve_spec(spec, for_others)
     digest = resolution.fingerprint
     final = built_path(root, spec.name, digest)
     env = BuiltEnvironment(spec, final, resolution)
-    if (final / _COMPLETE).exists():
+    if _complete(final):
         return env
     root.mkdir(parents=True, exist_ok=True)
     # Processes that need the same environment at once (parallel test workers, concurrent runs) build it once:
@@ -196,6 +196,45 @@ def build(
         if not (final / _COMPLETE).exists():
             _build_into(final, spec, resolution, for_others)
     return env
+
+
+def _site_packages(env: Path, python_version: str) -> Path:
+    """Where a virtual environment keeps its packages, known without starting its interpreter (whose site
+    module would run the packages' .pth files)."""
+    major_minor = ".".join(python_version.split(".")[:2])
+    return env / "lib" / f"python{major_minor}" / "site-packages"
+
+
+# The packages' own test suites (scipy's, pandas', scikit-learn's...): half of an environment's files, imported by
+# no service, so not worth compiling.
+TEST_SUITES = r"[/\\]tests?[/\\]"
+
+
+def _compile_bytecode(env: Path, site: Path) -> None:
+    """The packages' bytecode, written once at build time. Without it a process that may not write bytecode (a
+    confined one: the environment is read-only to it; any where PYTHONDONTWRITEBYTECODE is set) compiles every
+    module it imports at every start: seconds for each service, verification task and probe (scikit-learn, scipy,
+    pandas). compileall with -I -S (no site, no .pth) compiles and runs none of the packages' code."""
+    subprocess.run(  # its exit status says some file did not compile (e.g. a package's py2-only test data): harmless
+        [str(env / "bin" / "python"), "-I", "-S", "-m", "compileall", "-q", "-j", "0", "-x", TEST_SUITES, str(site)],
+        capture_output=True,
+    )
+
+
+def _complete(final: Path) -> bool:
+    """Whether the environment at `final` is built; one built before environments carried their bytecode gets it
+    now (once: the marker says so)."""
+    try:
+        marker = json.loads((final / _COMPLETE).read_text())
+    except (OSError, ValueError):
+        return False
+    if not marker.get("bytecode"):
+        with FileLock(final.parent / f".{final.name}.lock"):
+            marker = json.loads((final / _COMPLETE).read_text())
+            if not marker.get("bytecode"):
+                _compile_bytecode(final, _site_packages(final, marker["python"]))
+                write_json(final / _COMPLETE, marker | {"bytecode": True})
+    return True
 
 
 def _build_into(final: Path, spec: EnvironmentSpec, resolution: Resolution, for_others: bool) -> None:
@@ -215,19 +254,12 @@ def _build_into(final: Path, spec: EnvironmentSpec, resolution: Resolution, for_
                     f"building serving environment {spec.name!r} failed at `uv {' '.join(step[:2])}`: "
                     f"{result.stderr.strip()[-1500:]}"
                 )
-        # where a virtual environment keeps its packages, known without starting its interpreter (whose site
-        # module would run the packages' .pth files)
-        major_minor = ".".join(resolution.python_version.split(".")[:2])
-        site = staging / "lib" / f"python{major_minor}" / "site-packages"
+        site = _site_packages(staging, resolution.python_version)
         if not site.is_dir():
             raise EnvironmentBuildError(f"building {spec.name!r}: uv made no {site.relative_to(staging)}")
-        if for_others:  # confined, it is read-only: compiled now, by compileall, which runs none of their code
-            subprocess.run(  # -S: no site, no .pth; compileall only compiles
-                [str(staging / "bin" / "python"), "-I", "-S", "-m", "compileall", "-q", "-j", "0", str(site)],
-                capture_output=True,
-            )
+        _compile_bytecode(staging, site)
         (site / "fin_behavior_project.pth").write_text(f"{_PROJECT_ROOT}\n")
-        marker = {"fingerprint": digest, "python": resolution.python_version, "pins": resolution.pins}
+        marker = {"fingerprint": digest, "python": resolution.python_version, "pins": resolution.pins, "bytecode": True}
         (staging / _COMPLETE).write_text(json.dumps(marker))
         final.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -283,7 +315,7 @@ def ensure_locked(bundle_lock: Path, name: str, digest: str, root: Path) -> Path
     """The environment a bundle was verified in, built under `root` (now, from the bundle's record, if this
     machine lacks it): the same interpreter version and pins, so the same fingerprint."""
     final = built_path(root, name, digest)
-    if (final / _COMPLETE).exists():
+    if _complete(final):
         return final
     lock = _lock(bundle_lock, name, digest)
     if lock is None:

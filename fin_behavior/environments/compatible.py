@@ -16,16 +16,23 @@ import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
 
 from fin_behavior.data.columns import FEATURES, KEY, NUMERIC_FEATURES, TARGET
 from fin_behavior.environments.builder import BuiltEnvironment, write_lock
+from fin_behavior.environments.verification import (
+    BuildAnswer,
+    FeatureParity,
+    VerificationReport,
+    VerifyAnswer,
+    write_report,
+)
 from fin_behavior.monitoring.profile import build_profile, write_profile
 from fin_behavior.outcome import Outcome
-from fin_behavior.records import BundleFiles, Evidence, FeatureSpec, ModelInfo, TrainingRecord, read_json, sha256_file
+from fin_behavior.records import BundleFiles, Evidence, FeatureSpec, ModelInfo, TrainingRecord, sha256_file
 from fin_behavior.serving.features import definition_id
 from fin_behavior.serving.raw_records import RecordSchema
 from fin_behavior.settings import Settings
@@ -48,7 +55,6 @@ CONSISTENCY_CHECK = {
     "environment_consistency": (False, "Project pins, training env, bundle and serving spec agree (verify-env)."),
 }
 BUNDLE_DIR = "bundle"  # what ships: registered, downloaded and served as it is
-VERIFICATION = "verification.json"  # beside the bundle: every artifact's predictions in the serving environment
 EXPECTED_RECORDS = 200  # hold-out rows a deployment must score exactly as verified here
 
 
@@ -92,7 +98,8 @@ def version_of(trained: TrainedInputs, environment_fingerprint: str, settings: S
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
-def _run_task(env: BuiltEnvironment, task: str, workdir: Path) -> dict:
+def _run_task(env: BuiltEnvironment, task: str, workdir: Path) -> Any:
+    """The task's answer (serving_tasks.py writes it: `BuildAnswer` for build, `VerifyAnswer` for verify)."""
     proc = subprocess.run(
         [str(env.python), "-m", "fin_behavior.environments.serving_tasks", task, str(workdir)],
         capture_output=True,
@@ -126,7 +133,7 @@ def build_bundle(
     holdout_ids: pd.Series,
     workdir: Path,
     raw_inputs: pd.DataFrame | None = None,
-) -> dict[str, Any]:
+) -> VerificationReport:
     """Build and verify the bundle in `workdir/bundle` (and the report in `workdir/verification.json`);
     returns the verification report. `raw_inputs` (processing.read_raw_inputs): the rows' raw records, from which
     the hold-out's raw twins are derived and shipped."""
@@ -142,7 +149,7 @@ def build_bundle(
         "features": list(trained.features),
     }
     (workdir / "request.json").write_text(json.dumps(request))
-    built = _run_task(env, "build", workdir)
+    built = cast(BuildAnswer, _run_task(env, "build", workdir))
 
     bundle = workdir / BUNDLE_DIR
     to_verify = {
@@ -152,21 +159,26 @@ def build_bundle(
     if env.spec.runtime == "onnx":
         to_verify[BundleFiles.ONNX] = str(bundle / BundleFiles.ONNX)
     (workdir / "request.json").write_text(json.dumps(request | {"verify": to_verify}))
-    report = _run_task(env, "verify", workdir)
-    report |= {"refit": built["refit"], "categories": built["categories"], "y_test": test[TARGET].tolist()}
-    served_proba = report["artifacts"][BundleFiles.served(env.spec.runtime)].get("proba")
-    report["feature_parity"] = write_expected(test, served_proba, bundle / BundleFiles.EXPECTED, raw_inputs)
-    (workdir / VERIFICATION).write_text(json.dumps(report))
+    verified = cast(VerifyAnswer, _run_task(env, "verify", workdir))
+    served_proba = verified["artifacts"][BundleFiles.served(env.spec.runtime)].get("proba")
+    report: VerificationReport = {
+        **verified,
+        "refit": built["refit"],
+        "categories": built["categories"],
+        "y_test": test[TARGET].tolist(),
+        "feature_parity": write_expected(test, served_proba, bundle / BundleFiles.EXPECTED, raw_inputs),
+    }
+    write_report(workdir, report)
     if served_proba is not None:  # the monitor's reference: this version's training rows and served hold-out
         write_profile(build_profile(train, served_proba), bundle)
-    if "columns" in report.get("global_importance", {}):  # the global view ships with the version
+    if "columns" in report["global_importance"]:  # the global view ships with the version
         (bundle / BundleFiles.IMPORTANCE).write_text(json.dumps(report["global_importance"]))
     return report
 
 
 def write_expected(
     test: pd.DataFrame, proba: list[float] | None, path: Path, raw_inputs: pd.DataFrame | None = None
-) -> dict[str, Any] | None:
+) -> FeatureParity | None:
     """Complete hold-out records and the probabilities the served artifact gave them in the serving
     environment: a deployment's smoke and parity gates replay them against the running service. With the
     rows' raw inputs, each record's raw twin too (`raw_records`, same order, same probabilities), once the feature
@@ -193,7 +205,7 @@ def write_expected(
     return parity
 
 
-def feature_parity_of(features: pd.DataFrame, raw_records: list[dict[str, Any]]) -> dict[str, Any]:
+def feature_parity_of(features: pd.DataFrame, raw_records: list[dict[str, Any]]) -> FeatureParity:
     """How far the features the service derives from `raw_records` (its own parsing path, raw_records.py) are
     from `features` (the ones the model was trained and verified on)."""
     specs = [FeatureSpec(name, "float" if name in NUMERIC_FEATURES else "string") for name in FEATURES]
@@ -213,7 +225,7 @@ def feature_parity_of(features: pd.DataFrame, raw_records: list[dict[str, Any]])
     return {"rows": len(features), "mismatched": mismatched, "max_abs_diff": max_diff, "definition": definition_id()}
 
 
-def model_info(env: BuiltEnvironment, trained: TrainedInputs, report: dict[str, Any], bundle: Path) -> ModelInfo:
+def model_info(env: BuiltEnvironment, trained: TrainedInputs, report: VerificationReport, bundle: Path) -> ModelInfo:
     """The manifest: every file in the bundle with its sha256 (written last, it lists everything else)."""
     files = sorted(p for p in bundle.rglob("*") if p.is_file() and p.name != BundleFiles.INFO)
     return ModelInfo(
@@ -242,17 +254,17 @@ def model_info(env: BuiltEnvironment, trained: TrainedInputs, report: dict[str, 
     )
 
 
-def _verified_definition(report: dict[str, Any]) -> str:
+def _verified_definition(report: VerificationReport) -> str:
     """The definition the bundle may score raw records with: recorded only when its parity was verified."""
-    parity = report.get("feature_parity")
+    parity = report["feature_parity"]
     return parity["definition"] if parity and parity["rows"] and not parity["mismatched"] else ""
 
 
 # Checks on a verification report -------------------------------------------------------------------------
 
 
-def feature_parity(report: dict[str, Any]) -> Outcome:
-    parity = report.get("feature_parity")
+def feature_parity(report: VerificationReport) -> Outcome:
+    parity = report["feature_parity"]
     if parity is None:
         return Outcome(
             True,
@@ -272,14 +284,14 @@ def feature_parity(report: dict[str, Any]) -> Outcome:
     )
 
 
-def loads_cleanly(report: dict[str, Any]) -> Outcome:
+def loads_cleanly(report: VerificationReport) -> Outcome:
     shipped = {k: v for k, v in report["artifacts"].items() if k != "original_training_pickle"}
-    failures = {k: v["error"] for k, v in shipped.items() if not v["loads_cleanly"]}
+    failures = {k: v["error"] or "" for k, v in shipped.items() if not v["loads_cleanly"]}
     original = report["artifacts"]["original_training_pickle"]
     history = (
         "the training pickle also loads there"
         if original["loads_cleanly"]
-        else (f"the training pickle alone would have failed there ({original['error'][:300]})")
+        else (f"the training pickle alone would have failed there ({(original['error'] or '')[:300]})")
     )
     if failures:
         detail = "; ".join(f"{k}: {v[:300]}" for k, v in failures.items())
@@ -289,7 +301,7 @@ def loads_cleanly(report: dict[str, Any]) -> Outcome:
     return Outcome(True, 0, 0, f"every artifact loads with warnings as errors and predicts; {history}")
 
 
-def quality_parity(report: dict[str, Any], trained_roc_auc: float, tolerance: float) -> Outcome:
+def quality_parity(report: VerificationReport, trained_roc_auc: float, tolerance: float) -> Outcome:
     from sklearn.metrics import roc_auc_score
 
     proba = report["artifacts"][BundleFiles.MODEL].get("proba")
@@ -305,7 +317,7 @@ def quality_parity(report: dict[str, Any], trained_roc_auc: float, tolerance: fl
 
 
 def onnx_parity(
-    report: dict[str, Any], threshold: float, max_abs_diff: float = 1e-4, min_agreement: float = 0.999
+    report: VerificationReport, threshold: float, max_abs_diff: float = 1e-4, min_agreement: float = 0.999
 ) -> Outcome:
     if BundleFiles.ONNX not in report["artifacts"]:
         return Outcome(True, 0.0, max_abs_diff, "runtime is sklearn: no ONNX artifact to compare")
@@ -326,7 +338,7 @@ def onnx_parity(
     )
 
 
-def judge(version: str, report: dict[str, Any], trained: TrainedInputs, settings: Settings) -> Evidence:
+def judge(version: str, report: VerificationReport, trained: TrainedInputs, settings: Settings) -> Evidence:
     outcomes = {
         "loads_cleanly": loads_cleanly(report),
         "quality_parity": quality_parity(report, trained.roc_auc, settings.parity_tolerance),
@@ -353,13 +365,9 @@ def build_version(
     with tempfile.TemporaryDirectory(dir=scratch) as work:
         report = build_bundle(env, trained, dataset, holdout_ids, Path(work), raw_inputs)
         shutil.copytree(Path(work) / BUNDLE_DIR, staging / BUNDLE_DIR)
-        shutil.copy(Path(work) / VERIFICATION, staging / VERIFICATION)
+        write_report(staging, report)
     write_lock(env, staging / BUNDLE_DIR / BundleFiles.ENVIRONMENT)
     model_info(env, trained, report, staging / BUNDLE_DIR).write(staging / BUNDLE_DIR)
     evidence = judge(version, report, trained, settings)
     store.publish(staging, evidence)
     return evidence
-
-
-def read_report(version_dir: Path) -> dict[str, Any]:
-    return read_json(version_dir / VERIFICATION)

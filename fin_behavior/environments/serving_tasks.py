@@ -3,7 +3,8 @@ and verify that every artifact loads cleanly there and predicts the hold-out.
 
 Run as `<env>/bin/python -m fin_behavior.environments.serving_tasks build|verify WORKDIR`. It imports no
 Dagster, MLflow or pandera: only what a serving environment has. Input and output are files in WORKDIR:
-`request.json`, `train.csv`, `test.csv` in; `bundle/`, `build.json`, `verification.json` out.
+`request.json`, `train.csv`, `test.csv` in; `bundle/` and the answer, `build.json` or `verify.json` (typed in
+verification.py), out.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from fin_behavior.data.columns import CATEGORICAL_FEATURES, FEATURES, NUMERIC_FEATURES, TARGET
+from fin_behavior.environments.verification import ArtifactResult, BuildAnswer, GlobalImportance, VerifyAnswer
 from fin_behavior.package_versions import installed_versions
 from fin_behavior.records import BundleFiles
 
@@ -49,7 +51,7 @@ def export_onnx(pipeline, path: Path) -> None:
     path.write_bytes(model.SerializeToString())
 
 
-def build(workdir: Path) -> dict:
+def build(workdir: Path) -> BuildAnswer:
     import joblib
 
     from fin_behavior.ml.export import fold_scaler_into_forest
@@ -90,13 +92,13 @@ def _load_cleanly(loader, *args):
             return None, f"{type(exc).__name__}: {exc}"
 
 
-def verify(workdir: Path) -> dict:
+def verify(workdir: Path) -> VerifyAnswer:
     import joblib
 
     request = json.loads((workdir / "request.json").read_text())
     test = read_rows(workdir / "test.csv")
     x = test[list(FEATURES)]
-    report: dict = {"versions": installed_versions(REPORTED_PACKAGES), "artifacts": {}}
+    artifacts: dict[str, ArtifactResult] = {}
     for name, path in request["verify"].items():
         if name == BundleFiles.ONNX:
             import onnxruntime as ort
@@ -106,7 +108,7 @@ def verify(workdir: Path) -> dict:
         else:
             model, error = _load_cleanly(joblib.load, path)
             predict = (lambda m: lambda rows: m.predict_proba(rows)[:, 1])(model)
-        result: dict = {"loads_cleanly": error is None, "error": error}
+        result: ArtifactResult = {"loads_cleanly": error is None, "error": error}
         if error is None:
             with warnings.catch_warnings():
                 warnings.simplefilter("error")
@@ -114,16 +116,19 @@ def verify(workdir: Path) -> dict:
                     result["proba"] = [float(p) for p in predict(x)]
                 except Exception as exc:  # a failure to predict is a verification result
                     result["loads_cleanly"], result["error"] = False, f"{type(exc).__name__}: {exc}"
-        report["artifacts"][name] = result
-    loaded = report["artifacts"].get(BundleFiles.MODEL, {}).get("loads_cleanly", False)
-    report["global_importance"] = global_importance(request, x, loaded)
-    return report
+        artifacts[name] = result
+    loaded = BundleFiles.MODEL in artifacts and artifacts[BundleFiles.MODEL]["loads_cleanly"]
+    return {
+        "versions": installed_versions(REPORTED_PACKAGES),
+        "artifacts": artifacts,
+        "global_importance": global_importance(request, x, loaded),
+    }
 
 
 IMPORTANCE_ROWS = 1_000  # hold-out rows the global view averages over (more add time, not information)
 
 
-def global_importance(request: dict, rows: pd.DataFrame, loaded: bool) -> dict:
+def global_importance(request: dict, rows: pd.DataFrame, loaded: bool) -> GlobalImportance:
     """The bundle's global view: `{"columns": {column: mean |contribution|}, "rows": n}` with the exact per-request
     contributions /explain answers (serving/attribution.py), or `{"unavailable": why}`."""
     import joblib

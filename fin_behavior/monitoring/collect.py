@@ -8,20 +8,22 @@ from __future__ import annotations
 from functools import partial
 from pathlib import Path
 
-from fin_behavior.serving.prediction_log import INPUTS_SUFFIX
+from fin_behavior.serving.prediction_log import INPUTS_SUFFIX, key
 from fin_behavior.storage.atomic import write_atomic
+
+_LINE, _FIGURES, _INPUTS = (key(name).decode() for name in ("time", "latency_ms", "request"))
 
 
 def write_split(text: str, directory: Path, name: str) -> tuple[int, int]:
     """Replace `name`'s two files in `directory` with the lines of `text`; (request lines, input lines)."""
     requests, inputs = [], []
     for line in text.splitlines():
-        if not line.startswith('{"time":'):
+        if not line.startswith("{" + _LINE):
             continue
         third = line.split(",", 3)[2:3]  # after time and model_version: the figures, or the request body
-        if third and third[0].startswith('"latency_ms":'):
+        if third and third[0].startswith(_FIGURES):
             requests.append(line + "\n")
-        elif third and third[0].startswith('"request":'):
+        elif third and third[0].startswith(_INPUTS):
             inputs.append(line + "\n")
     for file, lines in ((f"{name}.jsonl", requests), (f"{name}{INPUTS_SUFFIX}", inputs)):
         write_atomic(directory / file, partial(Path.write_text, data="".join(lines)))  # never read half-written

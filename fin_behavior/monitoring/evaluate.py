@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
+from fin_behavior.monitoring.profile import ReferenceProfile
 from fin_behavior.monitoring.quality import Quality, judge
 from fin_behavior.monitoring.window import VersionTraffic, Window, read_window
 from fin_behavior.settings import Settings
@@ -15,7 +15,7 @@ from fin_behavior.settings import Settings
 def evaluate(
     settings: Settings,
     directory: Path,
-    profile_of: Callable[[str], dict[str, Any] | None],
+    profile_of: Callable[[str], ReferenceProfile | None],
     now: float | None = None,
     since: float | None = None,
 ) -> tuple[Window, dict[str, Quality]]:

@@ -25,13 +25,14 @@ import numpy as np
 
 from fin_behavior.monitoring.labels import Labels, decision_key
 from fin_behavior.monitoring.window import input_files
+from fin_behavior.serving.prediction_log import key, read_inputs_line
 
 if TYPE_CHECKING:
     import pandas as pd
 
-_RESPONSE = b',"response":'
-_PROBABILITIES = b'"probabilities":'
-_REQUEST_ID = b'"request_id":'
+_RESPONSE = b"," + key("response")
+_PROBABILITIES = key("probabilities")  # a key of the answer the line carries
+_REQUEST_ID = key("request_id")
 
 
 @dataclass
@@ -83,8 +84,15 @@ _CHUNK = 32 << 20  # bytes read at a time: memory stays flat whatever the window
 # One decision line: time, version, the answer's probabilities, and the request id the service writes last (the
 # last one on the line: a request body cannot end the line). A line it does not match has no id to join on.
 _DECISION = re.compile(
-    rb'\{"time":([0-9.]+),"model_version":"([^"\n]*)",[^\n]*"probabilities":\s*\[([^\]\n]*)\]'
-    rb'[^\n]*"request_id":\s*"([A-Za-z0-9._-]{1,64})"[^\n]*\n'
+    rb"\{"
+    + key("time")
+    + rb"([0-9.]+),"
+    + key("model_version")
+    + rb'"([^"\n]*)",[^\n]*'
+    + _PROBABILITIES
+    + rb"\s*\[([^\]\n]*)\][^\n]*"
+    + _REQUEST_ID
+    + rb'\s*"([A-Za-z0-9._-]{1,64})"[^\n]*\n'
 )
 _KEEP = re.compile(b"(" + _DECISION.pattern + b")")  # the same, and the whole line (for the training rows)
 
@@ -184,8 +192,6 @@ def labelled_rows(joined: Joined) -> pd.DataFrame:
     """The labelled production decisions as training rows (KEY = request id/row, the features as the client sent
     them, TARGET = the label): the rows a retrain adds to the raw file's. A request whose body cannot be read
     back as the model's features is left out."""
-    import json
-
     import pandas as pd
 
     from fin_behavior.data.columns import CATEGORICAL_FEATURES, FEATURES, KEY, NUMERIC_FEATURES, TARGET
@@ -194,7 +200,7 @@ def labelled_rows(joined: Joined) -> pd.DataFrame:
     rows = []
     for line, labels in joined.labelled_requests:
         try:
-            entry = json.loads(line)
+            entry = read_inputs_line(line)
             records = records_of(entry["request"])
             request_id = answer_of(line)[0].decode()  # type: ignore[index]  # kept only with an answer
         except (InputError, ValueError, KeyError, TypeError):

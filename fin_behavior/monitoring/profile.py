@@ -9,6 +9,9 @@ Probabilities are cut at the deciles of the served model's probabilities on the 
 PSI = sum over bins of (actual - expected) * ln(actual / expected), shares floored at 1e-4 so an empty bin
 counts as rare, not infinite. The usual reading: < 0.1 stable, 0.1-0.2 a moderate shift, >= 0.2 a shift that
 needs attention.
+
+The file is typed (`ReferenceProfile`): written only by `write_profile` (compatible.py, when the bundle is built),
+read only by `read_profile` (the monitor, `fin-behavior endpoint stats`).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Literal, TypedDict, cast
 
 import numpy as np
 
@@ -33,7 +36,30 @@ _QUANTILES = np.linspace(0.1, 0.9, 9)
 _FLOOR = 1e-4
 
 
-def _cut(values: np.ndarray) -> dict[str, Any]:
+class Cut(TypedDict):
+    """Bins of a number: `shares[i]` of the values fell below `edges[i]` (and at or above the edge before it);
+    the last share is of the values at or above the last edge."""
+
+    edges: list[float]
+    shares: list[float]
+
+
+class NumericReference(Cut):
+    kind: Literal["numeric"]
+
+
+class CategoricalReference(TypedDict):
+    kind: Literal["categorical"]
+    shares: dict[str, float]  # value -> its share of the training rows
+
+
+class ReferenceProfile(TypedDict):
+    rows: int  # training rows
+    features: dict[str, NumericReference | CategoricalReference]
+    probability: Cut  # of the served model's hold-out probabilities
+
+
+def _cut(values: np.ndarray) -> Cut:
     edges = np.unique(np.quantile(values, _QUANTILES))
     return {"edges": edges.tolist(), "shares": _shares(values, edges).tolist()}
 
@@ -43,12 +69,12 @@ def _shares(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
     return counts / max(1, counts.sum())
 
 
-def build_profile(train: pd.DataFrame, holdout_proba: Iterable[float]) -> dict[str, Any]:
+def build_profile(train: pd.DataFrame, holdout_proba: Iterable[float]) -> ReferenceProfile:
     """The reference from the training rows (business-form features) and the served model's hold-out
     probabilities."""
-    features: dict[str, Any] = {}
+    features: dict[str, NumericReference | CategoricalReference] = {}
     for name in NUMERIC_FEATURES:
-        features[name] = {"kind": "numeric"} | _cut(train[name].dropna().to_numpy(dtype=float))
+        features[name] = {"kind": "numeric", **_cut(train[name].dropna().to_numpy(dtype=float))}
     for name in CATEGORICAL_FEATURES:
         shares = train[name].astype(str).value_counts(normalize=True)
         features[name] = {"kind": "categorical", "shares": {str(k): float(v) for k, v in shares.items()}}
@@ -59,12 +85,12 @@ def build_profile(train: pd.DataFrame, holdout_proba: Iterable[float]) -> dict[s
     }
 
 
-def write_profile(profile: dict[str, Any], directory: Path) -> None:
+def write_profile(profile: ReferenceProfile, directory: Path) -> None:
     write_json(directory / PROFILE_FILE, profile)
 
 
-def read_profile(directory: Path) -> dict[str, Any]:
-    return read_json(directory / PROFILE_FILE)
+def read_profile(directory: Path) -> ReferenceProfile:
+    return cast(ReferenceProfile, read_json(directory / PROFILE_FILE))
 
 
 def psi(expected: np.ndarray, actual: np.ndarray) -> float:
@@ -79,7 +105,7 @@ class Drift:
     rows: int
 
 
-def drift(profile: dict[str, Any], columns: dict[str, list], probabilities: list[float]) -> Drift:
+def drift(profile: ReferenceProfile, columns: dict[str, list], probabilities: list[float]) -> Drift:
     """PSI of each feature and of the probabilities in `columns` / `probabilities` against the profile."""
     scores: dict[str, float] = {}
     for name, reference in profile["features"].items():
@@ -97,9 +123,8 @@ def drift(profile: dict[str, Any], columns: dict[str, list], probabilities: list
             expected = np.array([known.get(b, 0.0) for b in buckets])
             actual = np.array([counts.get(b, 0) for b in known] + [unseen]) / len(values)
             scores[name] = psi(expected, actual)
-    reference = profile["probability"]
-    probability = psi(
-        np.asarray(reference["shares"]), _shares(np.asarray(probabilities, dtype=float), np.asarray(reference["edges"]))
-    )
+    cut = profile["probability"]
+    served = _shares(np.asarray(probabilities, dtype=float), np.asarray(cut["edges"]))
+    probability = psi(np.asarray(cut["shares"]), served)
     rows = len(probabilities)
     return Drift(dict(sorted(scores.items(), key=lambda kv: -kv[1])), probability, rows)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from fin_behavior.monitoring.profile import Drift, drift
+from fin_behavior.monitoring.profile import Drift, ReferenceProfile, drift
 from fin_behavior.monitoring.window import VersionTraffic
 from fin_behavior.outcome import Outcome
 from fin_behavior.settings import Settings
@@ -40,7 +40,7 @@ class Quality:
         return {name: judged for name, judged in self.checks.items() if not judged.outcome.passed}
 
 
-def judge(traffic: VersionTraffic, profile: dict[str, Any] | None, settings: Settings) -> Quality:
+def judge(traffic: VersionTraffic, profile: ReferenceProfile | None, settings: Settings) -> Quality:
     names = list(profile["features"]) if profile else []
     columns, probabilities = traffic.sample(names) if profile else ({}, [])
     measured = drift(profile, columns, probabilities) if profile and probabilities else None

@@ -23,12 +23,16 @@ from pathlib import Path
 
 import numpy as np
 
-from fin_behavior.serving.prediction_log import INPUTS_SUFFIX, PROBE_END
+from fin_behavior.serving.prediction_log import INPUTS_SUFFIX, PROBE_END, key, read_inputs_line
 from fin_behavior.serving.raw_records import feature_record, is_raw
 from fin_behavior.serving.validation import InputError, records_of
 
-_UNKNOWN = b'"unknown_categories":'
+_UNKNOWN = key("unknown_categories")
 _INPUTS = INPUTS_SUFFIX.removesuffix("jsonl")  # ".inputs.", in the current and the rotated file names
+# Where each field's value begins in its comma-separated part of a line (the writer's keys, prediction_log.key).
+_TIME = len(b"{" + key("time"))
+_VERSION = len(key("model_version") + b'"')  # and ends one byte before its part does (the closing quote)
+_LATENCY, _OUTCOME, _ROWS = (len(key(name)) for name in ("latency_ms", "outcome", "rows"))
 
 
 @dataclass
@@ -64,7 +68,7 @@ class VersionTraffic:
         probabilities: list[float] = []
         for line in self._sample:
             try:
-                entry = json.loads(line)
+                entry = read_inputs_line(line)
                 records = [feature_record(r) if is_raw(r) else r for r in records_of(entry["request"])]
                 answered = entry["response"]["probabilities"]
             except (InputError, ValueError, KeyError, TypeError):
@@ -143,7 +147,7 @@ def _fields(paths: list[Path], since: float, until: float, count: int) -> Iterat
             for line in log:
                 parts = line.split(b",", count)
                 try:
-                    at = float(parts[0][8:])
+                    at = float(parts[0][_TIME:])
                 except (ValueError, IndexError):
                     continue  # not a line of this format
                 if since <= at <= until and line.endswith(b"\n") and len(parts) > count:
@@ -154,7 +158,7 @@ def read_window(directory: Path, since: float, until: float, max_sampled: int, s
     versions: dict[bytes, VersionTraffic] = {}
 
     def traffic_of(version: bytes) -> VersionTraffic:
-        return versions.get(version) or versions.setdefault(version, VersionTraffic(version[17:-1].decode()))
+        return versions.get(version) or versions.setdefault(version, VersionTraffic(version[_VERSION:-1].decode()))
 
     requests = log_files(directory)
     # {"time":T | "model_version":"v" | "latency_ms":L | "outcome":O | "rows":R | "inputs_sha256":"h"[,"unknown..."]}
@@ -164,9 +168,9 @@ def read_window(directory: Path, since: float, until: float, max_sampled: int, s
             traffic.probes += 1
             continue
         try:
-            traffic.latencies_ms.append(float(latency[13:]))
-            traffic.outcomes[int(outcome[10:])] += 1
-            traffic.rows += int(rows[7:])
+            traffic.latencies_ms.append(float(latency[_LATENCY:]))
+            traffic.outcomes[int(outcome[_OUTCOME:])] += 1
+            traffic.rows += int(rows[_ROWS:])
         except ValueError:
             continue
         if _UNKNOWN in rest:

@@ -10,13 +10,19 @@ id wins: a client that reuses its own id is answered for its latest decision."""
 
 from __future__ import annotations
 
-import json
 import mmap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fin_behavior.serving.prediction_log import STDOUT, inputs_line_end
+from fin_behavior.serving.prediction_log import (
+    STDOUT,
+    RequestLine,
+    inputs_line_end,
+    key,
+    read_inputs_line,
+    read_request_line,
+)
 
 
 class NotFound(LookupError):
@@ -67,7 +73,7 @@ def find_decision(log: Path | None, request_id: str, served_version: str) -> Dec
         line = _last_line_with(path, end, at_end=True)
         if line is not None:
             try:
-                entry = json.loads(line)
+                entry = read_inputs_line(line)
                 version, answer = str(entry["model_version"]), entry["response"]
                 predictions, probabilities = list(answer["predictions"]), answer.get("probabilities")
                 probabilities = None if probabilities is None else list(probabilities)
@@ -76,11 +82,11 @@ def find_decision(log: Path | None, request_id: str, served_version: str) -> Dec
             if version != served_version:
                 raise NotFound(_other_version(request_id, version, served_version))
             return Decision(request_id, version, entry["request"], predictions, probabilities)
-    needle = b'"request_id":"%s"' % request_id.encode()
+    needle = key("request_id") + b'"%s"' % request_id.encode()
     for path in _files(log, inputs=False):
         line = _last_line_with(path, needle, at_end=False)
         if line is not None:
-            return _why_not_logged(request_id, json.loads(line), served_version)
+            return _why_not_logged(request_id, read_request_line(line), served_version)
     raise NotFound(
         f"no request {request_id!r} in this endpoint's prediction log: it was never answered here, or its lines "
         "were rotated away (the log keeps log_keep_files files of log_max_bytes each)"
@@ -94,13 +100,13 @@ def _other_version(request_id: str, version: str, served: str) -> str:
     )
 
 
-def _why_not_logged(request_id: str, line: dict[str, Any], served: str) -> Decision:
-    version = str(line.get("model_version"))
+def _why_not_logged(request_id: str, line: RequestLine, served: str) -> Decision:
+    version = str(line["model_version"])
     if line.get("probe"):
         raise NotFound(f"request {request_id!r} was the platform's own probe: its inputs are never logged")
-    if line.get("outcome") != 200:
+    if line["outcome"] != 200:
         raise NotFound(
-            f"request {request_id!r} was answered {line.get('outcome')}, not scored: there is no decision to explain"
+            f"request {request_id!r} was answered {line['outcome']}, not scored: there is no decision to explain"
         )
     if version != served:
         raise NotFound(_other_version(request_id, version, served))

@@ -22,6 +22,11 @@ Past `log_max_bytes` a file is renamed `<name>.<time_ns>.jsonl` and a new one be
 Given `-` as its path, the service writes both kinds of line to standard output instead, never rotated: in a
 container the runtime keeps (and rotates) standard output, and a cluster's log shipper or the Kubernetes API
 takes the lines from there (fin_behavior/monitoring/collect.py sorts them back into the two files).
+
+The two lines are typed (`RequestLine`, `InputsLine`): `log_lines` is their one writer, `read_request_line` and
+`read_inputs_line` their one reader where a line is read whole (the explanation worker, the drift sample, the
+labelled rows); the monitor's scanners, which find fields in millions of lines without parsing them, spell every
+key with `key`, as the writer does.
 """
 
 from __future__ import annotations
@@ -33,15 +38,86 @@ import os
 import random
 import time
 from pathlib import Path
+from typing import Any, TypedDict, cast
 
 INPUTS_SUFFIX = ".inputs.jsonl"
 STDOUT = Path("-")
-PROBE_END = b',"probe":true}\n'  # the end of a probe's request line: written by the service, never by a client
+
+
+# (typing.NotRequired is newer than the Python 3.10 of the Azure environment, which writes these lines too)
+class _Figures(TypedDict):
+    time: float  # seconds since the epoch, when the answer was sent
+    model_version: str
+    latency_ms: float
+    outcome: int  # the HTTP status answered
+    rows: int
+    inputs_sha256: str  # of the body, its first 16 hex digits
+
+
+class RequestLine(_Figures, total=False):
+    """One line of `<color>.jsonl`: every request, its fields in this order."""
+
+    request_id: str  # the id the answer carried (serving/request_ids.py)
+    unknown_categories: dict[str, int]  # field -> records with a value never seen in training, when any
+    probe: bool  # the platform's own request (always true when there): last on its line, no inputs line
+
+
+class _Inputs(TypedDict):
+    time: float
+    model_version: str
+    request: Any  # the body exactly as the client sent it (once it had passed validation)
+    response: dict[str, Any]  # the answer exactly as sent (probabilities, predictions, request_id...)
+
+
+class InputsLine(_Inputs, total=False):
+    """One line of `<color>.inputs.jsonl`: a sampled request, its fields in this order."""
+
+    request_id: str  # last on its line, where only the service writes
+
+
+def key(name: str) -> bytes:
+    """How field `name` begins on a line: `"name":`."""
+    return b'"%s":' % name.encode()
+
+
+PROBE_END = b"," + key("probe") + b"true}\n"  # the end of a probe's request line: a client cannot write it
+
+
+_REQUEST_ID = b"," + key("request_id") + b'"%s"'
 
 
 def inputs_line_end(request_id: str) -> bytes:
     """How the inputs line of `request_id` ends (an id keeps request_ids.RULE: nothing in it needs escaping)."""
-    return b',"request_id":"%s"}\n' % request_id.encode()
+    return _REQUEST_ID % request_id.encode() + b"}\n"
+
+
+def read_request_line(line: bytes | str) -> RequestLine:
+    """A request line read whole; ValueError when it is not one (not JSON, or without its figures)."""
+    return cast(RequestLine, _read(line, _Figures.__required_keys__))
+
+
+def read_inputs_line(line: bytes | str) -> InputsLine:
+    """An inputs line read whole; ValueError when it is not one (not JSON, or without its request and answer)."""
+    return cast(InputsLine, _read(line, _Inputs.__required_keys__))
+
+
+def _read(line: bytes | str, required: frozenset[str]) -> dict[str, Any]:
+    try:
+        entry = json.loads(line)
+    except RecursionError:  # a body nested deeper than the parser goes
+        raise ValueError("a line nested too deeply to read") from None
+    if not isinstance(entry, dict) or not required <= entry.keys():
+        raise ValueError(f"not a prediction log line with {', '.join(sorted(required))}")
+    return entry
+
+
+# The writer's pieces, made once from the keys (the request path only formats them).
+_HEAD = b"{" + key("time") + b"%.6f," + key("model_version") + b"%s"
+_FIGURES = b"".join(
+    b"," + key(name) + form
+    for name, form in (("latency_ms", b"%.3f"), ("outcome", b"%d"), ("rows", b"%d"), ("inputs_sha256", b'"%s"'))
+)
+_UNKNOWN, _REQUEST, _RESPONSE = (b"," + key(name) for name in ("unknown_categories", "request", "response"))
 
 
 def log_lines(
@@ -58,25 +134,20 @@ def log_lines(
 ) -> tuple[bytes, bytes | None]:
     """(request line, inputs line or None when not sampled) for one scored request, newline-terminated.
     Azure's score.py prints the same lines to stdout. `request_id` (request_ids.RULE) empty: a line without one."""
-    head = b'{"time":%.6f,"model_version":%s' % (time.time(), version_json)
-    line = head + b',"latency_ms":%.3f,"outcome":%d,"rows":%d,"inputs_sha256":"%s"' % (
-        latency_s * 1e3,
-        outcome,
-        rows,
-        hashlib.sha256(body).hexdigest()[:16].encode(),
-    )
+    head = _HEAD % (time.time(), version_json)
+    line = head + _FIGURES % (latency_s * 1e3, outcome, rows, hashlib.sha256(body).hexdigest()[:16].encode())
     if request_id:
-        line += b',"request_id":"%s"' % request_id.encode()
+        line += _REQUEST_ID % request_id.encode()
     if probe:
         return line + PROBE_END, None
     if unknown:
-        line += b',"unknown_categories":' + json.dumps(unknown, separators=(",", ":")).encode()
+        line += _UNKNOWN + json.dumps(unknown, separators=(",", ":")).encode()
     if outcome != 200 or not (sample_rate >= 1.0 or random.random() < sample_rate):
         return line + b"}\n", None
     # A newline between JSON tokens is only whitespace (inside a string it is not valid JSON at all).
     body = body.replace(b"\n", b" ").replace(b"\r", b" ")
     end = inputs_line_end(request_id) if request_id else b"}\n"
-    return line + b"}\n", head + b',"request":' + body + b',"response":' + response + end
+    return line + b"}\n", head + _REQUEST + body + _RESPONSE + response + end
 
 
 class _Appender:

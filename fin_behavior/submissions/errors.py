@@ -1,9 +1,14 @@
 """What can go wrong with a submitted training script, each as the error object the seed's API answered
-(`{"error", "message", "details", "help"}`), with the help that says what the script must do."""
+(`ErrorBody`: `{"error", "message", "details", "help"}`), with the help that says what the script must do.
+
+The body is written only by `SubmissionError.to_dict` (what the API answers, what a failed submission's record
+keeps: record.py) and read only by the command line (cli.py `_print_error`); the API hands the record's on as it is.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
+from typing import TypedDict
 
 SCRIPT_CONTRACT = (
     "Your script MUST:\n"
@@ -26,6 +31,13 @@ PACKAGE_OF = {
 }
 
 
+class ErrorBody(TypedDict):
+    error: str  # a short title, e.g. "Training Failed"
+    message: str  # what went wrong
+    details: str  # the traceback tail, the log tail, the numbers ("" when none)
+    help: str  # what to do ("" when nothing more to say)
+
+
 @dataclass  # not frozen: an exception's traceback is set as it travels (through context managers too)
 class SubmissionError(Exception):
     error: str  # a short title, e.g. "Training Failed"
@@ -37,8 +49,8 @@ class SubmissionError(Exception):
     def __str__(self) -> str:
         return f"{self.error}: {self.message}" + (f"\n{self.help}" if self.help else "")
 
-    def to_dict(self) -> dict[str, str]:
-        return {k: v for k, v in asdict(self).items() if k != "status"}
+    def to_dict(self) -> ErrorBody:
+        return {"error": self.error, "message": self.message, "details": self.details, "help": self.help}
 
 
 def invalid(message: str, help: str = "") -> SubmissionError:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from fin_behavior.records import read_json, write_json
+from fin_behavior.submissions.errors import ErrorBody, SubmissionError
 
 ID_LENGTH = 12  # hex digits of a submission id
 STATES = (
@@ -41,7 +42,7 @@ class Submission:
     model_version: str = ""  # in the platform's registry, under `name`
     url: str = ""
     deployment_seconds: float = 0.0
-    error: dict[str, str] | None = None
+    error: ErrorBody | None = None
     client: str = ""  # the fingerprint of the API key it came with (never the key); "" = the command line
 
     @staticmethod
@@ -69,8 +70,8 @@ class Submission:
         self.timings[state] = round(time.time() - self.submitted_at, 3)
         self.save(root)
 
-    def fail(self, root: Path, error: dict[str, Any]) -> None:
-        self.error = error
+    def fail(self, root: Path, error: SubmissionError) -> None:
+        self.error = error.to_dict()
         self.enter(root, "failed")
 
     def author(self, operator: str) -> str:

@@ -14,6 +14,7 @@ import os
 import sys
 
 from fin_behavior.settings import get_settings
+from fin_behavior.submissions.errors import SubmissionError
 from fin_behavior.submissions.record import Submission
 
 
@@ -40,9 +41,7 @@ def run(submission_id: str) -> bool:
             error = error.cause
         message = error.message if error else "the run failed"
         help_text = f"See Dagster run {result.run_id}; the platform's log has the rest."
-        submission.fail(
-            root, {"error": "Internal Error", "message": message.strip()[:2000], "details": "", "help": help_text}
-        )
+        submission.fail(root, SubmissionError("Internal Error", message.strip()[:2000], help=help_text))
     return result.success
 
 
@@ -62,7 +61,7 @@ def serve_approved(submission_id: str, cause: str) -> bool:
     try:
         submission.url = pipeline.serve(client, settings, submission, submission.model_version, print, cause)
     except errors.SubmissionError as exc:
-        submission.fail(root, exc.to_dict())
+        submission.fail(root, exc)
         return False
     submission.deployment_seconds = round(time.time() - submission.submitted_at, 3)
     submission.enter(root, "deployed")

@@ -12,8 +12,8 @@ import joblib
 import pytest
 
 from fin_behavior.data.processing import process_raw_file
-from fin_behavior.environments import builder, compatible
-from fin_behavior.environments.spec import get_spec
+from fin_behavior.environments import builder, compatible, verification
+from fin_behavior.environments.spec import EnvironmentSpec, get_spec
 from fin_behavior.ml.train import train
 from fin_behavior.records import BundleFiles
 from fin_behavior_tests.helpers import ENVS, fast_options
@@ -65,6 +65,29 @@ def test_environment_is_built_once_and_reused(local_env):
     assert again.path == local_env.path and marker.stat().st_mtime_ns == before
     assert local_env.version_of("scikit-learn") == "1.8.0"
     assert json.loads(marker.read_text())["fingerprint"] == local_env.fingerprint
+    site = next(local_env.path.glob("lib/python3.*/site-packages"))  # its bytecode written once, at build time
+    assert list((site / "sklearn" / "__pycache__").glob("__init__.cpython-*.pyc"))
+
+
+def test_an_environment_built_without_its_bytecode_gets_it_once_on_its_next_use(tmp_path):
+    """As environments were built before they carried it: each start of a process that may not write bytecode
+    compiled every module it imported."""
+    python = builder.find_python("3.11")
+    resolution = builder.Resolution(python, builder.python_version(python) or "", ())
+    old = builder.built_path(tmp_path, "old", resolution.fingerprint)
+    subprocess.run([builder.uv_binary(), "venv", "--quiet", "--python", python, str(old)], check=True)
+    site = next(old.glob("lib/python3.*/site-packages"))
+    (site / "shipped.py").write_text("VALUE = 1\n")
+    marker = old / "fin_behavior_env.json"
+    marker.write_text(json.dumps({"fingerprint": resolution.fingerprint, "python": resolution.python_version}))
+    spec = EnvironmentSpec("old", "3.11", "sklearn", ())
+
+    assert builder.build(spec, tmp_path, resolution).path == old  # reused, not rebuilt
+    assert list((site / "__pycache__").glob("shipped.cpython-*.pyc"))
+    assert json.loads(marker.read_text())["bytecode"] is True
+    compiled = marker.stat().st_mtime_ns
+    builder.build(spec, tmp_path, resolution)
+    assert marker.stat().st_mtime_ns == compiled  # once
 
 
 def test_another_machine_builds_the_exact_environment_a_bundle_records(local_env, tmp_path):
@@ -123,7 +146,7 @@ def test_onnx_bundle_matches_and_tampering_is_caught(local_env, trained, tmp_pat
         "reference_profile.json",
         "global_importance.json",
     }  # everything in the bundle
-    assert not (tmp_path / "good" / "bundle" / compatible.VERIFICATION).exists()  # evidence lives beside it
+    assert not (tmp_path / "good" / "bundle" / verification.VERIFICATION).exists()  # evidence lives beside it
     assert info.decision_threshold == inputs.decision_threshold
     expected = json.loads((tmp_path / "good" / "bundle" / "expected.json").read_text())
     records, probabilities = expected["records"], expected["probabilities"]

@@ -13,6 +13,7 @@ from fin_behavior.data.columns import FEATURES
 from fin_behavior.data.processing import process_raw_file
 from fin_behavior.monitoring.profile import build_profile, drift
 from fin_behavior.monitoring.window import read_window
+from fin_behavior.serving import prediction_log
 from fin_behavior.serving.prediction_log import PredictionLog
 
 
@@ -52,6 +53,30 @@ def _log(tmp_path, **limits) -> PredictionLog:
 def _write(log: PredictionLog, record: dict, outcome: int = 200, unknown: dict | None = None) -> None:
     response = json.dumps({"predictions": [0], "probabilities": [0.25], "model_version": "3"}).encode()
     log.write(0.002, outcome, 1 if outcome == 200 else 0, json.dumps(record).encode(), unknown or {}, response)
+
+
+def test_each_line_is_what_its_type_says_in_the_order_the_scanners_read(tmp_path):
+    """Every field the writer puts on a line is a key of its TypedDict, in the TypedDict's order (the monitor's
+    scanners split a line at its commas); the typed readers take the writer's lines and refuse anything else."""
+    log = _log(tmp_path)
+    log.write(0.002, 200, 1, b'{"age": 30}', {"city": 1}, b'{"probabilities":[0.25]}', request_id="r-1")
+    log.write(0.002, 200, 1, b'{"age": 30}', {}, b'{"probabilities":[0.5]}', request_id="r-2", probe=True)
+    log.close()
+    requests = [prediction_log.read_request_line(line) for line in (tmp_path / "blue.jsonl").read_bytes().splitlines()]
+    (inputs,) = map(prediction_log.read_inputs_line, (tmp_path / "blue.inputs.jsonl").read_bytes().splitlines())
+
+    declared = list(prediction_log.RequestLine.__annotations__)  # a TypedDict's keys, its bases' first
+    assert list(requests[0]) == [k for k in declared if k != "probe"]
+    assert list(requests[1]) == [k for k in declared if k != "unknown_categories"]
+    assert list(inputs) == list(prediction_log.InputsLine.__annotations__)
+    assert (requests[0]["rows"], requests[0]["unknown_categories"], requests[1]["probe"]) == (1, {"city": 1}, True)
+    assert inputs["request"] == {"age": 30} and inputs["response"] == {"probabilities": [0.25]}
+    assert inputs["request_id"] == "r-1"
+    for not_a_line in (b"{not json", b'{"time":1.0,"model_version":"3"}', b"[1, 2]", b"[" * 100_000):
+        with pytest.raises(ValueError):
+            prediction_log.read_request_line(not_a_line)
+        with pytest.raises(ValueError):
+            prediction_log.read_inputs_line(not_a_line)
 
 
 def test_the_log_is_read_back_whole_and_bounded_on_disk(tmp_path, split):

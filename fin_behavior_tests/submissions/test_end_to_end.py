@@ -203,7 +203,7 @@ def test_the_api_swaps_a_resubmitted_name_under_load_while_another_submission_ru
 
         target = pipeline.endpoint(get_settings(), "seed-model")[0]
         served = next(get_settings().submissions_root.glob("*/bundle/expected.json"))
-        with Load(target, read_json(served)["records"][0], clients=4) as load:
+        with Load(target, read_json(served)["records"][0], clients=4, quiet_until_rollout=True) as load:
 
             def submit(name: str, key: str) -> httpx.Response:  # seed-model keeps its inputs from v1 to v2
                 script = SEED_SCRIPT if name == "seed-model" else LOGISTIC_SCRIPT
@@ -244,7 +244,8 @@ def test_the_api_swaps_a_resubmitted_name_under_load_while_another_submission_ru
     assert resubmitted["status"] == other["status"] == "deployed", errors_in_full
     assert resubmitted["model_version"] == "2" and other["model_version"] == "1"
     assert resubmitted["inference_url"] == f"{target.url}/score" != other["inference_url"]
-    assert load.failures == {} and load.outcomes["v1"] > 0 and load.outcomes["v2"] > 0, load.outcomes
+    assert load.failures == {} and load.saw_rollout, load.outcomes
+    assert load.outcomes["v1"] > 0 and load.outcomes["v2"] > 0, load.outcomes
 
     def training(status: dict) -> tuple[float, float]:
         return status["submitted_at"] + status["timings"]["training"], status["submitted_at"] + status["timings"][
