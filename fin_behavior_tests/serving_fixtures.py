@@ -93,11 +93,14 @@ def bundle(serving_env, trained, processed, tmp_path_factory) -> tuple[Path, lis
     return bundle_dir, records.to_dict("records"), proba
 
 
-def start_service(env, bundle_dir: Path, workdir: Path, *extra: str, probe_key: str | None = None) -> Service:
-    """The service on a free port; `probe_key`: the platform's probe key in its keys file too."""
+def start_service(
+    env, bundle_dir: Path, workdir: Path, *extra: str, probe_key: str | None = None, other_keys: tuple[str, ...] = ()
+) -> Service:
+    """The service on a free port; `probe_key`: the platform's probe key in its keys file too; `other_keys`: other
+    clients' keys beside the service's own."""
     key = secrets.token_urlsafe(24)
     keys = workdir / "keys.json"
-    keys.write_text(json.dumps({"keys": [key]} | ({"probe_keys": [probe_key]} if probe_key else {})))
+    keys.write_text(json.dumps({"keys": [key, *other_keys]} | ({"probe_keys": [probe_key]} if probe_key else {})))
     port, log, predictions = free_port(), workdir / "service.log", workdir / "predictions.jsonl"
     process = subprocess.Popen(
         [

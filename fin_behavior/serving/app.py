@@ -46,7 +46,7 @@ from fin_behavior.serving.config import ServiceSettings, read_keys, read_probe_k
 from fin_behavior.serving.explain import Explanations
 from fin_behavior.serving.feedback import FeedbackLog
 from fin_behavior.serving.openapi import openapi_schema
-from fin_behavior.serving.prediction_log import PredictionLog
+from fin_behavior.serving.prediction_log import PredictionLog, client_id
 from fin_behavior.serving.request_ids import is_valid, request_id_for, subject_refusal
 from fin_behavior.serving.scoring import Scored, score_request
 from fin_behavior.serving.traffic import ChallengerTraffic, Relayed
@@ -123,6 +123,7 @@ class ScoringService:
         self.settings = settings
         self.keys = [k.encode() for k in read_keys(settings.keys_file)]
         self.probe_keys = [k.encode() for k in read_probe_keys(settings.keys_file)]
+        self.client_ids = {key: client_id(key) for key in self.keys}  # how the log names the key that asked
         self.metrics = _Metrics(settings.model_version)
         self.predictions = (
             PredictionLog(
@@ -154,7 +155,7 @@ class ScoringService:
             log.error("model bundle refused, service stays not-ready: %s", exc)
         flush = self.predictions.flush if self.predictions else None
         # off the hot path: its own worker process, its own limit (explain.py)
-        self.explanations = Explanations(settings, self.bundle, self._authorized, flush, self._read_body)
+        self.explanations = Explanations(settings, self.bundle, self._client_of, flush, self._read_body)
         self.rest = Starlette(
             routes=[
                 Route("/health", self.health, methods=["GET"]),
@@ -207,7 +208,8 @@ class ScoringService:
             sent = await self._send(send, reply, request_id)
         finally:
             self.metrics.in_flight.dec()
-        self._record(endpoint, reply, raw, sent, time.perf_counter() - started, caller == PROBE, request_id)
+        client = (self._client_of(scope) or "") if caller == CLIENT else ""
+        self._record(endpoint, reply, raw, sent, time.perf_counter() - started, caller == PROBE, request_id, client)
         if raw and endpoint == "score" and caller == CLIENT and self.traffic.wants("shadow", request_id, subject):
             self.traffic.copy(raw, request_id)  # after the answer went out, one send(): off the hot path
 
@@ -337,7 +339,15 @@ class ScoringService:
         return body
 
     def _record(
-        self, endpoint: str, reply: Reply, raw: bytes, response: bytes, elapsed: float, probe: bool, request_id: str
+        self,
+        endpoint: str,
+        reply: Reply,
+        raw: bytes,
+        response: bytes,
+        elapsed: float,
+        probe: bool,
+        request_id: str,
+        client: str = "",
     ) -> None:
         status = reply.status
         rows = reply.scored.rows if reply.scored else 0
@@ -360,18 +370,31 @@ class ScoringService:
         if self.predictions is not None:
             if scored is not None and scored.logged_request is not None:  # another protocol: log the /score form
                 raw, response = scored.logged_request, scored.logged_answer or response
-            self.predictions.write(elapsed, status, rows, raw, unknown, response, request_id)
+            self.predictions.write(elapsed, status, rows, raw, unknown, response, request_id, client=client)
+
+    @staticmethod
+    def _offered(scope: Scope) -> bytes:
+        return (
+            (_header(scope, b"x-api-key") or _header(scope, b"authorization")).removeprefix("Bearer ").encode("latin-1")
+        )
 
     def _caller(self, scope: Scope) -> str | None:
         """CLIENT or PROBE by the key offered (every key compared, in constant time), None without a valid key."""
-        offered = (_header(scope, b"x-api-key") or _header(scope, b"authorization")).removeprefix("Bearer ")
-        offered_bytes = offered.encode("latin-1")
+        offered_bytes = self._offered(scope)
         client = any([hmac.compare_digest(offered_bytes, key) for key in self.keys])
         probe = any([hmac.compare_digest(offered_bytes, key) for key in self.probe_keys])
         return PROBE if probe else CLIENT if client else None
 
     def _authorized(self, scope: Scope) -> bool:
         return self._caller(scope) is not None
+
+    def _client_of(self, scope: Scope) -> str | None:
+        """Which client asks: its key's `client_id` ("" for the platform's probe key), None without a valid key.
+        A logged decision is explained only to the client whose key made it (explain.py)."""
+        caller = self._caller(scope)
+        if caller is None:
+            return None
+        return "" if caller == PROBE else self.client_ids.get(self._offered(scope), "")
 
     # Everything else ---------------------------------------------------------------------------------------
 

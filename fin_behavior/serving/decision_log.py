@@ -19,9 +19,9 @@ from fin_behavior.serving.prediction_log import (
     STDOUT,
     RequestLine,
     inputs_line_end,
-    key,
     read_inputs_line,
     read_request_line,
+    request_id_mark,
 )
 
 
@@ -60,15 +60,17 @@ def _last_line_with(path: Path, needle: bytes, at_end: bool) -> bytes | None:
     return None
 
 
-def find_decision(log: Path | None, request_id: str, served_version: str) -> Decision:
-    """The logged decision `request_id` of this model version; NotFound saying why not."""
+def find_decision(log: Path | None, request_id: str, served_version: str, client: str = "") -> Decision:
+    """The logged decision `request_id` of this model version made by `client` (the `client_id` of the key that
+    asked; "" finds any: the platform's probe key); NotFound saying why not. Another client's decision reads as
+    one never answered: ids are the clients' own and guessable, the inputs behind them are not to be shown."""
     if log is None:
         raise NotFound("this service keeps no prediction log, so no decision can be found by its id; "
                        "POST /explain with the records instead")  # fmt: skip
     if log == STDOUT:
         raise NotFound("this service writes its prediction log to standard output, where it cannot read it back; "
                        "POST /explain with the records instead")  # fmt: skip
-    end = inputs_line_end(request_id)
+    end = inputs_line_end(request_id, client)
     for path in _files(log, inputs=True):
         line = _last_line_with(path, end, at_end=True)
         if line is not None:
@@ -82,7 +84,7 @@ def find_decision(log: Path | None, request_id: str, served_version: str) -> Dec
             if version != served_version:
                 raise NotFound(_other_version(request_id, version, served_version))
             return Decision(request_id, version, entry["request"], predictions, probabilities)
-    needle = key("request_id") + b'"%s"' % request_id.encode()
+    needle = request_id_mark(request_id, client)
     for path in _files(log, inputs=False):
         line = _last_line_with(path, needle, at_end=False)
         if line is not None:

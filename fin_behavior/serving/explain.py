@@ -55,7 +55,8 @@ OOM_SCORE_ADJ = 1000  # the first the kernel ends when memory runs out
 
 
 class Explanations:
-    """The routes and the bounded worker of one scoring service. `authorized(scope)` is the service's key check,
+    """The routes and the bounded worker of one scoring service. `authorized(scope)` is the service's key check
+    (the asking client's name in the log, "" for the platform's probe key, None without a valid key),
     `read_body(scope, receive)` its body reader (the size bound, the deadline, the cap on bodies still arriving)."""
 
     def __init__(
@@ -81,13 +82,14 @@ class Explanations:
         request_id, not_an_id = request_id_for(asked)
         if refused := self._refused(request, request_id):
             return refused
+        client = self.authorized(request.scope) or ""  # a decision is found only among this client's
         if not_an_id is not None:
             return _error(404, f"{asked[:80]!r} is not a request id this service gives or takes", request_id)
         try:
             top = _top(request)
             if self.flush_log is not None:
                 self.flush_log()  # the last half second's lines are still in the service's buffer
-            answer = await self._run(_explain_logged, self.settings.prediction_log, request_id, top)
+            answer = await self._run(_explain_logged, self.settings.prediction_log, request_id, top, client)
         except InputError as exc:
             return _refusal_of(exc, request_id)
         return JSONResponse(answer, headers={"X-Request-ID": request_id})
@@ -115,7 +117,7 @@ class Explanations:
         return min(self.settings.max_rows, self.settings.explain_max_rows)
 
     def _refused(self, request: Request, request_id: str) -> Response | None:
-        if not self.authorized(request.scope):
+        if self.authorized(request.scope) is None:
             return _error(
                 401, "missing or invalid API key: send it as X-API-Key or Authorization: Bearer <key>", request_id
             )
@@ -307,13 +309,13 @@ def _explain_posted(
     return _worker.explained(columns, probabilities, top)
 
 
-def _explain_logged(log: Path | None, request_id: str, top: int) -> dict[str, Any] | tuple[int, str]:
-    """GET /explain/{request_id}'s answer: found, read back and explained in the worker."""
+def _explain_logged(log: Path | None, request_id: str, top: int, client: str) -> dict[str, Any] | tuple[int, str]:
+    """GET /explain/{request_id}'s answer: found among `client`'s decisions, read back and explained in the worker."""
     assert _worker is not None
     if _worker.attributor is None:
         return 501, _worker.refusal
     try:
-        decision = find_decision(log, request_id, _worker.version)
+        decision = find_decision(log, request_id, _worker.version, client)
         parsed = _worker.schema.parse(decision.request, _worker.max_rows)
     except NotFound as exc:
         return 404, str(exc)

@@ -57,6 +57,7 @@ class _Figures(TypedDict):
 class RequestLine(_Figures, total=False):
     """One line of `<color>.jsonl`: every request, its fields in this order."""
 
+    client: str  # which API key asked (`client_id`): a decision is explained only to the key that made it
     request_id: str  # the id the answer carried (serving/request_ids.py)
     unknown_categories: dict[str, int]  # field -> records with a value never seen in training, when any
     probe: bool  # the platform's own request (always true when there): last on its line, no inputs line
@@ -72,6 +73,7 @@ class _Inputs(TypedDict):
 class InputsLine(_Inputs, total=False):
     """One line of `<color>.inputs.jsonl`: a sampled request, its fields in this order."""
 
+    client: str
     request_id: str  # last on its line, where only the service writes
 
 
@@ -84,11 +86,22 @@ PROBE_END = b"," + key("probe") + b"true}\n"  # the end of a probe's request lin
 
 
 _REQUEST_ID = b"," + key("request_id") + b'"%s"'
+_CLIENT = b"," + key("client") + b'"%s"'
 
 
-def inputs_line_end(request_id: str) -> bytes:
-    """How the inputs line of `request_id` ends (an id keeps request_ids.RULE: nothing in it needs escaping)."""
-    return _REQUEST_ID % request_id.encode() + b"}\n"
+def client_id(api_key: bytes) -> str:
+    """The key's name in the log: the first 12 hex digits of its sha256 (the log never holds a key)."""
+    return hashlib.sha256(api_key).hexdigest()[:12]
+
+
+def request_id_mark(request_id: str, client: str = "") -> bytes:
+    """How a line names its request (and the client that made it): `,"client":"..","request_id":".."`."""
+    return (_CLIENT % client.encode() if client else b"") + _REQUEST_ID % request_id.encode()
+
+
+def inputs_line_end(request_id: str, client: str = "") -> bytes:
+    """How the inputs line of `request_id` made by `client` ends (ids and client names need no escaping)."""
+    return request_id_mark(request_id, client) + b"}\n"
 
 
 def read_request_line(line: bytes | str) -> RequestLine:
@@ -131,13 +144,15 @@ def log_lines(
     sample_rate: float,
     request_id: str = "",
     probe: bool = False,
+    client: str = "",
 ) -> tuple[bytes, bytes | None]:
     """(request line, inputs line or None when not sampled) for one scored request, newline-terminated.
-    Azure's score.py prints the same lines to stdout. `request_id` (request_ids.RULE) empty: a line without one."""
+    Azure's score.py prints the same lines to stdout. `request_id` (request_ids.RULE) empty: a line without one;
+    `client` (`client_id` of the key that asked) empty: a line that names none (Azure authenticates for us)."""
     head = _HEAD % (time.time(), version_json)
     line = head + _FIGURES % (latency_s * 1e3, outcome, rows, hashlib.sha256(body).hexdigest()[:16].encode())
     if request_id:
-        line += _REQUEST_ID % request_id.encode()
+        line += request_id_mark(request_id, client)
     if probe:
         return line + PROBE_END, None
     if unknown:
@@ -146,7 +161,7 @@ def log_lines(
         return line + b"}\n", None
     # A newline between JSON tokens is only whitespace (inside a string it is not valid JSON at all).
     body = body.replace(b"\n", b" ").replace(b"\r", b" ")
-    end = inputs_line_end(request_id) if request_id else b"}\n"
+    end = inputs_line_end(request_id, client) if request_id else b"}\n"
     return line + b"}\n", head + _REQUEST + body + _RESPONSE + response + end
 
 
@@ -213,10 +228,12 @@ class PredictionLog:
         response: bytes,
         request_id: str = "",
         probe: bool = False,
+        client: str = "",
     ) -> None:
         request, inputs = log_lines(
-            self._version, latency_s, outcome, rows, body, unknown, response, self.sample_rate, request_id, probe
-        )
+            self._version, latency_s, outcome, rows, body, unknown, response, self.sample_rate, request_id, probe,
+            client,
+        )  # fmt: skip
         self._requests.pending.append(request)
         if inputs:
             self._inputs.pending.append(inputs)

@@ -59,7 +59,9 @@ def test_each_line_is_what_its_type_says_in_the_order_the_scanners_read(tmp_path
     """Every field the writer puts on a line is a key of its TypedDict, in the TypedDict's order (the monitor's
     scanners split a line at its commas); the typed readers take the writer's lines and refuse anything else."""
     log = _log(tmp_path)
-    log.write(0.002, 200, 1, b'{"age": 30}', {"city": 1}, b'{"probabilities":[0.25]}', request_id="r-1")
+    log.write(
+        0.002, 200, 1, b'{"age": 30}', {"city": 1}, b'{"probabilities":[0.25]}', request_id="r-1", client="c0ffee"
+    )
     log.write(0.002, 200, 1, b'{"age": 30}', {}, b'{"probabilities":[0.5]}', request_id="r-2", probe=True)
     log.close()
     requests = [prediction_log.read_request_line(line) for line in (tmp_path / "blue.jsonl").read_bytes().splitlines()]
@@ -67,11 +69,11 @@ def test_each_line_is_what_its_type_says_in_the_order_the_scanners_read(tmp_path
 
     declared = list(prediction_log.RequestLine.__annotations__)  # a TypedDict's keys, its bases' first
     assert list(requests[0]) == [k for k in declared if k != "probe"]
-    assert list(requests[1]) == [k for k in declared if k != "unknown_categories"]
+    assert list(requests[1]) == [k for k in declared if k not in ("unknown_categories", "client")]  # a probe
     assert list(inputs) == list(prediction_log.InputsLine.__annotations__)
     assert (requests[0]["rows"], requests[0]["unknown_categories"], requests[1]["probe"]) == (1, {"city": 1}, True)
     assert inputs["request"] == {"age": 30} and inputs["response"] == {"probabilities": [0.25]}
-    assert inputs["request_id"] == "r-1"
+    assert (inputs["client"], inputs["request_id"]) == ("c0ffee", "r-1")
     for not_a_line in (b"{not json", b'{"time":1.0,"model_version":"3"}', b"[1, 2]", b"[" * 100_000):
         with pytest.raises(ValueError):
             prediction_log.read_request_line(not_a_line)

@@ -15,7 +15,7 @@ import httpx
 import numpy as np
 import pytest
 
-from fin_behavior.serving.prediction_log import PredictionLog
+from fin_behavior.serving.prediction_log import PredictionLog, client_id
 from fin_behavior_tests.serving_fixtures import start_service
 
 ROWS = 200
@@ -145,7 +145,8 @@ def test_what_cannot_be_explained_is_a_json_answer_that_says_why(service, bundle
     # a decision of another version, written by the other color's writer into the same directory
     other = PredictionLog(service.predictions.with_name("green.jsonl"), "6", 1.0, 1 << 20, 2)
     response = json.dumps({"predictions": [0], "probabilities": [0.1], "model_version": "6"}).encode()
-    other.write(0.001, 200, 1, json.dumps(record).encode(), {}, response, "scored-by-v6")
+    mine = client_id(service.key.encode())  # this client's decision, answered by the other color
+    other.write(0.001, 200, 1, json.dumps(record).encode(), {}, response, "scored-by-v6", client=mine)
     other.close()
     with service.client() as client:
         elsewhere = client.get("/explain/scored-by-v6")
@@ -294,3 +295,26 @@ def test_a_body_that_is_not_utf8_is_refused_before_it_reaches_the_log(service):
         for body in (b'\xef\xbb\xbf{"age": 41}', '{"age": 41}'.encode("utf-16")):
             answer = client.post("/score", content=body, headers={"content-type": "application/json"})
             assert answer.status_code == 400 and "not valid JSON" in answer.json()["error"], answer.text
+
+
+def test_a_decision_is_explained_only_to_the_client_whose_key_made_it(serving_env, bundle, tmp_path):
+    """Request ids are the clients' own and guessable: another client's key finds nothing under that id (as for an
+    id never answered), the platform's probe key finds it."""
+    other, probe = "another-client-key-0123456789", "the-platforms-probe-key-0123456789"
+    service = start_service(serving_env, bundle[0], tmp_path, probe_key=probe, other_keys=(other,))
+    try:
+        with service.client() as mine, service.client(other) as theirs, service.client(probe) as platform:
+            assert mine.post("/score", json=bundle[1][0], headers={"X-Request-ID": "loan-42"}).status_code == 200
+            time.sleep(0.6)  # the log is written every 0.5 s
+            refused = theirs.get("/explain/loan-42", timeout=60)
+            never = theirs.get("/explain/never-answered", timeout=60)
+            found = mine.get("/explain/loan-42", timeout=60)
+            operator = platform.get("/explain/loan-42", timeout=60)
+    finally:
+        service.process.terminate()
+        service.process.wait(10)
+    assert refused.status_code == never.status_code == 404
+    assert refused.json()["error"] == never.json()["error"].replace("never-answered", "loan-42")  # nothing told
+    assert found.status_code == operator.status_code == 200 and found.json()["rows"] == operator.json()["rows"]
+    logged = (tmp_path / "predictions.jsonl").read_text()
+    assert other not in logged and service.key not in logged and '"client":"' in logged  # names, never keys
