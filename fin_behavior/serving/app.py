@@ -70,6 +70,15 @@ class Reply:
     def error(cls, status: int, message: str, close: bool = False) -> Reply:
         return cls(status, {"error": message}, close=close)
 
+    @classmethod
+    def failed(cls, exc: Exception) -> Reply:
+        """Scoring raised: the client's mistake (InputError) as its 4xx, anything else a 500 without internals (the
+        trace goes to the service log)."""
+        if isinstance(exc, InputError):
+            return cls.error(exc.status, exc.message)
+        log.exception("scoring failed")
+        return cls.error(500, "internal error while scoring; see the service log")
+
 
 class _Metrics:
     def __init__(self, version: str):
@@ -200,7 +209,7 @@ class ScoringService:
         if subject and refused is None and not is_valid(subject):
             refused = subject_refusal(subject)
         self.metrics.in_flight.inc()
-        caller = self._caller(scope)
+        caller, client = self._who(scope)
         # a split's share goes to the challenger; the platform's probes always reach the champion (traffic.py)
         split = endpoint == "score" and caller == CLIENT and self.traffic.wants("split", request_id, subject)
         try:
@@ -208,7 +217,6 @@ class ScoringService:
             sent = await self._send(send, reply, request_id)
         finally:
             self.metrics.in_flight.dec()
-        client = (self._client_of(scope) or "") if caller == CLIENT else ""
         self._record(endpoint, reply, raw, sent, time.perf_counter() - started, caller == PROBE, request_id, client)
         if raw and endpoint == "score" and caller == CLIENT and self.traffic.wants("shadow", request_id, subject):
             self.traffic.copy(raw, request_id)  # after the answer went out, one send(): off the hot path
@@ -220,11 +228,8 @@ class ScoringService:
         try:
             scored = self._score(raw)
             reply = Reply(200, scored.answer, scored)
-        except InputError as exc:
-            reply = Reply.error(exc.status, exc.message)
-        except Exception:  # a server fault of this version: logged with its trace, counted as a 500
-            log.exception("scoring a shadow copy failed")
-            reply = Reply.error(500, "internal error while scoring")
+        except Exception as exc:
+            reply = Reply.failed(exc)
         reply.body["request_id"] = request_id
         answer = json.dumps(reply.body, separators=(",", ":")).encode()
         self._record("score", reply, raw, answer, time.perf_counter() - started, False, request_id)
@@ -265,11 +270,8 @@ class ScoringService:
         try:
             scored = scorer(raw) if self.predict_pool is None else await self._bounded_predict(scorer, raw)
             return Reply(200, scored.answer, scored), raw
-        except InputError as exc:
-            return Reply.error(exc.status, exc.message), raw
-        except Exception:  # a server fault: logged with its trace, the client gets no internals
-            log.exception("scoring failed")
-            return Reply.error(500, "internal error while scoring; see the service log"), raw
+        except Exception as exc:
+            return Reply.failed(exc), raw
 
     async def _bounded_predict(self, scorer: Any, raw: bytes) -> Scored:
         """A model whose code the platform did not write predicts in worker threads, so a slow or stuck predict
@@ -372,29 +374,28 @@ class ScoringService:
                 raw, response = scored.logged_request, scored.logged_answer or response
             self.predictions.write(elapsed, status, rows, raw, unknown, response, request_id, client=client)
 
-    @staticmethod
-    def _offered(scope: Scope) -> bytes:
-        return (
-            (_header(scope, b"x-api-key") or _header(scope, b"authorization")).removeprefix("Bearer ").encode("latin-1")
-        )
-
-    def _caller(self, scope: Scope) -> str | None:
-        """CLIENT or PROBE by the key offered (every key compared, in constant time), None without a valid key."""
-        offered_bytes = self._offered(scope)
+    def _who(self, scope: Scope) -> tuple[str | None, str]:
+        """(CLIENT or PROBE by the key offered, every key compared in constant time, None without a valid key;
+        the client's name in the log: its key's `client_id`, "" for a probe). A logged decision is explained only
+        to the client whose key made it (explain.py)."""
+        offered = (_header(scope, b"x-api-key") or _header(scope, b"authorization")).removeprefix("Bearer ")
+        offered_bytes = offered.encode("latin-1")
         client = any([hmac.compare_digest(offered_bytes, key) for key in self.keys])
         probe = any([hmac.compare_digest(offered_bytes, key) for key in self.probe_keys])
-        return PROBE if probe else CLIENT if client else None
+        if probe or not client:
+            return (PROBE if probe else None), ""
+        return CLIENT, self.client_ids[offered_bytes]  # a valid client key: one of the keys named there
+
+    def _caller(self, scope: Scope) -> str | None:
+        return self._who(scope)[0]
 
     def _authorized(self, scope: Scope) -> bool:
         return self._caller(scope) is not None
 
     def _client_of(self, scope: Scope) -> str | None:
-        """Which client asks: its key's `client_id` ("" for the platform's probe key), None without a valid key.
-        A logged decision is explained only to the client whose key made it (explain.py)."""
-        caller = self._caller(scope)
-        if caller is None:
-            return None
-        return "" if caller == PROBE else self.client_ids.get(self._offered(scope), "")
+        """The asking client's name in the log ("" for the probe key), None without a valid key (explain.py)."""
+        caller, client = self._who(scope)
+        return None if caller is None else client
 
     # Everything else ---------------------------------------------------------------------------------------
 
