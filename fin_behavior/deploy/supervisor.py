@@ -453,8 +453,10 @@ class Supervisor:
         route = "none"
         if challenger is not None:
             port = self.state["colors"][challenger["color"]]["port"]
-            fields = ("mode", "version", "share", "timeout")
-            route = json.dumps({"port": port} | {name: challenger[name] for name in fields})  # type: ignore[literal-required]
+            c = challenger
+            route = json.dumps(
+                {"port": port, "mode": c["mode"], "version": c["version"], "share": c["share"], "timeout": c["timeout"]}
+            )
         copies = self.copies[0].fileno() if challenger is not None and self.copies is not None else None
         send_command(Path(live["control"]), f"route {route}", copies, timeout=30)
 

@@ -48,7 +48,7 @@ SPLIT_CONNECTIONS = 32  # split requests at the challenger at once; past it the 
 _TRIP_AFTER, _REST_SECONDS = 8, 5.0  # failures in a row after which the challenger rests (the champion answers)
 _IDLE_SECONDS = 4.0  # a kept-alive connection idle longer is not reused: uvicorn closes them at 5 s
 _ANSWER_BYTES = 4 << 20  # the most read of one challenger answer (a split request's answer is relayed whole)
-_FORWARDED = ("x-api-key", "authorization", "x-request-id", "x-subject-id", "content-type")
+_FORWARDED = ("x-api-key", "authorization", "x-subject-id", "content-type")  # and the request's id, as answered
 
 
 @dataclass(frozen=True)
@@ -183,7 +183,7 @@ class ChallengerTraffic:
         then holds its decision under the same id as the champion's (monitoring pairs them by it)."""
         route, pool = self.route, self._pool
         assert route is not None and pool is not None
-        sent = [(k, v) for k, v in headers if k in _FORWARDED_BYTES and k != b"x-request-id"]
+        sent = [(k, v) for k, v in headers if k in _FORWARDED_BYTES]
         sent += [(b"host", b"challenger"), (b"x-request-id", request_id.encode())]
         sent.append((b"content-length", b"%d" % len(raw)))
         async with asyncio.timeout(route.timeout):
