@@ -15,8 +15,8 @@ from fin_behavior.defs.config import SettingsConfig, setting
 from fin_behavior.defs.dataset import ground_truth, ground_truth_dir
 from fin_behavior.defs.executor import on_endpoint_host
 from fin_behavior.defs.metadata import png_markdown
-from fin_behavior.defs.monitoring import _log_dir, serving_traffic
-from fin_behavior.defs.outcomes import _version_figures
+from fin_behavior.defs.monitoring import prediction_logs, serving_traffic
+from fin_behavior.defs.outcomes import version_figures
 from fin_behavior.defs.resources import MlflowTracking, StorageResource
 from fin_behavior.monitoring.challenger import CHECK
 
@@ -80,14 +80,14 @@ def challenger_comparison(
             f"v{champion}; name two different versions (an alias or a version number each)",
             allow_retries=False,
         )
-    figures_of = _version_figures(client, settings, storage, context.log.warning)
+    figures_of = version_figures(client, settings, storage, context.log.warning)
     thresholds = []
     for version in (champion, challenger):
         known = figures_of(version)
         if known is None:
             raise dg.Failure(f"challenger_comparison: v{version} has no readable bundle (see the log above)")
         thresholds.append(known[0])
-    log_dir, until = _log_dir(settings, storage), time.time()
+    log_dir, until = prediction_logs(settings, storage), time.time()
     since = until - settings.challenger_window_hours * 3600
     labels = read_labels(log_dir, ground_truth_dir(settings, storage))
     pairs = read_pairs(log_dir, champion, challenger, labels.table, since, until)

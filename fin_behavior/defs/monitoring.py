@@ -22,7 +22,7 @@ from fin_behavior.settings import Settings, get_settings
 STAGE = "serving_quality"
 
 
-def _log_dir(settings: Settings, storage: StorageResource) -> Path:
+def prediction_logs(settings: Settings, storage: StorageResource) -> Path:
     from fin_behavior.deploy.deployer import prediction_log_dir
 
     return prediction_log_dir(settings, storage.root)
@@ -34,7 +34,7 @@ def _log_dir(settings: Settings, storage: StorageResource) -> Path:
     description="The prediction log every color of the endpoint writes; its data version changes as it grows.",
 )
 def serving_traffic(storage: StorageResource) -> dg.ObserveResult:
-    files = log_files(_log_dir(get_settings(), storage))
+    files = log_files(prediction_logs(get_settings(), storage))
     stats = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files]
     version = hashlib.sha256(json.dumps(stats).encode()).hexdigest()[:16]
     return dg.ObserveResult(
@@ -98,7 +98,7 @@ def serving_quality(
             context.log.warning(f"no reference profile for v{version}: {exc}")
             return None
 
-    window, qualities = evaluate(settings, _log_dir(settings, storage), profile_of)
+    window, qualities = evaluate(settings, prediction_logs(settings, storage), profile_of)
     production = registry.alias_version(client, name, registry.PRODUCTION)
     judged = qualities.get(production or "") or judge_quiet(production or "none", settings)
     results = [

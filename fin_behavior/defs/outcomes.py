@@ -13,7 +13,7 @@ from fin_behavior.defs.config import SettingsConfig, setting
 from fin_behavior.defs.dataset import ground_truth, ground_truth_dir
 from fin_behavior.defs.executor import on_endpoint_host
 from fin_behavior.defs.metadata import png_markdown
-from fin_behavior.defs.monitoring import _log_dir, _run_url, serving_quality, serving_traffic
+from fin_behavior.defs.monitoring import _run_url, prediction_logs, serving_quality, serving_traffic
 from fin_behavior.defs.resources import MlflowTracking, StorageResource
 from fin_behavior.monitoring.realized import CHECKS, Realized
 from fin_behavior.settings import Settings
@@ -29,7 +29,7 @@ class OutcomeConfig(SettingsConfig):
     realized_tolerance: float | None = setting("realized_tolerance")
 
 
-def _version_figures(client, settings: Settings, storage: StorageResource, log):
+def version_figures(client, settings: Settings, storage: StorageResource, log):
     """version -> (decision threshold, validation metrics) of a registered version, or None when unreadable."""
     from fin_behavior.deploy.deployer import DeployError, endpoint_dir, fetch_release
     from fin_behavior.records import ModelInfo, TrainingRecord
@@ -102,9 +102,9 @@ def realized_performance(
     production = registry.alias_version(client, settings.registered_model_name, registry.PRODUCTION)
     window = evaluate(
         settings,
-        _log_dir(settings, storage),
+        prediction_logs(settings, storage),
         ground_truth_dir(settings, storage),
-        _version_figures(client, settings, storage, context.log.warning),
+        version_figures(client, settings, storage, context.log.warning),
     )
     judged = window.results.get(production or "")
     if judged is None:

@@ -51,8 +51,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from fin_behavior.monitoring.labels import decision_key
-from fin_behavior.monitoring.outcomes import _DECISION, bulk, spans
-from fin_behavior.monitoring.profile import _shares, psi
+from fin_behavior.monitoring.outcomes import DECISION, bulk, spans
+from fin_behavior.monitoring.profile import psi, shares_in
 from fin_behavior.monitoring.realized import roc_auc
 from fin_behavior.monitoring.window import Window, input_files
 from fin_behavior.outcome import Outcome
@@ -92,7 +92,7 @@ def read_pairs(
     with bulk():
         for path in input_files(log_dir):
             for mapped, start, end in spans(path):
-                for at, version, answered, request_id in _DECISION.findall(mapped, start, end):
+                for at, version, answered, request_id in DECISION.findall(mapped, start, end):
                     name = wanted.get(version)
                     if name is None or not since <= float(at) <= until:
                         continue
@@ -442,4 +442,4 @@ def _psi(pairs: Pairs, champion: str, challenger: str) -> float | None:
     if not len(mine) or not len(theirs):
         return None
     edges = np.unique(np.quantile(mine, np.linspace(0.1, 0.9, 9)))
-    return round(psi(_shares(mine, edges), _shares(theirs, edges)), 4)
+    return round(psi(shares_in(mine, edges), shares_in(theirs, edges)), 4)

@@ -83,7 +83,7 @@ def answer_of(line: bytes) -> tuple[bytes, list[float]] | None:
 _CHUNK = 32 << 20  # bytes read at a time: memory stays flat whatever the window holds
 # One decision line: time, version, the answer's probabilities, and the request id the service writes last (the
 # last one on the line: a request body cannot end the line). A line it does not match has no id to join on.
-_DECISION = re.compile(
+DECISION = re.compile(
     rb"\{"
     + key("time")
     + rb"([0-9.]+),"
@@ -94,7 +94,7 @@ _DECISION = re.compile(
     + _REQUEST_ID
     + rb'\s*"([A-Za-z0-9._-]{1,64})"[^\n]*\n'
 )
-_KEEP = re.compile(b"(" + _DECISION.pattern + b")")  # the same, and the whole line (for the training rows)
+_KEEP = re.compile(b"(" + DECISION.pattern + b")")  # the same, and the whole line (for the training rows)
 
 
 def chunks(path: Path) -> Iterator[bytes]:
@@ -153,7 +153,7 @@ def _join(log_dir: Path, labels: Labels, since: float, until: float, keep_reques
     pop = labels.table.pop
     versions: dict[str, Decisions] = {}
     kept: list[tuple[bytes, list[int]]] = []
-    pattern = _KEEP if keep_requests else _DECISION
+    pattern = _KEEP if keep_requests else DECISION
     for path in input_files(log_dir):
         for mapped, start, end in spans(path):
             found = pattern.findall(mapped, start, end)

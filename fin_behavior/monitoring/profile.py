@@ -61,10 +61,10 @@ class ReferenceProfile(TypedDict):
 
 def _cut(values: np.ndarray) -> Cut:
     edges = np.unique(np.quantile(values, _QUANTILES))
-    return {"edges": edges.tolist(), "shares": _shares(values, edges).tolist()}
+    return {"edges": edges.tolist(), "shares": shares_in(values, edges).tolist()}
 
 
-def _shares(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
+def shares_in(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
     counts = np.bincount(np.searchsorted(edges, values, side="right"), minlength=len(edges) + 1)
     return counts / max(1, counts.sum())
 
@@ -114,7 +114,7 @@ def drift(profile: ReferenceProfile, columns: dict[str, list], probabilities: li
             continue
         if reference["kind"] == "numeric":
             edges = np.asarray(reference["edges"])
-            scores[name] = psi(np.asarray(reference["shares"]), _shares(np.asarray(values, dtype=float), edges))
+            scores[name] = psi(np.asarray(reference["shares"]), shares_in(np.asarray(values, dtype=float), edges))
         else:
             known = reference["shares"]
             counts = Counter(values)
@@ -124,7 +124,7 @@ def drift(profile: ReferenceProfile, columns: dict[str, list], probabilities: li
             actual = np.array([counts.get(b, 0) for b in known] + [unseen]) / len(values)
             scores[name] = psi(expected, actual)
     cut = profile["probability"]
-    served = _shares(np.asarray(probabilities, dtype=float), np.asarray(cut["edges"]))
+    served = shares_in(np.asarray(probabilities, dtype=float), np.asarray(cut["edges"]))
     probability = psi(np.asarray(cut["shares"]), served)
     rows = len(probabilities)
     return Drift(dict(sorted(scores.items(), key=lambda kv: -kv[1])), probability, rows)
