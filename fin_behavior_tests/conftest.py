@@ -13,7 +13,7 @@ from fin_behavior.settings import get_settings
 pytest_plugins = ["fin_behavior_tests.serving_fixtures", "fin_behavior_tests.e2e"]
 
 
-# Under parallel workers (`make test`: pytest-xdist, `-n 2 --dist loadscope`) a test module is one unit of work:
+# Under parallel workers (`make test`: pytest-xdist, `-n 3 --dist loadscope`) a test module is one unit of work:
 # its tests run in order on one worker and share the module's fixtures (an end-to-end module is one user's day).
 # The longest units start first, so that no worker is left alone with one of them at the end; the rest follow
 # in their usual order. Modules that confine code run beside each other: each worker gives out sandbox user ids
@@ -126,6 +126,23 @@ def mlflow_schema_migrated_once(tmp_path_factory: pytest.TempPathFactory):
     with pytest.MonkeyPatch.context() as patch:
         for module in (utils, registry_store):  # the registry's store imported the function by name
             patch.setattr(module, "_initialize_tables", initialize_tables)
+        yield
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_tls_context_for_the_tests_http_clients():
+    """Every httpx client loads the CA bundle into a TLS context of its own when it is made, even for plain-HTTP
+    loopback URLs (~15 ms of CPU); the tests make thousands (a `httpx.get` is a client), so they share one."""
+    from httpx._transports import default
+
+    shared = default.create_ssl_context()
+    made = default.create_ssl_context
+
+    def create_ssl_context(verify=True, cert=None, trust_env=True):
+        return shared if (verify, cert) == (True, None) else made(verify=verify, cert=cert, trust_env=trust_env)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(default, "create_ssl_context", create_ssl_context)
         yield
 
 

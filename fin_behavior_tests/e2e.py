@@ -19,7 +19,7 @@ from fin_behavior.deploy.local import LocalTarget, free_port
 from fin_behavior.ml import registry
 from fin_behavior.records import read_json
 from fin_behavior.settings import get_settings
-from fin_behavior_tests.helpers import ENVS, FAST_TRAINING
+from fin_behavior_tests.helpers import ENVS, FAST_TRAINING, dagster_instance
 
 FAST = {"ops": {"trained_model": {"config": FAST_TRAINING}}}
 
@@ -91,7 +91,7 @@ def running_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platf
         "FIN_BEHAVIOR_ENDPOINT_PORT": str(free_port()),
         "FIN_BEHAVIOR_DRAIN_SECONDS": "2",
     }
-    with pytest.MonkeyPatch.context() as patch, dg.instance_for_test() as instance:
+    with pytest.MonkeyPatch.context() as patch, dagster_instance() as instance:
         for key, value in env.items():
             patch.setenv(key, value)
         get_settings.cache_clear()

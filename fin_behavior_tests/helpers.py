@@ -13,6 +13,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import dagster as dg
+
 from fin_behavior.deploy.rollout import GateSettings
 from fin_behavior.ml.train import TrainingOptions
 from fin_behavior.records import Evidence, Verdict
@@ -67,6 +69,13 @@ QUICK_GATES = GateSettings(
     step_seconds=0,
     confirm_seconds=0,
 )
+
+
+def dagster_instance() -> dg.DagsterInstance:
+    """A Dagster instance in memory (runs, events, data versions: what the tests read of one), its steps' output
+    not captured to files. `instance_for_test`'s SQLite files and the `tail` process pair it starts per run cost
+    about half a second a run; the jobs and their events are the same."""
+    return dg.DagsterInstance.ephemeral()
 
 
 def local_registry(tmp_path: Path, experiment: str):

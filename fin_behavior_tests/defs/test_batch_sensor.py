@@ -10,6 +10,7 @@ import dagster as dg
 
 from fin_behavior.defs.batch import BATCH_FILES, batch_inbox_sensor
 from fin_behavior.settings import get_settings
+from fin_behavior_tests.helpers import dagster_instance
 
 
 def _tick(instance: dg.DagsterInstance) -> dg.SensorResult:
@@ -27,7 +28,7 @@ def _write(name: str, text: str, age: float = 60.0) -> None:
 
 
 def test_inbox_files_become_partitions_and_runs_once_settled():
-    with dg.instance_for_test() as instance:
+    with dagster_instance() as instance:
         assert _tick(instance).skip_reason.skip_message == "no file in the inbox"
         _write("a.csv", "x")
         _write("b.parquet", "x")
@@ -47,7 +48,7 @@ def test_inbox_files_become_partitions_and_runs_once_settled():
         keys = {r.partition_key: r.run_key for r in replaced.run_requests}
         assert keys["a.csv"] != first.run_requests[0].run_key
 
-    with dg.instance_for_test() as instance:
+    with dagster_instance() as instance:
         for name in ("a.csv", "b.parquet"):
             (get_settings().batch_inbox / name).unlink()
         (get_settings().batch_inbox / "still-arriving.csv").unlink()

@@ -17,7 +17,7 @@ from fin_behavior.environments.spec import DEFAULT_SPEC_FILE
 from fin_behavior.records import ModelInfo
 from fin_behavior.serving.features import definition_id
 from fin_behavior.settings import get_settings
-from fin_behavior_tests.helpers import ENVS
+from fin_behavior_tests.helpers import ENVS, dagster_instance
 from fin_behavior_tests.helpers import FAST_TRAINING as FAST
 
 ASSETS = [
@@ -50,7 +50,7 @@ def state(tmp_path_factory):
         patch.setenv("FIN_BEHAVIOR_VAR_DIR", str(var))
         patch.setenv("FIN_BEHAVIOR_ENVS_DIR", str(ENVS))
         get_settings.cache_clear()
-        with dg.instance_for_test() as instance:
+        with dagster_instance() as instance:
             yield _materialize(instance), instance, var
 
 
@@ -163,7 +163,7 @@ def test_machines_sharing_only_the_artifact_store_both_pass_the_bundle_checks(pi
     store_url = (tmp_path / "object-store").as_uri()
     first = StorageResource(var_dir=str(var), artifact_store_url=store_url)
     second = StorageResource(var_dir=str(tmp_path / "other-machine"), artifact_store_url=store_url)
-    with dg.instance_for_test() as instance:
+    with dagster_instance() as instance:
         for machine in (first, second):
             result = _materialize(instance, machine)
             assert result.success

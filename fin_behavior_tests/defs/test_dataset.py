@@ -9,6 +9,7 @@ import pytest
 from fin_behavior.data.processing import DATASET_FILE
 from fin_behavior.defs.dataset import ground_truth, processed_dataset, raw_transactions
 from fin_behavior.defs.resources import StorageResource
+from fin_behavior_tests.helpers import dagster_instance
 
 ASSETS = [raw_transactions, ground_truth, processed_dataset]
 
@@ -35,7 +36,7 @@ def _checks(result) -> dict[str, dg.AssetCheckEvaluation]:
 
 @pytest.fixture
 def instance():
-    with dg.instance_for_test() as inst:
+    with dagster_instance() as inst:
         yield inst
 
 

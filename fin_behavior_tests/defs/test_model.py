@@ -17,6 +17,7 @@ from fin_behavior.defs.resources import MlflowTracking, StorageResource
 from fin_behavior.ml import evaluate
 from fin_behavior.storage.store import VersionStore
 from fin_behavior_tests.helpers import FAST_TRAINING as FAST
+from fin_behavior_tests.helpers import dagster_instance
 
 EXPERIMENT = "test-experiment"
 
@@ -53,7 +54,7 @@ def _gates(result) -> dict[str, dg.AssetCheckEvaluation]:
 
 @pytest.fixture
 def instance():
-    with dg.instance_for_test() as inst:
+    with dagster_instance() as inst:
         yield inst
 
 
@@ -61,7 +62,7 @@ def instance():
 def first_run(tmp_path_factory):
     """Three runs in one process: defaults, another seed (a new version), the defaults again (the same)."""
     var = tmp_path_factory.mktemp("var")
-    with dg.instance_for_test() as inst:
+    with dagster_instance() as inst:
 
         def latest():
             return inst.get_latest_materialization_event(dg.AssetKey("trained_model")).asset_materialization

@@ -17,12 +17,12 @@ from fin_behavior.package_versions import model_package_versions
 from fin_behavior.records import ModelInfo, TrainingRecord
 from fin_behavior.settings import get_settings
 from fin_behavior.storage.store import VersionStore
-from fin_behavior_tests.helpers import evidence
+from fin_behavior_tests.helpers import dagster_instance, evidence
 
 
 @pytest.fixture
 def instance():
-    with dg.instance_for_test() as inst:
+    with dagster_instance() as inst:
         yield inst
 
 

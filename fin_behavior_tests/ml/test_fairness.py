@@ -19,7 +19,7 @@ from fin_behavior.ml import fairness
 from fin_behavior.ml.fairness_record import FairnessRecord, fairness_table
 from fin_behavior.records import NotApprovedError
 from fin_behavior.storage.store import VersionStore
-from fin_behavior_tests.helpers import FAST_TRAINING
+from fin_behavior_tests.helpers import FAST_TRAINING, dagster_instance
 
 EXPERIMENT = "fairness"
 
@@ -64,7 +64,7 @@ def proxy_file(banking_csv: Path, out: Path) -> Path:
 
 def test_a_proxy_for_gender_fails_selection_rate_ratio_and_nothing_registers(tmp_path, banking_csv):
     raw = proxy_file(banking_csv, tmp_path / "proxy.csv")
-    with dg.instance_for_test() as instance:
+    with dagster_instance() as instance:
         chain = [processed_dataset, trained_model, next_stage]
         result = _materialize(instance, tmp_path, raw, chain)
         assert not result.success
@@ -104,7 +104,7 @@ def test_a_proxy_for_gender_fails_selection_rate_ratio_and_nothing_registers(tmp
 
 
 def test_the_default_data_passes_with_every_figure_recorded(tmp_path, banking_csv):
-    with dg.instance_for_test() as instance:
+    with dagster_instance() as instance:
         result = _materialize(instance, tmp_path, banking_csv, [processed_dataset, trained_model])
     assert result.success
     checks = _checks(result)

@@ -12,7 +12,7 @@ from fin_behavior.defs.dataset import processed_dataset, raw_transactions
 from fin_behavior.defs.resources import StorageResource
 from fin_behavior.storage.remote import ArtifactStoreError, RemoteArtifacts
 from fin_behavior.storage.store import VersionStore
-from fin_behavior_tests.helpers import evidence
+from fin_behavior_tests.helpers import dagster_instance, evidence
 
 
 @pytest.fixture
@@ -92,7 +92,7 @@ def test_steps_on_machines_that_share_only_the_store(tmp_path, store_url, isolat
         name: StorageResource(var_dir=str(tmp_path / name), raw_data_path=str(raw), artifact_store_url=store_url)
         for name in ("a", "b")
     }
-    with dg.instance_for_test() as instance:
+    with dagster_instance() as instance:
         built = dg.materialize(
             [raw_transactions, processed_dataset], instance=instance, resources={"storage": machines["a"]}
         )

@@ -50,7 +50,9 @@ class Hostile(mlflow.pyfunc.PythonModel):
 
 
 with mlflow.start_run():
-    mlflow.pyfunc.log_model(name="model", python_model=Hostile(), input_example=pd.DataFrame({"x": [0.0]}))
+    mlflow.pyfunc.log_model(  # its requirements said, not inferred (seconds a run)
+        name="model", python_model=Hostile(), input_example=pd.DataFrame({"x": [0.0]}), pip_requirements=["pandas"]
+    )
 """
 
 

@@ -203,7 +203,7 @@ def test_a_model_logged_as_mlflow_s_examples_do_is_verified_and_one_it_cannot_re
         "    def predict(self, context, model_input, params=None):\n"
         "        return model_input\n"
         "with mlflow.start_run():\n"
-        "    mlflow.pyfunc.log_model(name='model', python_model=Echo())\n"
+        "    mlflow.pyfunc.log_model(name='model', python_model=Echo(), pip_requirements=[])\n"
     )
     submission = accept(settings, opaque, "no-example", ["scikit-learn"], 120)
     trained = pipeline.train(settings, submission)
@@ -315,9 +315,10 @@ def test_ipc_objects_die_with_the_submission_and_never_pass_between_names(env):
     settings = get_settings()
     submission = accept(settings, look, "another-name", [], 60)
     directory = submission.directory(settings.submissions_root)
-    with pytest.raises(errors.SubmissionError) as raised, sandbox.workspace(
-        settings, directory / "work", sandbox.users(settings, "another-name").train
-    ) as work:
+    with (
+        pytest.raises(errors.SubmissionError) as raised,
+        sandbox.workspace(settings, directory / "work", sandbox.users(settings, "another-name").train) as work,
+    ):
         run = sandbox.run_script(env, work, directory, submission, settings)
         sandbox.collect(env, run, submission, settings)
     assert _found(raised.value.to_dict()) == {"shm": -1, "queue": -1, "files": []}  # nothing of the other name
@@ -332,7 +333,7 @@ def _hostile_model_script(after_logging: str) -> str:
         "with mlflow.start_run():\n"
         "    model = LogisticRegression().fit([[0.0], [1.0]], [0, 1])\n"
         "    info = mlflow.sklearn.log_model(model, name='model', input_example=[[0.0]],"
-        " serialization_format='cloudpickle')\n"
+        " serialization_format='cloudpickle', pip_requirements=[])\n"  # said, not inferred: seconds a run
         "path = mlflow.get_logged_model(info.model_id).artifact_location\n" + after_logging
     )
 
