@@ -37,7 +37,8 @@ from pathlib import Path
 
 from fin_behavior.deploy.rollout import GateSettings, Release, answers_of, run_gates
 from fin_behavior.deploy.supervisor import wait_ready
-from fin_behavior.environments.builder import TEST_SUITES, EnvironmentBuildError, locked_resolution, uv_binary
+from fin_behavior.environments.builder import EnvironmentBuildError, locked_resolution, uv_binary
+from fin_behavior.environments.bytecode import TEST_SUITES
 from fin_behavior.outcome import Outcome
 from fin_behavior.storage.atomic import write_atomic
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from filelock import FileLock
 
+from fin_behavior.environments import bytecode
 from fin_behavior.environments.spec import EnvironmentSpec
 from fin_behavior.records import write_json
 
@@ -205,22 +206,6 @@ def _site_packages(env: Path, python_version: str) -> Path:
     return env / "lib" / f"python{major_minor}" / "site-packages"
 
 
-# The packages' own test suites (scipy's, pandas', scikit-learn's...): half of an environment's files, imported by
-# no service, so not worth compiling.
-TEST_SUITES = r"[/\\]tests?[/\\]"
-
-
-def _compile_bytecode(env: Path, site: Path) -> None:
-    """The packages' bytecode, written once at build time. Without it a process that may not write bytecode (a
-    confined one: the environment is read-only to it; any where PYTHONDONTWRITEBYTECODE is set) compiles every
-    module it imports at every start: seconds for each service, verification task and probe (scikit-learn, scipy,
-    pandas). compileall with -I -S (no site, no .pth) compiles and runs none of the packages' code."""
-    subprocess.run(  # its exit status says some file did not compile (e.g. a package's py2-only test data): harmless
-        [str(env / "bin" / "python"), "-I", "-S", "-m", "compileall", "-q", "-j", "0", "-x", TEST_SUITES, str(site)],
-        capture_output=True,
-    )
-
-
 def _complete(final: Path) -> bool:
     """Whether the environment at `final` is built; one built before environments carried their bytecode gets it
     now (once: the marker says so)."""
@@ -232,7 +217,7 @@ def _complete(final: Path) -> bool:
         with FileLock(final.parent / f".{final.name}.lock"):
             marker = json.loads((final / _COMPLETE).read_text())
             if not marker.get("bytecode"):
-                _compile_bytecode(final, _site_packages(final, marker["python"]))
+                bytecode.compile_site(final / "bin" / "python", _site_packages(final, marker["python"]), final.parent)
                 write_json(final / _COMPLETE, marker | {"bytecode": True})
     return True
 
@@ -257,7 +242,7 @@ def _build_into(final: Path, spec: EnvironmentSpec, resolution: Resolution, for_
         site = _site_packages(staging, resolution.python_version)
         if not site.is_dir():
             raise EnvironmentBuildError(f"building {spec.name!r}: uv made no {site.relative_to(staging)}")
-        _compile_bytecode(staging, site)
+        bytecode.compile_site(staging / "bin" / "python", site, root)
         (site / "fin_behavior_project.pth").write_text(f"{_PROJECT_ROOT}\n")
         marker = {"fingerprint": digest, "python": resolution.python_version, "pins": resolution.pins, "bytecode": True}
         (staging / _COMPLETE).write_text(json.dumps(marker))

@@ -1,0 +1,118 @@
+"""The bytecode of an environment's packages, compiled once per source file for every environment under a root.
+
+A `.pyc` depends only on its source's bytes and the interpreter's bytecode version: the path it was compiled at
+is corrected when it is imported (`_imp._fix_co_filename`), so a module another environment under the same root
+already compiled (same scikit-learn, pandas, scipy...) is linked from `<root>/.bytecode/<magic>/<sha256>.pyc`
+instead of compiled again. What is missing is compiled by the environment's own interpreter started with -I -S
+(no site, no .pth files: none of the packages' code runs), as hash-based bytecode that is never checked against
+its source (the environments are never edited after they are built)."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+# The packages' own test suites (scipy's, pandas', scikit-learn's...): half of an environment's files, imported by
+# no service, so not worth compiling.
+TEST_SUITES = r"[/\\]tests?[/\\]"  # a path under one (a regular expression, as compileall -x takes it)
+_IN_TEST_SUITE = re.compile(TEST_SUITES)
+CACHE_DIR = ".bytecode"
+
+
+def _interpreter(python: Path) -> tuple[str, str]:
+    """(cache tag, magic number in hex) of the interpreter at `python`, asked without running any package's code."""
+    asked = subprocess.run(
+        [
+            str(python),
+            "-I",
+            "-S",
+            "-c",
+            "import sys, importlib.util as u; print(sys.implementation.cache_tag, u.MAGIC_NUMBER.hex())",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    tag, magic = asked.stdout.split()
+    return tag, magic
+
+
+def _sources(site: Path):
+    """The .py files under `site` that are plain files (a link is never followed), test suites left out."""
+    for directory, subdirectories, files in os.walk(site):
+        subdirectories[:] = [d for d in subdirectories if not _IN_TEST_SUITE.search(f"{directory}/{d}/")]
+        for name in files:
+            path = Path(directory, name)
+            if name.endswith(".py") and not path.is_symlink():
+                yield path
+
+
+def _place(cached: Path, target: Path) -> None:
+    target.parent.mkdir(exist_ok=True)
+    with contextlib.suppress(FileNotFoundError):
+        target.unlink()
+    try:
+        os.link(cached, target)
+    except OSError:  # another file system
+        shutil.copyfile(cached, target)
+
+
+def _keep(compiled: Path, cached: Path) -> None:
+    """Put a freshly compiled .pyc in the cache whole (another build may be reading or writing the same name)."""
+    handle, partial = tempfile.mkstemp(dir=cached.parent, suffix=".partial")
+    os.close(handle)
+    shutil.copyfile(compiled, partial)
+    os.chmod(partial, 0o644)  # readable by the unprivileged users that confined environments run as
+    os.replace(partial, cached)
+
+
+def compile_site(python: Path, site: Path, root: Path) -> tuple[int, int]:
+    """Bytecode for every module under `site` (an environment's site-packages), from the cache under `root` where
+    it is there, compiled by `python` where not: (linked, compiled). A file that does not compile (some packages
+    ship Python-2 data files) is left without bytecode, as compileall leaves it."""
+    tag, magic = _interpreter(python)
+    store = root / CACHE_DIR / magic
+    store.mkdir(parents=True, exist_ok=True)
+    missing: list[tuple[Path, Path]] = []
+    linked = 0
+    for source in _sources(site):
+        cached = store / f"{hashlib.sha256(source.read_bytes()).hexdigest()}.pyc"
+        target = source.parent / "__pycache__" / f"{source.stem}.{tag}.pyc"
+        if cached.is_file():
+            _place(cached, target)
+            linked += 1
+        else:
+            missing.append((source, cached))
+    _compile([source for source, _ in missing], python)
+    for source, cached in missing:
+        compiled = source.parent / "__pycache__" / f"{source.stem}.{tag}.pyc"
+        if compiled.is_file():
+            _keep(compiled, cached)
+    return linked, len(missing)
+
+
+def _compile(sources: list[Path], python: Path) -> None:
+    """compileall over the files, in one process per core (given files rather than a directory, it uses one)."""
+    workers = max(1, min(os.cpu_count() or 1, len(sources) // 200 + 1))
+    running = [
+        subprocess.Popen(
+            [str(python), "-I", "-S", "-m", "compileall", "-q", "--invalidation-mode", "unchecked-hash", "-i", "-"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        for _ in range(workers)
+    ]
+    for n, process in enumerate(running):
+        assert process.stdin is not None
+        process.stdin.write("".join(f"{source}\n" for source in sources[n::workers]))
+        process.stdin.close()
+    for process in running:
+        process.wait()  # its exit status says some file did not compile: harmless (see compile_site)

@@ -1,0 +1,56 @@
+"""Environments under one root compile each source file once: the next environment links the cached bytecode, and
+imports it as its own (its own paths in tracebacks), never compiling what a link or a test suite holds."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from fin_behavior.environments.bytecode import CACHE_DIR, compile_site
+
+MODULE = "def answer():\n    return 1\n\n\ndef fail():\n    raise ValueError('from the cached bytecode')\n"
+
+
+def _site(path: Path) -> Path:
+    (path / "pkg" / "tests").mkdir(parents=True)
+    (path / "pkg" / "__init__.py").write_text("")
+    (path / "pkg" / "mod.py").write_text(MODULE)
+    (path / "pkg" / "tests" / "test_mod.py").write_text("x = 1\n")
+    return path
+
+
+def _run(site: Path, code: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-I", "-B", "-c", f"import sys; sys.path.insert(0, {str(site)!r}); {code}"],
+        capture_output=True,
+        text=True,
+    )
+
+
+def test_a_second_environment_links_what_the_first_compiled_and_imports_it_as_its_own(tmp_path):
+    python = Path(sys.executable)
+    first, second = _site(tmp_path / "env-a"), _site(tmp_path / "env-b")
+    (second / "pkg" / "new.py").write_text("y = 2\n")  # a module only the second has
+
+    assert compile_site(python, first, tmp_path) == (0, 2)  # __init__ and mod; the test suite left out
+    assert compile_site(python, second, tmp_path) == (2, 1)  # only its own module compiled
+    cached = list((tmp_path / CACHE_DIR).rglob("*.pyc"))
+    assert len(cached) == 3 and {p.stat().st_mode & 0o777 for p in cached} == {0o644}  # others may read them
+    assert not list((first / "pkg" / "tests").rglob("*.pyc"))
+
+    # the bytecode is what runs (unchecked: a source edited afterwards is not read again) ...
+    (second / "pkg" / "mod.py").write_text(MODULE.replace("return 1", "return 2"))
+    ran = _run(second, "import pkg.mod; print(pkg.mod.answer()); pkg.mod.fail()")
+    assert ran.stdout.strip() == "1", ran.stderr
+    # ... and it names the second environment's file, not the first's where it was compiled
+    assert f'File "{second / "pkg" / "mod.py"}"' in ran.stderr and str(first) not in ran.stderr
+
+
+def test_a_link_in_a_package_is_never_followed_nor_compiled(tmp_path):
+    outside = tmp_path / "outside.py"
+    outside.write_text("secret = 1\n")
+    site = _site(tmp_path / "env")
+    (site / "pkg" / "linked.py").symlink_to(outside)
+    assert compile_site(Path(sys.executable), site, tmp_path) == (0, 2)
+    assert not (site / "pkg" / "__pycache__" / f"linked.{sys.implementation.cache_tag}.pyc").exists()
