@@ -1,12 +1,23 @@
 """Ground truth in: the labels the scoring service took (POST /feedback, its feedback log) and the label files
-dropped in the ground-truth folder (CSV or Parquet with request_id, row, label, observed_at), as one table keyed
-by decision: request id and row. A bad label (malformed, not 0/1) or a second label for the same decision is
-counted, never fatal: the first label of a decision wins, the log before the folder.
+dropped in the ground-truth folder (CSV or Parquet with request_id, row, label, observed_at), keyed by decision:
+request id and row, and for a posted label the client whose key posted it. A bad label (malformed, not 0/1) or a
+second label for the same decision is counted, never fatal: the first label of a decision wins.
+
+Whose label joins which decision (`Labels.take`; nothing a client sends is trusted beyond what its key may do, and
+request ids are the clients' own and guessable):
+- a label posted with a client's key joins only a decision that same key made (the prediction log names it). Key
+  B's label for key A's decision is counted like a label for an id never scored (`unknown`), and never stands in
+  for A's own label, whichever came first;
+- a label posted with the platform's probe key, a label file's (the bank's own systems) and a feedback line that
+  names no client (written before lines named one) are unscoped: they join any decision with their id;
+- a decision takes its own client's first label, else the first unscoped one. A decision whose line names no client
+  (written before lines named one) takes the first label any client posted for its id, else the first unscoped
+  one, as before lines named clients.
 
 The feedback log is read at C speed where it can be: the service writes its fields in one order
-(`{"time":T,"request_id":"R","row":N,"label":L,"observed_at":O}`), so one regular expression reads a chunk of
-such lines; a chunk with any other line is read line by line, each parsed as JSON and validated like a posted
-label."""
+(`{"time":T,"client":"C","request_id":"R","row":N,"label":L,"observed_at":O}`, no client for the probe key), so
+one regular expression reads a chunk of such lines; a chunk with any other line is read line by line, each parsed
+as JSON and validated like a posted label."""
 
 from __future__ import annotations
 
@@ -14,12 +25,16 @@ import json
 import os
 import re
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from fin_behavior.serving.feedback import FEEDBACK_DIR, FeedbackError, validate_label
+from fin_behavior.serving.prediction_log import CLIENT_ID
 from fin_behavior.serving.request_ids import is_valid
 
 if TYPE_CHECKING:
@@ -38,22 +53,92 @@ def decision_key(request_id: bytes, row: int) -> bytes:
 
 @dataclass
 class Labels:
-    """Decision key -> label, and what was not taken. (When an outcome was observed is checked and kept in the
-    logs and files; the window is one of prediction time.)"""
+    """The labels by decision (whose joins which: the module doc), and what was not taken. (When an outcome was
+    observed is checked and kept in the logs and files; the window is one of prediction time.)"""
 
-    table: dict[bytes, int] = field(default_factory=dict)
+    unscoped: dict[bytes, int] = field(default_factory=dict)  # decision key -> label
+    scoped: dict[tuple[bytes, bytes], int] = field(default_factory=dict)  # (client, decision key) -> label
     invalid: int = 0  # malformed, or a label not 0/1
     duplicates: int = 0  # a second label for a decision already labelled (the first is kept)
     files: int = 0
+    _by_key: dict[bytes, list[tuple[bytes, bytes]]] | None = field(default=None, repr=False)  # made when needed
 
-    def add(self, key: bytes, label: int) -> None:
-        if key in self.table:
-            self.duplicates += 1
+    def __len__(self) -> int:
+        return len(self.unscoped) + len(self.scoped)
+
+    def add(self, client: bytes, key: bytes, label: int) -> None:
+        """One label of decision `key` posted by `client` (b"": unscoped); the first of a decision stays."""
+        self._by_key = None
+        if client and (client, key) not in self.scoped:
+            self.scoped[client, key] = label
+        elif not client and key not in self.unscoped:
+            self.unscoped[key] = label
         else:
-            self.table[key] = label
+            self.duplicates += 1
+
+    def add_all(self, clients: Sequence[bytes], keys: Sequence[bytes], labels: Sequence[int]) -> None:
+        """Labels in the order read: the first of each decision (and client) stays, the others are duplicates."""
+        self._by_key = None
+        if b"" not in clients:
+            self._keep_first(self.scoped, list(zip(clients, keys, strict=True)), labels)
+        elif clients.count(b"") == len(clients):
+            self._keep_first(self.unscoped, keys, labels)
+        else:
+            for client, key, label in zip(clients, keys, labels, strict=True):
+                self.add(client, key, label)
+
+    def _keep_first(self, table: dict, keys: Sequence, labels: Sequence[int]) -> None:
+        fresh = dict(zip(reversed(keys), reversed(labels), strict=True))  # the first label of a key wins
+        self.duplicates += len(keys) - len(fresh)
+        for key in fresh.keys() & table.keys():
+            del fresh[key]
+            self.duplicates += 1
+        table.update(fresh)
+
+    def take(self, clients: Sequence[bytes], keys: Sequence[bytes], keep: bool = False) -> np.ndarray:
+        """The label of each decision (decision `keys[i]` made by the key `clients[i]` names; b"" on a line that
+        names none), -1 where it has none; the rules of the module doc. The labels a decision takes leave the table
+        (what is left at the end is `unknown`), unless `keep`; an unscoped label of a decision that took its own
+        client's is counted as a duplicate. At C speed: one dictionary look-up per decision and table."""
+        found = np.full(len(keys), -1, dtype=np.int8)
+        if self.scoped:
+            own: Callable[[tuple[bytes, bytes], int], int] = self.scoped.get if keep else self.scoped.pop
+            found = np.fromiter(map(own, zip(clients, keys, strict=True), repeat(-1)), dtype=np.int8, count=len(keys))
+            if b"" in clients:
+                self._take_any_client(clients, keys, found, keep)
+        if self.unscoped:
+            anyone: Callable[[bytes, int], int] = self.unscoped.get if keep else self.unscoped.pop
+            fallback = np.fromiter(map(anyone, keys, repeat(-1)), dtype=np.int8, count=len(keys))
+            has_own = found >= 0
+            if not keep:
+                self.duplicates += int((has_own & (fallback >= 0)).sum())
+            found = np.where(has_own, found, fallback)
+        return found
+
+    def _take_any_client(self, clients: Sequence[bytes], keys: Sequence[bytes], found: np.ndarray, keep: bool) -> None:
+        """Decisions whose lines name no client: the first label any client posted for the id (the rest of them
+        are duplicates)."""
+        if self._by_key is None:
+            self._by_key = {}
+            for scoped in self.scoped:
+                self._by_key.setdefault(scoped[1], []).append(scoped)
+        claim = self.scoped.get if keep else self.scoped.pop
+        for i, client in enumerate(clients):
+            if client:
+                continue
+            for scoped in self._by_key.get(keys[i], ()):
+                label = claim(scoped, -1)
+                if label < 0:
+                    continue
+                if found[i] < 0:
+                    found[i] = label
+                    if keep:
+                        break
+                else:
+                    self.duplicates += 1
 
     def counts(self) -> dict[str, int]:
-        return {"labels": len(self.table), "invalid": self.invalid, "duplicates": self.duplicates, "files": self.files}
+        return {"labels": len(self), "invalid": self.invalid, "duplicates": self.duplicates, "files": self.files}
 
 
 def ground_truth_home(settings: Settings) -> Path:
@@ -92,7 +177,11 @@ def label_files(ground_truth: Path | None) -> list[Path]:
 
 
 # A label line as the service writes it; a chunk of only such lines is read with one regular expression.
-_LABEL = re.compile(rb'"request_id":"([A-Za-z0-9._-]{1,64})","row":([0-9]+),"label":([01]),"observed_at":[0-9.]+\}\n')
+_LABEL = re.compile(
+    rb'\{"time":[0-9.]+,(?:"client":"(' + CLIENT_ID + rb')",)?'
+    rb'"request_id":"([A-Za-z0-9._-]{1,64})","row":([0-9]+),"label":([01]),"observed_at":[0-9.]+\}\n'
+)
+_CLIENT = re.compile(CLIENT_ID.decode())
 
 
 def _read_log(path: Path, labels: Labels) -> None:
@@ -104,27 +193,25 @@ def _read_log(path: Path, labels: Labels) -> None:
             for line in chunk.splitlines(keepends=True):
                 _read_line(line, labels)
             continue
-        ids, rows, ys = zip(*found, strict=True)
+        clients, ids, rows, ys = zip(*found, strict=True)
         if rows.count(b"0") == len(rows):
             keys: Sequence[bytes] = ids
         else:
             keys = [rid if row == b"0" else b"%s#%s" % (rid, row) for rid, row in zip(ids, rows, strict=True)]
-        fresh = dict(zip(reversed(keys), map(int, reversed(ys)), strict=True))  # the first label of a key wins
-        labels.duplicates += len(keys) - len(fresh)
-        for key in fresh.keys() & labels.table.keys():
-            del fresh[key]
-            labels.duplicates += 1
-        labels.table.update(fresh)
+        labels.add_all(clients, keys, list(map(int, ys)))
 
 
 def _read_line(line: bytes, labels: Labels) -> None:
     try:
         entry = json.loads(line)
-        entry = validate_label({k: v for k, v in entry.items() if k != "time"}, entry.get("time", 0.0))
+        client = entry.get("client", "")
+        if not isinstance(client, str) or (client and not _CLIENT.fullmatch(client)):
+            raise FeedbackError("not a client's name")
+        entry = validate_label({k: v for k, v in entry.items() if k not in ("time", "client")}, entry.get("time", 0.0))
     except (ValueError, FeedbackError, AttributeError):
         labels.invalid += 1
         return
-    labels.add(decision_key(entry["request_id"].encode(), entry["row"]), entry["label"])
+    labels.add(client.encode(), decision_key(entry["request_id"].encode(), entry["row"]), entry["label"])
 
 
 def read_label_file(path: Path) -> pd.DataFrame:
@@ -177,10 +264,11 @@ def _read_file(path: Path, labels: Labels) -> None:
     ok = valid_rows(frame)
     labels.invalid += int((~ok).sum())
     good = frame[ok]
-    for request_id, row, label in zip(
-        good["request_id"].astype(str), good["row"].astype(int), good["label"].astype(int), strict=True
-    ):
-        labels.add(decision_key(request_id.encode(), row), int(label))
+    keys = [
+        decision_key(request_id.encode(), row)
+        for request_id, row in zip(good["request_id"].astype(str), good["row"].astype(int), strict=True)
+    ]
+    labels.add_all([b""] * len(keys), keys, good["label"].astype(int).tolist())  # the bank's own: unscoped
 
 
 def add_label_file(source: Path, ground_truth: Path) -> tuple[Path, int, int]:
