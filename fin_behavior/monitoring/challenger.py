@@ -89,11 +89,12 @@ def read_pairs(log_dir: Path, champion: str, challenger: str, labels: Labels, si
     """One pass over the inputs files: each version's probability per decision in [since, until], then the
     decisions both made aligned with their labels (`labels` is read, not consumed: both versions claim it)."""
     wanted = {champion.encode(): champion, challenger.encode(): challenger}
-    by_version: dict[str, dict[tuple[bytes, bytes], float]] = {champion: {}, challenger: {}}
+    by_version: dict[str, dict[bytes, float]] = {champion: {}, challenger: {}}
+    nameless = False  # a decision on a line that names no client (written before lines named one)
     with bulk():
         for path in input_files(log_dir):
             for mapped, start, end in spans(path):
-                for at, version, answered, client, request_id in DECISION.findall(mapped, start, end):
+                for at, version, answered, owned, request_id in DECISION.findall(mapped, start, end):
                     name = wanted.get(version)
                     if name is None or not since <= float(at) <= until:
                         continue
@@ -101,29 +102,24 @@ def read_pairs(log_dir: Path, champion: str, challenger: str, labels: Labels, si
                         answers = [float(p) for p in answered.split(b",")]
                     except ValueError:
                         continue  # an answer without probabilities to compare (another writer's line)
-                    table = by_version[name]
+                    table, nameless = by_version[name], nameless or not owned
                     for row, probability in enumerate(answers):
-                        table.setdefault((client, decision_key(request_id, row)), probability)  # the first stands
+                        table.setdefault(decision_key(owned or request_id, row), probability)  # the first stands
     mine, theirs = by_version[champion], by_version[challenger]
     both = [key for key in mine if key in theirs]
     own_labelled = {}
     for name, table, other in ((champion, mine, theirs), (challenger, theirs, mine)):
         alone = [key for key in table if key not in other]
-        found = _labels_of(labels, alone)
+        found = labels.take(alone, nameless, keep=True)
         answered = np.fromiter((table[k] for k in alone), dtype=float, count=len(alone))
         own_labelled[name] = (found[found >= 0], answered[found >= 0])
     return Pairs(
         np.fromiter((mine[k] for k in both), dtype=float, count=len(both)),
         np.fromiter((theirs[k] for k in both), dtype=float, count=len(both)),
-        _labels_of(labels, both),
+        labels.take(both, nameless, keep=True),
         {name: np.frombuffer(array("d", table.values()), dtype=float) for name, table in by_version.items()},
         own_labelled,
     )
-
-
-def _labels_of(labels: Labels, decisions: list[tuple[bytes, bytes]]) -> np.ndarray:
-    """The label of each (client, decision key), -1 for none; `labels` kept for the other version."""
-    return labels.take([client for client, _ in decisions], [key for _, key in decisions], keep=True)
 
 
 def paired_bootstrap(

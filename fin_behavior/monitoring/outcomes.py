@@ -24,9 +24,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from fin_behavior.monitoring.labels import Labels, decision_key
+from fin_behavior.monitoring.labels import KEYS, Labels, decision_key, either
 from fin_behavior.monitoring.window import input_files
-from fin_behavior.serving.prediction_log import CLIENT_ID, key, read_inputs_line
+from fin_behavior.serving.prediction_log import key, read_inputs_line
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -84,9 +84,10 @@ def answer_of(line: bytes) -> tuple[bytes, list[float]] | None:
 
 _CHUNK = 32 << 20  # bytes read at a time: memory stays flat whatever the window holds
 # One decision line: time, version, the answer's probabilities, and what the service writes after the answer, at
-# the line's end where a request body cannot reach: the client (none on an older line) and the request id. The end
-# is matched exactly, after the answer's closing brace: behind a bare `[^\n]*` an optional client would always be
-# skipped (the longest prefix wins). A line it does not match has no id to join on.
+# the line's end where a request body cannot reach: the client (none on an older line) and the request id, as the
+# two groups of labels.KEYS. The end is matched exactly, after the answer's closing brace: behind a bare `[^\n]*`
+# an optional client would always be skipped (the longest prefix wins). A line it does not match has no id to join
+# on.
 DECISION = re.compile(
     rb"\{"
     + key("time")
@@ -94,13 +95,9 @@ DECISION = re.compile(
     + key("model_version")
     + rb'"([^"\n]*)",[^\n]*'
     + _PROBABILITIES
-    + rb"\s*\[([^\]\n]*)\][^\n]*\}(?:,"
-    + key("client")
-    + rb'"('
-    + CLIENT_ID
-    + rb')")?,'
-    + _REQUEST_ID
-    + rb'"([A-Za-z0-9._-]{1,64})"\}\n'
+    + rb"\s*\[([^\]\n]*)\][^\n]*\},"
+    + KEYS
+    + rb"\}\n"
 )
 _KEEP = re.compile(b"(" + DECISION.pattern + b")")  # the same, and the whole line (for the training rows)
 
@@ -168,16 +165,16 @@ def _join(log_dir: Path, labels: Labels, since: float, until: float, keep_reques
             if not found:
                 continue
             columns = list(zip(*found, strict=True))
-            times, version_of, answered, clients, ids = columns[-5:]
+            times, version_of, answered, owned, plain = columns[-5:]
+            ids = either(owned, plain)
             if b"," in b"|".join(answered):  # multi-row requests: one decision per row
                 rows = [p.split(b",") for p in answered]
                 keys = [decision_key(rid, row) for rid, ps in zip(ids, rows, strict=True) for row in range(len(ps))]
-                clients = tuple(client for client, ps in zip(clients, rows, strict=True) for _ in ps)
                 owner = np.repeat(np.arange(len(rows)), [len(ps) for ps in rows])
                 probabilities = np.array([x for ps in rows for x in ps]).astype(float)
             else:
                 keys, owner, probabilities = list(ids), np.arange(len(ids)), np.array(answered).astype(float)
-            label = labels.take(clients, keys)
+            label = labels.take(keys, nameless=b"" in owned)
             if keep_requests:
                 by_request: dict[int, list[int]] = {}
                 for i, y in zip(owner.tolist(), label.tolist(), strict=True):

@@ -90,13 +90,13 @@ _REQUEST_ID = b"," + key("request_id") + b'"%s"'
 _CLIENT = b"," + key("client") + b'"%s"'
 
 
-_CLIENT_DIGITS = 12
-CLIENT_ID = rb"[0-9a-f]{%d}" % _CLIENT_DIGITS  # what `client_id` gives, as the log's readers match it
+CLIENT_DIGITS = 12
+CLIENT_ID = rb"[0-9a-f]{%d}" % CLIENT_DIGITS  # what `client_id` gives, as the log's readers match it
 
 
 def client_id(api_key: bytes) -> str:
     """The key's name in the log: the first 12 hex digits of its sha256 (the log never holds a key)."""
-    return hashlib.sha256(api_key).hexdigest()[:_CLIENT_DIGITS]
+    return hashlib.sha256(api_key).hexdigest()[:CLIENT_DIGITS]
 
 
 def request_id_mark(request_id: str, client: str = "") -> bytes:

@@ -15,7 +15,7 @@ from sklearn.metrics import precision_score, recall_score, roc_auc_score
 
 from fin_behavior.data.columns import FEATURES, KEY, TARGET
 from fin_behavior.data.processing import add_labelled_rows
-from fin_behavior.monitoring.labels import add_label_file, read_labels
+from fin_behavior.monitoring.labels import add_label_file, owned_key, read_labels
 from fin_behavior.monitoring.outcomes import join, labelled_rows
 from fin_behavior.monitoring.realized import calibrator, estimate, evaluate, roc_auc
 from fin_behavior.serving.feedback import FeedbackError, FeedbackLog, parse_body
@@ -115,12 +115,12 @@ def test_the_label_reader_sees_the_client_at_c_speed_and_line_by_line(tmp_path):
     _post(logs, [{"request_id": "r0", "label": 1}, {"request_id": "r1", "row": 2, "label": 0}], client=A)
     _post(logs, [{"request_id": "r0", "label": 0}, {"request_id": "r0", "label": 1}])  # unscoped; a duplicate
     fast = read_labels(logs, None)  # every line the service's: one regular expression
-    assert fast.scoped == {(A.encode(), b"r0"): 1, (A.encode(), b"r1#2"): 0} and fast.unscoped == {b"r0": 0}
+    assert fast.table == {owned_key(A.encode(), b"r0"): 1, owned_key(A.encode(), b"r1#2"): 0, b"r0": 0}
     with (logs / "feedback" / "blue.jsonl").open("a") as log:  # lines of another writer: read one by one
         log.write(json.dumps({"time": 1.0, "client": B, "request_id": "r2", "label": 1}) + "\n")
         log.write(json.dumps({"time": 1.0, "client": "not a client", "request_id": "r3", "label": 1}) + "\n")
     slow = read_labels(logs, None)
-    assert slow.scoped == fast.scoped | {(B.encode(), b"r2"): 1} and slow.unscoped == fast.unscoped
+    assert slow.table == fast.table | {owned_key(B.encode(), b"r2"): 1}
     assert (fast.duplicates, slow.duplicates, slow.invalid) == (1, 1, 1)
 
 
