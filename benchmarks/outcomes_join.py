@@ -5,9 +5,10 @@ label-free estimate's error against the realized figures on a replay.
     .venv/bin/python benchmarks/outcomes_join.py --replay
 
 The join: the prediction log written by the service's own writer (fin_behavior/serving/prediction_log.py), every
-request sampled (the default), single-row bodies of real records, answers carrying their request ids (as the
-service writes them), 2 versions on 2 colors; N labels written by the feedback log's own writer
-(fin_behavior/serving/feedback.py), 1 in 1,000 for an id never scored. Then, in a fresh interpreter,
+request sampled (the default), single-row bodies of real records, answers carrying their request ids and lines
+naming the client whose key asked (as the service writes them), 2 versions on 2 colors; N labels written by the
+feedback log's own writer (fin_behavior/serving/feedback.py), posted with the same client's key (each label joins
+only that key's decisions), 1 in 1,000 for an id never scored. Then, in a fresh interpreter,
 `realized.evaluate`: read the labels, one pass over the log joining them, each version judged (the time includes
 the interpreter and its imports).
 
@@ -48,7 +49,7 @@ def write_logs(directory: Path, requests: int) -> tuple[Path, float]:
     from fin_behavior.data.generate import generate_csv
     from fin_behavior.data.processing import process_raw_file
     from fin_behavior.serving.feedback import FeedbackLog
-    from fin_behavior.serving.prediction_log import PredictionLog
+    from fin_behavior.serving.prediction_log import PredictionLog, client_id
 
     dataset = process_raw_file(generate_csv(directory / "raw.csv", rows=20_000, seed=3), 0.95).dataset
     rows = [json.dumps(r).encode() for r in json.loads(dataset[list(FEATURES)].to_json(orient="records"))]
@@ -61,6 +62,7 @@ def write_logs(directory: Path, requests: int) -> tuple[Path, float]:
     probabilities = np.round(rng.beta(1, 12, requests), 6)
     outcomes = (rng.random(requests) < probabilities).astype(int)
     feedback = FeedbackLog(logs / "blue.jsonl", 1 << 40, 8)
+    client = client_id(b"the bank's scoring key")
     labels = []
     for i in range(requests):
         request_id = f"{i:032x}"  # as long as the service's own ids
@@ -71,7 +73,7 @@ def write_logs(directory: Path, requests: int) -> tuple[Path, float]:
             version,
             request_id.encode(),
         )
-        writers[i % 2].write(0.0009, 200, 1, rows[i % len(rows)], {}, response, request_id)
+        writers[i % 2].write(0.0009, 200, 1, rows[i % len(rows)], {}, response, request_id, client=client)
         labels.append(
             {
                 "request_id": request_id if i % 1000 else f"unknown{i}",
@@ -83,12 +85,12 @@ def write_logs(directory: Path, requests: int) -> tuple[Path, float]:
         if i % 10_000 == 9_999:
             for writer in writers:
                 writer.flush()
-            feedback.append(labels, time.time())
+            feedback.append(labels, time.time(), client)
             labels = []
     for writer in writers:
         writer.close()
     if labels:
-        feedback.append(labels, time.time())
+        feedback.append(labels, time.time(), client)
     return logs, time.time() + 1
 
 

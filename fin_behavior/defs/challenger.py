@@ -90,7 +90,7 @@ def challenger_comparison(
     log_dir, until = prediction_logs(settings, storage), time.time()
     since = until - settings.challenger_window_hours * 3600
     labels = read_labels(log_dir, ground_truth_dir(settings, storage))
-    pairs = read_pairs(log_dir, champion, challenger, labels.table, since, until)
+    pairs = read_pairs(log_dir, champion, challenger, labels, since, until)
     window = read_window(log_dir, since, until, max_sampled=1)
     result = compare(
         pairs,

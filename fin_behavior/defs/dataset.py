@@ -80,7 +80,7 @@ def production_rows(settings: Settings, storage: StorageResource) -> pd.DataFram
 
     log_dir = prediction_log_dir(settings, storage.root)
     labels = read_labels(log_dir, ground_truth_dir(settings, storage))
-    if not labels.table:
+    if not labels:
         return pd.DataFrame()
     return labelled_rows(join(log_dir, labels, 0.0, 0.0, keep_requests=True))
 

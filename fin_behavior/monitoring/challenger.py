@@ -5,9 +5,11 @@ decision threshold), the PSI between their probabilities (on the requests both s
 on all each answered), and each version's latency p95 and error rate.
 
 With labels on the SAME rows (a request both versions scored: a shadow copy logs the challenger's answer under
-the live request's id): the differences challenger - champion in ROC-AUC and in recall, each with a paired
-bootstrap interval at 1 - alpha (95% by default). Paired: every resample draws rows, and both versions are
-measured on the same drawn rows, so what the two share (hard rows, easy rows) cancels out of the difference.
+the live request's id and client; decisions are paired by client, request id and row, and labelled as
+`realized_performance` labels them, labels.py: a client's labels only its own decisions): the differences
+challenger - champion in ROC-AUC and in recall, each with a paired bootstrap interval at 1 - alpha (95% by
+default). Paired: every resample draws rows, and both versions are measured on the same drawn rows, so what the two
+share (hard rows, easy rows) cancels out of the difference.
 
 The verdict is DeLong's paired test of the ROC-AUC difference (DeLong, DeLong & Clarke-Pearson 1988): its variance
 in closed form from each row's placement among the other class, an interval at 1 - alpha and a z statistic. On
@@ -50,7 +52,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fin_behavior.monitoring.labels import decision_key
+from fin_behavior.monitoring.labels import Labels, decision_key
 from fin_behavior.monitoring.outcomes import DECISION, bulk, spans
 from fin_behavior.monitoring.profile import psi, shares_in
 from fin_behavior.monitoring.realized import roc_auc
@@ -72,7 +74,8 @@ VERDICTS = (BETTER, WORSE, NO_DIFFERENCE, NOT_ENOUGH)
 
 @dataclass
 class Pairs:
-    """The decisions of two versions in a window, keyed by decision (request id, row): those both made, aligned."""
+    """The decisions of two versions in a window, keyed by decision (the client that asked, request id, row): those
+    both made, aligned."""
 
     champion: np.ndarray  # probabilities, one per decision both versions made
     challenger: np.ndarray
@@ -82,17 +85,16 @@ class Pairs:
     own_labelled: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
 
-def read_pairs(
-    log_dir: Path, champion: str, challenger: str, labels: dict[bytes, int], since: float, until: float
-) -> Pairs:
+def read_pairs(log_dir: Path, champion: str, challenger: str, labels: Labels, since: float, until: float) -> Pairs:
     """One pass over the inputs files: each version's probability per decision in [since, until], then the
     decisions both made aligned with their labels (`labels` is read, not consumed: both versions claim it)."""
     wanted = {champion.encode(): champion, challenger.encode(): challenger}
     by_version: dict[str, dict[bytes, float]] = {champion: {}, challenger: {}}
+    nameless = False  # a decision on a line that names no client (written before lines named one)
     with bulk():
         for path in input_files(log_dir):
             for mapped, start, end in spans(path):
-                for at, version, answered, request_id in DECISION.findall(mapped, start, end):
+                for at, version, answered, owned, request_id in DECISION.findall(mapped, start, end):
                     name = wanted.get(version)
                     if name is None or not since <= float(at) <= until:
                         continue
@@ -100,19 +102,21 @@ def read_pairs(
                         answers = [float(p) for p in answered.split(b",")]
                     except ValueError:
                         continue  # an answer without probabilities to compare (another writer's line)
-                    table = by_version[name]
+                    table, nameless = by_version[name], nameless or not owned
                     for row, probability in enumerate(answers):
-                        table.setdefault(decision_key(request_id, row), probability)  # the first answer stands
+                        table.setdefault(decision_key(owned or request_id, row), probability)  # the first stands
     mine, theirs = by_version[champion], by_version[challenger]
     both = [key for key in mine if key in theirs]
     own_labelled = {}
     for name, table, other in ((champion, mine, theirs), (challenger, theirs, mine)):
-        keys = [key for key in table if key not in other and key in labels]
-        own_labelled[name] = (np.array([labels[k] for k in keys], dtype=np.int8), np.array([table[k] for k in keys]))
+        alone = [key for key in table if key not in other]
+        found = labels.take(alone, nameless, keep=True)
+        answered = np.fromiter((table[k] for k in alone), dtype=float, count=len(alone))
+        own_labelled[name] = (found[found >= 0], answered[found >= 0])
     return Pairs(
         np.fromiter((mine[k] for k in both), dtype=float, count=len(both)),
         np.fromiter((theirs[k] for k in both), dtype=float, count=len(both)),
-        np.fromiter((labels.get(k, -1) for k in both), dtype=np.int8, count=len(both)),
+        labels.take(both, nameless, keep=True),
         {name: np.frombuffer(array("d", table.values()), dtype=float) for name, table in by_version.items()},
         own_labelled,
     )

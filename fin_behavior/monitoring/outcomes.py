@@ -1,11 +1,13 @@
 """Decisions joined to their outcomes: every logged decision (the prediction log's inputs lines: time, version,
-request id, probabilities) in a window of prediction time, with its label where one came back.
+probabilities, the client whose key asked, request id) in a window of prediction time, with its label where one
+came back.
 
-One pass over the inputs files; a line is split at its commas and its answer searched for the request id and
-the probabilities, so no JSON is parsed on the way (the answer is the service's own bytes). A label is taken by
-the first decision that claims it; labels no logged decision claimed are `unknown` (an id never scored, or one
-whose line was not sampled or was rotated away). Only the sampled share of requests is logged with its answer
-(PREDICTION_LOG_SAMPLE_RATE, default all): the figures are over that uniform sample.
+One pass over the inputs files, one regular expression per span, so no JSON is parsed on the way (the answer and
+the line's end are the service's own bytes). A label is taken by the first decision that may claim it: one its
+client's key posted, or an unscoped one (labels.py says whose label joins which decision); labels no logged
+decision claimed are `unknown` (an id never scored, another client's decision, or one whose line was not sampled or
+was rotated away). Only the sampled share of requests is logged with its answer (PREDICTION_LOG_SAMPLE_RATE,
+default all): the figures are over that uniform sample.
 """
 
 from __future__ import annotations
@@ -17,13 +19,12 @@ from array import array
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from itertools import repeat
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from fin_behavior.monitoring.labels import Labels, decision_key
+from fin_behavior.monitoring.labels import KEYS, Labels, decision_key, either
 from fin_behavior.monitoring.window import input_files
 from fin_behavior.serving.prediction_log import key, read_inputs_line
 
@@ -58,6 +59,7 @@ class Joined:
     until: float
     versions: dict[str, Decisions]
     unknown: int  # labels no logged decision claimed
+    matched: int  # labels a decision took (an unscoped one beside a decision's own is a duplicate, neither)
     labelled_requests: list[tuple[bytes, list[int]]] = field(default_factory=list)  # (request line, labels by row)
 
 
@@ -81,8 +83,11 @@ def answer_of(line: bytes) -> tuple[bytes, list[float]] | None:
 
 
 _CHUNK = 32 << 20  # bytes read at a time: memory stays flat whatever the window holds
-# One decision line: time, version, the answer's probabilities, and the request id the service writes last (the
-# last one on the line: a request body cannot end the line). A line it does not match has no id to join on.
+# One decision line: time, version, the answer's probabilities, and what the service writes after the answer, at
+# the line's end where a request body cannot reach: the client (none on an older line) and the request id, as the
+# two groups of labels.KEYS. The end is matched exactly, after the answer's closing brace: behind a bare `[^\n]*`
+# an optional client would always be skipped (the longest prefix wins). A line it does not match has no id to join
+# on.
 DECISION = re.compile(
     rb"\{"
     + key("time")
@@ -90,9 +95,9 @@ DECISION = re.compile(
     + key("model_version")
     + rb'"([^"\n]*)",[^\n]*'
     + _PROBABILITIES
-    + rb"\s*\[([^\]\n]*)\][^\n]*"
-    + _REQUEST_ID
-    + rb'\s*"([A-Za-z0-9._-]{1,64})"[^\n]*\n'
+    + rb"\s*\[([^\]\n]*)\][^\n]*\},"
+    + KEYS
+    + rb"\}\n"
 )
 _KEEP = re.compile(b"(" + DECISION.pattern + b")")  # the same, and the whole line (for the training rows)
 
@@ -139,18 +144,18 @@ def bulk() -> Iterator[None]:
 
 
 def join(log_dir: Path, labels: Labels, since: float, until: float, keep_requests: bool = False) -> Joined:
-    """Decisions made in [since, until] with their labels, per version. Labels are taken out of `labels.table`
+    """Decisions made in [since, until] with their labels, per version. Labels are taken out of `labels`
     as decisions claim them (whatever their time), so what is left there is unknown. With `keep_requests`, the
     lines of labelled decisions are kept (their request bodies are the labelled production rows).
 
     A regular expression finds every decision of a span of the mapped file at C speed; what is left per decision
-    in Python is the dictionary look-up of its label."""
+    in Python are the dictionary look-ups of its label (Labels.take)."""
     with bulk():
         return _join(log_dir, labels, since, until, keep_requests)
 
 
 def _join(log_dir: Path, labels: Labels, since: float, until: float, keep_requests: bool) -> Joined:
-    pop = labels.table.pop
+    held, duplicates = len(labels), labels.duplicates
     versions: dict[str, Decisions] = {}
     kept: list[tuple[bytes, list[int]]] = []
     pattern = _KEEP if keep_requests else DECISION
@@ -160,7 +165,8 @@ def _join(log_dir: Path, labels: Labels, since: float, until: float, keep_reques
             if not found:
                 continue
             columns = list(zip(*found, strict=True))
-            times, version_of, answered, ids = columns[-4:]
+            times, version_of, answered, owned, plain = columns[-5:]
+            ids = either(owned, plain)
             if b"," in b"|".join(answered):  # multi-row requests: one decision per row
                 rows = [p.split(b",") for p in answered]
                 keys = [decision_key(rid, row) for rid, ps in zip(ids, rows, strict=True) for row in range(len(ps))]
@@ -168,7 +174,7 @@ def _join(log_dir: Path, labels: Labels, since: float, until: float, keep_reques
                 probabilities = np.array([x for ps in rows for x in ps]).astype(float)
             else:
                 keys, owner, probabilities = list(ids), np.arange(len(ids)), np.array(answered).astype(float)
-            label = np.fromiter(map(pop, keys, repeat(-1)), dtype=np.int8, count=len(keys))
+            label = labels.take(keys, nameless=b"" in owned)
             if keep_requests:
                 by_request: dict[int, list[int]] = {}
                 for i, y in zip(owner.tolist(), label.tolist(), strict=True):
@@ -185,7 +191,8 @@ def _join(log_dir: Path, labels: Labels, since: float, until: float, keep_reques
                 decisions.times.frombytes(at[mask].tobytes())
                 decisions.probabilities.frombytes(probabilities[mask].tobytes())
                 decisions.labels.frombytes(label[mask].tobytes())
-    return Joined(since, until, versions, len(labels.table), kept)
+    matched = held - len(labels) - (labels.duplicates - duplicates)
+    return Joined(since, until, versions, len(labels), matched, kept)
 
 
 def labelled_rows(joined: Joined) -> pd.DataFrame:

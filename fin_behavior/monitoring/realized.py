@@ -242,7 +242,7 @@ def evaluate(
     window_seconds = settings.outcome_window_hours * 3600
     since = matured_until - window_seconds
     labels = read_labels(log_dir, ground_truth)
-    read = len(labels.table)
+    read = len(labels)
     if not read:  # nothing to judge, and no labels to calibrate an estimate with: the log is not read at all
         return OutcomeWindow(since, matured_until, {}, labels.counts() | {"matched": 0, "unknown": 0}, window_seconds)
     joined = join(log_dir, labels, since, until)
@@ -251,5 +251,5 @@ def evaluate(
         known = figures_of(version)
         if known is not None:
             results[version] = judge(decisions, known[1], known[0], settings, matured_until)
-    counts = labels.counts() | {"labels": read, "matched": read - joined.unknown, "unknown": joined.unknown}
+    counts = labels.counts() | {"labels": read, "matched": joined.matched, "unknown": joined.unknown}
     return OutcomeWindow(since, matured_until, results, counts, window_seconds)

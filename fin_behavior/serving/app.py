@@ -119,6 +119,10 @@ def _header(scope: Scope, name: bytes) -> str:
     return ""
 
 
+def _missing_key() -> Response:
+    return JSONResponse({"error": f"missing or invalid API key: {KEY_HINT}"}, status_code=401)
+
+
 async def _json_error(_: Request, exc: Exception) -> Response:
     """Starlette's own 404 / 405 (with its Allow header), as JSON like every other answer."""
     assert isinstance(exc, HTTPException)
@@ -219,11 +223,12 @@ class ScoringService:
             self.metrics.in_flight.dec()
         self._record(endpoint, reply, raw, sent, time.perf_counter() - started, caller == PROBE, request_id, client)
         if raw and endpoint == "score" and caller == CLIENT and self.traffic.wants("shadow", request_id, subject):
-            self.traffic.copy(raw, request_id)  # after the answer went out, one send(): off the hot path
+            self.traffic.copy(raw, request_id, client)  # after the answer went out, one send(): off the hot path
 
-    def score_copy(self, request_id: str, raw: bytes) -> None:
+    def score_copy(self, request_id: str, client: str, raw: bytes) -> None:
         """A shadow's copy of a live request (traffic.py): scored and logged as a POST /score of its body would be,
-        under the live request's id; the answer goes nowhere."""
+        under the live request's id and client, so the client's labels join (and pair) both versions' decisions;
+        the answer goes nowhere."""
         started = time.perf_counter()
         try:
             scored = self._score(raw)
@@ -232,7 +237,7 @@ class ScoringService:
             reply = Reply.failed(exc)
         reply.body["request_id"] = request_id
         answer = json.dumps(reply.body, separators=(",", ":")).encode()
-        self._record("score", reply, raw, answer, time.perf_counter() - started, False, request_id)
+        self._record("score", reply, raw, answer, time.perf_counter() - started, False, request_id, client)
 
     def _score(self, raw: bytes) -> Scored:
         assert self.bundle is not None
@@ -400,19 +405,19 @@ class ScoringService:
     # Everything else ---------------------------------------------------------------------------------------
 
     def _key_required(self, request: Request) -> Response | None:
-        if self._authorized(request.scope):
-            return None
-        return JSONResponse({"error": f"missing or invalid API key: {KEY_HINT}"}, status_code=401)
+        return None if self._authorized(request.scope) else _missing_key()
 
     async def feedback(self, request: Request) -> Response:
-        """True outcomes by request id (serving/feedback.py); the same key as /score."""
-        if refused := self._key_required(request):
-            return refused
+        """True outcomes by request id (serving/feedback.py); the same key as /score. A label joins only the
+        decisions of the key that posted it (the probe key's, any)."""
+        client = self._client_of(request.scope)
+        if client is None:
+            return _missing_key()
         try:
             raw = await self._read_body(request.scope, request.receive)
         except InputError as exc:
             return JSONResponse({"error": exc.message}, status_code=exc.status)
-        return await self.feedback_log.receive(raw)
+        return await self.feedback_log.receive(raw, client)
 
     async def health(self, _: Request) -> Response:
         return JSONResponse({"status": "alive"})

@@ -8,9 +8,16 @@ entries named), so a client never has to guess which half was kept. Whether an i
 here (another color or an earlier version may have scored it): the join counts unknown and duplicate labels
 (fin_behavior/monitoring/outcomes.py).
 
+A label is the posting key's: it joins only a decision that same key made (the prediction log names the key that
+asked, `client_id`), so one client cannot label, or mislabel, another's decisions; a label for another client's
+decision is counted like one for an id never scored (fin_behavior/monitoring/labels.py). The answer is the same
+either way: a client learns nothing about ids that are not its own. Labels posted with the platform's probe key
+join any decision with their id.
+
 One line per label in `<prediction log dir>/feedback/<color>.jsonl`, written before the answer (202 means it is
-on disk), rotated and bounded like the prediction log: `{"time":…,"request_id":"…","row":0,"label":1,
-"observed_at":…}`. In its own folder, so the monitor's prediction-log reader never mistakes it for requests.
+on disk), rotated and bounded like the prediction log: `{"time":…,"client":"…","request_id":"…","row":0,
+"label":1,"observed_at":…}` (no `client` for the probe key). In its own folder, so the monitor's prediction-log
+reader never mistakes it for requests.
 """
 
 from __future__ import annotations
@@ -124,18 +131,21 @@ class FeedbackLog:
                 path.parent.mkdir(parents=True, exist_ok=True)
             self.appender = _Appender(path, max_bytes, keep_files)
 
-    def append(self, labels: list[dict[str, Any]], now: float) -> None:
+    def append(self, labels: list[dict[str, Any]], now: float, client: str = "") -> None:
+        """Labels posted by `client` (`client_id` of the posting key; "" for the probe key: unscoped), one line
+        each, the client before the request id so the monitor reads a chunk of them with one expression."""
         assert self.appender is not None
-        head = b'{"time":%.6f,' % now
+        head = b'{"time":%.6f,' % now + (b'"client":"%s",' % client.encode() if client else b"")
         self.appender.pending.extend(
             head + json.dumps(label, separators=(",", ":")).encode()[1:] + b"\n" for label in labels
         )
         self.appender.flush()
 
-    async def receive(self, raw: bytes) -> Response:
-        """`raw`: the body, read by the service within its size and time bounds. Parsing, checking and writing
-        run off the event loop (10,000 labels take tens of milliseconds), at most `MAX_AT_ONCE` at a time: a
-        client posting labels in a loop cannot slow scoring down, it is told to wait (429)."""
+    async def receive(self, raw: bytes, client: str) -> Response:
+        """`raw`: the body, read by the service within its size and time bounds; `client`: who posted it
+        (`FeedbackLog.append`). Parsing, checking and writing run off the event loop (10,000 labels take tens of
+        milliseconds), at most `MAX_AT_ONCE` at a time: a client posting labels in a loop cannot slow scoring
+        down, it is told to wait (429)."""
         if self.appender is None:
             return JSONResponse(
                 {
@@ -153,15 +163,15 @@ class FeedbackLog:
             )
         self.busy += 1
         try:
-            accepted = await asyncio.to_thread(self._take, raw, time.time())
+            accepted = await asyncio.to_thread(self._take, raw, time.time(), client)
         except FeedbackError as exc:
             return JSONResponse({"error": str(exc)}, status_code=422)
         finally:
             self.busy -= 1
         return JSONResponse({"accepted": accepted}, status_code=202)
 
-    def _take(self, raw: bytes, now: float) -> int:
+    def _take(self, raw: bytes, now: float, client: str) -> int:
         labels = parse_body(raw, now)
         with self.lock:
-            self.append(labels, now)
+            self.append(labels, now, client)
         return len(labels)

@@ -4,15 +4,16 @@ Two files per color, so that the monitor reads what it needs of every request wi
 
 - `<color>.jsonl`, every request (its fields always in this order):
   `{"time":1795947359.649803,"model_version":"3","latency_ms":0.812,"outcome":200,"rows":1,
-  "inputs_sha256":"…","request_id":"…","unknown_categories":{"city":1}}` (`unknown_categories` only when there
-  are any; `request_id` is the id the answer carried, serving/request_ids.py); a
+  "inputs_sha256":"…","client":"…","request_id":"…","unknown_categories":{"city":1}}` (`unknown_categories` only
+  when there are any; `client` names the API key that asked, `client_id`, none for the probe key; `request_id` is
+  the id the answer carried, serving/request_ids.py); a
   request of the platform's own (authenticated with its probe key, see serving/config.py) ends `,"probe":true}`
   instead, and it has no inputs line: the monitor counts probes apart from the clients' traffic;
 - `<color>.inputs.jsonl`, a sampled share of the scored requests (`log_sample_rate`, default all):
-  `{"time":…,"model_version":"3","request":{…},"response":{…},"request_id":"…"}`, the body exactly as the client
-  sent it (once it had passed validation) and the answer exactly as sent: bytes the service already holds, so
-  logging them costs no serialization on the request path. The request id comes last, where only the service
-  writes: `inputs_line_end` finds a request's line by its end alone.
+  `{"time":…,"model_version":"3","request":{…},"response":{…},"client":"…","request_id":"…"}`, the body exactly as
+  the client sent it (once it had passed validation) and the answer exactly as sent: bytes the service already
+  holds, so logging them costs no serialization on the request path. The client and the request id come last, where
+  only the service writes: `inputs_line_end` finds a request's line by its end alone.
 
 The request path only appends lines to lists; a task on the event loop writes them every 0.5 s, one write call
 per file, whole lines only, so a reader at most sees a last line still without its newline (readers skip it).
@@ -89,9 +90,13 @@ _REQUEST_ID = b"," + key("request_id") + b'"%s"'
 _CLIENT = b"," + key("client") + b'"%s"'
 
 
+CLIENT_DIGITS = 12
+CLIENT_ID = rb"[0-9a-f]{%d}" % CLIENT_DIGITS  # what `client_id` gives, as the log's readers match it
+
+
 def client_id(api_key: bytes) -> str:
     """The key's name in the log: the first 12 hex digits of its sha256 (the log never holds a key)."""
-    return hashlib.sha256(api_key).hexdigest()[:12]
+    return hashlib.sha256(api_key).hexdigest()[:CLIENT_DIGITS]
 
 
 def request_id_mark(request_id: str, client: str = "") -> bytes:

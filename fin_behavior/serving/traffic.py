@@ -23,9 +23,10 @@ Why a socket pair for the copies and not HTTP: a copy is work the live color doe
 CPU. Copies sent over HTTP with httpx measured 1.1 ms of the live color's CPU per copy here, twice what answering
 the request costs; with h11 on kept-alive connections still 0.23 ms (+45%); one send() is a few microseconds
 (benchmarks/shadow.py). The shadow scores a copy through the same code as a POST /score and logs it under the
-live request's id; its latency figure is then its scoring time, without HTTP. A split's requests do go over HTTP
-(h11, the HTTP/1.1 state machine uvicorn itself uses, already in the serving environment): the challenger's
-answer, status and body, is what the client gets.
+live request's id and client (the key that asked: its labels join both versions' decisions); its latency figure
+is then its scoring time, without HTTP. A split's requests do go over HTTP (h11, the HTTP/1.1 state machine
+uvicorn itself uses, already in the serving environment): the challenger's answer, status and body, is what the
+client gets.
 """
 
 from __future__ import annotations
@@ -163,14 +164,16 @@ class ChallengerTraffic:
         self.counts.labels("split", "answered", route.version).inc()
         return Relayed(status, body, version or route.version)
 
-    def copy(self, raw: bytes, request_id: str) -> None:
-        """Hand a copy of an answered request to the shadow, or drop it (counted): a full buffer (the shadow is
-        behind), a shadow that is gone, a body larger than the buffer. Never waits."""
+    def copy(self, raw: bytes, request_id: str, client: str) -> None:
+        """Hand a copy of an answered request (and who asked: the `client_id` of its key) to the shadow, or drop it
+        (counted): a full buffer (the shadow is behind), a shadow that is gone, a body larger than the buffer.
+        Never waits."""
         route, copies = self.route, self._copies
         if route is None or copies is None:
             return
         try:
-            copies.send(request_id.encode() + b"\n" + raw)  # request ids hold no newline (request_ids.py)
+            # request ids and client names hold neither space nor newline (request_ids.py, prediction_log.client_id)
+            copies.send(b"%s %s\n%s" % (request_id.encode(), client.encode(), raw))
             outcome = "copied"
         except OSError:  # BlockingIOError (full), BrokenPipeError (gone), EMSGSIZE (too large)
             outcome = "dropped"
@@ -180,7 +183,7 @@ class ChallengerTraffic:
         self, raw: bytes, headers: list[tuple[bytes, bytes]], request_id: str
     ) -> tuple[int, bytes, str | None]:
         """POST /score to the challenger with the client's own key, request id and subject: its prediction log
-        then holds its decision under the same id as the champion's (monitoring pairs them by it)."""
+        then holds its decision under the same id and client as the champion's (monitoring pairs them by both)."""
         route, pool = self.route, self._pool
         assert route is not None and pool is not None
         sent = [(k, v) for k, v in headers if k in _FORWARDED_BYTES]
@@ -190,9 +193,10 @@ class ChallengerTraffic:
             return await pool.post(sent, raw)
 
 
-def receive_copies(copies: socket.socket, score: Callable[[str, bytes], None]) -> None:
-    """The shadow's side: score each copy that arrives (`score(request_id, body)`) on the running event loop, a
-    bounded number per wakeup. What arrives comes from the live color through the supervisor's socket pair."""
+def receive_copies(copies: socket.socket, score: Callable[[str, str, bytes], None]) -> None:
+    """The shadow's side: score each copy that arrives (`score(request_id, client, body)`) on the running event
+    loop, a bounded number per wakeup. What arrives comes from the live color through the supervisor's socket
+    pair."""
     copies.setblocking(False)
     loop = asyncio.get_running_loop()
 
@@ -210,8 +214,9 @@ def receive_copies(copies: socket.socket, score: Callable[[str, bytes], None]) -
                 loop.remove_reader(copies)
                 copies.close()
                 return
-            request_id, _, body = message.partition(b"\n")
-            score(request_id.decode("ascii", "replace"), body)
+            head, _, body = message.partition(b"\n")
+            request_id, _, client = head.partition(b" ")
+            score(request_id.decode("ascii", "replace"), client.decode("ascii", "replace"), body)
 
     loop.add_reader(copies, drain)
 

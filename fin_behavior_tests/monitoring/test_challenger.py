@@ -32,24 +32,28 @@ from fin_behavior.monitoring.challenger import (
     rows_needed,
 )
 from fin_behavior.monitoring.challenger_power import Scenario, draw, rates
-from fin_behavior.monitoring.labels import read_labels
+from fin_behavior.monitoring.labels import Labels, read_labels
 from fin_behavior.monitoring.profile import psi
 from fin_behavior.monitoring.realized import roc_auc
 from fin_behavior.monitoring.window import read_window
 from fin_behavior.serving.feedback import FeedbackLog, parse_body
-from fin_behavior.serving.prediction_log import PredictionLog
+from fin_behavior.serving.prediction_log import PredictionLog, client_id
 from fin_behavior.settings import Settings
 
 RULE = Rule(alpha=0.05, early_alpha=0.001, min_gain=0.05, power=0.9, min_rows=200, min_class_rows=50, samples=400)
 
 
-def _score(directory: Path, color: str, version: str, answers: dict[str, list[float]], latency_s: float) -> None:
-    """Requests as the service logs them: `answers` request id -> probabilities, one per row."""
+def _score(
+    directory: Path, color: str, version: str, answers: dict[str, list[float]], latency_s: float, client: str = ""
+) -> None:
+    """Requests as the service logs them: `answers` request id -> probabilities, one per row, asked with `client`'s
+    key (a shadow logs its copies under the live request's client)."""
     log = PredictionLog(directory / f"{color}.jsonl", version, 1.0, 1 << 30, 2)
     for request_id, probabilities in answers.items():
         body = json.dumps([{"age": 30}] * len(probabilities)).encode()
         response = {"probabilities": probabilities, "model_version": version, "request_id": request_id}
-        log.write(latency_s, 200, len(probabilities), body, {}, json.dumps(response).encode(), request_id)
+        answer = json.dumps(response).encode()
+        log.write(latency_s, 200, len(probabilities), body, {}, answer, request_id, client=client)
     log.write(latency_s, 503, 1, b"{}", {}, b"{}", "failed-1")
     log.close()
 
@@ -68,7 +72,7 @@ def test_decisions_are_paired_by_request_id_and_row_and_described(tmp_path):
         parse_body(json.dumps({"labels": [{"request_id": "multi", "row": 1, "label": 1}]}).encode(), now), now
     )
 
-    pairs = read_pairs(logs, "3", "4", read_labels(logs, None).table, 0, now + 1)
+    pairs = read_pairs(logs, "3", "4", read_labels(logs, None), 0, now + 1)
     assert len(pairs.labels) == 301  # r1..r299 and both rows of "multi": r0 and only-challenger have no pair
     assert list(pairs.labels).count(1) == 1 and list(pairs.labels).count(-1) == 300
     assert np.allclose(pairs.challenger, np.minimum(1.0, pairs.champion + 0.2), atol=1e-9)
@@ -92,8 +96,29 @@ def test_decisions_are_paired_by_request_id_and_row_and_described(tmp_path):
     assert result.outcome().passed
 
 
+def test_a_clients_labels_pair_only_its_own_decisions_whoever_posted_first(tmp_path):
+    logs = tmp_path / "predictions"
+    a, b = client_id(b"team a's key"), client_id(b"team b's key")
+    ours = {f"r{i}": [round(0.1 + 0.2 * i, 2)] for i in range(4)}
+    for color, version, shift in (("blue", "3", 0.0), ("shadow", "4", 0.05)):
+        _score(logs, color, version, {rid: [p + shift for p in ps] for rid, ps in ours.items()}, 0.01, client=a)
+        _score(logs, color, version, {"r0": [0.5 + shift]}, 0.01, client=b)  # b's own request, under an id a used
+    now = time.time()
+    feedback = FeedbackLog(logs / "blue.jsonl", 1 << 30, 2)
+    first = [{"request_id": rid, "label": 0} for rid in ours]  # b labels every id a used, before a does
+    feedback.append(parse_body(json.dumps({"labels": first}).encode(), now), now, b)
+    true = [{"request_id": rid, "label": y} for rid, y in zip(("r0", "r1", "r2"), (1, 0, 1), strict=True)]
+    feedback.append(parse_body(json.dumps({"labels": true}).encode(), now), now, a)
+
+    pairs = read_pairs(logs, "3", "4", read_labels(logs, None), 0, now + 1)
+    assert list(pairs.champion) == [0.1, 0.3, 0.5, 0.7, 0.5] and list(pairs.challenger) == pytest.approx(
+        [0.15, 0.35, 0.55, 0.75, 0.55]
+    )
+    assert list(pairs.labels) == [1, 0, 1, -1, 0]  # a's labels on a's requests, b's only on b's own "r0"
+
+
 def test_without_a_request_both_scored_the_comparison_says_so():
-    empty = read_pairs(Path("/nonexistent"), "3", "4", {}, 0, 1)
+    empty = read_pairs(Path("/nonexistent"), "3", "4", Labels(), 0, 1)
     result = compare(empty, read_window(Path("/nonexistent"), 0, 1, 1), "3", "4", (0.5, 0.5), RULE)
     assert result.verdict.verdict == NOT_ENOUGH and "scored by both versions" in result.verdict.message
     assert result.figures["probability_psi"] is None and "agreement" not in result.figures
@@ -245,7 +270,7 @@ def test_a_split_is_judged_on_each_versions_own_labelled_requests(tmp_path):
     now = time.time()
     FeedbackLog(logs / "blue.jsonl", 1 << 30, 2).append(parse_body(json.dumps({"labels": labels}).encode(), now), now)
 
-    pairs = read_pairs(logs, "3", "4", read_labels(logs, None).table, 0, now + 1)
+    pairs = read_pairs(logs, "3", "4", read_labels(logs, None), 0, now + 1)
     assert len(pairs.labels) == 0 and len(pairs.own_labelled["3"][0]) == len(ya)
     result = compare(pairs, read_window(logs, 0, now + 1, max_sampled=1), "3", "4", (0.5, 0.5), RULE)
     f = result.figures

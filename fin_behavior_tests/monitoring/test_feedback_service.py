@@ -1,19 +1,23 @@
 """Outcomes through the real scoring service: hold-out rows scored, their true labels posted to POST /feedback by
 the request ids the answers carried; the realized figures match the validation figures; a segment whose labels
-flip (concept drift) fails realized_roc_auc; unknown ids are counted; bad posts are refused saying why."""
+flip (concept drift) fails realized_roc_auc; unknown ids are counted; bad posts are refused saying why; a label
+joins only the decisions of the key that posted it."""
 
 from __future__ import annotations
 
 import json
+import secrets
 import time
 
 import pytest
+from sklearn.metrics import precision_score, recall_score, roc_auc_score
 
 from fin_behavior.data.columns import FEATURES, TARGET
 from fin_behavior.ml.evaluate import holdout_metrics
 from fin_behavior.monitoring.realized import evaluate
 from fin_behavior.records import ModelInfo
 from fin_behavior.settings import get_settings
+from fin_behavior_tests.serving_fixtures import start_service
 
 
 @pytest.fixture(scope="module")
@@ -23,20 +27,22 @@ def holdout(trained) -> tuple[list[dict], list[int]]:
     return json.loads(rows[list(FEATURES)].to_json(orient="records")), rows[TARGET].astype(int).tolist()
 
 
-def _score(service, records: list[dict], batch: int = 10) -> list[tuple[str, int]]:
-    """Each record's decision: (request id, row)."""
+def _score(service, records: list[dict], batch: int = 10, key: str | None = None) -> list[tuple[str, int, float]]:
+    """Each record's decision, asked with `key` (default the service's own): (request id, row, probability)."""
     decisions = []
-    with service.client() as client:
+    with service.client(key) as client:
         for i in range(0, len(records), batch):
             answer = client.post("/score", json=records[i : i + batch])
             assert answer.status_code == 200
-            decisions += [(answer.json()["request_id"], row) for row in range(len(records[i : i + batch]))]
+            rid, probabilities = answer.json()["request_id"], answer.json()["probabilities"]
+            decisions += [(rid, row, p) for row, p in enumerate(probabilities)]
     return decisions
 
 
-def _post_labels(service, decisions: list[tuple[str, int]], labels: list[int]) -> None:
-    body = [{"request_id": rid, "row": row, "label": y} for (rid, row), y in zip(decisions, labels, strict=True)]
-    with service.client() as client:
+def _post_labels(service, decisions: list[tuple[str, int, float]], labels: list[int], key: str | None = None) -> None:
+    """Labels posted with `key` (default the service's own); each post accepted whole, whoever's the ids are."""
+    body = [{"request_id": rid, "row": row, "label": y} for (rid, row, _), y in zip(decisions, labels, strict=True)]
+    with service.client(key) as client:
         for i in range(0, len(body), 500):
             answer = client.post("/feedback", json={"labels": body[i : i + 500]})
             assert answer.status_code == 202 and answer.json() == {"accepted": len(body[i : i + 500])}
@@ -135,3 +141,41 @@ def test_a_body_dripped_slowly_is_cut_at_the_deadline_like_score_s(service):
         answer = conn.recv(65_536).decode()  # nothing more is sent: the service answers at its body deadline
     assert answer.startswith("HTTP/1.1 408") and "did not arrive within" in answer, answer[:300]
     assert time.monotonic() - started < 25
+
+
+@pytest.fixture(scope="module")
+def two_clients(serving_env, bundle, tmp_path_factory):
+    """(the service, another client's key, the platform's probe key): the service's own key is client A's."""
+    other, probe = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
+    workdir = tmp_path_factory.mktemp("two")
+    running = start_service(serving_env, bundle[0], workdir, probe_key=probe, other_keys=(other,))
+    yield running, other, probe
+    running.process.terminate()
+    running.process.wait(timeout=10)
+
+
+def test_a_label_joins_only_decisions_of_the_key_that_posted_it(two_clients, bundle, holdout, validation):
+    """Key B labels all of A's decisions first, wrongly; then A posts the true labels: the realized figures are those
+    of the true labels exactly, and B's count as labels of ids never scored. B's own decisions take B's labels, and
+    the platform's probe key labels any decision."""
+    service, key_b, probe = two_clients
+    records, labels = holdout
+    started = time.time()
+    a_decisions = _score(service, records)
+    b_decisions = _score(service, records[:40], key=key_b)
+    _post_labels(service, a_decisions, [1 - y for y in labels], key=key_b)  # accepted like any post: B learns nothing
+    _post_labels(service, a_decisions, labels)
+    _post_labels(service, b_decisions[:20], labels[:20], key=key_b)
+    _post_labels(service, b_decisions[20:], labels[20:40], key=probe)
+
+    window = _judge(service, bundle[0], validation, started, len(records) + 40)
+    realized = window.results["7"]
+    y = labels + labels[:40]
+    p = [probability for *_, probability in a_decisions + b_decisions]
+    threshold = ModelInfo.read(bundle[0]).decision_threshold
+    assert realized.figures["labelled"] == len(y) and realized.figures["coverage"] == 1.0
+    assert realized.figures["roc_auc"] == pytest.approx(roc_auc_score(y, p), abs=1e-9)
+    assert realized.figures["recall"] == pytest.approx(recall_score(y, [q >= threshold for q in p]), abs=1e-9)
+    assert realized.figures["precision"] == pytest.approx(precision_score(y, [q >= threshold for q in p]), abs=1e-9)
+    assert window.label_counts["matched"] == len(y) and window.label_counts["unknown"] == len(records)
+    assert window.label_counts["duplicates"] == 0

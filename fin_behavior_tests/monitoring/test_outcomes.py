@@ -15,11 +15,11 @@ from sklearn.metrics import precision_score, recall_score, roc_auc_score
 
 from fin_behavior.data.columns import FEATURES, KEY, TARGET
 from fin_behavior.data.processing import add_labelled_rows
-from fin_behavior.monitoring.labels import add_label_file, read_labels
+from fin_behavior.monitoring.labels import add_label_file, owned_key, read_labels
 from fin_behavior.monitoring.outcomes import join, labelled_rows
 from fin_behavior.monitoring.realized import calibrator, estimate, evaluate, roc_auc
 from fin_behavior.serving.feedback import FeedbackError, FeedbackLog, parse_body
-from fin_behavior.serving.prediction_log import PredictionLog
+from fin_behavior.serving.prediction_log import PredictionLog, client_id
 from fin_behavior.settings import get_settings
 
 RECORD = {
@@ -32,8 +32,11 @@ RECORD = {
 }  # fmt: skip
 
 
-def _log_decisions(directory: Path, version: str, probabilities: list[list[float]], prefix: str = "r") -> list[str]:
-    """Scored requests as the service logs them (its own writer), each answer carrying its request id."""
+def _log_decisions(
+    directory: Path, version: str, probabilities: list[list[float]], prefix: str = "r", client: str = ""
+) -> list[str]:
+    """Scored requests as the service logs them (its own writer), each answer and line carrying its request id, and
+    the line the client whose key asked (none: a line from before lines named one)."""
     log = PredictionLog(directory / "blue.jsonl", version, 1.0, 1 << 30, 2)
     ids = []
     for i, answered in enumerate(probabilities):
@@ -41,16 +44,17 @@ def _log_decisions(directory: Path, version: str, probabilities: list[list[float
         body = json.dumps([RECORD | {"age": 20 + i % 50}] * len(answered)).encode()
         response = {"predictions": [int(p >= 0.5) for p in answered], "probabilities": answered}
         answer = json.dumps(response | {"model_version": version, "request_id": request_id}).encode()
-        log.write(0.001, 200, len(answered), body, {}, answer)
+        log.write(0.001, 200, len(answered), body, {}, answer, request_id, client=client)
         ids.append(request_id)
     log.close()
     return ids
 
 
-def _post(directory: Path, labels: list[dict]) -> None:
+def _post(directory: Path, labels: list[dict], client: str = "") -> None:
+    """Labels as POST /feedback writes them, posted with `client`'s key ("": the probe key's, or an old line's)."""
     now = time.time()
     FeedbackLog(directory / "blue.jsonl", 1 << 30, 2).append(
-        parse_body(json.dumps({"labels": labels}).encode(), now), now
+        parse_body(json.dumps({"labels": labels}).encode(), now), now, client
     )
 
 
@@ -75,6 +79,64 @@ def test_labels_join_their_decisions_and_bad_ones_are_counted_not_fatal(tmp_path
 
     outside = join(logs, read_labels(logs, folder), time.time() + 60, time.time() + 120)
     assert outside.versions == {} and outside.unknown == 1  # claimed by their decisions, just not in the window
+
+
+A, B = client_id(b"team a's key"), client_id(b"team b's key")  # how the log names two clients' keys
+
+
+def test_a_label_joins_only_the_decisions_of_the_key_that_posted_it(tmp_path):
+    logs, folder = tmp_path / "predictions", tmp_path / "ground_truth"
+    mine = _log_decisions(logs, "3", [[0.9], [0.2], [0.7, 0.1]], prefix="a", client=A)
+    theirs = _log_decisions(logs, "3", [[0.6]], prefix="b", client=B)
+    same_id = _log_decisions(logs, "3", [[0.3]], prefix="s", client=A) + _log_decisions(
+        logs, "3", [[0.4]], prefix="s", client=B
+    )  # ids are the clients' own: both used "s0"
+    _post(logs, [{"request_id": mine[0], "label": 0}, {"request_id": mine[2], "row": 1, "label": 1}], client=B)
+    _post(logs, [{"request_id": mine[0], "label": 1}, {"request_id": mine[2], "row": 1, "label": 0}], client=A)
+    _post(logs, [{"request_id": theirs[0], "label": 1}, {"request_id": "s0", "label": 0}], client=B)
+    _post(logs, [{"request_id": "s0", "label": 1}], client=A)
+    _post(logs, [{"request_id": mine[1], "label": 0}])  # the platform's probe key: any decision with the id
+    folder.mkdir()  # the bank's own labels: any decision with the id; beside the client's own, the client's stands
+    pd.DataFrame({"request_id": [mine[2], mine[0]], "label": [1, 0]}).to_csv(folder / "bank.csv", index=False)
+
+    labels = read_labels(logs, folder)
+    assert labels.counts() == {"labels": 10, "invalid": 0, "duplicates": 0, "files": 2}
+    joined = join(logs, labels, 0, time.time() + 1)
+    decisions = joined.versions["3"]
+    assert list(decisions.probabilities) == [0.9, 0.2, 0.7, 0.1, 0.6, 0.3, 0.4] and same_id == ["s0", "s0"]
+    assert list(decisions.labels) == [1, 0, 1, 0, 1, 1, 0]  # A's own labels, though B's came first
+    # B's two labels for A's decisions count as labels of ids never scored; the bank's second label of mine[0] as
+    # the duplicate it is
+    assert (joined.matched, joined.unknown, labels.duplicates) == (7, 2, 1)
+
+
+def test_the_label_reader_sees_the_client_at_c_speed_and_line_by_line(tmp_path):
+    logs = tmp_path / "predictions"
+    _post(logs, [{"request_id": "r0", "label": 1}, {"request_id": "r1", "row": 2, "label": 0}], client=A)
+    _post(logs, [{"request_id": "r0", "label": 0}, {"request_id": "r0", "label": 1}])  # unscoped; a duplicate
+    fast = read_labels(logs, None)  # every line the service's: one regular expression
+    assert fast.table == {owned_key(A.encode(), b"r0"): 1, owned_key(A.encode(), b"r1#2"): 0, b"r0": 0}
+    with (logs / "feedback" / "blue.jsonl").open("a") as log:  # lines of another writer: read one by one
+        log.write(json.dumps({"time": 1.0, "client": B, "request_id": "r2", "label": 1}) + "\n")
+        log.write(json.dumps({"time": 1.0, "client": "not a client", "request_id": "r3", "label": 1}) + "\n")
+    slow = read_labels(logs, None)
+    assert slow.table == fast.table | {owned_key(B.encode(), b"r2"): 1}
+    assert (fast.duplicates, slow.duplicates, slow.invalid) == (1, 1, 1)
+
+
+def test_lines_from_before_lines_named_the_client_join_as_they_did(tmp_path):
+    """Decision lines and feedback lines without a client: any label of the id, the first one read."""
+    logs = tmp_path / "predictions"
+    old = _log_decisions(logs, "3", [[0.9], [0.2], [0.4]], prefix="old")
+    new = _log_decisions(logs, "3", [[0.8]], prefix="new", client=A)
+    _post(logs, [{"request_id": old[0], "label": 1}, {"request_id": new[0], "label": 1}])  # old feedback lines
+    _post(logs, [{"request_id": old[1], "label": 0}], client=B)  # posted after the upgrade, for an older decision
+    _post(logs, [{"request_id": old[1], "label": 1}], client=A)  # a second label: the first stands
+
+    labels = read_labels(logs, None)
+    joined = join(logs, labels, 0, time.time() + 1)
+    assert list(joined.versions["3"].labels) == [1, 0, -1, 1]
+    assert (joined.matched, joined.unknown, labels.duplicates) == (3, 0, 1)
 
 
 def test_a_malformed_post_is_refused_whole_naming_each_entry():

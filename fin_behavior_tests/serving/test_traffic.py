@@ -15,6 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from prometheus_client import CollectorRegistry
 
+from fin_behavior.serving.prediction_log import client_id
 from fin_behavior.serving.traffic import SPLIT_CONNECTIONS, ChallengerTraffic, Route, in_share, receive_copies
 
 HEADERS = [(b"x-api-key", b"k" * 20), (b"x-request-id", b"client-id"), (b"cookie", b"not forwarded")]
@@ -188,22 +189,23 @@ def test_a_challengers_client_error_is_relayed_as_it_is():
 def test_shadow_copies_reach_the_shadow_and_are_dropped_when_it_falls_behind_or_is_gone():
     live_end, shadow_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     live_end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 16)  # small: the shadow falls behind soon
-    scored: list[tuple[str, bytes]] = []
+    scored: list[tuple[str, str, bytes]] = []
+    client = client_id(b"the client's key")
 
     async def run():
         traffic = ChallengerTraffic(CollectorRegistry())
         await traffic.set_route(_route("shadow", 0), live_end)
-        receive_copies(shadow_end, lambda request_id, body: scored.append((request_id, body)))
-        traffic.copy(b'[{"a": 1}]', "req-0")
+        receive_copies(shadow_end, lambda request_id, asked, body: scored.append((request_id, asked, body)))
+        traffic.copy(b'[{"a":\n 1}]', "req-0", client)
         await asyncio.sleep(0.05)  # the shadow's loop scores what arrived
-        assert scored == [("req-0", b'[{"a": 1}]')]
+        assert scored == [("req-0", client, b'[{"a":\n 1}]')]  # who asked travels with the copy (its labels pair it)
         asyncio.get_running_loop().remove_reader(shadow_end)  # the shadow stops reading: it is behind
         started = time.monotonic()
         for n in range(1_000):
-            traffic.copy(b"x" * 1_000, f"req-{n}")  # never waits, whatever the shadow does
+            traffic.copy(b"x" * 1_000, f"req-{n}", client)  # never waits, whatever the shadow does
         queued = time.monotonic() - started
         shadow_end.close()  # the shadow is gone
-        traffic.copy(b"[]", "req-gone")
+        traffic.copy(b"[]", "req-gone", client)
         await traffic.close()
         return traffic, queued
 
