@@ -10,9 +10,11 @@ request ids are the clients' own and guessable):
   for A's own label, whichever came first;
 - a label posted with the platform's probe key, a label file's (the bank's own systems) and a feedback line that
   names no client (written before lines named one) are unscoped: they join any decision with their id;
-- a decision takes its own client's first label, else the first unscoped one. A decision whose line names no client
-  (written before lines named one) takes the first unscoped label of its id, else the first label any client posted
-  for it: any label joined it before lines named clients.
+- a decision takes its own client's first label, else the first unscoped one still unclaimed. A decision whose line
+  names no client (written before lines named one) takes the first unscoped label of its id, else the first label a
+  client posted for it: any label joined it before lines named clients. A decision takes one label and leaves the
+  others of its id to the next decision of that id (or `unknown`), so whichever file is read first, B's decision
+  with A's id never takes the bank's label from A's, nor an old decision A's own label.
 
 The feedback log is read at C speed where it can be: the service writes its fields in one order
 (`{"time":T,"client":"C","request_id":"R","row":N,"label":L,"observed_at":O}`, no client for the probe key), so
@@ -117,39 +119,35 @@ class Labels:
     def take(self, keys: Sequence[bytes], nameless: bool, keep: bool = False) -> np.ndarray:
         """The label of each decision (keyed by `owned_key`; `nameless`: whether any is on a line that names no
         client, keyed by its plain key), -1 where it has none; the rules of the module doc. The labels a decision
-        takes leave the table (what is left at the end is `unknown`), unless `keep`; another label of a decision that
-        took one (an unscoped one beside its client's own, a second client's for a line naming none) counts as a
-        duplicate. At C speed: a dictionary look-up per decision, and a second one where unscoped labels were read."""
+        takes leave the table (what is left at the end is `unknown`), unless `keep`. A decision that has its own
+        client's label takes nothing else: an unscoped label, or another client's, stays for the next decision
+        with that id, whichever file or line is read first. At C speed: a dictionary look-up per decision, and a
+        second one for those still without a label where unscoped labels were read."""
         found = _claim(self.table, keys, keep)  # its client's label; on a line naming no client, an unscoped one
         if self.any_unscoped:
-            fallback = _claim(self.table, list(map(_plain if nameless else _PLAIN_OF_OWNED, keys)), keep)
-            has_own = found >= 0
-            if not keep:
-                self.duplicates += int((has_own & (fallback >= 0)).sum())
-            found = np.where(has_own, found, fallback)
+            missing = np.flatnonzero(found < 0)
+            plain = _plain if nameless else _PLAIN_OF_OWNED
+            found[missing] = _claim(self.table, [plain(keys[i]) for i in missing.tolist()], keep)
         if nameless:
             self._take_any_client(keys, found, keep)
         return found
 
     def _take_any_client(self, keys: Sequence[bytes], found: np.ndarray, keep: bool) -> None:
-        """Decisions on lines that name no client (written before lines named one) and have no unscoped label: the
-        first label any client posted for the id (unless `keep`, the others are taken as duplicates)."""
+        """Decisions on lines that name no client (written before lines named one) and still without a label: the
+        first label a client posted for the id (only that one leaves the table: another client's stays for its own
+        decision of that id)."""
         if self._owned_by_id is None:
             self._owned_by_id = {}
             for owned in filter(_is_owned, self.table):
                 self._owned_by_id.setdefault(_plain(owned), []).append(owned)
         for i, key in enumerate(keys):
-            if _is_owned(key) or (keep and found[i] >= 0):
+            if _is_owned(key) or found[i] >= 0:
                 continue
             for owned in self._owned_by_id.get(key, ()):
-                label = self.table.get(owned, -1) if keep else self.table.pop(owned, -1)
-                if label < 0:
-                    continue
-                if found[i] >= 0:
-                    self.duplicates += 1
-                    continue
-                found[i] = label
-                if keep:
+                if (label := self.table.get(owned, -1)) >= 0:
+                    found[i] = label
+                    if not keep:
+                        del self.table[owned]
                     break
 
     def counts(self) -> dict[str, int]:

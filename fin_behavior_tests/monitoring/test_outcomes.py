@@ -105,9 +105,9 @@ def test_a_label_joins_only_the_decisions_of_the_key_that_posted_it(tmp_path):
     decisions = joined.versions["3"]
     assert list(decisions.probabilities) == [0.9, 0.2, 0.7, 0.1, 0.6, 0.3, 0.4] and same_id == ["s0", "s0"]
     assert list(decisions.labels) == [1, 0, 1, 0, 1, 1, 0]  # A's own labels, though B's came first
-    # B's two labels for A's decisions count as labels of ids never scored; the bank's second label of mine[0] as
-    # the duplicate it is
-    assert (joined.matched, joined.unknown, labels.duplicates) == (7, 2, 1)
+    # B's two labels for A's decisions count as labels of ids never scored; the bank's label of mine[0], beside A's
+    # own, is claimed by no decision (it stays for the next decision of that id)
+    assert (joined.matched, joined.unknown, labels.duplicates) == (7, 3, 0)
 
 
 def test_the_label_reader_sees_the_client_at_c_speed_and_line_by_line(tmp_path):
@@ -131,12 +131,48 @@ def test_lines_from_before_lines_named_the_client_join_as_they_did(tmp_path):
     new = _log_decisions(logs, "3", [[0.8]], prefix="new", client=A)
     _post(logs, [{"request_id": old[0], "label": 1}, {"request_id": new[0], "label": 1}])  # old feedback lines
     _post(logs, [{"request_id": old[1], "label": 0}], client=B)  # posted after the upgrade, for an older decision
-    _post(logs, [{"request_id": old[1], "label": 1}], client=A)  # a second label: the first stands
+    _post(logs, [{"request_id": old[1], "label": 1}], client=A)  # a second label: the first stands, this one stays
 
     labels = read_labels(logs, None)
     joined = join(logs, labels, 0, time.time() + 1)
     assert list(joined.versions["3"].labels) == [1, 0, -1, 1]
-    assert (joined.matched, joined.unknown, labels.duplicates) == (3, 0, 1)
+    assert (joined.matched, joined.unknown, labels.duplicates) == (3, 1, 0)
+
+
+def _rotate(logs: Path) -> None:
+    """The color's current log files rotated away (read before the current ones)."""
+    for name in ("blue.inputs.jsonl", "blue.jsonl"):
+        (logs / name).rename(logs / name.replace(".jsonl", ".1000000000000000000.jsonl"))
+
+
+def test_a_decision_from_before_lines_named_the_client_never_takes_a_client_s_label_of_its_own_decision(tmp_path):
+    """An old decision read first (a rotated file) takes the first client label of its id, and only that one: A's
+    own label stays for A's decision of the same id, whichever key posted first."""
+    logs = tmp_path / "predictions"
+    _log_decisions(logs, "3", [[0.9]], prefix="R")  # from before the upgrade
+    _rotate(logs)
+    _log_decisions(logs, "3", [[0.8]], prefix="R", client=A)  # A's, with the same id
+    _post(logs, [{"request_id": "R0", "label": 0}], client=B)
+    _post(logs, [{"request_id": "R0", "label": 1}], client=A)
+    labels = read_labels(logs, None)
+    joined = join(logs, labels, 0, time.time() + 1)
+    assert list(joined.versions["3"].labels) == [0, 1]
+    assert (joined.matched, joined.unknown, labels.duplicates) == (2, 0, 0)
+
+
+def test_a_decision_with_its_own_label_leaves_the_bank_s_label_of_its_id_to_the_next(tmp_path):
+    """B scores first with A's (guessable) id and labels its own decision: the bank's label of the id still
+    reaches A's decision."""
+    logs, folder = tmp_path / "predictions", tmp_path / "ground_truth"
+    _log_decisions(logs, "3", [[0.8]], prefix="R", client=B)
+    _log_decisions(logs, "3", [[0.9]], prefix="R", client=A)
+    _post(logs, [{"request_id": "R0", "label": 1}], client=B)
+    folder.mkdir()
+    pd.DataFrame({"request_id": ["R0"], "label": [0]}).to_csv(folder / "bank.csv", index=False)
+    labels = read_labels(logs, folder)
+    joined = join(logs, labels, 0, time.time() + 1)
+    assert list(joined.versions["3"].labels) == [1, 0]
+    assert (joined.matched, joined.unknown, labels.duplicates) == (2, 0, 0)
 
 
 def test_a_malformed_post_is_refused_whole_naming_each_entry():
