@@ -194,7 +194,8 @@ class Settings(BaseSettings):
     )  # fmt: skip
     explain_max_pending: int = Field(
         service_default("explain_max_pending"), ge=1,
-        description="explanations a color accepts at once (running or waiting); past it /explain answers 429",
+        description="explanations a color accepts at once (running or waiting), at most half of them (at least one) "
+        "from one key; past it /explain answers 429",
     )  # fmt: skip
     # Monitoring (serving_quality, `fin-behavior endpoint stats`): the rolling window, the bars of its checks,
     # and where alerts go.

@@ -11,13 +11,15 @@ process a burst of explanations would stall every /score behind it. The work (fi
 encoding, SHAP) runs in `explain_workers` worker processes started on the first explanation; the scoring process
 only validates, counts and forwards (a submitted model's own predict runs in the worker too, never in the event
 loop). At most `explain_max_pending` explanations are accepted at once (running or
-waiting for a worker); past that the answer is 429 with Retry-After at once, never a queue, and /score is not
-touched. An explanation not done within `explain_timeout_seconds` is a 504.
+waiting for a worker), and at most half of them (at least one) from one key, so that no client can take every
+place; past either the answer is 429 with Retry-After at once, never a queue, and /score is not touched. An
+explanation not done within `explain_timeout_seconds` is a 504.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import math
@@ -65,6 +67,7 @@ class Explanations:
         self.settings, self.bundle, self.authorized, self.flush_log = settings, bundle, authorized, flush_log
         self.read_body = read_body
         self.pending = 0
+        self.pending_of: collections.Counter[str] = collections.Counter()  # accepted, by the asking client's name
         self.pool: ProcessPoolExecutor | None = None
         self.refusal = _refusal(settings, bundle)
 
@@ -89,7 +92,7 @@ class Explanations:
             top = _top(request)
             if self.flush_log is not None:
                 self.flush_log()  # the last half second's lines are still in the service's buffer
-            answer = await self._run(_explain_logged, self.settings.prediction_log, request_id, top, client)
+            answer = await self._run(client, _explain_logged, self.settings.prediction_log, request_id, top, client)
         except InputError as exc:
             return _refusal_of(exc, request_id)
         return JSONResponse(answer, headers={"X-Request-ID": request_id})
@@ -106,7 +109,9 @@ class Explanations:
             parsed = self.bundle.schema.parse(decode(await self.read_body(request.scope, request.receive)), self._rows)
             # the platform's probabilities as /score answers them; a submitted model predicts in the worker
             probabilities = None if self.bundle.runtime == "pyfunc" else self.bundle.predict(parsed.columns)[1]
-            explained = await self._run(_explain_posted, parsed.columns, probabilities, top)
+            explained = await self._run(
+                self.authorized(request.scope) or "", _explain_posted, parsed.columns, probabilities, top
+            )
         except InputError as exc:
             return _refusal_of(exc, request_id)
         body = {"request_id": request_id, "model_version": self.settings.model_version, **explained}
@@ -131,13 +136,22 @@ class Explanations:
 
     # The bounded worker ------------------------------------------------------------------------------------
 
-    async def _run(self, work: Any, *args: Any) -> Any:
-        """`work(*args)` in a worker process; InputError 429 when `explain_max_pending` are already accepted."""
+    async def _run(self, client: str, work: Any, *args: Any) -> Any:
+        """`work(*args)` in a worker process for `client`; InputError 429 when `explain_max_pending` are already
+        accepted, or half of them (at least one) for this client."""
         if self.pending >= self.settings.explain_max_pending:
             raise InputError(
                 429, f"{self.pending} explanations are being computed; retry shortly (scoring is unaffected)"
             )
+        share = max(1, self.settings.explain_max_pending // 2)
+        if self.pending_of[client] >= share:
+            raise InputError(
+                429,
+                f"this key has {share} explanations being computed, as many as one key may at once (half of "
+                "explain_max_pending, so that other clients keep a place); retry when one is answered",
+            )
         self.pending += 1
+        self.pending_of[client] += 1
         try:
             if self.pool is None:
                 context = multiprocessing.get_context("spawn")  # never fork the event loop's threads
@@ -158,6 +172,9 @@ class Explanations:
             raise InputError(503, "the explanation worker stopped; retry shortly") from None
         finally:
             self.pending -= 1
+            self.pending_of[client] -= 1
+            if not self.pending_of[client]:
+                del self.pending_of[client]
         if isinstance(outcome, tuple):  # (status, message): the worker's refusal
             raise InputError(*outcome)
         return outcome

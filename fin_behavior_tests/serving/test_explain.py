@@ -318,3 +318,32 @@ def test_a_decision_is_explained_only_to_the_client_whose_key_made_it(serving_en
     assert found.status_code == operator.status_code == 200 and found.json()["rows"] == operator.json()["rows"]
     logged = (tmp_path / "predictions.jsonl").read_text()
     assert other not in logged and service.key not in logged and '"client":"' in logged  # names, never keys
+
+
+def test_one_key_cannot_take_every_place_and_another_key_is_still_explained(serving_env, bundle, tmp_path):
+    """Half of `explain_max_pending` (4) per key: one client's burst of eight 200-row explanations never holds more
+    than two places, so another client's two, sent in the same burst, are both explained."""
+    other = "another-client-key-0123456789"
+    service = start_service(serving_env, bundle[0], tmp_path, other_keys=(other,))
+    records = bundle[1][:ROWS]
+    answers: dict[str, list[httpx.Response]] = {service.key: [], other: []}
+
+    def ask(key: str) -> None:
+        with service.client(key) as client:
+            answers[key].append(client.post("/explain", json=records, timeout=120))
+
+    try:
+        with service.client() as first:  # the worker process started, so the burst is about places, not start-up
+            assert first.post("/explain", json=records[:1], timeout=120).status_code == 200
+        threads = [threading.Thread(target=ask, args=(key,)) for key in [service.key] * 8 + [other] * 2]
+        for thread in threads:  # the flooding client's first
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        service.process.terminate()
+        service.process.wait(10)
+    assert [r.status_code for r in answers[other]] == [200, 200]
+    refused = [r for r in answers[service.key] if r.status_code != 200]
+    assert refused and all(r.status_code == 429 for r in refused)
+    assert any("as many as one key may at once" in r.json()["error"] for r in refused)
