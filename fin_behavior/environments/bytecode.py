@@ -55,8 +55,6 @@ def _sources(site: Path):
 
 def _place(cached: Path, target: Path) -> None:
     target.parent.mkdir(exist_ok=True)
-    with contextlib.suppress(FileNotFoundError):
-        target.unlink()
     try:
         os.link(cached, target)
     except OSError:  # another file system
@@ -79,20 +77,24 @@ def compile_site(python: Path, site: Path, root: Path) -> tuple[int, int]:
     tag, magic = _interpreter(python)
     store = root / CACHE_DIR / magic
     store.mkdir(parents=True, exist_ok=True)
-    missing: list[tuple[Path, Path]] = []
+    missing: list[tuple[Path, Path, Path]] = []
     linked = 0
     for source in _sources(site):
-        cached = store / f"{hashlib.sha256(source.read_bytes()).hexdigest()}.pyc"
+        if (source.parent / "__pycache__").is_symlink():  # a package's own link where bytecode goes: not written
+            continue
         target = source.parent / "__pycache__" / f"{source.stem}.{tag}.pyc"
+        with contextlib.suppress(FileNotFoundError):
+            target.unlink()  # what a package shipped there (a file, a link) is never taken as its bytecode
+        with source.open("rb") as code:
+            cached = store / f"{hashlib.file_digest(code, 'sha256').hexdigest()}.pyc"
         if cached.is_file():
             _place(cached, target)
             linked += 1
         else:
-            missing.append((source, cached))
-    _compile([source for source, _ in missing], python)
-    for source, cached in missing:
-        compiled = source.parent / "__pycache__" / f"{source.stem}.{tag}.pyc"
-        if compiled.is_file():
+            missing.append((source, target, cached))
+    _compile([source for source, _, _ in missing], python)
+    for _, compiled, cached in missing:
+        if compiled.is_file() and not compiled.is_symlink():  # written by compileall just now
             _keep(compiled, cached)
     return linked, len(missing)
 

@@ -54,3 +54,25 @@ def test_a_link_in_a_package_is_never_followed_nor_compiled(tmp_path):
     (site / "pkg" / "linked.py").symlink_to(outside)
     assert compile_site(Path(sys.executable), site, tmp_path) == (0, 2)
     assert not (site / "pkg" / "__pycache__" / f"linked.{sys.implementation.cache_tag}.pyc").exists()
+
+
+def test_what_a_package_ships_where_bytecode_goes_is_neither_trusted_nor_written_through(tmp_path):
+    """A package's own .pyc (here a link to a secret, beside a module that does not compile) never reaches the
+    cache that other environments link from; a `__pycache__` that is a link is not written through."""
+    secret, elsewhere = tmp_path / "secret.txt", tmp_path / "elsewhere"
+    secret.write_text("root's own")
+    elsewhere.mkdir()
+    site = _site(tmp_path / "env")
+    tag = sys.implementation.cache_tag
+    (site / "pkg" / "broken.py").write_text("def (:\n")  # does not compile
+    (site / "pkg" / "__pycache__").mkdir()
+    (site / "pkg" / "__pycache__" / f"broken.{tag}.pyc").symlink_to(secret)
+    (site / "linked").mkdir()
+    (site / "linked" / "mod.py").write_text(MODULE)
+    (site / "linked" / "__pycache__").symlink_to(elsewhere, target_is_directory=True)
+
+    compile_site(Path(sys.executable), site, tmp_path)
+    cached = list((tmp_path / CACHE_DIR).rglob("*.pyc"))
+    assert len(cached) == 2 and all(b"root's own" not in p.read_bytes() for p in cached)  # __init__ and mod only
+    assert not (site / "pkg" / "__pycache__" / f"broken.{tag}.pyc").exists() and secret.read_text() == "root's own"
+    assert list(elsewhere.iterdir()) == []
