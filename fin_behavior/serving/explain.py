@@ -83,9 +83,9 @@ class Explanations:
         asked = request.path_params["request_id"]
         # every answer names the decision asked about; a path that cannot be an id gets a fresh one, as /score does
         request_id, not_an_id = request_id_for(asked)
-        if refused := self._refused(request, request_id):
+        client = self.authorized(request.scope)  # a decision is found only among this client's
+        if refused := self._refused(client, request_id):
             return refused
-        client = self.authorized(request.scope) or ""  # a decision is found only among this client's
         if not_an_id is not None:
             return _error(404, f"{asked[:80]!r} is not a request id this service gives or takes", request_id)
         try:
@@ -99,7 +99,8 @@ class Explanations:
 
     async def explain_posted(self, request: Request) -> Response:
         request_id, bad_id = request_id_for(request.headers.get("x-request-id"))
-        if refused := self._refused(request, request_id):
+        client = self.authorized(request.scope)
+        if refused := self._refused(client, request_id):
             return refused
         assert self.bundle is not None
         try:
@@ -109,9 +110,7 @@ class Explanations:
             parsed = self.bundle.schema.parse(decode(await self.read_body(request.scope, request.receive)), self._rows)
             # the platform's probabilities as /score answers them; a submitted model predicts in the worker
             probabilities = None if self.bundle.runtime == "pyfunc" else self.bundle.predict(parsed.columns)[1]
-            explained = await self._run(
-                self.authorized(request.scope) or "", _explain_posted, parsed.columns, probabilities, top
-            )
+            explained = await self._run(client, _explain_posted, parsed.columns, probabilities, top)
         except InputError as exc:
             return _refusal_of(exc, request_id)
         body = {"request_id": request_id, "model_version": self.settings.model_version, **explained}
@@ -121,8 +120,9 @@ class Explanations:
     def _rows(self) -> int:
         return min(self.settings.max_rows, self.settings.explain_max_rows)
 
-    def _refused(self, request: Request, request_id: str) -> Response | None:
-        if self.authorized(request.scope) is None:
+    def _refused(self, client: str | None, request_id: str) -> Response | None:
+        """Why `client` (the key check's answer: None without a valid key) is not explained here, if it is not."""
+        if client is None:
             return _error(
                 401, "missing or invalid API key: send it as X-API-Key or Authorization: Bearer <key>", request_id
             )
