@@ -4,6 +4,7 @@ slow readiness answer (a busy machine) is asked again until the wait's own deadl
 from __future__ import annotations
 
 import contextlib
+import re
 import socket
 import threading
 import time
@@ -82,4 +83,5 @@ def test_a_readiness_answer_slow_once_is_asked_again_and_a_stalling_one_fails_at
     with serving(stall) as port:
         why = wait_ready(port, timeout=2, alive=lambda: True, setting="setting deploy_start_timeout_seconds")
     assert why is not None and why.startswith("not ready within 2 s (setting deploy_start_timeout_seconds)")
-    assert "took longer than 2 s" in why
+    # the last ask's bound: the whole 2 s, or what was left of them when a loaded machine made the first end early
+    assert re.search(r"took longer than (2|[01](\.[0-9]+)?) s", why), why
