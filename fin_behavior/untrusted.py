@@ -231,7 +231,7 @@ def ask(
             raise OSError("cut at the deadline")
         return Answer(response.status, bytes(data))
     except (OSError, http.client.HTTPException) as exc:
-        if expired.is_set():
+        if expired.is_set() or isinstance(exc, TimeoutError):  # the socket's own timeout can fire before the cut
             raise SlowAnswerError(f"its answer to {method} {path} took longer than {seconds:.3g} s") from None
         raise OSError(f"{method} {path}: {exc}") from None
     finally:
