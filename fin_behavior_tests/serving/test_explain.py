@@ -192,9 +192,10 @@ def test_a_request_whose_inputs_were_not_sampled_says_so_and_the_worker_ends_wit
 
 
 def test_a_burst_of_explanations_is_refused_429_and_scoring_is_not_delayed(service, bundle, explained):
-    """Twelve clients ask for 200-row explanations at once while one client scores single rows: at most
-    `explain_max_pending` (4) are accepted, the rest get 429 with Retry-After at once, and /score goes on
-    answering while the explanations run (in the scoring process they would hold it for seconds each)."""
+    """Twelve clients with one key ask for 200-row explanations at once while one client scores single rows: at
+    most half of `explain_max_pending` (4) are accepted (one key's share), the rest get 429 with Retry-After at
+    once, and /score goes on answering while the explanations run (in the scoring process they would hold it for
+    as long as each explanation takes)."""
     records = bundle[1][:ROWS]
     outcomes: list[tuple[int, float, str | None]] = []
     scores: list[tuple[int, float, float]] = []  # status, latency, when it was answered
@@ -227,14 +228,15 @@ def test_a_burst_of_explanations_is_refused_429_and_scoring_is_not_delayed(servi
 
     accepted = [seconds for status, seconds, _ in outcomes if status == 200]
     refused = [(seconds, retry) for status, seconds, retry in outcomes if status == 429]
-    assert len(accepted) + len(refused) == 12 and 1 <= len(accepted) <= 4, outcomes
+    assert len(accepted) + len(refused) == 12 and 1 <= len(accepted) <= 2, outcomes
     assert all(retry == "1" for _, retry in refused)
     assert max(seconds for seconds, _ in refused) < min(accepted)  # refused at once, not queued
     assert scores and all(status == 200 for status, _, _ in scores)
-    # while the first accepted explanation was being computed (about 2 s here), /score kept answering
-    during = [latency for _, latency, at in scores if burst < at < burst + min(accepted)]
-    assert len(during) >= 20, (len(during), min(accepted))
-    assert max(latency for _, latency, _ in scores) < max(accepted)  # none waited for the explanations
+    # while the explanations were being computed (0.15 s to 2 s here, as loaded as the machine is), /score kept
+    # answering, and no score waited as long as an explanation took
+    during = [latency for _, latency, at in scores if burst < at < burst + max(accepted)]
+    assert len(during) >= 5, (len(during), accepted)
+    assert max(latency for _, latency, _ in scores) < max(accepted), (max(scores, key=lambda s: s[1]), accepted)
 
 
 def test_the_command_line_prints_the_reasons_of_a_request(service, explained, tmp_path, capsys):
