@@ -230,7 +230,7 @@ def test_a_burst_of_explanations_is_refused_429_and_scoring_is_not_delayed(servi
     refused = [(seconds, retry) for status, seconds, retry in outcomes if status == 429]
     assert len(accepted) + len(refused) == 12 and 1 <= len(accepted) <= 2, outcomes
     assert all(retry == "1" for _, retry in refused)
-    assert max(seconds for seconds, _ in refused) < min(accepted)  # refused at once, not queued
+    assert max(seconds for seconds, _ in refused) < max(accepted)  # refused at once, not queued behind them
     assert scores and all(status == 200 for status, _, _ in scores)
     # while the explanations were being computed (0.15 s to 2 s here, as loaded as the machine is), /score kept
     # answering, and no score waited as long as an explanation took
