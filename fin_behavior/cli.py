@@ -542,7 +542,7 @@ def _submit(args: argparse.Namespace) -> int:
         print(
             f"v{final.model_version} of {final.name} is registered and pending approval (policy approval_required): "
             f"someone else approves it with `fin-behavior approve {final.name} {final.model_version} --reason TEXT` "
-            f"or POST /mlops/submissions/{final.id}/approve with another key; it is served then"
+            f"or POST /mlops/submissions/{final.id}/approve with a reviewer's key; it is served then"
         )
         return 0
     unfinished = errors.SubmissionError("Failed", f"ended {final.state}; see {root / final.id}")

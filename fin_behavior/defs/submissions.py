@@ -45,7 +45,7 @@ def submitted_model(
             evidences = [trained.evidence, verified]
             version = pipeline.register(client, settings, submission, bundle, evidences, context.run.run_id)
         submission.model_version = version
-        if settings.approval_required:  # nothing deploys it until another key approves it (the API deploys it then)
+        if settings.approval_required:  # held until a reviewer's key approves it (the API deploys it then)
             submission.enter(root, "pending_approval")
             context.log.info(f"{submission.name} v{version} is registered, pending approval (approval_required)")
             return dg.MaterializeResult(metadata={"name": submission.name, "model_version": version,

@@ -73,6 +73,15 @@ def read_probe_keys(path: Path) -> list[str]:
     (a header, a field) is ordinary traffic. Each endpoint has its own probe key, never handed to its clients
     (they are given `"keys"`); a confined submitted model that can read its own endpoint's keys file can also
     write that endpoint's log, so the key gives it nothing more."""
-    if "probe_keys" not in (json.loads(path.read_text()) or {}):
-        return []
-    return read_keys(path, "probe_keys")
+    return read_optional_keys(path, "probe_keys")
+
+
+def read_optional_keys(path: Path, field: str) -> list[str]:
+    """`field`'s keys in `path`, [] when the file has no such list (`read_keys` says what is wrong with one it
+    has)."""
+    try:
+        if field not in (json.loads(path.read_text()) or {}):
+            return []
+    except (OSError, ValueError, TypeError):
+        pass  # read_keys says what is wrong with the file
+    return read_keys(path, field)

@@ -12,7 +12,8 @@ bounded, and no key holder fills the queue for the others). GET /mlops/submissio
 model version, URL, Dagster run and error object; GET /mlops/help what a script must do. Keys as the scoring
 service's: X-API-Key or Bearer, any of the keys in `<submissions dir>/keys.json` (made with one at the first
 start, mode 0600; an operator adds one per team, read at each request). A submission is seen only with the key
-it came with.
+it came with. With the approval policy on, a pending version is approved by a key of the file's "approver_keys"
+(the bank's reviewers; never the key that submitted it), and rejected by one of those or withdrawn by its own key.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import hmac
 import sys
 from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.applications import Starlette
@@ -33,7 +35,7 @@ from starlette.routing import Route
 
 from fin_behavior.deploy.local import ensure_keys
 from fin_behavior.governance.approval import ApprovalError, decide
-from fin_behavior.serving.config import read_keys
+from fin_behavior.serving.config import read_keys, read_optional_keys
 from fin_behavior.serving.validation import InputError, decode
 from fin_behavior.settings import Settings
 from fin_behavior.submissions import errors
@@ -86,18 +88,40 @@ async def _bounded_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _keyed(handler: Callable[[SubmissionService, Request, str], Awaitable[Response]]):
-    """`handler`, called with the fingerprint of the request's key; a 401 without a key it knows."""
+TEAMS, APPROVERS = "keys", "approver_keys"  # the keys file's lists: a team's key submits, a reviewer's decides
 
-    @functools.wraps(handler)
-    async def checked(self: SubmissionService, request: Request) -> Response:
-        try:
-            client = self._client(request)
-        except errors.SubmissionError as exc:
-            return _error(exc)
-        return self._refused() if client is None else await handler(self, request, client)
 
-    return checked
+@dataclass(frozen=True)
+class Caller:
+    """A request's key: its fingerprint (what submissions and the history name) and the keys file's lists that
+    hold it."""
+
+    id: str
+    lists: frozenset[str]
+
+
+def _keyed(*lists: str):
+    """The handler, called with the request's Caller when its key is in one of the keys file's `lists`; a 401 for
+    a key the file does not hold, a 403 for one in another list."""
+
+    def wrap(handler: Callable[[SubmissionService, Request, Caller], Awaitable[Response]]):
+        @functools.wraps(handler)
+        async def checked(self: SubmissionService, request: Request) -> Response:
+            try:
+                caller = self._caller(request)
+            except errors.SubmissionError as exc:
+                return _error(exc)
+            if caller is None:
+                return self._refused()
+            if not caller.lists & set(lists):  # a reviewer's key asking to submit
+                message = f"this key is a reviewer's (the keys file's \"{APPROVERS}\"): it approves and rejects"
+                help = f"Submit with a team's key (the keys file's \"{TEAMS}\")."
+                return _error(errors.SubmissionError("Forbidden", message, help=help), 403)
+            return await handler(self, request, caller)
+
+        return checked
+
+    return wrap
 
 
 class SubmissionService:
@@ -136,12 +160,12 @@ class SubmissionService:
         error = errors.SubmissionError("Not Found" if exc.status_code == 404 else "Bad Request", str(exc.detail))
         return JSONResponse(error.to_dict(), status_code=exc.status_code, headers=exc.headers)
 
-    def _client(self, request: Request) -> str | None:
-        """The fingerprint of the key the request offers, None when it is none of the keys (read each time:
-        a key added for a new team works without a restart)."""
+    def _caller(self, request: Request) -> Caller | None:
+        """Who the key the request offers is, None when it is none of the keys (read each time: a key added for
+        a new team or reviewer works without a restart)."""
         offered = request.headers.get("x-api-key") or request.headers.get("authorization", "").removeprefix("Bearer ")
-        try:
-            keys = [key.encode() for key in read_keys(self.keys_file)]  # as the scoring service reads them
+        try:  # as the scoring service reads them
+            keys = {TEAMS: read_keys(self.keys_file), APPROVERS: read_optional_keys(self.keys_file, APPROVERS)}
         except ValueError as exc:
             raise errors.SubmissionError(
                 "Platform Misconfigured",
@@ -149,11 +173,13 @@ class SubmissionService:
                 help="The operator must mend it; nothing was submitted.",
                 status=503,
             ) from None
-        found = None
-        for key in keys:
-            if hmac.compare_digest(offered.encode("latin-1", "replace"), key):
-                found = key_fingerprint(key)
-        return found
+        found, lists = None, set()
+        for kind, listed in keys.items():
+            for key in map(str.encode, listed):
+                if hmac.compare_digest(offered.encode("latin-1", "replace"), key):
+                    found = key_fingerprint(key)
+                    lists.add(kind)
+        return Caller(found, frozenset(lists)) if found else None
 
     def _refused(self) -> JSONResponse:
         return _error(
@@ -165,8 +191,9 @@ class SubmissionService:
             401,
         )
 
-    @_keyed
-    async def deploy(self, request: Request, client: str) -> Response:
+    @_keyed(TEAMS)
+    async def deploy(self, request: Request, caller: Caller) -> Response:
+        client = caller.id
         limit = self.settings.submission_max_script_bytes * 2 + 65_536  # base64 and the other fields
         if self.receiving >= _BODIES_AT_ONCE:
             response = _error(errors.SubmissionError("Busy", "too many requests are sending their body", status=503))
@@ -241,31 +268,47 @@ class SubmissionService:
                 process = await asyncio.create_subprocess_exec(sys.executable, *worker, stdout=log, stderr=log)
                 await process.wait()
 
-    @_keyed
-    async def status(self, request: Request, client: str) -> Response:
-        submission_id = request.path_params["submission_id"]
+    def _seen(self, submission_id: str, caller: Caller) -> Submission | None:
+        """The submission, None when there is none or the caller may not see it: a team sees the ones its key
+        made (another's answers as an unknown id would), a reviewer every one."""
         known = Submission.well_formed(submission_id) and (self.root / submission_id / "submission.json").is_file()
         submission = Submission.load(self.root, submission_id) if known else None
-        if submission is None or submission.client != client:  # another key's is not there, as an unknown id
+        if submission is None or (submission.client != caller.id and APPROVERS not in caller.lists):
+            return None
+        return submission
+
+    @_keyed(TEAMS, APPROVERS)
+    async def status(self, request: Request, caller: Caller) -> Response:
+        submission_id = request.path_params["submission_id"]
+        if (submission := self._seen(submission_id, caller)) is None:
             return _error(errors.SubmissionError("Not Found", f"no submission {submission_id[:40]!r}"), 404)
         return JSONResponse(describe(submission))
 
-    # Four eyes: a key other than the submitter's approves its pending version, which is then served; any key
-    # rejects one (final, it never serves).
-    @_keyed
-    async def approve(self, request: Request, client: str) -> Response:
-        return await self._decide(request, client, approve=True)
+    # Four eyes: a reviewer's key ("approver_keys"), never the submitter's, approves a pending version, which is
+    # then served; a reviewer rejects one, or its own key withdraws it (final: it never serves). Another team's
+    # key finds nothing to decide.
+    @_keyed(TEAMS, APPROVERS)
+    async def approve(self, request: Request, caller: Caller) -> Response:
+        return await self._decide(request, caller, approve=True)
 
-    @_keyed
-    async def reject(self, request: Request, client: str) -> Response:
-        return await self._decide(request, client, approve=False)
+    @_keyed(TEAMS, APPROVERS)
+    async def reject(self, request: Request, caller: Caller) -> Response:
+        return await self._decide(request, caller, approve=False)
 
-    async def _decide(self, request: Request, client: str, approve: bool) -> Response:
+    async def _decide(self, request: Request, caller: Caller, approve: bool) -> Response:
         submission_id = request.path_params["submission_id"]
-        known = Submission.well_formed(submission_id) and (self.root / submission_id / "submission.json").is_file()
-        if not known:
+        if (submission := self._seen(submission_id, caller)) is None:
             return _error(errors.SubmissionError("Not Found", f"no submission {submission_id[:40]!r}"), 404)
-        submission = Submission.load(self.root, submission_id)
+        if approve and APPROVERS not in caller.lists:
+            return _error(
+                errors.SubmissionError(
+                    "Forbidden",
+                    "four eyes: a pending version is approved by a reviewer's key, never by the key that submitted it",
+                    help=f"The operator lists reviewers' keys under \"{APPROVERS}\" in the API's keys file; this key "
+                    "may withdraw its submission with /reject.",
+                ),
+                403,
+            )
         if submission.state != "pending_approval":
             return _error(
                 errors.SubmissionError(
@@ -285,7 +328,7 @@ class SubmissionService:
         except InputError as exc:
             return _error(errors.invalid(exc.message), 400)
         try:
-            record = await asyncio.to_thread(self._record_decision, submission, approve, client, reason)
+            record = await asyncio.to_thread(self._record_decision, submission, approve, caller.id, reason)
         except ApprovalError as exc:
             title = {403: "Forbidden", 404: "Not Found", 400: "Invalid Request"}.get(exc.status, "Conflict")
             return _error(errors.SubmissionError(title, str(exc)), exc.status)

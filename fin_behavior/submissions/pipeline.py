@@ -316,7 +316,8 @@ def serve(client, settings: Settings, submission: Submission, version: str, log,
             f"v{version} of {submission.name} did not take traffic; what served before still serves",
             details=str(exc)[-3000:],
             help="The gates (ready, smoke, parity, latency) are in `details`; a version the approval policy holds "
-            "back is released with POST /mlops/submissions/{id}/approve by another key.",
+            "back is released with POST /mlops/submissions/{id}/approve and a reviewer's key (the API keys file's "
+            '"approver_keys").',
         ) from None
     who = submission.author(audit.actor(settings.actor))
     audit.History.of(settings).append(

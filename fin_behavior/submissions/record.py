@@ -19,7 +19,7 @@ STATES = (
     "training",
     "validating",
     "verifying",
-    "pending_approval",  # registered; the policy approval_required holds it until another key approves it
+    "pending_approval",  # registered; the policy approval_required holds it until a reviewer's key approves it
     "rejected",
     "deploying",
     "deployed",

@@ -1,6 +1,7 @@
-"""Four eyes on the submissions API: a submitted model's version the policy holds back is approved by a key other
-than the submitter's (the submitter's own is a 403), and the approval starts its deployment at once (the worker
-process, through the deployer, which checks the approval again); a rejection is final."""
+"""Four eyes on the submissions API: a submitted model's version the policy holds back is approved by a reviewer's
+key (the keys file's "approver_keys"), never the submitter's (a 403), and the approval starts its deployment at
+once (the worker process, through the deployer, which checks the approval again); a rejection is final. Another
+team's key can neither approve, reject nor see it."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from fin_behavior.submissions.api import EXAMPLE, SubmissionService
 from fin_behavior.submissions.intake import accept, key_fingerprint
 from fin_behavior.submissions.record import Submission
 
-KEY_A, KEY_B = "team-a-s-own-key-0123", "risk-team-s-key-4567"
+KEY_A, KEY_B, KEY_C = "team-a-s-own-key-0123", "risk-team-s-key-4567", "team-c-s-own-key-8901"
 
 
 @pytest.fixture
@@ -27,7 +28,7 @@ def service(isolated_settings, monkeypatch):
     monkeypatch.setenv("FIN_BEHAVIOR_APPROVAL_REQUIRED", "true")
     get_settings.cache_clear()
     service = SubmissionService(get_settings())
-    service.keys_file.write_text(json.dumps({"keys": [KEY_A, KEY_B]}))
+    service.keys_file.write_text(json.dumps({"keys": [KEY_A, KEY_C], "approver_keys": [KEY_B]}))
     (isolated_settings / "mlflow").mkdir(parents=True)
     return service
 
@@ -102,3 +103,55 @@ def test_a_rejection_is_final(service):
         audit.SUBMISSION_ACCEPTED,
         audit.REJECTED,
     ]
+
+
+def test_another_team_s_key_can_neither_approve_reject_nor_see_a_pending_submission(service):
+    """Team C holds a key the API knows, as team A does: before reviewers had keys of their own any known key
+    decided any pending submission, so C could approve A's model past four eyes, or reject it for good."""
+    submission = _pending("team-a-third")
+    path = f"/mlops/submissions/{submission.id}"
+    decided = _ask(
+        service,
+        [
+            (KEY_C, f"{path}/approve", {"reason": "looks fine to team C"}),
+            (KEY_C, f"{path}/reject", {"reason": "team C wants it gone"}),
+        ],
+    )
+    assert [r.status_code for r in decided] == [404, 404], [r.text for r in decided]
+    assert all(r.json()["message"] == f"no submission {submission.id!r}" for r in decided)  # as an unknown id
+    seen = [_get(service, path, key).status_code for key in (KEY_C, KEY_A, KEY_B)]
+    assert seen == [404, 200, 200]  # the reviewer sees what it reviews
+    assert Submission.load(get_settings().submissions_root, submission.id).state == "pending_approval"
+    assert [r["event"] for r in audit.History.of(get_settings()).records()] == [audit.SUBMISSION_ACCEPTED]
+
+
+def test_the_submitter_withdraws_its_own_and_a_reviewer_s_key_does_not_submit(service):
+    submission = _pending("team-a-fourth")
+    path = f"/mlops/submissions/{submission.id}"
+    submitted, withdrawn = _ask(
+        service,
+        [
+            (KEY_B, "/mlops/deploy", {"script_content": EXAMPLE, "model_name": "risk-team-model"}),
+            (KEY_A, f"{path}/reject", {"reason": "withdrawn: trained on last month's extract"}),
+        ],
+    )
+    assert submitted.status_code == 403 and "approver_keys" in submitted.json()["message"], submitted.text
+    assert '"keys"' in submitted.json()["help"]
+    assert withdrawn.status_code == 200 and withdrawn.json()["status"] == "rejected"
+    rejected = audit.History.of(get_settings()).records()[-1]
+    assert (rejected["event"], rejected["actor"]) == (audit.REJECTED, f"key {key_fingerprint(KEY_A.encode())}")
+
+
+def test_a_keys_file_whose_reviewer_list_is_unusable_is_the_platform_s_fault(service):
+    service.keys_file.write_text(json.dumps({"keys": [KEY_A], "approver_keys": "risk-team-s-key-4567"}))
+    answer = _get(service, "/mlops/submissions/any", KEY_A)
+    assert answer.status_code == 503 and "approver_keys" in answer.json()["message"], answer.text
+
+
+def _get(service: SubmissionService, path: str, key: str) -> httpx.Response:
+    async def ask() -> httpx.Response:
+        transport = httpx.ASGITransport(app=service.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://api", timeout=60) as client:
+            return await client.get(path, headers={"X-API-Key": key})
+
+    return asyncio.run(ask())
