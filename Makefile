@@ -65,8 +65,9 @@ setup-distributed: setup  ## the distributed extra (dagster-celery, dagster-post
 test-distributed: setup-distributed  ## full_pipeline and the sensor's retrain on Celery workers (needs redis-server, postgresql)
 	FIN_BEHAVIOR_TEST_DISTRIBUTED=1 $(BIN)/pytest -q fin_behavior_tests/distributed
 
-lint: setup  ## ruff, mypy, the layer contracts (setup.cfg [importlinter]), and the docs site built strictly
+lint: setup  ## ruff (rules and formatting), mypy, the layer contracts (setup.cfg [importlinter]), the docs site built strictly
 	$(BIN)/ruff check fin_behavior fin_behavior_tests benchmarks
+	$(BIN)/ruff format --check --quiet fin_behavior fin_behavior_tests benchmarks
 	$(BIN)/mypy
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/mkdocs build --strict --quiet

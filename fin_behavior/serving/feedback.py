@@ -156,8 +156,10 @@ class FeedbackLog:
             )
         if self.busy >= MAX_AT_ONCE:
             return JSONResponse(
-                {"error": f"{self.busy} label posts are being written; retry shortly, or drop a file instead "
-                 "(fin-behavior feedback FILE)"},
+                {
+                    "error": f"{self.busy} label posts are being written; retry shortly, or drop a file instead "
+                    "(fin-behavior feedback FILE)"
+                },
                 status_code=429,
                 headers={"Retry-After": "1"},
             )

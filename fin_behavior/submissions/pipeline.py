@@ -264,13 +264,17 @@ def register(
     from fin_behavior.ml import registry
 
     author = approval.Author(submission.author(audit.actor(settings.actor)), submission.client)
-    tags = registry.evidence_tags(evidences, required=STAGES) | author.tags(settings.approval_required) | {
-        "submission_id": submission.id,
-        "script_sha256": sha256_file(bundle.parent / SCRIPT_FILE),
-        "requirements": ", ".join(submission.requirements)[:4_000],
-        "script_mlflow_run_id": submission.mlflow_run_id,
-        "dagster_run_id": dagster_run_id,
-    }
+    tags = (
+        registry.evidence_tags(evidences, required=STAGES)
+        | author.tags(settings.approval_required)
+        | {
+            "submission_id": submission.id,
+            "script_sha256": sha256_file(bundle.parent / SCRIPT_FILE),
+            "requirements": ", ".join(submission.requirements)[:4_000],
+            "script_mlflow_run_id": submission.mlflow_run_id,
+            "dagster_run_id": dagster_run_id,
+        }
+    )
     registration = registry.register_bundle(client, submission.name, bundle, tags)
     if registration.created:
         audit.History.of(settings).append(
