@@ -199,8 +199,8 @@ def _endpoint_status(target) -> int:
 
 
 def _import_log(settings, file: Path, name: str) -> int:
-    """A service's standard output (Azure's `get-logs`, a log export), its prediction lines sorted into the two
-    files the monitor reads."""
+    """A service's standard output (Azure's `get-logs`, a log export), its prediction and label lines sorted into
+    the files the monitor reads."""
     from fin_behavior.deploy.deployer import prediction_log_home
     from fin_behavior.monitoring.collect import write_split
 
@@ -210,9 +210,12 @@ def _import_log(settings, file: Path, name: str) -> int:
         print(f"fin-behavior endpoint import-log: cannot read {file}: {exc.strerror}", file=sys.stderr)
         return 2
     directory = prediction_log_home(settings)
-    requests, inputs = write_split(text, directory, name)
-    print(f"{requests} request lines and {inputs} input lines of {file} are now {directory}/{name}*.jsonl")
-    return 0 if requests else 1
+    collected = write_split(text, directory, name)
+    print(
+        f"{collected.requests} request lines, {collected.inputs} input lines and {collected.labels} label lines of "
+        f"{file} are now {directory}/{name}*.jsonl and {directory}/feedback/{name}.jsonl"
+    )
+    return 0 if collected.requests else 1
 
 
 def _endpoint_stats(settings) -> int:

@@ -59,4 +59,4 @@ def test_importing_a_log_says_what_was_wrong_with_it(tmp_path, monkeypatch, caps
     assert "cannot read" in capsys.readouterr().err
     (tmp_path / "service.log").write_text("INFO serving model version 3\n")  # no prediction line in it
     assert main(["endpoint", "import-log", str(tmp_path / "service.log"), "--name", "green"]) == 1
-    assert "0 request lines and 0 input lines" in capsys.readouterr().out
+    assert "0 request lines, 0 input lines and 0 label lines" in capsys.readouterr().out

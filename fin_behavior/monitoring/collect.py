@@ -1,30 +1,44 @@
 """The prediction log of a service that writes it to standard output (`--prediction-log -`, as the serving image
-does on Kubernetes), sorted back into the two files the monitor reads (fin_behavior/serving/prediction_log.py):
-request lines into `<name>.jsonl`, sampled inputs into `<name>.inputs.jsonl`. The service's own log lines on the
-same stream are left out."""
+does on Kubernetes), sorted back into the files the monitor reads (fin_behavior/serving/prediction_log.py and
+feedback.py): request lines into `<name>.jsonl`, sampled inputs into `<name>.inputs.jsonl`, the labels clients
+posted to its /feedback into `feedback/<name>.jsonl`. The service's own log lines on the same stream are left
+out."""
 
 from __future__ import annotations
 
 from functools import partial
 from pathlib import Path
+from typing import NamedTuple
 
+from fin_behavior.serving.feedback import feedback_path
 from fin_behavior.serving.prediction_log import INPUTS_SUFFIX, key
 from fin_behavior.storage.atomic import write_atomic
 
 _LINE, _FIGURES, _INPUTS = (key(name).decode() for name in ("time", "latency_ms", "request"))
+_LABEL = tuple(key(name).decode() for name in ("client", "request_id"))  # what follows the time on a label's line
 
 
-def write_split(text: str, directory: Path, name: str) -> tuple[int, int]:
-    """Replace `name`'s two files in `directory` with the lines of `text`; (request lines, input lines)."""
-    requests, inputs = [], []
+class Collected(NamedTuple):
+    requests: int
+    inputs: int
+    labels: int
+
+
+def write_split(text: str, directory: Path, name: str) -> Collected:
+    """Replace `name`'s three files under `directory` with the lines of `text`."""
+    requests, inputs, labels = [], [], []
     for line in text.splitlines():
         if not line.startswith("{" + _LINE):
             continue
-        third = line.split(",", 3)[2:3]  # after time and model_version: the figures, or the request body
-        if third and third[0].startswith(_FIGURES):
+        fields = line.split(",", 3)  # time, then model_version and the figures or the request body, or a label
+        if fields[1:2] and fields[1].startswith(_LABEL):
+            labels.append(line + "\n")
+        elif fields[2:3] and fields[2].startswith(_FIGURES):
             requests.append(line + "\n")
-        elif third and third[0].startswith(_INPUTS):
+        elif fields[2:3] and fields[2].startswith(_INPUTS):
             inputs.append(line + "\n")
-    for file, lines in ((f"{name}.jsonl", requests), (f"{name}{INPUTS_SUFFIX}", inputs)):
-        write_atomic(directory / file, partial(Path.write_text, data="".join(lines)))  # never read half-written
-    return len(requests), len(inputs)
+    log = directory / f"{name}.jsonl"
+    feedback_path(log).parent.mkdir(parents=True, exist_ok=True)
+    for path, lines in ((log, requests), (directory / f"{name}{INPUTS_SUFFIX}", inputs), (feedback_path(log), labels)):
+        write_atomic(path, partial(Path.write_text, data="".join(lines)))  # never read half-written
+    return Collected(len(requests), len(inputs), len(labels))

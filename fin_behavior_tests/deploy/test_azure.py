@@ -448,7 +448,7 @@ def test_score_py_logs_what_the_monitor_reads(azure_scoring_server, tmp_path, mo
     monkeypatch.setenv("FIN_BEHAVIOR_MONITOR_LOG_DIR", str(tmp_path / "azure-log"))
     get_settings.cache_clear()
     assert main(["endpoint", "import-log", str(exported), "--name", "green"]) == 0
-    assert "31 request lines and 30 input lines" in capsys.readouterr().out
+    assert "31 request lines, 30 input lines and 0 label lines" in capsys.readouterr().out
     assert main(["endpoint", "stats"]) == 0
     assert "31 requests in 1 log file(s)" in capsys.readouterr().out
     window = read_window(tmp_path / "azure-log", started, time.time() + 1, max_sampled=100)

@@ -124,7 +124,7 @@ def test_the_image_scores_and_explains_exactly_like_the_local_service_and_passes
             refused = httpx.post(f"{container.url}/score", json=records, timeout=30)
             time.sleep(1)  # the prediction log is written every 0.5 s: to standard output, in the image
             # both requests (the refused one too), the scored one with its inputs
-            assert write_split(container.logs(), tmp_path / "collected", "pod") == (2, 1)
+            assert write_split(container.logs(), tmp_path / "collected", "pod") == (2, 1, 0)
             with httpx.Client(base_url=container.url, headers={"X-API-Key": key}) as client:
                 in_image = _raw_and_explained(client, raw)
             # its prediction log is standard output, which the explanation worker cannot read back

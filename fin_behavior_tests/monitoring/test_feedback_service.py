@@ -1,7 +1,7 @@
 """Outcomes through the real scoring service: hold-out rows scored, their true labels posted to POST /feedback by
 the request ids the answers carried; the realized figures match the validation figures; a segment whose labels
 flip (concept drift) fails realized_roc_auc; unknown ids are counted; bad posts are refused saying why; a label
-joins only the decisions of the key that posted it."""
+joins only the decisions of the key that posted it, also when the service logs to standard output (a pod)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from sklearn.metrics import precision_score, recall_score, roc_auc_score
 
 from fin_behavior.data.columns import FEATURES, TARGET
 from fin_behavior.ml.evaluate import holdout_metrics
+from fin_behavior.monitoring.collect import write_split
 from fin_behavior.monitoring.realized import evaluate
 from fin_behavior.records import ModelInfo
 from fin_behavior.settings import get_settings
@@ -179,3 +180,37 @@ def test_a_label_joins_only_decisions_of_the_key_that_posted_it(two_clients, bun
     assert realized.figures["precision"] == pytest.approx(precision_score(y, [q >= threshold for q in p]), abs=1e-9)
     assert window.label_counts["matched"] == len(y) and window.label_counts["unknown"] == len(records)
     assert window.label_counts["duplicates"] == 0
+
+
+def test_labels_posted_to_a_service_logging_to_standard_output_are_collected_and_joined(
+    serving_env, bundle, holdout, validation, tmp_path
+):
+    """A pod on Kubernetes logs to standard output (`--prediction-log -`): the platform collects its lines
+    (collect.write_split, as the monitor does through the API server); the labels posted to that pod's /feedback
+    are collected with its decisions, and join them as on a local endpoint, another key's still counted unknown."""
+    other = secrets.token_urlsafe(24)
+    pod = start_service(serving_env, bundle[0], tmp_path, "--prediction-log", "-", other_keys=(other,))
+    records, labels = holdout[0][:200], holdout[1][:200]
+    try:
+        started = time.time()
+        decisions = _score(pod, records)
+        _post_labels(pod, decisions, [1 - y for y in labels], key=other)
+        _post_labels(pod, decisions, labels)
+        collected, deadline = tmp_path / "collected", time.monotonic() + 10
+        while (found := write_split(pod.log.read_text(), collected, "pod-0")) != (20, 20, 2 * len(records)):
+            assert time.monotonic() < deadline, found  # the service writes its decisions every 0.5 s
+            time.sleep(0.25)
+    finally:
+        pod.process.terminate()
+        pod.process.wait(timeout=10)
+    assert not pod.predictions.exists()  # nothing on disk but what was collected from the stream
+
+    now = time.time()
+    threshold = ModelInfo.read(bundle[0]).decision_threshold
+    settings = get_settings().with_overrides(min_labelled_rows=100, outcome_window_hours=(now - started) / 3600)
+    window = evaluate(settings, collected, None, lambda _: (threshold, validation), now=now)
+    realized = window.results["7"]
+    p = [probability for *_, probability in decisions]
+    assert realized.figures["labelled"] == len(records) and realized.figures["coverage"] == 1.0
+    assert realized.figures["roc_auc"] == pytest.approx(roc_auc_score(labels, p), abs=1e-9)
+    assert window.label_counts["matched"] == len(records) and window.label_counts["unknown"] == len(records)
