@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from filelock import FileLock, Timeout
+
 from fin_behavior.governance import audit
 from fin_behavior.records import NotApprovedError
 
@@ -18,6 +20,7 @@ STATUS_TAG, BY_TAG, REASON_TAG, AT_TAG = "approval.status", "approval.by", "appr
 AUTHOR_TAG, AUTHOR_KEY_TAG = "author", "author_key"
 PENDING, APPROVED, REJECTED = "pending", "approved", "rejected"
 POLICY = "approval_required (FIN_BEHAVIOR_APPROVAL_REQUIRED)"
+DECISIONS_LOCK = "decisions.lock"  # beside the history: a version's state is read, judged and written as one
 
 
 class PendingApprovalError(NotApprovedError):
@@ -84,14 +87,30 @@ def decide(
     who_key: str = "",
 ) -> dict:
     """Approve or reject `name` v`version` as `who` for `reason`: the history's record (its seq says which
-    approval a deploy carries out). Refused: an unknown version, no reason, a version already decided (a
-    rejection is final), and an approval by its author (four eyes)."""
-    from mlflow.exceptions import MlflowException
-
+    approval a deploy carries out). Refused: an unknown version, no reason, a version already decided (a decision
+    is made once: two people deciding at once get one decision and one refusal, never both), and an approval by
+    its author (four eyes)."""
     if not reason.strip():
         raise ApprovalError("give the reason for the decision (--reason TEXT): it is kept in the history", 400)
     if not version.isdigit():
         raise ApprovalError(f"name a version by its number, not {version!r}", 400)
+    history.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    lock = FileLock(history.directory / DECISIONS_LOCK, timeout=history.lock_timeout)
+    try:
+        with lock:
+            return _decide_once(client, history, name, version, approve, who, reason, who_key)
+    except Timeout:
+        raise ApprovalError(
+            f"another decision held {lock.lock_file} for over {history.lock_timeout:g} s (setting "
+            "audit_lock_timeout_seconds); nothing was decided: run again"
+        ) from None
+
+
+def _decide_once(
+    client, history: audit.History, name: str, version: str, approve: bool, who: str, reason: str, who_key: str
+) -> dict:
+    from mlflow.exceptions import MlflowException
+
     try:
         tags = dict(client.get_model_version(name, version).tags)
     except MlflowException:
@@ -102,8 +121,11 @@ def decide(
             f"{name} v{version} was rejected by {tags.get(BY_TAG, '?')} at {tags.get(AT_TAG, '?')} "
             f"({tags.get(REASON_TAG, '')}); a rejection is final: register a new version"
         )
-    if approve and state == APPROVED:
-        raise ApprovalError(f"{name} v{version} is already approved by {tags.get(BY_TAG, '?')} at {tags.get(AT_TAG)}")
+    if state == APPROVED:
+        undo = "" if approve else ": a decision is made once; to stop it serving, roll back or register a new version"
+        raise ApprovalError(
+            f"{name} v{version} is already approved by {tags.get(BY_TAG, '?')} at {tags.get(AT_TAG)}{undo}"
+        )
     author, author_key = tags.get(AUTHOR_TAG, ""), tags.get(AUTHOR_KEY_TAG, "")
     if approve and (who == author or (who_key and who_key == author_key)):
         raise ApprovalError(

@@ -53,10 +53,13 @@ def read_keys(path: Path, field: str = "keys") -> list[str]:
         keys = json.loads(path.read_text()).get(field)
     except OSError as exc:
         raise ValueError(f"cannot read the API keys file: {exc}") from None
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):
         raise ValueError(f"{expected}; it is not such a JSON object") from None
     if not keys or not isinstance(keys, list) or not all(isinstance(k, str) and len(k) >= 16 for k in keys):
         raise ValueError(expected)
+    # a key of spaces would match the spaces a header ends with, which an HTTP parser (httptools) may keep
+    if not all(k.isprintable() and not any(c.isspace() for c in k) for k in keys):
+        raise ValueError(f"{expected}, without spaces or control characters")
     return keys
 
 
@@ -77,11 +80,11 @@ def read_probe_keys(path: Path) -> list[str]:
 
 
 def read_optional_keys(path: Path, field: str) -> list[str]:
-    """`field`'s keys in `path`, [] when the file has no such list (`read_keys` says what is wrong with one it
-    has)."""
+    """`field`'s keys in `path`, [] when the file has no such list or an empty one (`read_keys` says what is wrong
+    with any other)."""
     try:
-        if field not in (json.loads(path.read_text()) or {}):
+        if json.loads(path.read_text()).get(field, []) == []:
             return []
-    except (OSError, ValueError, TypeError):
+    except (OSError, ValueError, AttributeError, RecursionError):
         pass  # read_keys says what is wrong with the file
     return read_keys(path, field)

@@ -12,8 +12,9 @@ bounded, and no key holder fills the queue for the others). GET /mlops/submissio
 model version, URL, Dagster run and error object; GET /mlops/help what a script must do. Keys as the scoring
 service's: X-API-Key or Bearer, any of the keys in `<submissions dir>/keys.json` (made with one at the first
 start, mode 0600; an operator adds one per team, read at each request). A submission is seen only with the key
-it came with. With the approval policy on, a pending version is approved by a key of the file's "approver_keys"
-(the bank's reviewers; never the key that submitted it), and rejected by one of those or withdrawn by its own key.
+it came with, or a reviewer's. With the approval policy on, a pending version is approved by a key of the file's
+"approver_keys" (the bank's reviewers; never the key that submitted it), and rejected by one of those or withdrawn
+by its own key.
 """
 
 from __future__ import annotations

@@ -145,6 +145,42 @@ def test_a_rejected_version_cannot_be_approved_later_nor_deployed(client, monkey
     assert _events() == [(audit.REJECTED, "carol"), (audit.DEPLOY_FAILED, "bob")]
 
 
+def test_a_decision_is_made_once_even_when_reviewers_decide_at_the_same_moment(client, monkeypatch):
+    """Six reviewers approve or reject v1 at once: one decision is made, the other five are refused (409), and the
+    history, the version's tags and what the deployer does agree on it. Before, an approval then a rejection were
+    both taken (a rejection was checked only against an earlier rejection), and decisions read the version's
+    state and wrote it apart."""
+    import threading
+
+    _as(monkeypatch, "dave")
+    history, start = audit.History.of(get_settings()), threading.Barrier(6)
+    outcomes: dict[str, object] = {}
+
+    def decide(who: str, approve: bool) -> None:
+        start.wait()
+        try:
+            outcomes[who] = approval.decide(client, history, NAME, "1", approve, who, f"{who} reviewed it")["event"]
+        except approval.ApprovalError as exc:
+            outcomes[who] = exc.status
+
+    reviewers = [threading.Thread(target=decide, args=(f"reviewer-{i}", i % 2 == 0)) for i in range(6)]
+    for thread in reviewers:
+        thread.start()
+    for thread in reviewers:
+        thread.join()
+    decided = {who: event for who, event in outcomes.items() if event in (audit.APPROVED, audit.REJECTED)}
+    assert len(decided) == 1 and [v for w, v in outcomes.items() if w not in decided] == [409] * 5
+    ((who, event),) = decided.items()
+    assert _events() == [(event, who)]
+    tags = client.get_model_version(NAME, "1").tags
+    assert (tags[approval.STATUS_TAG], tags[approval.BY_TAG]) == (
+        {audit.APPROVED: approval.APPROVED, audit.REJECTED: approval.REJECTED}[event],
+        who,
+    )
+    with pytest.raises(approval.ApprovalError, match="a decision is made once" if event == audit.APPROVED else "final"):
+        approval.decide(client, history, NAME, "1", False, "erin", "too late")
+
+
 def test_a_decision_needs_a_reason_and_a_known_version(client, monkeypatch, capsys):
     _as(monkeypatch, "bob")
     assert cli.main(["approve", NAME, "7", "--reason", "x"]) == 1

@@ -142,10 +142,33 @@ def test_the_submitter_withdraws_its_own_and_a_reviewer_s_key_does_not_submit(se
     assert (rejected["event"], rejected["actor"]) == (audit.REJECTED, f"key {key_fingerprint(KEY_A.encode())}")
 
 
-def test_a_keys_file_whose_reviewer_list_is_unusable_is_the_platform_s_fault(service):
-    service.keys_file.write_text(json.dumps({"keys": [KEY_A], "approver_keys": "risk-team-s-key-4567"}))
-    answer = _get(service, "/mlops/submissions/any", KEY_A)
-    assert answer.status_code == 503 and "approver_keys" in answer.json()["message"], answer.text
+@pytest.mark.parametrize(
+    "keys_file",
+    [
+        json.dumps({"keys": [KEY_A], "approver_keys": KEY_B}),  # a string, not a list
+        json.dumps({"keys": [KEY_A], "approver_keys": [KEY_B, " " * 16]}),  # a key of spaces
+        json.dumps({"keys": [KEY_A, "tab\tinside-a-key-0123"], "approver_keys": [KEY_B]}),
+        '{"keys":' + "[" * 100_000 + "]" * 100_000 + "}",  # nested past the parser's depth
+    ],
+    ids=["not a list", "a key of spaces", "a control character", "deep nesting"],
+)
+def test_a_keys_file_with_an_unusable_key_is_the_platform_s_fault_and_lets_no_one_in(service, keys_file):
+    """A key of spaces would match the spaces a header ends with, which uvicorn's parser (httptools) keeps: before,
+    `Authorization: Bearer` and sixteen spaces approved any submission."""
+    submission = _pending("team-a-fifth")
+    service.keys_file.write_text(keys_file)
+    answers = [
+        _get(service, f"/mlops/submissions/{submission.id}", KEY_A),
+        _ask(service, [(" " * 16, f"/mlops/submissions/{submission.id}/approve", {"reason": "anyone"})])[0],
+    ]
+    assert [a.status_code for a in answers] == [503, 503], [a.text for a in answers]
+    assert all(a.json()["error"] == "Platform Misconfigured" for a in answers)
+    assert Submission.load(get_settings().submissions_root, submission.id).state == "pending_approval"
+
+
+def test_an_empty_reviewer_list_is_no_reviewer_not_a_broken_file(service):
+    service.keys_file.write_text(json.dumps({"keys": [KEY_A], "approver_keys": []}))
+    assert _get(service, "/mlops/submissions/unknown-id", KEY_A).status_code == 404  # teams still served
 
 
 def _get(service: SubmissionService, path: str, key: str) -> httpx.Response:
