@@ -363,7 +363,9 @@ def test_the_pods_prediction_lines_reach_the_monitor_through_the_api_server(
     monkeypatch.setattr(deployer, "make_target", lambda settings, var_dir=None: target)  # no kube config here
     assert prediction_log_dir(get_settings()) == directory  # what serving_quality and `endpoint stats` read
     assert asked == [("fin-blue-7d9f-x2x", "scoring", 15 * 60 + 60)]  # the window (15 min) and a minute more
-    assert sorted(p.name for p in directory.iterdir()) == ["fin-blue-7d9f-x2x.inputs.jsonl", "fin-blue-7d9f-x2x.jsonl"]
+    files = ["feedback", "fin-blue-7d9f-x2x.inputs.jsonl", "fin-blue-7d9f-x2x.jsonl"]
+    assert sorted(p.name for p in directory.iterdir()) == files  # with the labels posted to the pod: none here
+    assert (directory / "feedback" / "fin-blue-7d9f-x2x.jsonl").read_text() == ""
     assert main(["endpoint", "stats"]) == 0  # the command too, with the Kubernetes target configured
     assert "21 requests in 1 log file(s)" in capsys.readouterr().out
 
