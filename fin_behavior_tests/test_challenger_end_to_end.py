@@ -122,6 +122,19 @@ def test_a_split_answers_a_sticky_share_of_subjects_and_a_killed_challenger_fail
         assert all(len(versions) == 1 for versions in seen.values())  # sticky
         on_challenger = {s for s, versions in seen.items() if versions == {"2"}}
         assert on_challenger == {s for s in subjects if in_share(s, "2", 0.5)} and 0 < len(on_challenger) < 40
+        # every decision is explained at the live URL by the model that made it (the challenger's by the challenger)
+        for subject in (next(iter(on_challenger)), next(s for s in subjects if s not in on_challenger)):
+            asked = {"X-Subject-ID": subject, "X-Request-ID": f"explain-{subject}"}
+            decided = client.post("/score", json=[record], headers=asked).json()
+            explained = client.get(f"/explain/explain-{subject}", params={"top": 2})
+            assert explained.status_code == 200, explained.text
+            assert explained.json()["model_version"] == decided["model_version"]
+            assert explained.headers["X-Request-ID"] == f"explain-{subject}"
+            row = explained.json()["rows"][0]
+            assert row["probability"] == decided["probabilities"][0] and len(row["reasons"]) == 2
+            assert abs(row["base_value"] + sum(row["contributions"].values()) - row["probability"]) < 1e-6
+        unknown = client.get("/explain/never-decided")  # asked of both: the champion's reason stands
+        assert unknown.status_code == 404 and "never answered here" in unknown.json()["error"], unknown.text
         probe = {"X-API-Key": target.probe_key(), "X-Subject-ID": next(iter(on_challenger))}
         assert client.post("/score", json=[record], headers=probe).json()["model_version"] == "1"  # the champion's
         bad = client.post("/score", json=[record], headers={"X-Subject-ID": "a b"})

@@ -168,7 +168,7 @@ class ScoringService:
             log.error("model bundle refused, service stays not-ready: %s", exc)
         flush = self.predictions.flush if self.predictions else None
         # off the hot path: its own worker process, its own limit (explain.py)
-        self.explanations = Explanations(settings, self.bundle, self._client_of, flush, self._read_body)
+        self.explanations = Explanations(settings, self.bundle, self._client_of, flush, self._read_body, self.traffic)
         self.rest = Starlette(
             routes=[
                 Route("/health", self.health, methods=["GET"]),

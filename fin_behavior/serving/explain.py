@@ -14,6 +14,9 @@ loop). At most `explain_max_pending` explanations are accepted at once (running 
 waiting for a worker), and at most half of them (at least one) from one key, so that no client can take every
 place; past either the answer is 429 with Retry-After at once, never a queue, and /score is not touched. An
 explanation not done within `explain_timeout_seconds` is a 504.
+
+While a split challenger answers a share of the requests (traffic.py), a decision the champion did not make is
+asked of the challenger, with the client's own key: the model that decided it explains it, at the same URL.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ from fin_behavior.serving.decision_log import NotFound, find_decision
 from fin_behavior.serving.raw_records import RecordSchema, raw_refusal
 from fin_behavior.serving.request_ids import request_id_for
 from fin_behavior.serving.submitted_attribution import NO_SHAP, SubmittedAttributor
+from fin_behavior.serving.traffic import ChallengerTraffic
 from fin_behavior.serving.validation import InputError, decode
 
 log = logging.getLogger("fin_behavior.serving.explain")
@@ -59,13 +63,20 @@ OOM_SCORE_ADJ = 1000  # the first the kernel ends when memory runs out
 class Explanations:
     """The routes and the bounded worker of one scoring service. `authorized(scope)` is the service's key check
     (the asking client's name in the log, "" for the platform's probe key, None without a valid key),
-    `read_body(scope, receive)` its body reader (the size bound, the deadline, the cap on bodies still arriving)."""
+    `read_body(scope, receive)` its body reader (the size bound, the deadline, the cap on bodies still arriving);
+    `challenger` the service's experiment, whose split challenger explains the decisions it made."""
 
     def __init__(
-        self, settings: ServiceSettings, bundle: Bundle | None, authorized: Any, flush_log: Any, read_body: Any
+        self,
+        settings: ServiceSettings,
+        bundle: Bundle | None,
+        authorized: Any,
+        flush_log: Any,
+        read_body: Any,
+        challenger: ChallengerTraffic | None = None,
     ):
         self.settings, self.bundle, self.authorized, self.flush_log = settings, bundle, authorized, flush_log
-        self.read_body = read_body
+        self.read_body, self.challenger = read_body, challenger
         self.pending = 0
         self.pending_of: collections.Counter[str] = collections.Counter()  # accepted, by the asking client's name
         self.pool: ProcessPoolExecutor | None = None
@@ -94,8 +105,23 @@ class Explanations:
                 self.flush_log()  # the last half second's lines are still in the service's buffer
             answer = await self._run(client, _explain_logged, self.settings.prediction_log, request_id, top, client)
         except InputError as exc:
+            if exc.status == 404 and (theirs := await self._challengers(request, request_id)) is not None:
+                return theirs
             return _refusal_of(exc, request_id)
         return JSONResponse(answer, headers={"X-Request-ID": request_id})
+
+    async def _challengers(self, request: Request, request_id: str) -> Response | None:
+        """A split challenger's explanation of a decision it made (the champion has none under this id for this
+        client); None when no split runs or the challenger has no such decision either."""
+        if self.challenger is None:
+            return None
+        scope = request.scope
+        timeout = self.settings.explain_timeout_seconds
+        relayed = await self.challenger.explanation(request_id, scope["query_string"], scope["headers"], timeout)
+        if relayed is None or relayed.status == 404:
+            return None
+        headers = {"X-Request-ID": request_id, "X-Model-Version": relayed.version}
+        return Response(relayed.body, relayed.status, headers=headers, media_type="application/json")
 
     async def explain_posted(self, request: Request) -> Response:
         request_id, bad_id = request_id_for(request.headers.get("x-request-id"))

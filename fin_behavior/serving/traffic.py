@@ -190,7 +190,26 @@ class ChallengerTraffic:
         sent += [(b"host", b"challenger"), (b"x-request-id", request_id.encode())]
         sent.append((b"content-length", b"%d" % len(raw)))
         async with asyncio.timeout(route.timeout):
-            return await pool.post(sent, raw)
+            return await pool.ask(b"POST", b"/score", sent, raw)
+
+    async def explanation(
+        self, request_id: str, query: bytes, headers: list[tuple[bytes, bytes]], timeout: float
+    ) -> Relayed | None:
+        """The challenger's answer to GET /explain/{request_id} asked with the client's own key (it finds only that
+        client's decisions, as the champion does): a split request it answered is explained by the model that
+        decided it. None when no split runs, or the challenger does not answer."""
+        route, pool = self.route, self._pool
+        if route is None or route.mode != "split" or pool is None:
+            return None
+        sent = [(k, v) for k, v in headers if k in _FORWARDED_BYTES] + [(b"host", b"challenger")]
+        target = b"/explain/%s%s" % (request_id.encode(), b"?" + query if query else b"")
+        try:
+            async with asyncio.timeout(timeout):
+                status, body, version = await pool.ask(b"GET", target, sent, b"")
+        except Exception as exc:  # the champion's own answer stands
+            log.warning("explaining %s: challenger v%s did not answer (%s)", request_id, route.version, exc)
+            return None
+        return Relayed(status, body, version or route.version) if status else None
 
 
 def receive_copies(copies: socket.socket, score: Callable[[str, str, bytes], None]) -> None:
@@ -243,14 +262,16 @@ class _Pool:
         self.idle: list[tuple[float, Any, asyncio.StreamReader, asyncio.StreamWriter]] = []
         self.failures, self.resting_until = 0, 0.0
 
-    async def post(self, headers: list[tuple[bytes, bytes]], body: bytes) -> tuple[int, bytes, str | None]:
-        """(status, body, the version its X-Model-Version names) of one POST /score."""
+    async def ask(
+        self, method: bytes, target: bytes, headers: list[tuple[bytes, bytes]], body: bytes
+    ) -> tuple[int, bytes, str | None]:
+        """(status, body, the version its X-Model-Version names) of one request."""
         loop = asyncio.get_running_loop()
         if self.busy >= self.size or loop.time() < self.resting_until:
             raise ChallengerBusy(f"{self.busy} of {self.size} connections in use, or resting after failures")
         self.busy += 1
         try:
-            answer = await self._post(headers, body)
+            answer = await self._ask(method, target, headers, body)
         except BaseException:
             self.failures += 1
             if self.failures >= _TRIP_AFTER:
@@ -261,7 +282,9 @@ class _Pool:
         self.failures = 0 if answer[0] < 500 else self.failures + 1
         return answer
 
-    async def _post(self, headers: list[tuple[bytes, bytes]], body: bytes) -> tuple[int, bytes, str | None]:
+    async def _ask(
+        self, method: bytes, target: bytes, headers: list[tuple[bytes, bytes]], body: bytes
+    ) -> tuple[int, bytes, str | None]:
         import h11
 
         now, connection = asyncio.get_running_loop().time(), None
@@ -275,7 +298,7 @@ class _Pool:
         while True:
             state, reader, writer = connection or await self._open()
             try:
-                return await self._exchange(h11, state, reader, writer, headers, body)
+                return await self._exchange(h11, state, reader, writer, (method, target, headers), body)
             except _ClosedBeforeAnswer:
                 writer.close()
                 if not reused:
@@ -285,9 +308,10 @@ class _Pool:
                 writer.close()
                 raise
 
-    async def _exchange(self, h11, state, reader, writer, headers, body) -> tuple[int, bytes, str | None]:
-        out = state.send(h11.Request(method="POST", target="/score", headers=headers))
-        writer.write(out + state.send(h11.Data(data=body)) + state.send(h11.EndOfMessage()))
+    async def _exchange(self, h11, state, reader, writer, request, body) -> tuple[int, bytes, str | None]:
+        method, target, headers = request
+        out = state.send(h11.Request(method=method, target=target, headers=headers))
+        writer.write(out + (state.send(h11.Data(data=body)) if body else b"") + state.send(h11.EndOfMessage()))
         status, version, answer = 0, None, bytearray()
         while True:
             try:
