@@ -105,23 +105,30 @@ class Explanations:
                 self.flush_log()  # the last half second's lines are still in the service's buffer
             answer = await self._run(client, _explain_logged, self.settings.prediction_log, request_id, top, client)
         except InputError as exc:
-            if exc.status == 404 and (theirs := await self._challengers(request, request_id)) is not None:
+            if exc.status == 404 and (theirs := await self._challengers(request, request_id, client)) is not None:
                 return theirs
             return _refusal_of(exc, request_id)
         return JSONResponse(answer, headers={"X-Request-ID": request_id})
 
-    async def _challengers(self, request: Request, request_id: str) -> Response | None:
+    async def _challengers(self, request: Request, request_id: str, client: str) -> Response | None:
         """A split challenger's explanation of a decision it made (the champion has none under this id for this
-        client); None when no split runs or the challenger has no such decision either."""
-        if self.challenger is None:
+        client), asked in one of the client's explanation places; None (the champion's 404 stands) when no split
+        runs, or the challenger has no such decision, cannot explain or does not answer: an id the champion has not
+        got is never a 5xx. Its refusals for load (429) and time (504) are passed on: it has the decision."""
+        if self.challenger is None or self.challenger.route is None:
             return None
         scope = request.scope
-        timeout = self.settings.explain_timeout_seconds
-        relayed = await self.challenger.explanation(request_id, scope["query_string"], scope["headers"], timeout)
-        if relayed is None or relayed.status == 404:
+        wait = self.settings.explain_timeout_seconds + 5  # the challenger's own 504 comes first
+        try:
+            with self._place(client):
+                relayed = await self.challenger.explanation(request_id, scope["query_string"], scope["headers"], wait)
+        except InputError as busy:  # no place left for this client (429)
+            return _refusal_of(busy, request_id)
+        if relayed is None or relayed.status not in (200, 429, 504):
             return None
-        headers = {"X-Request-ID": request_id, "X-Model-Version": relayed.version}
-        return Response(relayed.body, relayed.status, headers=headers, media_type="application/json")
+        retry = RETRY_AFTER if relayed.status == 429 else {}
+        answered = {"X-Request-ID": request_id, "X-Model-Version": relayed.version} | retry
+        return Response(relayed.body, relayed.status, headers=answered, media_type="application/json")
 
     async def explain_posted(self, request: Request) -> Response:
         request_id, bad_id = request_id_for(request.headers.get("x-request-id"))
@@ -165,6 +172,16 @@ class Explanations:
     async def _run(self, client: str, work: Any, *args: Any) -> Any:
         """`work(*args)` in a worker process for `client`; InputError 429 when `explain_max_pending` are already
         accepted, or half of them (at least one) for this client."""
+        with self._place(client):
+            outcome = await self._in_worker(work, *args)
+        if isinstance(outcome, tuple):  # (status, message): the worker's refusal
+            raise InputError(*outcome)
+        return outcome
+
+    @contextlib.contextmanager
+    def _place(self, client: str):
+        """One of the `explain_max_pending` places, held by `client` meanwhile; InputError 429 when they are all
+        taken, or half of them (at least one) by this client."""
         if self.pending >= self.settings.explain_max_pending:
             raise InputError(
                 429, f"{self.pending} explanations are being computed; retry shortly (scoring is unaffected)"
@@ -179,6 +196,17 @@ class Explanations:
         self.pending += 1
         self.pending_of[client] += 1
         try:
+            yield
+        finally:
+            self.pending -= 1
+            self.pending_of[client] -= 1
+            if not self.pending_of[client]:
+                del self.pending_of[client]
+
+    async def _in_worker(self, work: Any, *args: Any) -> Any:
+        """`work(*args)`'s outcome in a worker process (started on the first); InputError 504 past
+        `explain_timeout_seconds`, 503 when the worker died."""
+        try:
             if self.pool is None:
                 context = multiprocessing.get_context("spawn")  # never fork the event loop's threads
                 self.pool = ProcessPoolExecutor(
@@ -189,21 +217,13 @@ class Explanations:
                 )
             future = self.pool.submit(work, *args)
             async with asyncio.timeout(self.settings.explain_timeout_seconds):
-                outcome = await asyncio.wrap_future(future)
+                return await asyncio.wrap_future(future)
         except TimeoutError:
             raise InputError(504, f"the explanation took over {self.settings.explain_timeout_seconds:g} s") from None
         except BrokenProcessPool:
             self.pool = None  # started again on the next request
             log.error("the explanation worker died; a new one starts with the next explanation")
             raise InputError(503, "the explanation worker stopped; retry shortly") from None
-        finally:
-            self.pending -= 1
-            self.pending_of[client] -= 1
-            if not self.pending_of[client]:
-                del self.pending_of[client]
-        if isinstance(outcome, tuple):  # (status, message): the worker's refusal
-            raise InputError(*outcome)
-        return outcome
 
     def close(self) -> None:
         if self.pool is not None:

@@ -46,6 +46,8 @@ SUBJECT_HEADER = "X-Subject-ID"
 COPIES_BUFFER = 4 << 20  # bytes of copies the socket pair holds for the shadow (capped by net.core.wmem_max)
 _COPIES_PER_WAKEUP = 64  # copies the shadow scores before its event loop serves anything else (/ready)
 SPLIT_CONNECTIONS = 32  # split requests at the challenger at once; past it the champion answers at once
+EXPLAIN_CONNECTIONS = 4  # explanations asked of a split's challenger at once, on connections (and a breaker) of
+# their own: however /explain is used, it never takes a split request's connection nor makes /score fall back
 _TRIP_AFTER, _REST_SECONDS = 8, 5.0  # failures in a row after which the challenger rests (the champion answers)
 _IDLE_SECONDS = 4.0  # a kept-alive connection idle longer is not reused: uvicorn closes them at 5 s
 _ANSWER_BYTES = 4 << 20  # the most read of one challenger answer (a split request's answer is relayed whole)
@@ -110,6 +112,7 @@ class ChallengerTraffic:
             registry=registry,
         )
         self._pool: _Pool | None = None
+        self._explain_pool: _Pool | None = None
         self._copies: socket.socket | None = None
 
     async def set_route(self, route: Route | None, copies: socket.socket | None = None) -> None:
@@ -128,6 +131,7 @@ class ChallengerTraffic:
             self._copies = copies
         else:
             self._pool = _Pool(route.port, SPLIT_CONNECTIONS)
+            self._explain_pool = _Pool(route.port, EXPLAIN_CONNECTIONS)
         self.route = route
         log.info("challenger v%s: %s of %.0f%% of the clients' requests", route.version, route.mode, route.share * 100)
 
@@ -136,9 +140,10 @@ class ChallengerTraffic:
         if self._copies is not None:
             self._copies.close()
             self._copies = None
-        if self._pool is not None:
-            self._pool.close()
-            self._pool = None
+        for pool in (self._pool, self._explain_pool):
+            if pool is not None:
+                pool.close()
+        self._pool = self._explain_pool = None
 
     def wants(self, mode: str, request_id: str, subject: str) -> bool:
         route = self.route
@@ -198,7 +203,7 @@ class ChallengerTraffic:
         """The challenger's answer to GET /explain/{request_id} asked with the client's own key (it finds only that
         client's decisions, as the champion does): a split request it answered is explained by the model that
         decided it. None when no split runs, or the challenger does not answer."""
-        route, pool = self.route, self._pool
+        route, pool = self.route, self._explain_pool
         if route is None or route.mode != "split" or pool is None:
             return None
         sent = [(k, v) for k, v in headers if k in _FORWARDED_BYTES] + [(b"host", b"challenger")]
@@ -258,7 +263,7 @@ class _Pool:
     `_REST_SECONDS` (the champion answers without asking), then tries again."""
 
     def __init__(self, port: int, size: int):
-        self.port, self.size, self.busy = port, size, 0
+        self.port, self.size, self.busy, self.closed = port, size, 0, False
         self.idle: list[tuple[float, Any, asyncio.StreamReader, asyncio.StreamWriter]] = []
         self.failures, self.resting_until = 0, 0.0
 
@@ -334,7 +339,7 @@ class _Pool:
                 break
             elif isinstance(event, h11.ConnectionClosed):
                 raise ConnectionError("the challenger closed the connection")
-        if state.our_state is h11.DONE and state.their_state is h11.DONE:
+        if state.our_state is h11.DONE and state.their_state is h11.DONE and not self.closed:
             state.start_next_cycle()
             self.idle.append((asyncio.get_running_loop().time(), state, reader, writer))
         else:
@@ -348,6 +353,8 @@ class _Pool:
         return h11.Connection(h11.CLIENT, max_incomplete_event_size=64 << 10), reader, writer
 
     def close(self) -> None:
+        """Close the kept connections; one still answering is closed when its answer is in (never kept)."""
+        self.closed = True
         for *_, writer in self.idle:
             writer.close()
         self.idle = []

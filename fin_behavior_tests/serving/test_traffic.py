@@ -16,15 +16,23 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from fin_behavior.serving.prediction_log import client_id
-from fin_behavior.serving.traffic import SPLIT_CONNECTIONS, ChallengerTraffic, Route, in_share, receive_copies
+from fin_behavior.serving.traffic import (
+    EXPLAIN_CONNECTIONS,
+    SPLIT_CONNECTIONS,
+    ChallengerTraffic,
+    Route,
+    in_share,
+    receive_copies,
+)
 
 HEADERS = [(b"x-api-key", b"k" * 20), (b"x-request-id", b"client-id"), (b"cookie", b"not forwarded")]
 
 
 class Challenger(ThreadingHTTPServer):
-    """Answers POST /score with `status` after `delay` seconds; remembers what it was sent."""
+    """Answers POST /score with `status` after `delay` seconds, GET /explain/{id} after `explain_delay`; remembers
+    what it was sent."""
 
-    status, delay, received, closes_after_answer = 200, 0.0, None, False
+    status, delay, received, closes_after_answer, explain_delay = 200, 0.0, None, False, 0.0
 
     def __init__(self) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
@@ -46,6 +54,16 @@ class _Handler(BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(answer)
         self.close_connection = self.server.closes_after_answer  # without saying so, as an idle timeout does
+
+    def do_GET(self) -> None:
+        self.server.received.append((dict(self.headers), self.path.encode()))
+        time.sleep(self.server.explain_delay)
+        answer = json.dumps({"model_version": "2", "request_id": self.path.split("?")[0].rsplit("/", 1)[-1]}).encode()
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer)
 
     def log_message(self, *_) -> None:
         pass
@@ -131,6 +149,43 @@ def test_a_stalled_challenger_holds_at_most_its_connections_and_then_rests(chall
     assert _count(traffic, "split", "fallback") == SPLIT_CONNECTIONS + 9
     time.sleep(0.1)
     assert asked <= SPLIT_CONNECTIONS and len(challenger.received) == asked and again is None
+
+
+def test_explanations_asked_of_a_stalled_challenger_never_take_the_split_s_connections_nor_trip_its_rest(challenger):
+    """A client asking /explain for ids the champion has not got, over and over, while the challenger's explanations
+    stall: at most EXPLAIN_CONNECTIONS of those are at the challenger at once, and split requests still reach it
+    (before, the relays shared the split's connections and failures: eight of them made /score fall back for 5 s)."""
+    challenger.explain_delay = 1.0
+
+    async def run():
+        traffic = ChallengerTraffic(CollectorRegistry())
+        await traffic.set_route(_route("split", challenger.server_address[1]))
+        asked = [traffic.explanation(f"unknown-{n}", b"top=2", HEADERS, 0.3) for n in range(EXPLAIN_CONNECTIONS + 12)]
+        explained = await asyncio.gather(*asked)
+        at_challenger = sum(path.startswith(b"/explain/") for _, path in challenger.received)
+        split = await traffic.answer(b"[{}]", HEADERS, "after-the-flood")
+        await traffic.close()
+        return explained, at_challenger, split
+
+    explained, at_challenger, split = asyncio.run(run())
+    assert explained == [None] * (EXPLAIN_CONNECTIONS + 12)  # not answered in time: the champion's answer stands
+    assert at_challenger <= EXPLAIN_CONNECTIONS
+    assert split is not None and split.status == 200 and json.loads(split.body)["request_id"] == "after-the-flood"
+
+
+def test_an_explanation_relayed_to_the_challenger_carries_the_clients_key_and_query(challenger):
+    async def run():
+        traffic = ChallengerTraffic(CollectorRegistry())
+        await traffic.set_route(_route("split", challenger.server_address[1]))
+        relayed = await traffic.explanation("req-7", b"top=2", HEADERS, 5)
+        await traffic.close()
+        return relayed
+
+    relayed = asyncio.run(run())
+    assert relayed is not None and relayed.status == 200 and json.loads(relayed.body)["request_id"] == "req-7"
+    headers, path = challenger.received[0]
+    assert path == b"/explain/req-7?top=2" and headers["x-api-key"] == "k" * 20
+    assert "cookie" not in {name.lower() for name in headers}
 
 
 def test_a_kept_alive_connection_the_challenger_closed_is_retried_on_a_fresh_one():
