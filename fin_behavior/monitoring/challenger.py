@@ -38,7 +38,10 @@ A split (each subject answered by one version) gives no pairs: each version's la
 verdict is then DeLong's test for independent samples (each version's ROC-AUC variance from its own placements,
 the difference's variance their sum), with the same looks, rows needed (n counts both versions' rows) and
 minimums (of the rows of both, and of the rarer class in each version's). Unpaired, it needs more rows than a shadow
-for the same gain: what the two versions share no longer cancels.
+for the same gain: what the two versions share no longer cancels. A split still logs a few requests under both
+versions: the ones the challenger answered after the live color stopped waiting (the champion answered the client).
+So the design is read from the data: a split when most of the challenger's decisions are its own; those few are then
+the champion's rows, the decision the client got.
 """
 
 from __future__ import annotations
@@ -300,12 +303,15 @@ def compare(
     if paired:
         same = (pairs.champion >= thresholds[0]) == (pairs.challenger >= thresholds[1])
         figures["agreement"] = round(float(same.mean()), 4)
-    figures["probability_psi"] = _psi(pairs, champion, challenger)
-    figures["probability_psi_on"] = "paired decisions" if paired else "each version's own decisions"
+    on_its_own = len(pairs.alone.get(challenger, ())) - paired  # the challenger's decisions with no pair
+    split = on_its_own > paired  # most of the challenger's decisions are its own: a split (see the module doc)
+    figures["probability_psi"] = _psi(pairs, champion, challenger, on_pairs=not split)
+    figures["probability_psi_on"] = "each version's own decisions" if split or not paired else "paired decisions"
     labelled = pairs.labels >= 0
     y, a, b = pairs.labels[labelled], pairs.champion[labelled], pairs.challenger[labelled]
     (ya, pa), (yb, pb) = (pairs.own_labelled.get(v, (np.empty(0), np.empty(0))) for v in (champion, challenger))
-    split = not paired and len(ya) > 0 and len(yb) > 0  # each version labelled on its own requests: a split
+    if split:  # a request both answered is one the challenger answered late: the client got the champion's answer
+        ya, pa = np.concatenate([ya, y]), np.concatenate([pa, a])
     figures["design"] = SPLIT if split else PAIRED
     verdict = judge_split(ya, pa, yb, pb, rule) if split else judge(y, a, b, thresholds, rule)
     differences = np.empty(0)
@@ -437,9 +443,10 @@ def _recall(labels: np.ndarray, scores: np.ndarray, threshold: float) -> float:
     return float((labels * (scores >= threshold)).sum() / positives) if positives else 0.0
 
 
-def _psi(pairs: Pairs, champion: str, challenger: str) -> float | None:
-    """PSI of the challenger's probabilities against the champion's, cut at the champion's deciles."""
-    if len(pairs.labels):
+def _psi(pairs: Pairs, champion: str, challenger: str, on_pairs: bool) -> float | None:
+    """PSI of the challenger's probabilities against the champion's, cut at the champion's deciles: on the
+    decisions both made (`on_pairs`, when there are any), else on each version's own."""
+    if on_pairs and len(pairs.labels):
         mine, theirs = pairs.champion, pairs.challenger
     else:
         mine, theirs = pairs.alone.get(champion, np.empty(0)), pairs.alone.get(challenger, np.empty(0))

@@ -279,6 +279,34 @@ def test_a_split_is_judged_on_each_versions_own_labelled_requests(tmp_path):
     assert result.verdict.verdict == BETTER and "independent samples (a split)" in result.verdict.message
 
 
+def test_a_split_s_requests_the_challenger_answered_late_are_the_champion_s_and_keep_the_design(tmp_path):
+    """A split logs a few requests under both versions: the challenger answered after the live color stopped
+    waiting, and the champion answered the client. Those are the champion's rows; the split is still judged as one
+    (before, five such requests made it a paired design of five rows: not enough data, however many the split had)."""
+    logs, rng = tmp_path / "predictions", np.random.default_rng(9)
+    ya, a, yb, b = _split(Scenario(challenger_auc=0.9), 3000, rng)
+    late = {f"late{i}": [0.1 * i] for i in range(5)}
+    _score(logs, "blue", "3", {f"a{i}": [round(float(p), 6)] for i, p in enumerate(a)} | late, 0.01)
+    _score(logs, "green", "4", {f"b{i}": [round(float(p), 6)] for i, p in enumerate(b)} | late, 0.01)
+    labels = [{"request_id": f"a{i}", "label": int(v)} for i, v in enumerate(ya)]
+    labels += [{"request_id": f"b{i}", "label": int(v)} for i, v in enumerate(yb)]
+    labels += [{"request_id": f"late{i}", "label": i % 2} for i in range(5)]
+    now = time.time()
+    FeedbackLog(logs / "blue.jsonl", 1 << 30, 2).append(parse_body(json.dumps({"labels": labels}).encode(), now), now)
+
+    pairs = read_pairs(logs, "3", "4", read_labels(logs, None), 0, now + 1)
+    assert len(pairs.labels) == 5
+    result = compare(pairs, read_window(logs, 0, now + 1, max_sampled=1), "3", "4", (0.5, 0.5), RULE)
+    f = result.figures
+    assert f["design"] == "split" and f["labelled_rows"] == 3005 and f["champion_labelled"] == len(ya) + 5
+    champion_auc = roc_auc(
+        np.concatenate([ya, [i % 2 for i in range(5)]]), np.concatenate([a, [0.1 * i for i in range(5)]])
+    )
+    assert f["champion_roc_auc"] == round(champion_auc, 4) and f["challenger_roc_auc"] == round(roc_auc(yb, b), 4)
+    assert result.verdict.verdict == BETTER and "independent samples (a split)" in result.verdict.message
+    assert f["probability_psi_on"] == "each version's own decisions"
+
+
 def test_on_simulated_splits_an_equal_challenger_is_rarely_declared_better_at_one_final_look():
     rng, better = np.random.default_rng(10), 0
     for _ in range(300):
