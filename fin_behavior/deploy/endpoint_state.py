@@ -48,6 +48,7 @@ class ColorEntry(TypedDict, total=False):
     # the spec, from the deploying side
     color: str
     version: str
+    model: str  # the registered model's name (the history names it)
     control: str  # the color's control socket, bound by the supervisor
     log: str
     bundle: str

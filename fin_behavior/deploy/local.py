@@ -30,6 +30,7 @@ from fin_behavior.deploy.supervisor import (
     wait_ready,
 )
 from fin_behavior.environments.builder import EnvironmentBuildError, ensure_locked
+from fin_behavior.governance.audit import history_dir
 from fin_behavior.records import read_json
 from fin_behavior.serving.handoff import send_command
 from fin_behavior.settings import Settings
@@ -136,6 +137,7 @@ class LocalTarget:
             "--max-restarts", str(self.settings.max_restarts),
             "--restart-window", str(self.settings.restart_window_seconds),
             "--port-hint", self.port_hint,
+            "--history", str(history_dir(self.settings.var_dir)),
         ]  # fmt: skip
         log = self.root / "logs" / "supervisor.log"
         log.parent.mkdir(exist_ok=True)
@@ -209,6 +211,7 @@ class LocalTarget:
         spec: dict[str, Any] = {
             "color": color,
             "version": release.version,
+            "model": release.model_name,
             # the supervisor adds the private port and the control socket it binds for the color
             "control": str(self.root / f"{color}.sock"),
             "log": str(self.root / "logs" / f"{color}.log"),

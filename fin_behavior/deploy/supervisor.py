@@ -144,9 +144,13 @@ class Supervisor:
         max_restarts: int,
         window: float,
         port_hint: str = DEFAULT_PORT_HINT,
+        history: Path | None = None,
     ):
-        """`port_hint`: how an operator chooses another port for this endpoint (said when the port is taken)."""
+        """`port_hint`: how an operator chooses another port for this endpoint (said when the port is taken);
+        `history`: the platform's history (governance/audit.py), where an experiment this process ends on its own
+        is recorded (the platform records the ones it ends)."""
         self.root, self.host, self.port, self.port_hint = root, host, port, port_hint
+        self.history = history
         self.start_timeout, self.max_restarts, self.window = start_timeout, max_restarts, window
         self.lock = threading.RLock()
         self.children: dict[str, subprocess.Popen] = {}
@@ -205,7 +209,9 @@ class Supervisor:
                 self.state["live"] = None
             # the experiment ends: a restarted live color could not be given its route back (the copies' socket pair
             # was this process's), so the live color is told now to answer alone
-            self._end_challenge("the supervisor restarted; start it again with `fin-behavior endpoint shadow|split`")
+            self._end_challenge(
+                "the supervisor restarted; start it again with `fin-behavior endpoint shadow|split`", record=True
+            )
             self._save()
 
     # Commands -------------------------------------------------------------------------------------------------
@@ -465,12 +471,15 @@ class Supervisor:
             self._end_challenge("ended by the operator")
             self._save()
 
-    def _end_challenge(self, why: str) -> None:
+    def _end_challenge(self, why: str, record: bool = False) -> None:
         """The live color stops sending to the challenger (best effort: a live color that cannot be told is dead or
-        restarting, and a restarted one starts without a route); the challenger color stays up, ready."""
+        restarting, and a restarted one starts without a route); the challenger color stays up, ready. `record`:
+        this process ends it on its own, which the history says (an experiment's end is always in it)."""
         challenger = self.state["challenger"]
         if challenger is None:
             return
+        if record and self.history is not None:
+            self._record_end(challenger, why)
         self.state["challenger"] = None
         live = self.state["colors"].get(self.state["live"] or "", {})
         if process_alive(live) and live.get("status") == "live":
@@ -483,6 +492,18 @@ class Supervisor:
         if entry.get("status") == "challenger":
             entry["status"] = "ready"
         self._event(challenger["color"], f"v{challenger['version']} is no longer the challenger: {why}")
+
+    def _record_end(self, challenger: Challenger, why: str) -> None:
+        from fin_behavior.governance import audit
+
+        model = self.state["colors"].get(challenger["color"], {}).get("model", "")
+        assert self.history is not None
+        try:
+            audit.History(self.history).append(
+                audit.CHALLENGER_STOPPED, model, challenger["version"], "supervisor", reason=why
+            )
+        except (OSError, audit.AuditError) as exc:  # the endpoint goes on; its state's events say it ended
+            self._event(challenger["color"], f"could not record the experiment's end in the history: {exc}")
 
     def _close_copies(self) -> None:
         for end in self.copies or ():
@@ -502,7 +523,7 @@ class Supervisor:
                 for color, other in self.state["colors"].items():
                     if color != live and (was := other.get("status")) in RUNNING and not process_alive(other):
                         if was == "challenger":  # the live color stops sending to it at once
-                            self._end_challenge(f"v{other.get('version')} exited")
+                            self._end_challenge(f"v{other.get('version')} exited", record=True)
                         other["status"] = "exited"
                         self._forget(color)
                         self._event(color, f"v{other.get('version')} exited while {was}")
@@ -645,10 +666,18 @@ def main() -> None:
     parser.add_argument("--max-restarts", type=int, required=True)
     parser.add_argument("--restart-window", type=float, required=True)
     parser.add_argument("--port-hint", default=DEFAULT_PORT_HINT)
+    parser.add_argument("--history", type=Path, help="the platform's history: experiments this process ends")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     supervisor = Supervisor(
-        args.root, args.host, args.port, args.start_timeout, args.max_restarts, args.restart_window, args.port_hint
+        args.root,
+        args.host,
+        args.port,
+        args.start_timeout,
+        args.max_restarts,
+        args.restart_window,
+        args.port_hint,
+        args.history,
     )
     signal.signal(signal.SIGTERM, lambda *_: setattr(supervisor, "stop_requested", True))
     supervisor.recover()
