@@ -149,7 +149,7 @@ def test_a_split_answers_a_sticky_share_of_subjects_and_a_killed_challenger_fail
     state = target.state()
     assert state["challenger"] is None and state["colors"][slot.color]["status"] == "exited"
     assert any("v2 exited" in event["message"] for event in state["events"])
-    ended = audit.History.of(settings).records()[-1]  # the supervisor ended it on its own: the history says so
+    ended = _last_record(settings)  # the supervisor ended it on its own: the history says so
     assert (ended["event"], ended["actor"], ended["model"], ended["version"]) == (
         audit.CHALLENGER_STOPPED,
         "supervisor",
@@ -157,6 +157,14 @@ def test_a_split_answers_a_sticky_share_of_subjects_and_a_killed_challenger_fail
         "2",
     ), ended
     assert ended["details"]["reason"] == "v2 exited"
+
+
+def _last_record(settings) -> dict:
+    """The history's last record once the supervisor's is in (it writes it beside its loop, a moment later)."""
+    deadline = time.monotonic() + 10
+    while (last := audit.History.of(settings).records()[-1])["actor"] != "supervisor" and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return last
 
 
 def test_a_restarted_supervisor_ends_the_experiment_and_the_live_version_answers_alone(platform):
@@ -170,7 +178,7 @@ def test_a_restarted_supervisor_ends_the_experiment_and_the_live_version_answers
         time.sleep(0.05)
     target.ensure_supervisor()  # what `fin-behavior endpoint start` or systemd does once it is gone
     assert target.state()["challenger"] is None and served_version(target) == "1"
-    ended = audit.History.of(settings).records()[-1]
+    ended = _last_record(settings)
     assert (ended["event"], ended["actor"], ended["version"]) == (audit.CHALLENGER_STOPPED, "supervisor", "2")
     assert ended["details"]["reason"].startswith("the supervisor restarted")
     assert "no challenger runs" in _cli(platform, "stop-challenger").stdout

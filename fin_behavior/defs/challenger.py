@@ -60,9 +60,10 @@ def challenger_comparison(
 ) -> dg.MaterializeResult:
     from mlflow import MlflowClient
 
+    from fin_behavior.deploy.challengers import latest_experiment
     from fin_behavior.deploy.deployer import DeployError, resolve_version
     from fin_behavior.monitoring import plots
-    from fin_behavior.monitoring.challenger import Rule, compare, read_pairs
+    from fin_behavior.monitoring.challenger import PAIRED, SPLIT, Rule, compare, read_pairs
     from fin_behavior.monitoring.labels import read_labels
     from fin_behavior.monitoring.window import read_window
 
@@ -89,6 +90,10 @@ def challenger_comparison(
         thresholds.append(known[0])
     log_dir, until = prediction_logs(settings, storage), time.time()
     since = until - settings.challenger_window_hours * 3600
+    design = None
+    if recorded := latest_experiment(settings, settings.registered_model_name, champion, challenger):
+        design = PAIRED if recorded.mode == "shadow" else SPLIT
+        since = max(since, recorded.started)  # what this experiment decided: an earlier one is another design
     labels = read_labels(log_dir, ground_truth_dir(settings, storage))
     pairs = read_pairs(log_dir, champion, challenger, labels, since, until)
     window = read_window(log_dir, since, until, max_sampled=1)
@@ -99,6 +104,7 @@ def challenger_comparison(
         challenger,
         (thresholds[0], thresholds[1]),
         Rule.of(settings),
+        design=design,
     )
     metadata: dict[str, Any] = {
         "champion_version": champion,

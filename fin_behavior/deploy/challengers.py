@@ -11,7 +11,9 @@ history. The comparison itself is monitoring's (monitoring/challenger.py, the `c
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
+from typing import NamedTuple
 
 from fin_behavior.deploy.deployer import DeployError, Deployment, deploy, fetch_release, resolve_version, version_tags
 from fin_behavior.deploy.lock import exclusive_rollout
@@ -91,6 +93,23 @@ def start(
         history.append(audit.CHALLENGER_STARTED, name, version, actor, **noted, champion=live.version, color=color)
     log(f"challenger v{version} on {color}: {mode} of {share:.0%} of the clients' requests at {target.url}")
     return slot
+
+
+class Experiment(NamedTuple):
+    mode: str  # shadow or split
+    started: float  # Unix seconds
+
+
+def latest_experiment(settings: Settings, name: str, champion: str, challenger: str) -> Experiment | None:
+    """The latest experiment of `name` v`challenger` beside v`champion`, as the history recorded its start; None
+    without one."""
+    for record in reversed(audit.History.of(settings).records()):
+        details = record.get("details") or {}
+        if (record.get("event"), record.get("model"), record.get("version")) == (
+            audit.CHALLENGER_STARTED, name, challenger
+        ) and details.get("champion") == champion:  # fmt: skip
+            return Experiment(str(details.get("mode")), datetime.fromisoformat(record["time"]).timestamp())
+    return None
 
 
 def stop(settings: Settings, name: str, target: Target, endpoint: Path, *, who: str, actor: str = "", log=print):

@@ -478,7 +478,7 @@ class Supervisor:
         challenger = self.state["challenger"]
         if challenger is None:
             return
-        if record and self.history is not None:
+        if record:
             self._record_end(challenger, why)
         self.state["challenger"] = None
         live = self.state["colors"].get(self.state["live"] or "", {})
@@ -494,16 +494,23 @@ class Supervisor:
         self._event(challenger["color"], f"v{challenger['version']} is no longer the challenger: {why}")
 
     def _record_end(self, challenger: Challenger, why: str) -> None:
-        from fin_behavior.governance import audit
+        """The history's record of the end, written beside the loop: the history's lock may be held (another
+        writer, a copy to the artifact store) and the colors are watched meanwhile. Colors started before they
+        named their model are not recorded (their model is not known here)."""
+        model = self.state["colors"].get(challenger["color"], {}).get("model")
+        if self.history is None or not model:
+            return
+        history, version = self.history, challenger["version"]
 
-        model = self.state["colors"].get(challenger["color"], {}).get("model", "")
-        assert self.history is not None
-        try:
-            audit.History(self.history).append(
-                audit.CHALLENGER_STOPPED, model, challenger["version"], "supervisor", reason=why
-            )
-        except (OSError, audit.AuditError) as exc:  # the endpoint goes on; its state's events say it ended
-            self._event(challenger["color"], f"could not record the experiment's end in the history: {exc}")
+        def append() -> None:
+            from fin_behavior.governance import audit
+
+            try:
+                audit.History(history).append(audit.CHALLENGER_STOPPED, model, version, "supervisor", reason=why)
+            except (OSError, audit.AuditError) as exc:  # the endpoint goes on; its events say how it ended
+                log.warning("could not record the end of v%s's experiment in the history: %s", version, exc)
+
+        threading.Thread(target=append, name="history", daemon=True).start()
 
     def _close_copies(self) -> None:
         for end in self.copies or ():

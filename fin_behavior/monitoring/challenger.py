@@ -38,10 +38,11 @@ A split (each subject answered by one version) gives no pairs: each version's la
 verdict is then DeLong's test for independent samples (each version's ROC-AUC variance from its own placements,
 the difference's variance their sum), with the same looks, rows needed (n counts both versions' rows) and
 minimums (of the rows of both, and of the rarer class in each version's). Unpaired, it needs more rows than a shadow
-for the same gain: what the two versions share no longer cancels. A split still logs a few requests under both
-versions: the ones the challenger answered after the live color stopped waiting (the champion answered the client).
-So the design is read from the data: a split when most of the challenger's decisions are its own; those few are then
-the champion's rows, the decision the client got.
+for the same gain: what the two versions share no longer cancels. The design is the experiment's, as the history
+recorded it (`challenger_started`: a shadow is paired, a split is not), not guessed from the logs: sampled inputs,
+rotated files and late answers all leave decisions without their pair. A split still logs a few requests under both
+versions (the challenger answered after the live color stopped waiting, and the client got the champion's answer):
+those are the champion's rows. Without a recorded experiment, a window with no pair at all is judged as a split.
 """
 
 from __future__ import annotations
@@ -289,8 +290,10 @@ def compare(
     thresholds: tuple[float, float],
     rule: Rule,
     seed: int = 0,
+    design: str | None = None,
 ) -> Comparison:
-    """The figures and the verdict (see the module doc) of `challenger` against `champion`."""
+    """The figures and the verdict (see the module doc) of `challenger` against `champion`; `design`: PAIRED or
+    SPLIT, the experiment's as recorded (None: none recorded)."""
     figures: dict[str, Any] = {"champion": champion, "challenger": challenger, "alpha": rule.alpha}
     for role, version in (("champion", champion), ("challenger", challenger)):
         traffic = window.versions.get(version)
@@ -303,13 +306,12 @@ def compare(
     if paired:
         same = (pairs.champion >= thresholds[0]) == (pairs.challenger >= thresholds[1])
         figures["agreement"] = round(float(same.mean()), 4)
-    on_its_own = len(pairs.alone.get(challenger, ())) - paired  # the challenger's decisions with no pair
-    split = on_its_own > paired  # most of the challenger's decisions are its own: a split (see the module doc)
-    figures["probability_psi"] = _psi(pairs, champion, challenger, on_pairs=not split)
-    figures["probability_psi_on"] = "each version's own decisions" if split or not paired else "paired decisions"
     labelled = pairs.labels >= 0
     y, a, b = pairs.labels[labelled], pairs.champion[labelled], pairs.challenger[labelled]
     (ya, pa), (yb, pb) = (pairs.own_labelled.get(v, (np.empty(0), np.empty(0))) for v in (champion, challenger))
+    split = design == SPLIT if design is not None else not paired and len(ya) > 0 and len(yb) > 0
+    figures["probability_psi"] = _psi(pairs, champion, challenger, on_pairs=not split)
+    figures["probability_psi_on"] = "each version's own decisions" if split or not paired else "paired decisions"
     if split:  # a request both answered is one the challenger answered late: the client got the champion's answer
         ya, pa = np.concatenate([ya, y]), np.concatenate([pa, a])
     figures["design"] = SPLIT if split else PAIRED
@@ -394,7 +396,7 @@ def _judge(n: int, rarer: int, test, aucs, rule: Rule, design: str) -> Verdict:
     figures: dict[str, Any] = {"labelled_pairs" if design == PAIRED else "labelled_rows": n,
                                "procedure": rule.procedure(design)}  # fmt: skip
     if n < rule.min_rows or rarer < rule.min_class_rows:
-        more = max(rule.min_rows - n, 1)
+        more = max(rule.min_rows - n, 1 if rarer else rule.min_class_rows)  # a class not seen: at least its minimum
         if 0 < rarer < rule.min_class_rows:  # the rarer class comes at the rate it is seen
             more = max(more, math.ceil((rule.min_class_rows - rarer) * n / rarer))
         message = (

@@ -20,6 +20,8 @@ from fin_behavior.monitoring.challenger import (
     NO_DIFFERENCE,
     NO_TEST,
     NOT_ENOUGH,
+    PAIRED,
+    SPLIT,
     WORSE,
     Rule,
     compare,
@@ -281,7 +283,7 @@ def test_a_split_is_judged_on_each_versions_own_labelled_requests(tmp_path):
 
 def test_a_split_s_requests_the_challenger_answered_late_are_the_champion_s_and_keep_the_design(tmp_path):
     """A split logs a few requests under both versions: the challenger answered after the live color stopped
-    waiting, and the champion answered the client. Those are the champion's rows; the split is still judged as one
+    waiting, and the champion answered the client. The experiment recorded a split: those are the champion's rows
     (before, five such requests made it a paired design of five rows: not enough data, however many the split had)."""
     logs, rng = tmp_path / "predictions", np.random.default_rng(9)
     ya, a, yb, b = _split(Scenario(challenger_auc=0.9), 3000, rng)
@@ -296,7 +298,7 @@ def test_a_split_s_requests_the_challenger_answered_late_are_the_champion_s_and_
 
     pairs = read_pairs(logs, "3", "4", read_labels(logs, None), 0, now + 1)
     assert len(pairs.labels) == 5
-    result = compare(pairs, read_window(logs, 0, now + 1, max_sampled=1), "3", "4", (0.5, 0.5), RULE)
+    result = compare(pairs, read_window(logs, 0, now + 1, max_sampled=1), "3", "4", (0.5, 0.5), RULE, design=SPLIT)
     f = result.figures
     assert f["design"] == "split" and f["labelled_rows"] == 3005 and f["champion_labelled"] == len(ya) + 5
     champion_auc = roc_auc(
@@ -305,6 +307,33 @@ def test_a_split_s_requests_the_challenger_answered_late_are_the_champion_s_and_
     assert f["champion_roc_auc"] == round(champion_auc, 4) and f["challenger_roc_auc"] == round(roc_auc(yb, b), 4)
     assert result.verdict.verdict == BETTER and "independent samples (a split)" in result.verdict.message
     assert f["probability_psi_on"] == "each version's own decisions"
+
+
+def test_a_shadow_whose_inputs_are_sampled_stays_paired_on_the_requests_both_logged(tmp_path):
+    """Each color samples the inputs it logs on its own: at a rate of 0.4 only 16% of a shadow's requests are logged
+    by both, and most of the challenger's logged decisions have no pair. The experiment recorded a shadow: it is
+    judged on the pairs, never as two independent samples (which a guess from the counts made of it)."""
+    logs, rng = tmp_path / "predictions", np.random.default_rng(12)
+    y, a, b = draw(Scenario(challenger_auc=0.9), 6000, rng)
+    kept_a, kept_b = rng.random(6000) < 0.4, rng.random(6000) < 0.4
+    _score(logs, "blue", "3", {f"r{i}": [round(float(a[i]), 6)] for i in np.flatnonzero(kept_a)}, 0.01)
+    _score(logs, "green", "4", {f"r{i}": [round(float(b[i]), 6)] for i in np.flatnonzero(kept_b)}, 0.01)
+    now = time.time()
+    labels = [{"request_id": f"r{i}", "label": int(v)} for i, v in enumerate(y)]
+    FeedbackLog(logs / "blue.jsonl", 1 << 30, 2).append(parse_body(json.dumps({"labels": labels}).encode(), now), now)
+
+    pairs = read_pairs(logs, "3", "4", read_labels(logs, None), 0, now + 1)
+    both = kept_a & kept_b
+    assert len(pairs.labels) == both.sum() < (kept_b & ~kept_a).sum()  # most of its decisions have no pair
+    result = compare(pairs, read_window(logs, 0, now + 1, max_sampled=1), "3", "4", (0.5, 0.5), RULE, design=PAIRED)
+    assert result.figures["design"] == "paired" and result.figures["labelled_pairs"] == both.sum()
+    assert result.figures["probability_psi_on"] == "paired decisions"
+
+
+def test_a_class_not_seen_yet_asks_for_at_least_its_minimum_of_rows():
+    ya, a, _, _ = _split(Scenario(prevalence=0.3), 600, np.random.default_rng(13), share=0.0)
+    verdict = judge_split(ya, a, np.empty(0), np.empty(0), RULE)  # the challenger's labels are not in yet
+    assert (verdict.verdict, verdict.look) == (NOT_ENOUGH, NO_TEST) and verdict.more_rows == RULE.min_class_rows
 
 
 def test_on_simulated_splits_an_equal_challenger_is_rarely_declared_better_at_one_final_look():
