@@ -27,7 +27,8 @@ class Collected(NamedTuple):
 def write_split(text: str, directory: Path, name: str) -> Collected:
     """Replace `name`'s three files under `directory` with the lines of `text`."""
     requests, inputs, labels = [], [], []
-    for line in text.splitlines():
+    for line in text.split("\n"):  # not splitlines(): a body's strings may hold U+2028 and its kind, unescaped
+        line = line.removesuffix("\r")
         if not line.startswith("{" + _LINE):
             continue
         fields = line.split(",", 3)  # time, then model_version and the figures or the request body, or a label
