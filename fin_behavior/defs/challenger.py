@@ -93,7 +93,8 @@ def challenger_comparison(
     design = None
     if recorded := latest_experiment(settings, settings.registered_model_name, champion, challenger):
         design = PAIRED if recorded.mode == "shadow" else SPLIT
-        since = max(since, recorded.started)  # what this experiment decided: an earlier one is another design
+        since = max(since, recorded.started)  # what this experiment decided: no earlier one, nothing after it
+        until = min(until, recorded.ended or until)
     labels = read_labels(log_dir, ground_truth_dir(settings, storage))
     pairs = read_pairs(log_dir, champion, challenger, labels, since, until)
     window = read_window(log_dir, since, until, max_sampled=1)

@@ -10,8 +10,9 @@ history. The comparison itself is monitoring's (monitoring/challenger.py, the `c
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import NamedTuple
 
@@ -82,6 +83,7 @@ def start(
                 raise RolloutError(
                     f"challenger v{version} failed its gates on {color}: " + "; ".join(failed), gates=gates
                 )
+            traffic_from = time.time()  # the history's record is written after: its own time may be later
             target.challenge(slot, mode, share, settings.challenger_timeout_seconds)
         except (DeployError, RolloutError, approval.PendingApprovalError) as exc:
             if slot is not None:  # started, but it gets no traffic: nothing of it stays
@@ -90,26 +92,64 @@ def start(
             if isinstance(exc, approval.PendingApprovalError):
                 raise DeployError(str(exc)) from None
             raise
-        history.append(audit.CHALLENGER_STARTED, name, version, actor, **noted, champion=live.version, color=color)
+        history.append(
+            audit.CHALLENGER_STARTED,
+            name,
+            version,
+            actor,
+            **noted,
+            champion=live.version,
+            color=color,
+            traffic_from=round(traffic_from, 3),
+        )
     log(f"challenger v{version} on {color}: {mode} of {share:.0%} of the clients' requests at {target.url}")
     return slot
 
 
 class Experiment(NamedTuple):
     mode: str  # shadow or split
-    started: float  # Unix seconds
+    started: float  # Unix seconds: when its traffic began
+    ended: float | None  # when it ended (stopped, replaced, promoted); None while it runs
 
 
 def latest_experiment(settings: Settings, name: str, champion: str, challenger: str) -> Experiment | None:
-    """The latest experiment of `name` v`challenger` beside v`champion`, as the history recorded its start; None
-    without one."""
-    for record in reversed(audit.History.of(settings).records()):
-        details = record.get("details") or {}
-        if (record.get("event"), record.get("model"), record.get("version")) == (
+    """The latest experiment of `name` v`challenger` beside v`champion`, as the history recorded it; None without
+    one. A record this cannot read (an old or edited history) is passed over, never taken on trust."""
+    records = audit.History.of(settings).records()
+    for at in range(len(records) - 1, -1, -1):
+        record = records[at]
+        details = record.get("details")
+        if (record.get("event"), record.get("model"), record.get("version")) != (
             audit.CHALLENGER_STARTED, name, challenger
-        ) and details.get("champion") == champion:  # fmt: skip
-            return Experiment(str(details.get("mode")), datetime.fromisoformat(record["time"]).timestamp())
+        ) or not isinstance(details, dict) or details.get("champion") != champion:  # fmt: skip
+            continue
+        mode, started = details.get("mode"), _seconds(details.get("traffic_from"), record.get("time"))
+        if mode not in MODES or started is None:
+            continue
+        ended = next(
+            (_seconds(None, later.get("time")) for later in records[at + 1 :] if _ends(later, name, challenger)), None
+        )
+        return Experiment(mode, started, ended)
     return None
+
+
+def _ends(record: dict, name: str, version: str) -> bool:
+    """Whether `record` ends an experiment of `name` v`version`: it was stopped, or another one began."""
+    if record.get("model") != name:
+        return False
+    event = record.get("event")
+    return (event == audit.CHALLENGER_STOPPED and record.get("version") == version) or event == audit.CHALLENGER_STARTED
+
+
+def _seconds(epoch: object, iso: object) -> float | None:
+    """Unix seconds from a number, else from an ISO 8601 time (without an offset: UTC); None if neither reads."""
+    if isinstance(epoch, int | float) and not isinstance(epoch, bool):
+        return float(epoch)
+    try:
+        at = datetime.fromisoformat(str(iso))
+    except ValueError:
+        return None
+    return (at if at.tzinfo else at.replace(tzinfo=UTC)).timestamp()
 
 
 def stop(settings: Settings, name: str, target: Target, endpoint: Path, *, who: str, actor: str = "", log=print):

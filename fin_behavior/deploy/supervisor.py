@@ -76,6 +76,7 @@ RUNNING = (
     "restarting",
 )  # statuses of a color whose process should be up
 _MAX_EVENTS = 50
+HISTORY_WAIT_SECONDS = 5.0  # for the history's lock, when this process records an experiment it ended
 _LOG_ROTATE_BYTES = 32 << 20  # a color's output log is rotated at a (re)start past this size
 
 
@@ -494,23 +495,20 @@ class Supervisor:
         self._event(challenger["color"], f"v{challenger['version']} is no longer the challenger: {why}")
 
     def _record_end(self, challenger: Challenger, why: str) -> None:
-        """The history's record of the end, written beside the loop: the history's lock may be held (another
-        writer, a copy to the artifact store) and the colors are watched meanwhile. Colors started before they
-        named their model are not recorded (their model is not known here)."""
+        """The history's record of the end, in order with what follows it (the next command waits for it), waiting
+        at most HISTORY_WAIT_SECONDS for the history's lock (the colors go unwatched meanwhile). Colors
+        started before they named their model are not recorded (their model is not known here)."""
+        from fin_behavior.governance import audit
+
         model = self.state["colors"].get(challenger["color"], {}).get("model")
         if self.history is None or not model:
             return
-        history, version = self.history, challenger["version"]
-
-        def append() -> None:
-            from fin_behavior.governance import audit
-
-            try:
-                audit.History(history).append(audit.CHALLENGER_STOPPED, model, version, "supervisor", reason=why)
-            except (OSError, audit.AuditError) as exc:  # the endpoint goes on; its events say how it ended
-                log.warning("could not record the end of v%s's experiment in the history: %s", version, exc)
-
-        threading.Thread(target=append, name="history", daemon=True).start()
+        try:
+            audit.History(self.history, HISTORY_WAIT_SECONDS).append(
+                audit.CHALLENGER_STOPPED, model, challenger["version"], "supervisor", reason=why
+            )
+        except (OSError, audit.AuditError) as exc:  # the endpoint goes on; its events say how the experiment ended
+            self._event(challenger["color"], f"could not record the experiment's end in the history: {exc}")
 
     def _close_copies(self) -> None:
         for end in self.copies or ():
