@@ -48,19 +48,37 @@ def service_default(name: str) -> Any:
 def read_keys(path: Path, field: str = "keys") -> list[str]:
     """The API keys in `path`; ValueError saying what is wrong (the scoring service's and the /mlops API's).
     `field="probe_keys"`: the platform's probe keys (see `read_probe_keys`)."""
-    expected = f'{path} must hold {{"{field}": ["...", ...]}} with keys of 16+ characters'
+    return read_key_lists(path, field)[field]
+
+
+def read_key_lists(path: Path, required: str, optional: tuple[str, ...] = ()) -> dict[str, list[str]]:
+    """The lists of keys `path` holds, the file read once: `required`'s, and each of `optional`'s ([] when the file
+    has none, or an empty one); ValueError saying what is wrong with the file or a list."""
     try:
-        keys = json.loads(path.read_text()).get(field)
+        held = json.loads(path.read_text())
     except OSError as exc:
         raise ValueError(f"cannot read the API keys file: {exc}") from None
-    except (ValueError, AttributeError, RecursionError):
-        raise ValueError(f"{expected}; it is not such a JSON object") from None
-    if not keys or not isinstance(keys, list) or not all(isinstance(k, str) and len(k) >= 16 for k in keys):
-        raise ValueError(expected)
-    # a key of spaces would match the spaces a header ends with, which an HTTP parser (httptools) may keep
-    if not all(k.isprintable() and not any(c.isspace() for c in k) for k in keys):
-        raise ValueError(f"{expected}, without spaces or control characters")
-    return keys
+    except (ValueError, RecursionError):
+        held = None
+
+    def expected(field: str) -> str:
+        return f'{path} must hold {{"{field}": ["...", ...]}} with keys of 16+ characters'
+
+    if not isinstance(held, dict):
+        raise ValueError(f"{expected(required)}; it is not such a JSON object")
+    lists: dict[str, list[str]] = {}
+    for field in (required, *optional):
+        keys = held.get(field)
+        if field != required and (field not in held or keys == []):
+            lists[field] = []
+            continue
+        if not keys or not isinstance(keys, list) or not all(isinstance(k, str) and len(k) >= 16 for k in keys):
+            raise ValueError(expected(field))
+        # a key of spaces would match the spaces a header ends with, which an HTTP parser (httptools) may keep
+        if not all(k.isprintable() and not any(c.isspace() for c in k) for k in keys):
+            raise ValueError(f"{expected(field)}, without spaces or control characters")
+        lists[field] = keys
+    return lists
 
 
 def read_probe_keys(path: Path) -> list[str]:
@@ -76,15 +94,4 @@ def read_probe_keys(path: Path) -> list[str]:
     (a header, a field) is ordinary traffic. Each endpoint has its own probe key, never handed to its clients
     (they are given `"keys"`); a confined submitted model that can read its own endpoint's keys file can also
     write that endpoint's log, so the key gives it nothing more."""
-    return read_optional_keys(path, "probe_keys")
-
-
-def read_optional_keys(path: Path, field: str) -> list[str]:
-    """`field`'s keys in `path`, [] when the file has no such list or an empty one (`read_keys` says what is wrong
-    with any other)."""
-    try:
-        if json.loads(path.read_text()).get(field, []) == []:
-            return []
-    except (OSError, ValueError, AttributeError, RecursionError):
-        pass  # read_keys says what is wrong with the file
-    return read_keys(path, field)
+    return read_key_lists(path, "keys", ("probe_keys",))["probe_keys"]

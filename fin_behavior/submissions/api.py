@@ -36,7 +36,7 @@ from starlette.routing import Route
 
 from fin_behavior.deploy.local import ensure_keys
 from fin_behavior.governance.approval import ApprovalError, decide
-from fin_behavior.serving.config import read_keys, read_optional_keys
+from fin_behavior.serving.config import read_key_lists
 from fin_behavior.serving.validation import InputError, decode
 from fin_behavior.settings import Settings
 from fin_behavior.submissions import errors
@@ -59,6 +59,11 @@ with mlflow.start_run():
 
 def _error(error: errors.SubmissionError, status: int | None = None) -> JSONResponse:
     return JSONResponse(error.to_dict(), status_code=status or error.status)
+
+
+def _unknown(submission_id: str) -> JSONResponse:
+    """Not there, or not the asking key's to see: the same answer."""
+    return _error(errors.SubmissionError("Not Found", f"no submission {submission_id[:40]!r}"), 404)
 
 
 _BODY_SECONDS = 10.0  # a body must arrive within this (as the scoring service's body_timeout_seconds)
@@ -166,7 +171,7 @@ class SubmissionService:
         a new team or reviewer works without a restart)."""
         offered = request.headers.get("x-api-key") or request.headers.get("authorization", "").removeprefix("Bearer ")
         try:  # as the scoring service reads them
-            keys = {TEAMS: read_keys(self.keys_file), APPROVERS: read_optional_keys(self.keys_file, APPROVERS)}
+            keys = read_key_lists(self.keys_file, TEAMS, (APPROVERS,))
         except ValueError as exc:
             raise errors.SubmissionError(
                 "Platform Misconfigured",
@@ -282,7 +287,7 @@ class SubmissionService:
     async def status(self, request: Request, caller: Caller) -> Response:
         submission_id = request.path_params["submission_id"]
         if (submission := self._seen(submission_id, caller)) is None:
-            return _error(errors.SubmissionError("Not Found", f"no submission {submission_id[:40]!r}"), 404)
+            return _unknown(submission_id)
         return JSONResponse(describe(submission))
 
     # Four eyes: a reviewer's key ("approver_keys"), never the submitter's, approves a pending version, which is
@@ -299,7 +304,7 @@ class SubmissionService:
     async def _decide(self, request: Request, caller: Caller, approve: bool) -> Response:
         submission_id = request.path_params["submission_id"]
         if (submission := self._seen(submission_id, caller)) is None:
-            return _error(errors.SubmissionError("Not Found", f"no submission {submission_id[:40]!r}"), 404)
+            return _unknown(submission_id)
         if approve and APPROVERS not in caller.lists:
             return _error(
                 errors.SubmissionError(
