@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import NamedTuple
 
@@ -142,14 +141,14 @@ def _ends(record: dict, name: str, version: str) -> bool:
 
 
 def _seconds(epoch: object, iso: object) -> float | None:
-    """Unix seconds from a number, else from an ISO 8601 time (without an offset: UTC); None if neither reads."""
+    """Unix seconds from a number, else from an ISO 8601 time (audit.parse_since: without an offset, UTC); None if
+    neither reads."""
     if isinstance(epoch, int | float) and not isinstance(epoch, bool):
         return float(epoch)
     try:
-        at = datetime.fromisoformat(str(iso))
+        return audit.parse_since(str(iso))
     except ValueError:
         return None
-    return (at if at.tzinfo else at.replace(tzinfo=UTC)).timestamp()
 
 
 def stop(settings: Settings, name: str, target: Target, endpoint: Path, *, who: str, actor: str = "", log=print):
