@@ -115,7 +115,7 @@ class Explanations:
         client), asked in one of the client's explanation places; None (the champion's 404 stands) when no split
         runs, or the challenger has no such decision, cannot explain or does not answer: an id the champion has not
         got is never a 5xx. Its refusals for load (429) and time (504) are passed on: it has the decision."""
-        if self.challenger is None or self.challenger.route is None:
+        if self.challenger is None or not self.challenger.splitting:  # nothing to ask: no place taken for it
             return None
         scope = request.scope
         wait = self.settings.explain_timeout_seconds + 5  # the challenger's own 504 comes first

@@ -145,6 +145,11 @@ class ChallengerTraffic:
                 pool.close()
         self._pool = self._explain_pool = None
 
+    @property
+    def splitting(self) -> bool:
+        """Whether a split challenger answers a share of the requests now."""
+        return self.route is not None and self.route.mode == "split"
+
     def wants(self, mode: str, request_id: str, subject: str) -> bool:
         route = self.route
         return route is not None and route.mode == mode and in_share(subject or request_id, route.version, route.share)
@@ -204,7 +209,7 @@ class ChallengerTraffic:
         client's decisions, as the champion does): a split request it answered is explained by the model that
         decided it. None when no split runs, or the challenger does not answer."""
         route, pool = self.route, self._explain_pool
-        if route is None or route.mode != "split" or pool is None:
+        if route is None or pool is None:  # no split runs (only a split has this pool)
             return None
         sent = [(k, v) for k, v in headers if k in _FORWARDED_BYTES] + [(b"host", b"challenger")]
         target = b"/explain/%s%s" % (request_id.encode(), b"?" + query if query else b"")
@@ -214,7 +219,7 @@ class ChallengerTraffic:
         except Exception as exc:  # the champion's own answer stands
             log.warning("explaining %s: challenger v%s did not answer (%s)", request_id, route.version, exc)
             return None
-        return Relayed(status, body, version or route.version) if status else None
+        return Relayed(status, body, version or route.version)
 
 
 def receive_copies(copies: socket.socket, score: Callable[[str, str, bytes], None]) -> None:
@@ -303,7 +308,8 @@ class _Pool:
         while True:
             state, reader, writer = connection or await self._open()
             try:
-                return await self._exchange(h11, state, reader, writer, (method, target, headers), body)
+                request = h11.Request(method=method, target=target, headers=headers)
+                return await self._exchange(h11, state, reader, writer, request, body)
             except _ClosedBeforeAnswer:
                 writer.close()
                 if not reused:
@@ -314,8 +320,7 @@ class _Pool:
                 raise
 
     async def _exchange(self, h11, state, reader, writer, request, body) -> tuple[int, bytes, str | None]:
-        method, target, headers = request
-        out = state.send(h11.Request(method=method, target=target, headers=headers))
+        out = state.send(request)
         writer.write(out + (state.send(h11.Data(data=body)) if body else b"") + state.send(h11.EndOfMessage()))
         status, version, answer = 0, None, bytearray()
         while True:
