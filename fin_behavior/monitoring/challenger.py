@@ -310,8 +310,9 @@ def compare(
     y, a, b = pairs.labels[labelled], pairs.champion[labelled], pairs.challenger[labelled]
     (ya, pa), (yb, pb) = (pairs.own_labelled.get(v, (np.empty(0), np.empty(0))) for v in (champion, challenger))
     split = design == SPLIT if design is not None else not paired and len(ya) > 0 and len(yb) > 0
-    figures["probability_psi"] = _psi(pairs, champion, challenger, on_pairs=not split)
-    figures["probability_psi_on"] = "each version's own decisions" if split or not paired else "paired decisions"
+    on_pairs = paired > 0 and not split
+    figures["probability_psi"] = _psi(pairs, champion, challenger, on_pairs)
+    figures["probability_psi_on"] = "paired decisions" if on_pairs else "each version's own decisions"
     if split:  # a request both answered is one the challenger answered late: the client got the champion's answer
         ya, pa = np.concatenate([ya, y]), np.concatenate([pa, a])
     figures["design"] = SPLIT if split else PAIRED
@@ -447,8 +448,8 @@ def _recall(labels: np.ndarray, scores: np.ndarray, threshold: float) -> float:
 
 def _psi(pairs: Pairs, champion: str, challenger: str, on_pairs: bool) -> float | None:
     """PSI of the challenger's probabilities against the champion's, cut at the champion's deciles: on the
-    decisions both made (`on_pairs`, when there are any), else on each version's own."""
-    if on_pairs and len(pairs.labels):
+    decisions both made (`on_pairs`), else on each version's own."""
+    if on_pairs:
         mine, theirs = pairs.champion, pairs.challenger
     else:
         mine, theirs = pairs.alone.get(champion, np.empty(0)), pairs.alone.get(challenger, np.empty(0))
