@@ -234,7 +234,7 @@ def _read_line(line: bytes, labels: Labels) -> None:
         if not isinstance(client, str) or (client and not _CLIENT_ID.fullmatch(client)):
             raise FeedbackError("not a client's name")
         entry = validate_label({k: v for k, v in entry.items() if k not in ("time", "client")}, entry.get("time", 0.0))
-    except (ValueError, FeedbackError, AttributeError):
+    except (ValueError, FeedbackError, AttributeError, RecursionError):  # a served model writes its color's log
         labels.invalid += 1
         return
     labels.add(client.encode(), decision_key(entry["request_id"].encode(), entry["row"]), entry["label"])

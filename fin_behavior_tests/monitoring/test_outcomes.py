@@ -81,6 +81,19 @@ def test_labels_join_their_decisions_and_bad_ones_are_counted_not_fatal(tmp_path
     assert outside.versions == {} and outside.unknown == 1  # claimed by their decisions, just not in the window
 
 
+def test_a_feedback_line_nested_past_the_parser_s_depth_is_counted_invalid_not_fatal(tmp_path):
+    """A served model can write its own color's logs: a line nested deeper than json's recursion limit is a bad
+    label like any other (it raised RecursionError out of the reader, failing realized_performance)."""
+    logs = tmp_path / "predictions"
+    ids = _log_decisions(logs, "3", [[0.9]])
+    _post(logs, [{"request_id": ids[0], "label": 1}])
+    with (logs / "feedback" / "blue.jsonl").open("ab") as log:
+        log.write(b"[" * 100_000 + b"]" * 100_000 + b"\n")
+    labels = read_labels(logs, None)
+    assert labels.counts() == {"labels": 1, "invalid": 1, "duplicates": 0, "files": 1}
+    assert list(join(logs, labels, 0, time.time() + 1).versions["3"].labels) == [1]
+
+
 A, B = client_id(b"team a's key"), client_id(b"team b's key")  # how the log names two clients' keys
 
 
