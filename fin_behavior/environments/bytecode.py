@@ -101,6 +101,8 @@ def compile_site(python: Path, site: Path, root: Path) -> tuple[int, int]:
 
 def _compile(sources: list[Path], python: Path) -> None:
     """compileall over the files, in one process per core (given files rather than a directory, it uses one)."""
+    if not sources:  # everything was in the cache
+        return
     workers = max(1, min(os.cpu_count() or 1, len(sources) // 200 + 1))
     running = [
         subprocess.Popen(
