@@ -248,6 +248,7 @@ def test_oversized_heads_are_refused_without_stalling_the_server(service):
 
     def watch_health() -> None:
         with httpx.Client(base_url=service.url, timeout=10) as client:
+            assert client.get("/health").status_code == 200  # connected (not measured: the attack is not on yet)
             while attacking.is_set():
                 started = time.monotonic()
                 assert client.get("/health").status_code == 200
