@@ -19,11 +19,11 @@ COLLECTED = ".fin-behavior-collected.json"  # where the script's runner leaves w
 
 
 def find(work: str) -> dict:
-    from mlflow import MlflowClient
-
     store = os.path.join(work, "mlflow.db")
     if not os.path.isfile(store):
         return {"error": "no_run"}
+    from mlflow import MlflowClient  # only now: a script that never used MLflow does not wait for its import
+
     client = MlflowClient(tracking_uri=f"sqlite:///{store}")
     experiments = [e.experiment_id for e in client.search_experiments()]
     runs = client.search_runs(experiments, order_by=["attributes.start_time DESC"]) if experiments else []

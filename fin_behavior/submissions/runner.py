@@ -11,18 +11,32 @@ in the script's own environment (verification and serving), never by the platfor
 
 from __future__ import annotations
 
+import importlib.abc
 import importlib.util
 import runpy
 import sys
 
 
-def _pickle_scikit_learn_models_by_default() -> None:
-    if importlib.util.find_spec("sklearn") is None:
-        return  # the script does not use scikit-learn: nothing to change, nothing imported
-    import mlflow.sklearn
+class _PickleScikitLearnModelsByDefault(importlib.abc.MetaPathFinder):
+    """Changes mlflow.sklearn's default as it is imported, if it ever is: a script that logs no scikit-learn model
+    does not pay for importing MLflow (about two CPU-seconds) before its first line."""
 
-    # a private function of MLflow's, replaced on purpose (above); mlflow.sklearn is a lazy module to mypy
-    mlflow.sklearn._get_default_serialization_format = lambda: mlflow.sklearn.SERIALIZATION_FORMAT_CLOUDPICKLE  # type: ignore[attr-defined]
+    def find_spec(self, name, path=None, target=None):
+        if name != "mlflow.sklearn":
+            return None
+        sys.meta_path.remove(self)  # found by the other finders, once
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.loader is None:
+            return spec
+        execute = spec.loader.exec_module
+
+        def exec_module(module):
+            execute(module)
+            # a private function of MLflow's, replaced on purpose (above)
+            module._get_default_serialization_format = lambda: module.SERIALIZATION_FORMAT_CLOUDPICKLE
+
+        spec.loader.exec_module = exec_module
+        return spec
 
 
 def _collect() -> None:
@@ -40,7 +54,7 @@ if __name__ == "__main__":
     script = sys.argv[1]
     sys.argv = sys.argv[1:]
     sys.path[0] = ""  # as `python train.py` from its directory: its own modules import
-    _pickle_scikit_learn_models_by_default()
+    sys.meta_path.insert(0, _PickleScikitLearnModelsByDefault())
     try:
         runpy.run_path(script, run_name="__main__")
     except SystemExit as exit:

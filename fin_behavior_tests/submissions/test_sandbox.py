@@ -58,8 +58,9 @@ def test_a_missing_import_names_the_requirement_to_add(env):
 
 
 def test_a_script_that_logs_nothing_or_fails_its_run_is_told_what_to_do(env):
-    no_run = _error(env, "print('trained, but told nobody')\n")
+    no_run = _error(env, "import sys\nprint(sorted(m for m in sys.modules if m.startswith(('mlflow', 'sklearn'))))\n")
     assert no_run["error"] == "No MLflow Run" and "mlflow.start_run()" in no_run["help"]
+    assert no_run["details"].splitlines()[-1] == "[]"  # the runner imported no MLflow the script did not use
 
     failed = _error(
         env, "import mlflow\nwith mlflow.start_run():\n    mlflow.log_metric('a', 1)\n    raise SystemExit(0)\n"
@@ -184,7 +185,7 @@ def test_a_script_over_its_memory_limit_is_stopped_and_told_which_limit(env, mon
 def test_a_model_logged_as_mlflow_s_examples_do_is_verified_and_one_it_cannot_read_is_told_how_to_log(env):
     settings = get_settings()
     seed_style = (  # MLflow's default serialization, no input example
-        "import mlflow, mlflow.sklearn\nfrom sklearn.linear_model import LogisticRegression\n"
+        "import mlflow\nfrom sklearn.linear_model import LogisticRegression\n"  # mlflow.sklearn imported lazily
         "with mlflow.start_run():\n"
         "    model = LogisticRegression().fit([[0.0, 1.0], [1.0, 0.0]], [0, 1])\n"
         "    mlflow.sklearn.log_model(model, 'model')\n"
