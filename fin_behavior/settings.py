@@ -8,6 +8,7 @@ model: a field without one, or a page not regenerated after a change, fails the 
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -120,6 +121,11 @@ class Settings(BaseSettings):
     envs_dir: Path | None = Field(
         None, description="where built serving environments live (hundreds of MB each); empty = <var_dir>/envs"
     )
+    bytecode_cache_dir: Path | None = Field(
+        None, description="the environments' bytecode, compiled once per source file for every environment and "
+        "checkout of this user (safe to delete); empty = $XDG_CACHE_HOME/fin-behavior/bytecode or "
+        "~/.cache/fin-behavior/bytecode",
+    )  # fmt: skip
 
     mlflow_tracking_uri: str = Field(
         "", description="MLflow tracking and registry store (also resource config mlflow.tracking_uri); "
@@ -468,6 +474,11 @@ class Settings(BaseSettings):
     @property
     def batch_scores_root(self) -> Path:
         return self.batch_output_dir or self.var_dir / "batch" / "scores"
+
+    @property
+    def bytecode_cache(self) -> Path:
+        cache_home = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+        return self.bytecode_cache_dir or Path(cache_home) / "fin-behavior" / "bytecode"
 
     @property
     def artifacts_dir(self) -> Path:

@@ -1,11 +1,12 @@
-"""The bytecode of an environment's packages, compiled once per source file for every environment under a root.
+"""The bytecode of an environment's packages, compiled once per source file for every environment on the machine.
 
 A `.pyc` depends only on its source's bytes and the interpreter's bytecode version: the path it was compiled at
-is corrected when it is imported (`_imp._fix_co_filename`), so a module another environment under the same root
-already compiled (same scikit-learn, pandas, scipy...) is linked from `<root>/.bytecode/<magic>/<sha256>.pyc`
-instead of compiled again. What is missing is compiled by the environment's own interpreter started with -I -S
-(no site, no .pth files: none of the packages' code runs), as hash-based bytecode that is never checked against
-its source (the environments are never edited after they are built)."""
+is corrected when it is imported (`_imp._fix_co_filename`), so a module another environment already compiled
+(same scikit-learn, pandas, scipy...; under any root, from any checkout) is linked from
+`<cache>/<magic>/<sha256>.pyc` (settings.bytecode_cache, the user's cache) instead of compiled again. What is
+missing is compiled by the environment's own interpreter started with -I -S (no site, no .pth files: none of the
+packages' code runs), as hash-based bytecode that is never checked against its source (the environments are never
+edited after they are built)."""
 
 from __future__ import annotations
 
@@ -22,7 +23,6 @@ from pathlib import Path
 # no service, so not worth compiling.
 TEST_SUITES = r"[/\\]tests?[/\\]"  # a path under one (a regular expression, as compileall -x takes it)
 _IN_TEST_SUITE = re.compile(TEST_SUITES)
-CACHE_DIR = ".bytecode"
 
 
 def _interpreter(python: Path) -> tuple[str, str]:
@@ -70,12 +70,12 @@ def _keep(compiled: Path, cached: Path) -> None:
     os.replace(partial, cached)
 
 
-def compile_site(python: Path, site: Path, root: Path) -> tuple[int, int]:
-    """Bytecode for every module under `site` (an environment's site-packages), from the cache under `root` where
-    it is there, compiled by `python` where not: (linked, compiled). A file that does not compile (some packages
-    ship Python-2 data files) is left without bytecode, as compileall leaves it."""
+def compile_site(python: Path, site: Path, cache: Path) -> tuple[int, int]:
+    """Bytecode for every module under `site` (an environment's site-packages), from `cache` where it is there,
+    compiled by `python` where not: (linked, compiled). A file that does not compile (some packages ship Python-2
+    data files) is left without bytecode, as compileall leaves it."""
     tag, magic = _interpreter(python)
-    store = root / CACHE_DIR / magic
+    store = cache / magic
     store.mkdir(parents=True, exist_ok=True)
     missing: list[tuple[Path, Path, Path]] = []
     linked = 0

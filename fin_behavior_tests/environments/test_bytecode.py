@@ -1,4 +1,4 @@
-"""Environments under one root compile each source file once: the next environment links the cached bytecode, and
+"""Environments sharing a cache compile each source file once: the next environment links the cached bytecode, and
 imports it as its own (its own paths in tracebacks), never compiling what a link or a test suite holds."""
 
 from __future__ import annotations
@@ -7,7 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from fin_behavior.environments.bytecode import CACHE_DIR, compile_site
+from fin_behavior.environments import builder
+from fin_behavior.environments.bytecode import compile_site
+from fin_behavior.settings import get_settings
 
 MODULE = "def answer():\n    return 1\n\n\ndef fail():\n    raise ValueError('from the cached bytecode')\n"
 
@@ -33,9 +35,9 @@ def test_a_second_environment_links_what_the_first_compiled_and_imports_it_as_it
     first, second = _site(tmp_path / "env-a"), _site(tmp_path / "env-b")
     (second / "pkg" / "new.py").write_text("y = 2\n")  # a module only the second has
 
-    assert compile_site(python, first, tmp_path) == (0, 2)  # __init__ and mod; the test suite left out
-    assert compile_site(python, second, tmp_path) == (2, 1)  # only its own module compiled
-    cached = list((tmp_path / CACHE_DIR).rglob("*.pyc"))
+    assert compile_site(python, first, tmp_path / "cache") == (0, 2)  # __init__ and mod; the test suite left out
+    assert compile_site(python, second, tmp_path / "cache") == (2, 1)  # only its own module compiled
+    cached = list((tmp_path / "cache").rglob("*.pyc"))
     assert len(cached) == 3 and {p.stat().st_mode & 0o777 for p in cached} == {0o644}  # others may read them
     assert not list((first / "pkg" / "tests").rglob("*.pyc"))
 
@@ -52,7 +54,7 @@ def test_a_link_in_a_package_is_never_followed_nor_compiled(tmp_path):
     outside.write_text("secret = 1\n")
     site = _site(tmp_path / "env")
     (site / "pkg" / "linked.py").symlink_to(outside)
-    assert compile_site(Path(sys.executable), site, tmp_path) == (0, 2)
+    assert compile_site(Path(sys.executable), site, tmp_path / "cache") == (0, 2)
     assert not (site / "pkg" / "__pycache__" / f"linked.{sys.implementation.cache_tag}.pyc").exists()
 
 
@@ -71,8 +73,22 @@ def test_what_a_package_ships_where_bytecode_goes_is_neither_trusted_nor_written
     (site / "linked" / "mod.py").write_text(MODULE)
     (site / "linked" / "__pycache__").symlink_to(elsewhere, target_is_directory=True)
 
-    compile_site(Path(sys.executable), site, tmp_path)
-    cached = list((tmp_path / CACHE_DIR).rglob("*.pyc"))
+    compile_site(Path(sys.executable), site, tmp_path / "cache")
+    cached = list((tmp_path / "cache").rglob("*.pyc"))
     assert len(cached) == 2 and all(b"root's own" not in p.read_bytes() for p in cached)  # __init__ and mod only
     assert not (site / "pkg" / "__pycache__" / f"broken.{tag}.pyc").exists() and secret.read_text() == "root's own"
     assert list(elsewhere.iterdir()) == []
+
+
+def test_environments_of_every_root_share_the_user_s_cache_unless_it_cannot_be_written(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    get_settings.cache_clear()
+    assert (
+        builder._bytecode(tmp_path / "a")
+        == builder._bytecode(tmp_path / "b")
+        == tmp_path / "xdg" / "fin-behavior" / "bytecode"
+    )
+    (tmp_path / "a-file").write_text("")
+    monkeypatch.setenv("FIN_BEHAVIOR_BYTECODE_CACHE_DIR", str(tmp_path / "a-file" / "cache"))  # cannot be made
+    get_settings.cache_clear()
+    assert builder._bytecode(tmp_path / "envs") == tmp_path / "envs" / ".bytecode"  # kept beside the environments
