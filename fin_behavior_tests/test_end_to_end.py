@@ -260,7 +260,9 @@ def test_7_concurrent_deploy_and_rollback_serialize_and_both_tell_the_truth(plat
     }  # fmt: skip
     # The deploy's latency gate sends 3,000 requests (a few seconds): the rollback surely arrives while it runs.
     envs = {"rollback": env, "deploy": env | {"FIN_BEHAVIOR_GATE_LATENCY_REQUESTS": "3000"}}
-    with Load(platform.target, platform.record(), quiet_until_rollout=True) as load:
+    # Two clients keep requests in flight throughout both rollouts. Six at full pressure sent ~33,000 requests in a
+    # full run (the load clients were 31% of the test workers' CPU, py-spy; two thirds of it here).
+    with Load(platform.target, platform.record(), clients=2, quiet_until_rollout=True) as load:
         running = {
             name: subprocess.Popen(command, env=envs[name], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
             for name, command in commands.items()
