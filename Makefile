@@ -21,8 +21,10 @@ $(STAMP): requirements.lock pyproject.toml Makefile
 	  || echo "bubblewrap is not installed: submissions will be refused (apt-get install bubblewrap)"
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet "uv==$$(sed -n 's/^uv==//p' requirements.lock)"
-	$(BIN)/uv pip sync --quiet --compile-bytecode --python $(BIN)/python requirements.lock  # .pyc at install: else, with PYTHONDONTWRITEBYTECODE set, every start compiles every module
+	$(BIN)/uv pip sync --quiet --python $(BIN)/python requirements.lock
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
+	@# .pyc now (else, with PYTHONDONTWRITEBYTECODE set, every start compiles every module), from the user's bytecode cache
+	$(BIN)/python -m fin_behavior.environments.bytecode $(VENV)
 	touch $@
 
 demo: setup  ## run the main job end to end on the embedded data

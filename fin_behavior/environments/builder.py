@@ -20,9 +20,9 @@ from pathlib import Path
 from filelock import FileLock
 
 from fin_behavior.environments import bytecode
+from fin_behavior.environments.bytecode import CACHE_DIR
 from fin_behavior.environments.spec import EnvironmentSpec
 from fin_behavior.records import write_json
-from fin_behavior.settings import get_settings
 
 _COMPLETE = "fin_behavior_env.json"
 _PROJECT_ROOT = Path(__file__).resolve().parents[2]  # the directory holding the fin_behavior package
@@ -207,17 +207,6 @@ def _site_packages(env: Path, python_version: str) -> Path:
     return env / "lib" / f"python{major_minor}" / "site-packages"
 
 
-def _bytecode(root: Path) -> Path:
-    """The user's bytecode cache, or one beside the environments under `root` where the user has none (no
-    writable home)."""
-    try:
-        cache = get_settings().bytecode_cache
-        cache.mkdir(parents=True, exist_ok=True)
-        return cache
-    except (OSError, RuntimeError):  # RuntimeError: Path.home() when there is no home to be found
-        return root / ".bytecode"
-
-
 def _complete(final: Path) -> bool:
     """Whether the environment at `final` is built; one built before environments carried their bytecode gets it
     now (once: the marker says so)."""
@@ -229,9 +218,8 @@ def _complete(final: Path) -> bool:
         with FileLock(final.parent / f".{final.name}.lock"):
             marker = json.loads((final / _COMPLETE).read_text())
             if not marker.get("bytecode"):
-                bytecode.compile_site(
-                    final / "bin" / "python", _site_packages(final, marker["python"]), get_settings().bytecode_cache
-                )
+                site = _site_packages(final, marker["python"])
+                bytecode.compile_site(final / "bin" / "python", site, bytecode.user_cache(final.parent / CACHE_DIR))
                 write_json(final / _COMPLETE, marker | {"bytecode": True})
     return True
 
@@ -256,7 +244,7 @@ def _build_into(final: Path, spec: EnvironmentSpec, resolution: Resolution, for_
         site = _site_packages(staging, resolution.python_version)
         if not site.is_dir():
             raise EnvironmentBuildError(f"building {spec.name!r}: uv made no {site.relative_to(staging)}")
-        bytecode.compile_site(staging / "bin" / "python", site, _bytecode(root))
+        bytecode.compile_site(staging / "bin" / "python", site, bytecode.user_cache(root / CACHE_DIR))
         (site / "fin_behavior_project.pth").write_text(f"{_PROJECT_ROOT}\n")
         marker = {"fingerprint": digest, "python": resolution.python_version, "pins": resolution.pins, "bytecode": True}
         (staging / _COMPLETE).write_text(json.dumps(marker))

@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -23,6 +24,20 @@ from pathlib import Path
 # no service, so not worth compiling.
 TEST_SUITES = r"[/\\]tests?[/\\]"  # a path under one (a regular expression, as compileall -x takes it)
 _IN_TEST_SUITE = re.compile(TEST_SUITES)
+CACHE_DIR = ".bytecode"  # the cache beside the environments of a user without a cache of their own
+
+
+def user_cache(fallback: Path) -> Path:
+    """The user's cache (settings.bytecode_cache), or `fallback` where the user has none that can be written
+    (a read-only home, or none)."""
+    from fin_behavior.settings import get_settings
+
+    try:
+        cache = get_settings().bytecode_cache
+        cache.mkdir(parents=True, exist_ok=True)
+        return cache
+    except (OSError, RuntimeError):  # RuntimeError: Path.home() when there is no home to be found
+        return fallback
 
 
 def _interpreter(python: Path) -> tuple[str, str]:
@@ -120,3 +135,12 @@ def _compile(sources: list[Path], python: Path) -> None:
         process.stdin.close()
     for process in running:
         process.wait()  # its exit status says some file did not compile: harmless (see compile_site)
+
+
+if __name__ == "__main__":  # `make setup`: the project's own virtual environment, from the same cache
+    environment = Path(sys.argv[1])
+    compile_site(
+        environment / "bin" / "python",
+        next((environment / "lib").glob("python3*/site-packages")),
+        user_cache(environment / CACHE_DIR),
+    )

@@ -7,8 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from fin_behavior.environments import builder
-from fin_behavior.environments.bytecode import compile_site
+from fin_behavior.environments.bytecode import compile_site, user_cache
 from fin_behavior.settings import get_settings
 
 MODULE = "def answer():\n    return 1\n\n\ndef fail():\n    raise ValueError('from the cached bytecode')\n"
@@ -83,12 +82,8 @@ def test_what_a_package_ships_where_bytecode_goes_is_neither_trusted_nor_written
 def test_environments_of_every_root_share_the_user_s_cache_unless_it_cannot_be_written(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     get_settings.cache_clear()
-    assert (
-        builder._bytecode(tmp_path / "a")
-        == builder._bytecode(tmp_path / "b")
-        == tmp_path / "xdg" / "fin-behavior" / "bytecode"
-    )
+    assert user_cache(tmp_path / "a") == user_cache(tmp_path / "b") == tmp_path / "xdg" / "fin-behavior" / "bytecode"
     (tmp_path / "a-file").write_text("")
     monkeypatch.setenv("FIN_BEHAVIOR_BYTECODE_CACHE_DIR", str(tmp_path / "a-file" / "cache"))  # cannot be made
     get_settings.cache_clear()
-    assert builder._bytecode(tmp_path / "envs") == tmp_path / "envs" / ".bytecode"  # kept beside the environments
+    assert user_cache(tmp_path / "envs") == tmp_path / "envs"  # the fallback: beside the environments
