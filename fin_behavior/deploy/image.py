@@ -37,8 +37,8 @@ from pathlib import Path
 
 from fin_behavior.deploy.rollout import GateSettings, Release, answers_of, run_gates
 from fin_behavior.deploy.supervisor import wait_ready
+from fin_behavior.environments import bytecode
 from fin_behavior.environments.builder import EnvironmentBuildError, locked_resolution, uv_binary
-from fin_behavior.environments.bytecode import TEST_SUITES
 from fin_behavior.outcome import Outcome
 from fin_behavior.storage.atomic import write_atomic
 
@@ -235,29 +235,25 @@ def write_context(release: Release, envs_dir: Path, out: Path, base: str) -> str
         else:
             shutil.copy(source, target)
     shutil.copytree(release.bundle, model)
-    _compile(site, SITE_PACKAGES)
-    _compile(code.parent, f"{HOME}/code")
+    _compile(site, SITE_PACKAGES, out.parent / bytecode.CACHE_DIR)
+    _compile(code.parent, f"{HOME}/code", out.parent / bytecode.CACHE_DIR)
     digest = _normalize(out)
     (out / "Dockerfile").write_text(dockerfile(release, base, digest))
     os.utime(out / "Dockerfile", (EPOCH, EPOCH))
     return digest
 
 
-def _compile(directory: Path, in_image: str) -> None:
-    """Bytecode for the image's Python, checked by hash (the files' times are normalized afterwards), naming
-    the files where they will be in the image (so the bytes do not depend on where the context was made)."""
+def _compile(directory: Path, in_image: str, cache: Path) -> None:
+    """Bytecode for the image's Python, never checked against its source (the files' times are normalized
+    afterwards), naming the files where they will be in the image (so the bytes do not depend on where the
+    context was made); from the user's bytecode cache where an earlier context compiled the same file."""
     python = shutil.which(f"python{IMAGE_PYTHON}") or shutil.which("python3")
-    done = subprocess.run(
-        [
-            str(python), "-m", "compileall", "-q", "-j", "0", "--invalidation-mode", "unchecked-hash",
-            "-x", TEST_SUITES, "-s", str(directory), "-p", in_image, str(directory),
-        ],
-        capture_output=True,
-        text=True,
-        env=os.environ | {"PYTHONHASHSEED": "0"},  # set order in constants: the same bytes every time
-    )  # fmt: skip
-    if done.returncode not in (0, 1):  # 1: some file did not compile (e.g. a Python 2 file in a test suite)
-        raise ImageError(f"compiling the image's bytecode failed: {done.stderr.strip()[-1500:]}")
+    if python is None:
+        raise ImageError(f"no python{IMAGE_PYTHON} here to compile the image's bytecode")
+    try:
+        bytecode.compile_site(Path(python), directory, bytecode.user_cache(cache), named_at=in_image)
+    except (OSError, RuntimeError) as exc:
+        raise ImageError(f"compiling the image's bytecode failed: {exc}") from exc
 
 
 def _normalize(out: Path) -> str:

@@ -85,10 +85,11 @@ def _keep(compiled: Path, cached: Path) -> None:
     os.replace(partial, cached)
 
 
-def compile_site(python: Path, site: Path, cache: Path) -> tuple[int, int]:
+def compile_site(python: Path, site: Path, cache: Path, named_at: str | None = None) -> tuple[int, int]:
     """Bytecode for every module under `site` (an environment's site-packages), from `cache` where it is there,
     compiled by `python` where not: (linked, compiled). A file that does not compile (some packages ship Python-2
-    data files) is left without bytecode, as compileall leaves it."""
+    data files) is left without bytecode, as compileall leaves it. `named_at`: each file is named where `site`
+    will be (an image's directory), so its bytes depend on nothing but its source and that name."""
     tag, magic = _interpreter(python)
     store = cache / magic
     store.mkdir(parents=True, exist_ok=True)
@@ -100,32 +101,35 @@ def compile_site(python: Path, site: Path, cache: Path) -> tuple[int, int]:
         target = source.parent / "__pycache__" / f"{source.stem}.{tag}.pyc"
         with contextlib.suppress(FileNotFoundError):
             target.unlink()  # what a package shipped there (a file, a link) is never taken as its bytecode
-        with source.open("rb") as code:
-            cached = store / f"{hashlib.file_digest(code, 'sha256').hexdigest()}.pyc"
+        digest = hashlib.sha256(f"{named_at}/{source.relative_to(site)}\0".encode() if named_at else b"")
+        digest.update(source.read_bytes())
+        cached = store / f"{digest.hexdigest()}.pyc"
         if cached.is_file():
             _place(cached, target)
             linked += 1
         else:
             missing.append((source, target, cached))
-    _compile([source for source, _, _ in missing], python)
+    named = ["-s", str(site), "-p", named_at] if named_at else []
+    _compile([source for source, _, _ in missing], [str(python), "-I", "-S", "-m", "compileall", *named])
     for _, compiled, cached in missing:
         if compiled.is_file() and not compiled.is_symlink():  # written by compileall just now
             _keep(compiled, cached)
     return linked, len(missing)
 
 
-def _compile(sources: list[Path], python: Path) -> None:
+def _compile(sources: list[Path], compileall: list[str]) -> None:
     """compileall over the files, in one process per core (given files rather than a directory, it uses one)."""
     if not sources:  # everything was in the cache
         return
     workers = max(1, min(os.cpu_count() or 1, len(sources) // 200 + 1))
     running = [
         subprocess.Popen(
-            [str(python), "-I", "-S", "-m", "compileall", "-q", "--invalidation-mode", "unchecked-hash", "-i", "-"],
+            [*compileall, "-q", "--invalidation-mode", "unchecked-hash", "-i", "-"],
             stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             text=True,
+            env=os.environ | {"PYTHONHASHSEED": "0"},  # sets in constants in one order: the same bytes every time
         )
         for _ in range(workers)
     ]
@@ -134,7 +138,8 @@ def _compile(sources: list[Path], python: Path) -> None:
         process.stdin.write("".join(f"{source}\n" for source in sources[n::workers]))
         process.stdin.close()
     for process in running:
-        process.wait()  # its exit status says some file did not compile: harmless (see compile_site)
+        if process.wait() not in (0, 1):  # 1: some file did not compile, harmless (see compile_site)
+            raise RuntimeError(f"compiling bytecode with {compileall[0]} failed (exit status {process.returncode})")
 
 
 if __name__ == "__main__":  # `make setup`: the project's own virtual environment, from the same cache

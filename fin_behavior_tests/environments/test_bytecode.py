@@ -87,3 +87,24 @@ def test_environments_of_every_root_share_the_user_s_cache_unless_it_cannot_be_w
     monkeypatch.setenv("FIN_BEHAVIOR_BYTECODE_CACHE_DIR", str(tmp_path / "a-file" / "cache"))  # cannot be made
     get_settings.cache_clear()
     assert user_cache(tmp_path / "envs") == tmp_path / "envs"  # the fallback: beside the environments
+
+
+def test_files_named_where_they_will_be_are_the_same_bytes_wherever_they_were_compiled(tmp_path):
+    """An image's bytecode: named at its place in the image, so the context's digest does not depend on where it
+    was made, nor on whether the cache or the compiler gave it."""
+    python, tag = Path(sys.executable), sys.implementation.cache_tag
+    here, there = _site(tmp_path / "here"), _site(tmp_path / "there")
+    assert compile_site(python, here, tmp_path / "cache", named_at="/opt/app") == (0, 2)
+    assert compile_site(python, there, tmp_path / "another-cache", named_at="/opt/app") == (0, 2)
+
+    def module(site: Path) -> bytes:
+        return (site / "pkg" / "__pycache__" / f"mod.{tag}.pyc").read_bytes()
+
+    assert (
+        module(here) == module(there)
+        and b"/opt/app/pkg/mod.py" in module(here)
+        and str(here).encode() not in module(here)
+    )
+    assert compile_site(python, there, tmp_path / "cache", named_at="/opt/app") == (2, 0)
+    assert module(there) == module(here)
+    assert compile_site(python, there, tmp_path / "cache", named_at="/srv") == (0, 2)  # another name: compiled
