@@ -477,8 +477,10 @@ class Settings(BaseSettings):
 
     @property
     def bytecode_cache(self) -> Path:
-        cache_home = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-        return self.bytecode_cache_dir or Path(cache_home) / "fin-behavior" / "bytecode"
+        cache_home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+        if not cache_home.is_absolute():  # as the XDG specification says: ignored
+            cache_home = Path.home() / ".cache"
+        return self.bytecode_cache_dir or cache_home / "fin-behavior" / "bytecode"
 
     @property
     def artifacts_dir(self) -> Path:

@@ -251,7 +251,8 @@ def _compile(directory: Path, in_image: str, cache: Path) -> None:
     if python is None:
         raise ImageError(f"no python{IMAGE_PYTHON} here to compile the image's bytecode")
     try:
-        bytecode.compile_site(Path(python), directory, bytecode.user_cache(cache), named_at=in_image)
+        # copies, not links: the context's files are normalized (times, modes) and sent as they are
+        bytecode.compile_site(Path(python), directory, bytecode.user_cache(cache), named_at=in_image, link=False)
     except (OSError, RuntimeError) as exc:
         raise ImageError(f"compiling the image's bytecode failed: {exc}") from exc
 

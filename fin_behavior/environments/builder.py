@@ -219,9 +219,31 @@ def _complete(final: Path) -> bool:
             marker = json.loads((final / _COMPLETE).read_text())
             if not marker.get("bytecode"):
                 site = _site_packages(final, marker["python"])
-                bytecode.compile_site(final / "bin" / "python", site, bytecode.user_cache(final.parent / CACHE_DIR))
+                python = Path(find_python(marker["python"]))  # a base interpreter, never the environment's own
+                bytecode.compile_site(python, site, bytecode.user_cache(final.parent / CACHE_DIR))
                 write_json(final / _COMPLETE, marker | {"bytecode": True})
     return True
+
+
+def _step(spec: EnvironmentSpec, *args: str) -> None:
+    result = _uv(*args)
+    if result.returncode != 0:
+        raise EnvironmentBuildError(
+            f"building serving environment {spec.name!r} failed at `uv {' '.join(args[:2])}`: "
+            f"{result.stderr.strip()[-1500:]}"
+        )
+
+
+def _interpreter_files(env: Path) -> dict[str, str]:
+    """What says which interpreter and standard library an environment runs: its pyvenv.cfg and the python links
+    in bin/ (a package's data files are installed relative to the environment and could replace them)."""
+    files = {"pyvenv.cfg": hashlib.sha256((env / "pyvenv.cfg").read_bytes()).hexdigest()}
+    for entry in (env / "bin").glob("python*"):
+        if entry.is_symlink():
+            files[f"bin/{entry.name}"] = os.readlink(entry)
+        else:
+            files[f"bin/{entry.name}"] = hashlib.sha256(entry.read_bytes()).hexdigest() if entry.is_file() else "?"
+    return files
 
 
 def _build_into(final: Path, spec: EnvironmentSpec, resolution: Resolution, for_others: bool) -> None:
@@ -231,20 +253,22 @@ def _build_into(final: Path, spec: EnvironmentSpec, resolution: Resolution, for_
     untrusted = _BINARY_ONLY if for_others else ()
     shutil.rmtree(staging, ignore_errors=True)
     try:
-        for step in (
-            ("venv", "--quiet", "--relocatable", "--python", resolution.python, str(staging)),
-            ("pip", "install", "--quiet", *untrusted, "--python", str(staging / "bin" / "python"), *resolution.pins),
-        ):
-            result = _uv(*step)
-            if result.returncode != 0:
-                raise EnvironmentBuildError(
-                    f"building serving environment {spec.name!r} failed at `uv {' '.join(step[:2])}`: "
-                    f"{result.stderr.strip()[-1500:]}"
-                )
+        _step(spec, "venv", "--quiet", "--relocatable", "--python", resolution.python, str(staging))
+        made = _interpreter_files(staging)
+        _step(
+            spec, "pip", "install", "--quiet", *untrusted, "--python", str(staging / "bin" / "python"), *resolution.pins
+        )
+        installed = _interpreter_files(staging)
+        if changed := sorted(name for name in made.keys() | installed.keys() if made.get(name) != installed.get(name)):
+            raise EnvironmentBuildError(
+                f"building {spec.name!r}: a package changed the environment's own {', '.join(changed)} (which say "
+                "what interpreter and standard library it runs); refused. Remove the package that ships them"
+            )
         site = _site_packages(staging, resolution.python_version)
         if not site.is_dir():
             raise EnvironmentBuildError(f"building {spec.name!r}: uv made no {site.relative_to(staging)}")
-        bytecode.compile_site(staging / "bin" / "python", site, bytecode.user_cache(root / CACHE_DIR))
+        # compiled by the base interpreter: the environment's own runs as its pyvenv.cfg says
+        bytecode.compile_site(Path(resolution.python), site, bytecode.user_cache(root / CACHE_DIR))
         (site / "fin_behavior_project.pth").write_text(f"{_PROJECT_ROOT}\n")
         marker = {"fingerprint": digest, "python": resolution.python_version, "pins": resolution.pins, "bytecode": True}
         (staging / _COMPLETE).write_text(json.dumps(marker))

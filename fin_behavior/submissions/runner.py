@@ -21,11 +21,17 @@ class _PickleScikitLearnModelsByDefault(importlib.abc.MetaPathFinder):
     """Changes mlflow.sklearn's default as it is imported, if it ever is: a script that logs no scikit-learn model
     does not pay for importing MLflow (about two CPU-seconds) before its first line."""
 
+    def __init__(self) -> None:
+        self.finding = False
+
     def find_spec(self, name, path=None, target=None):
-        if name != "mlflow.sklearn":
+        if name != "mlflow.sklearn" or self.finding:
             return None
-        sys.meta_path.remove(self)  # found by the other finders, once
-        spec = importlib.util.find_spec(name)
+        self.finding = True  # found by the other finders; this one stays for an import that fails and is retried
+        try:
+            spec = importlib.util.find_spec(name)
+        finally:
+            self.finding = False
         if spec is None or spec.loader is None:
             return spec
         execute = spec.loader.exec_module

@@ -3,6 +3,7 @@ imports it as its own (its own paths in tracebacks), never compiling what a link
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -84,9 +85,54 @@ def test_environments_of_every_root_share_the_user_s_cache_unless_it_cannot_be_w
     get_settings.cache_clear()
     assert user_cache(tmp_path / "a") == user_cache(tmp_path / "b") == tmp_path / "xdg" / "fin-behavior" / "bytecode"
     (tmp_path / "a-file").write_text("")
-    monkeypatch.setenv("FIN_BEHAVIOR_BYTECODE_CACHE_DIR", str(tmp_path / "a-file" / "cache"))  # cannot be made
-    get_settings.cache_clear()
-    assert user_cache(tmp_path / "envs") == tmp_path / "envs"  # the fallback: beside the environments
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    for unusable in (tmp_path / "a-file" / "cache", shared, shared / "below"):  # not made; anyone's; below anyone's
+        monkeypatch.setenv("FIN_BEHAVIOR_BYTECODE_CACHE_DIR", str(unusable))
+        get_settings.cache_clear()
+        assert user_cache(tmp_path / "envs") == tmp_path / "envs", unusable  # the fallback: beside the environments
+    if os.geteuid() == 0:  # another user's
+        theirs = tmp_path / "theirs"
+        theirs.mkdir()
+        os.chown(theirs, 65534, 65534)
+        monkeypatch.setenv("FIN_BEHAVIOR_BYTECODE_CACHE_DIR", str(theirs))
+        get_settings.cache_clear()
+        assert user_cache(tmp_path / "envs") == tmp_path / "envs"
+
+
+def test_a_cache_entry_not_of_its_source_or_that_others_could_change_is_compiled_again(tmp_path):
+    """(Entries are written whole: to a temporary name, synced, then renamed.)"""
+    python, tag = Path(sys.executable), sys.implementation.cache_tag
+    cache = tmp_path / "cache"
+    assert compile_site(python, _site(tmp_path / "a"), cache) == (0, 2)
+    entries = sorted((p.stat().st_size, p) for p in cache.rglob("*.pyc"))
+    (_, init), (_, mod) = entries
+    mod.write_bytes(mod.read_bytes()[:8] + bytes(8) + mod.read_bytes()[16:])  # another source's
+    init.chmod(0o666)  # anyone may change it
+    second = _site(tmp_path / "b")
+    assert compile_site(python, second, cache) == (0, 2)
+    assert _run(second, "import pkg.mod; print(pkg.mod.answer())").stdout.strip() == "1"
+    assert compile_site(python, _site(tmp_path / "c"), cache) == (2, 0)  # the cache holds good copies again
+    assert not (second / "pkg" / "__pycache__" / f"mod.{tag}.pyc").is_symlink()
+
+
+def test_an_environment_that_is_edited_gets_bytecode_checked_by_its_source_s_time(tmp_path):
+    """The project's own virtual environment (`make setup`): packages are upgraded in place, so its bytecode is
+    copied from the cache and checked as Python checks its own, never taken over a newer source."""
+    python, tag = Path(sys.executable), sys.implementation.cache_tag
+    compile_site(python, _site(tmp_path / "env-a"), tmp_path / "cache")
+    venv = _site(tmp_path / "venv")
+    assert compile_site(python, venv, tmp_path / "cache", link=False, checked_by_time=True) == (2, 0)
+    pyc = venv / "pkg" / "__pycache__" / f"mod.{tag}.pyc"
+    assert int.from_bytes(pyc.read_bytes()[4:8], "little") == 0 and pyc.stat().st_nlink == 1  # by time; a copy
+    assert _run(venv, "import pkg.mod; print(pkg.mod.answer())").stdout.strip() == "1"
+    (venv / "pkg" / "mod.py").write_text(MODULE.replace("return 1", "return 22"))  # upgraded in place
+    assert _run(venv, "import pkg.mod; print(pkg.mod.answer())").stdout.strip() == "22"
+
+
+def test_a_site_below_a_directory_named_tests_is_compiled_all_the_same(tmp_path):
+    assert compile_site(Path(sys.executable), _site(tmp_path / "tests" / "env"), tmp_path / "cache") == (0, 2)
 
 
 def test_files_named_where_they_will_be_are_the_same_bytes_wherever_they_were_compiled(tmp_path):

@@ -410,11 +410,11 @@ def test_without_kernel_bounds_submissions_are_refused_unless_the_operator_accep
 
 
 def _package_index(directory: Path, canary: Path) -> Path:
-    """A local index of two hostile packages: a source distribution whose setup.py writes `canary`, and a wheel
-    whose .pth file writes it whenever an interpreter of the environment starts with its site module."""
+    """A local index of three hostile packages: a source distribution whose setup.py writes `canary`, a wheel
+    whose .pth file writes it whenever an interpreter of the environment starts with its site module, and a wheel
+    that gives the environment a standard library that writes it."""
     import io
     import tarfile
-    import zipfile
 
     directory.mkdir()
     setup = f"open({str(canary)!r}, 'a').write('setup.py ran as the platform')\nfrom setuptools import setup\nsetup()\n"
@@ -424,18 +424,31 @@ def _package_index(directory: Path, canary: Path) -> Path:
             info = tarfile.TarInfo(f"evilsdist-1.0/{name}")
             info.size = len(data)
             sdist.addfile(info, io.BytesIO(data))
-    pth = f"import os; open({str(canary)!r}, 'a').write('.pth ran as ' + str(os.getuid()))\n"
-    dist = "evilpth-1.0.dist-info"
-    files = {
-        "evilpth.pth": pth,
-        f"{dist}/METADATA": "Metadata-Version: 2.1\nName: evilpth\nVersion: 1.0\n",
+    files = {"evilpth.pth": f"import os; open({str(canary)!r}, 'a').write('.pth ran as ' + str(os.getuid()))\n"}
+    _wheel(directory, "evilpth", files)
+    # a wheel whose data files replace the environment's pyvenv.cfg: its `home` names a standard library of the
+    # package's choosing, which runs as soon as anything starts the environment's interpreter
+    home = directory / "home"
+    for module in ("os.py", "encodings/__init__.py"):
+        (home / "lib" / "python3.11" / module).parent.mkdir(parents=True, exist_ok=True)
+        (home / "lib" / "python3.11" / module).write_text(f"open({str(canary)!r}, 'a').write('stdlib of a package')\n")
+    config = f"home = {home / 'bin'}\ninclude-system-site-packages = false\nversion = 3.11.7\n"
+    _wheel(directory, "evilvenv", {"evilvenv-1.0.data/data/pyvenv.cfg": config})
+    return directory
+
+
+def _wheel(directory: Path, name: str, files: dict[str, str]) -> None:
+    import zipfile
+
+    dist = f"{name}-1.0.dist-info"
+    files = files | {
+        f"{dist}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n",
         f"{dist}/WHEEL": "Wheel-Version: 1.0\nGenerator: hand\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
     }
-    files[f"{dist}/RECORD"] = "".join(f"{name},,\n" for name in [*files, f"{dist}/RECORD"])
-    with zipfile.ZipFile(directory / "evilpth-1.0-py3-none-any.whl", "w") as wheel:
-        for name, text in files.items():
-            wheel.writestr(name, text)
-    return directory
+    files[f"{dist}/RECORD"] = "".join(f"{path},,\n" for path in [*files, f"{dist}/RECORD"])
+    with zipfile.ZipFile(directory / f"{name}-1.0-py3-none-any.whl", "w") as wheel:
+        for path, text in files.items():
+            wheel.writestr(path, text)
 
 
 def test_a_requirement_s_own_code_never_runs_as_the_platform_while_its_environment_is_built(tmp_path, monkeypatch):
@@ -447,7 +460,10 @@ def test_a_requirement_s_own_code_never_runs_as_the_platform_while_its_environme
     assert raised.value.error == "Environment Failed" and "evilsdist" in raised.value.details
     env = sandbox.build_environment(settings, ["evilpth"], tmp_path / "envs")  # a wheel with a .pth builds...
     assert (env.path / "lib" / "python3.11" / "site-packages" / "evilpth.pth").is_file()
-    assert not canary.exists()  # ... and nothing of it ran as the platform meanwhile
+    with pytest.raises(errors.SubmissionError) as raised:  # a wheel that replaces the environment's pyvenv.cfg
+        sandbox.build_environment(settings, ["evilvenv"], tmp_path / "envs")
+    assert "changed the environment's own pyvenv.cfg" in raised.value.details, raised.value.to_dict()
+    assert not canary.exists(), canary.read_text()  # ... and nothing of them ran as the platform meanwhile
 
 
 def test_what_the_script_says_it_logged_is_taken_only_as_an_id_and_a_path_inside_its_workspace(env):
