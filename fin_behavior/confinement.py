@@ -38,9 +38,24 @@ DEFAULT_TMP_BYTES = 256 << 20  # each of /tmp and /dev/shm
 USER_NAME = "sandbox"
 
 
-def as_user(uid: int) -> list[str]:
+# Where the system's own tools are found: never the PATH a caller passes on, which leads with an environment's
+# bin/ (a package's `bwrap` or `setpriv` there would run as root, outside the sandbox or with its capabilities).
+SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def _tool(name: str) -> str | None:
+    return shutil.which(name, path=SYSTEM_PATH)
+
+
+def as_user(uid: int, setpriv: str | None = None) -> list[str]:
     """The prefix that runs a command as user and group `uid`, with no supplementary groups (no account needed)."""
-    return ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--"]
+    return [
+        setpriv or _tool("setpriv") or "/usr/bin/setpriv",
+        f"--reuid={uid}",
+        f"--regid={uid}",
+        "--clear-groups",
+        "--",
+    ]
 
 
 def confined(
@@ -67,6 +82,8 @@ def confined(
         "network": network,
         "tmp_bytes": tmp_bytes,
         "libraries": _PYSECCOMP,  # where the launcher finds pyseccomp, whichever interpreter runs it
+        # found here, by the platform: the launcher's own PATH is the command's, which leads with its environment
+        "tools": {tool: _tool(tool) or f"/usr/bin/{tool}" for tool in ("bwrap", "setpriv")},
     }
     return [sys.executable, "-I", str(PROJECT_PACKAGE / "confinement.py"), json.dumps(spec), *command]
 
@@ -83,15 +100,15 @@ def environment_paths(python: Path) -> list[Path]:
 def unavailable() -> str | None:
     """Why this machine cannot confine code (no bubblewrap, a container without CAP_SYS_ADMIN, a kernel that
     refuses unprivileged user namespaces), from one confined `true`; None when it can."""
-    if shutil.which("bwrap") is None:
-        return "bubblewrap is not installed (no `bwrap` on PATH)"
+    if _tool("bwrap") is None:
+        return f"bubblewrap is not installed (no `bwrap` in {SYSTEM_PATH})"
     probe = subprocess.run(confined(["true"], 65534, Path("/")), capture_output=True, text=True, timeout=30)
     return None if probe.returncode == 0 else (probe.stderr.strip().splitlines() or ["no reason given"])[-1]
 
 
 def how_to_allow() -> str:
     """What an operator changes so that `unavailable()` is None."""
-    if shutil.which("bwrap") is None:
+    if _tool("bwrap") is None:
         return "Install bubblewrap (apt-get install bubblewrap)."
     if os.geteuid() == 0:
         return (
@@ -165,7 +182,14 @@ def _bwrap(spec: dict, command: list[str], status_fd: int) -> list[str]:
     # bwrap's own init is the namespace's first process: it dies with bwrap (--die-with-parent), and with it
     # everything inside, whatever user ids they changed to (a command that is the first process itself and
     # changed its user id loses that parent-death signal)
-    argv = ["bwrap", *namespaces, "--die-with-parent", "--new-session", "--hostname", HOSTNAME]
+    argv = [
+        spec["tools"]["bwrap"],
+        *namespaces,
+        "--die-with-parent",
+        "--new-session",
+        "--hostname",
+        HOSTNAME,
+    ]
     for top in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):  # merged /usr: links into /usr
         if os.path.islink(top):
             argv += ["--symlink", os.readlink(top), top]
@@ -187,7 +211,13 @@ def _bwrap(spec: dict, command: list[str], status_fd: int) -> list[str]:
         argv += ["--perms", "0644", "--ro-bind-data", str(fd), path]
     argv += ["--seccomp", str(_syscall_filter()), "--chdir", spec["cwd"], "--json-status-fd", str(status_fd), "--"]
     if as_root:  # no capability now or after an exec, no setuid gain
-        argv += [*as_user(uid)[:-1], "--no-new-privs", "--bounding-set=-all", "--inh-caps=-all", "--"]
+        argv += [
+            *as_user(uid, spec["tools"]["setpriv"])[:-1],
+            "--no-new-privs",
+            "--bounding-set=-all",
+            "--inh-caps=-all",
+            "--",
+        ]
     return argv + command
 
 

@@ -215,7 +215,9 @@ def write_context(release: Release, envs_dir: Path, out: Path, base: str) -> str
     requirements.write_text("\n".join(_pins(release, envs_dir)) + "\n")
     installed = subprocess.run(
         [
-            uv_binary(), "pip", "install", "--quiet", "--target", str(site), "--python-platform", IMAGE_PLATFORM,
+            # copies (not uv's hard links into its cache): the context's files are normalized (times, modes)
+            uv_binary(), "pip", "install", "--quiet", "--link-mode", "copy", "--target", str(site),
+            "--python-platform", IMAGE_PLATFORM,
             "--python-version", IMAGE_PYTHON, "--no-deps", "--only-binary", ":all:", "-r", str(requirements),
         ],
         capture_output=True,

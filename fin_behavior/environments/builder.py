@@ -219,7 +219,8 @@ def _complete(final: Path) -> bool:
             marker = json.loads((final / _COMPLETE).read_text())
             if not marker.get("bytecode"):
                 site = _site_packages(final, marker["python"])
-                python = Path(find_python(marker["python"]))  # a base interpreter, never the environment's own
+                major_minor = ".".join(marker["python"].split(".")[:2])  # its bytecode version; the patch may differ
+                python = Path(find_python(major_minor))  # a base interpreter, never the environment's own
                 bytecode.compile_site(python, site, bytecode.user_cache(final.parent / CACHE_DIR))
                 write_json(final / _COMPLETE, marker | {"bytecode": True})
     return True
@@ -232,6 +233,14 @@ def _step(spec: EnvironmentSpec, *args: str) -> None:
             f"building serving environment {spec.name!r} failed at `uv {' '.join(args[:2])}`: "
             f"{result.stderr.strip()[-1500:]}"
         )
+
+
+def _write_own(path: Path, text: str) -> None:
+    """A file of the platform's in an environment, made new: one a package shipped under that name may be a hard
+    link into uv's cache, never written through."""
+    path.unlink(missing_ok=True)
+    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644), "w") as out:
+        out.write(text)
 
 
 def _interpreter_files(env: Path) -> dict[str, str]:
@@ -269,9 +278,9 @@ def _build_into(final: Path, spec: EnvironmentSpec, resolution: Resolution, for_
             raise EnvironmentBuildError(f"building {spec.name!r}: uv made no {site.relative_to(staging)}")
         # compiled by the base interpreter: the environment's own runs as its pyvenv.cfg says
         bytecode.compile_site(Path(resolution.python), site, bytecode.user_cache(root / CACHE_DIR))
-        (site / "fin_behavior_project.pth").write_text(f"{_PROJECT_ROOT}\n")
+        _write_own(site / "fin_behavior_project.pth", f"{_PROJECT_ROOT}\n")
         marker = {"fingerprint": digest, "python": resolution.python_version, "pins": resolution.pins, "bytecode": True}
-        (staging / _COMPLETE).write_text(json.dumps(marker))
+        _write_own(staging / _COMPLETE, json.dumps(marker))
         final.parent.mkdir(parents=True, exist_ok=True)
         try:
             os.replace(staging, final)

@@ -52,7 +52,7 @@ def user_cache(fallback: Path) -> Path:
     from fin_behavior.settings import get_settings
 
     try:
-        cache = get_settings().bytecode_cache
+        cache = Path(os.path.abspath(get_settings().bytecode_cache))  # every directory above it judged
         cache.mkdir(mode=0o700, parents=True, exist_ok=True)
         if _own(cache):
             tempfile.TemporaryFile(dir=cache).close()  # writable, not only there
@@ -107,14 +107,14 @@ def _usable(cached: Path, magic: bytes, source: bytes) -> bool:
     return mine and whole and flags == _UNCHECKED_HASH and ours
 
 
-def _timed(data: bytes, source: Path) -> bytes:
-    """A hash-based .pyc made one checked by its source's time and size, as Python writes them itself."""
-    found = source.stat()
+def _timed(data: bytes, found: os.stat_result) -> bytes:
+    """A hash-based .pyc made one checked by its source's time and size (`found`: taken before the source was
+    read), as Python writes them itself."""
     stamp = (_TIMESTAMP, int(found.st_mtime) & 0xFFFFFFFF, found.st_size & 0xFFFFFFFF)
     return data[:4] + b"".join(n.to_bytes(4, "little") for n in stamp) + data[16:]
 
 
-def _place(cached: Path, target: Path, link: bool, source: Path | None) -> None:
+def _place(cached: Path, target: Path, link: bool, source: os.stat_result | None) -> None:
     """The cached .pyc at `target`: linked (environments), or a copy of its own (what may be edited, chowned or
     normalized later); with `source`, a copy checked by that source's time and size instead of its hash."""
     target.parent.mkdir(exist_ok=True)
@@ -152,29 +152,35 @@ def compile_site(
     store = cache / magic
     with contextlib.suppress(OSError):
         store.mkdir(mode=0o700, parents=True, exist_ok=True)
-    missing: list[tuple[Path, Path, Path]] = []
+    missing: list[tuple[Path, os.stat_result, Path, Path]] = []
     found = 0
     for source in _sources(site):
-        if (source.parent / "__pycache__").is_symlink():  # a package's own link where bytecode goes: not written
+        where = source.parent / "__pycache__"
+        if where.is_symlink() or (where.exists() and not where.is_dir()):  # a package's own: not written through
             continue
         target = source.parent / "__pycache__" / f"{source.stem}.{tag}.pyc"
-        with contextlib.suppress(FileNotFoundError):
+        try:
             target.unlink()  # what a package shipped there (a file, a link) is never taken as its bytecode
+        except FileNotFoundError:
+            pass
+        except OSError:  # a directory of the package's own there: the module is left without bytecode
+            continue
+        found_at = source.stat()
         code = source.read_bytes()
         name = f"{named_at}/{source.relative_to(site).as_posix()}"
         cached = store / (hashlib.sha256(name.encode() + b"\0" + code).hexdigest() + ".pyc")
         if _usable(cached, bytes.fromhex(magic), code):
-            _place(cached, target, link, source if checked_by_time else None)
+            _place(cached, target, link, found_at if checked_by_time else None)
             found += 1
         else:
-            missing.append((source, target, cached))
+            missing.append((source, found_at, target, cached))
     named = ["-s", str(site), "-p", named_at]
-    _compile([source for source, _, _ in missing], [str(python), "-I", "-S", "-m", "compileall", *named])
-    for source, compiled, cached in missing:
+    _compile([source for source, *_ in missing], [str(python), "-I", "-S", "-m", "compileall", *named])
+    for _, found_at, compiled, cached in missing:
         if compiled.is_file() and not compiled.is_symlink():  # written by compileall just now
             _keep(compiled, cached)
             if checked_by_time:
-                compiled.write_bytes(_timed(compiled.read_bytes(), source))
+                compiled.write_bytes(_timed(compiled.read_bytes(), found_at))
     return found, len(missing)
 
 

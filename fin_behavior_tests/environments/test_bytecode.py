@@ -72,10 +72,14 @@ def test_what_a_package_ships_where_bytecode_goes_is_neither_trusted_nor_written
     (site / "linked").mkdir()
     (site / "linked" / "mod.py").write_text(MODULE)
     (site / "linked" / "__pycache__").symlink_to(elsewhere, target_is_directory=True)
+    (site / "filed").mkdir()
+    (site / "filed" / "mod.py").write_text(MODULE)
+    (site / "filed" / "__pycache__").write_text("a file where bytecode goes")  # left as it is, no error
+    (site / "pkg" / "__pycache__" / f"mod.{tag}.pyc").mkdir()  # a directory where one module's bytecode goes
 
     compile_site(Path(sys.executable), site, tmp_path / "cache")
     cached = list((tmp_path / "cache").rglob("*.pyc"))
-    assert len(cached) == 2 and all(b"root's own" not in p.read_bytes() for p in cached)  # __init__ and mod only
+    assert len(cached) == 1 and all(b"root's own" not in p.read_bytes() for p in cached)  # __init__ only
     assert not (site / "pkg" / "__pycache__" / f"broken.{tag}.pyc").exists() and secret.read_text() == "root's own"
     assert list(elsewhere.iterdir()) == []
 

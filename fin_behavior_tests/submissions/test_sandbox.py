@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from fin_behavior import bounds
+from fin_behavior import bounds, confinement
 from fin_behavior.confinement import as_user, unavailable
 from fin_behavior.deploy.supervisor import Supervisor
 from fin_behavior.settings import get_settings
@@ -246,7 +246,7 @@ def test_a_machine_that_cannot_confine_is_named_not_blamed_on_the_script(env, tm
     refused.parent.mkdir()
     refused.write_text("#!/bin/sh\necho 'bwrap: Creating new namespace failed: Operation not permitted' >&2\nexit 1\n")
     refused.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{refused.parent}:{os.environ['PATH']}")
+    monkeypatch.setattr(confinement, "SYSTEM_PATH", f"{refused.parent}:{confinement.SYSTEM_PATH}")
     unavailable.cache_clear()
     try:
         with pytest.raises(errors.SubmissionError) as raised:
@@ -431,9 +431,16 @@ def _package_index(directory: Path, canary: Path) -> Path:
     home = directory / "home"
     for module in ("os.py", "encodings/__init__.py"):
         (home / "lib" / "python3.11" / module).parent.mkdir(parents=True, exist_ok=True)
-        (home / "lib" / "python3.11" / module).write_text(f"open({str(canary)!r}, 'a').write('stdlib of a package')\n")
+        (home / "lib" / "python3.11" / module).write_text(  # before builtins: posix only
+            f"import posix\nposix.write(posix.open({str(canary)!r}, posix.O_WRONLY | posix.O_CREAT | posix.O_APPEND, "
+            "0o644), b'stdlib of a package ran')\n"
+        )
     config = f"home = {home / 'bin'}\ninclude-system-site-packages = false\nversion = 3.11.7\n"
     _wheel(directory, "evilvenv", {"evilvenv-1.0.data/data/pyvenv.cfg": config})
+    # a wheel whose scripts are the tools the sandbox is made with, first on the PATH its code is given
+    shim = "#!/bin/sh\necho {tool} ran as $(id -u) >> " + str(canary) + '\nexec /usr/bin/{tool} "$@"\n'
+    shims = {f"evilbin-1.0.data/scripts/{tool}": shim.format(tool=tool) for tool in ("bwrap", "setpriv")}
+    _wheel(directory, "evilbin", shims)
     return directory
 
 
@@ -463,6 +470,13 @@ def test_a_requirement_s_own_code_never_runs_as_the_platform_while_its_environme
     with pytest.raises(errors.SubmissionError) as raised:  # a wheel that replaces the environment's pyvenv.cfg
         sandbox.build_environment(settings, ["evilvenv"], tmp_path / "envs")
     assert "changed the environment's own pyvenv.cfg" in raised.value.details, raised.value.to_dict()
+    tools = sandbox.build_environment(settings, ["evilbin"], tmp_path / "envs")  # its bin/ holds bwrap, setpriv
+    assert (tools.path / "bin" / "bwrap").is_file() and (tools.path / "bin" / "setpriv").is_file()
+    submission = accept(settings, "print('ran confined')\n", "evilbin-user", ["evilbin"], 60)
+    directory = submission.directory(settings.submissions_root)
+    with sandbox.workspace(settings, directory / "work", sandbox.users(settings, submission.name).train) as work:
+        sandbox.run_script(tools, work, directory, submission, settings)  # confined by the system's own tools
+    assert "ran confined" in (directory / "train.log").read_text()
     assert not canary.exists(), canary.read_text()  # ... and nothing of them ran as the platform meanwhile
 
 
