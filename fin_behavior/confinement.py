@@ -66,6 +66,7 @@ def confined(
     writable: Sequence[Path] = (),
     network: bool = False,
     tmp_bytes: int = DEFAULT_TMP_BYTES,
+    environment: dict[str, str] | None = None,
 ) -> list[str]:
     """`command`, run from `cwd` (one of the paths shown), seeing only the system, the project's package,
     `read_only` and `writable` (each at its own path); as user `uid` when the platform is root, else as the
@@ -73,7 +74,8 @@ def confined(
     see or signal anything else, and when it ends every process it started ends too. The returned command's
     process stays outside the sandbox, passes SIGTERM, SIGHUP and SIGINT on to `command` (a supervisor's graceful
     stop), ends with its exit status, and takes it down with it if killed. Arguments appended to the returned
-    command reach `command`; so do the file descriptors it inherits."""
+    command reach `command`; so do the file descriptors it inherits. `command` sees `environment`'s variables
+    only, or, without one, those the returned command is started with (a caller's clean environment)."""
     spec = {
         "uid": uid,
         "cwd": str(cwd),
@@ -84,6 +86,7 @@ def confined(
         "libraries": _PYSECCOMP,  # where the launcher finds pyseccomp, whichever interpreter runs it
         # found here, by the platform: the launcher's own PATH is the command's, which leads with its environment
         "tools": {tool: _tool(tool) or f"/usr/bin/{tool}" for tool in ("bwrap", "setpriv")},
+        "environment": environment,
     }
     return [sys.executable, "-I", str(PROJECT_PACKAGE / "confinement.py"), json.dumps(spec), *command]
 
@@ -171,13 +174,14 @@ def _syscall_filter() -> int:
     return fd
 
 
-def _bwrap(spec: dict, command: list[str], status_fd: int) -> list[str]:
+def _bwrap(spec: dict, command: list[str], status_fd: int, environment: dict[str, str]) -> list[str]:
     uid, as_root = spec["uid"], os.geteuid() == 0
     namespaces = ["--unshare-ipc", "--unshare-pid", "--unshare-uts", "--unshare-cgroup-try"]
     if not spec["network"]:
         namespaces.append("--unshare-net")
     if not as_root:  # a user namespace of its own, in which the platform's user may mount; nothing kept
         namespaces += ["--unshare-user", "--disable-userns", "--cap-drop", "ALL"]
+    namespaces += ["--clearenv", *(part for name, value in environment.items() for part in ("--setenv", name, value))]
     passwd, group = _identity_files(uid if as_root else os.getuid())
     # bwrap's own init is the namespace's first process: it dies with bwrap (--die-with-parent), and with it
     # everything inside, whatever user ids they changed to (a command that is the first process itself and
@@ -238,6 +242,12 @@ def main() -> None:
     (whatever they were set to on entry); this ends with its status (128 + the signal when one ended it), and
     if this is killed, COMMAND is too (bwrap's --die-with-parent)."""
     spec, command = json.loads(sys.argv[1]), sys.argv[2:]
+    given = dict(os.environ)
+    # this process's own lookups (pyseccomp's library search may start gcc or ld) on the system's PATH, never the
+    # command's, which leads with its environment's bin/; and nothing of the platform's environment passed on
+    os.environ.clear()
+    os.environ["PATH"] = SYSTEM_PATH
+    environment = given if spec.get("environment") is None else spec["environment"]
     if spec["libraries"]:
         sys.path.append(spec["libraries"])
     read_status, write_status = os.pipe()
@@ -253,7 +263,9 @@ def main() -> None:
 
     for passed in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
         signal.signal(passed, pass_on)
-    sandbox = subprocess.Popen(_bwrap(spec, command, write_status), close_fds=False)  # the sockets go through
+    sandbox = subprocess.Popen(
+        _bwrap(spec, command, write_status, environment), close_fds=False
+    )  # the sockets go through
     os.close(write_status)
 
     def read_child_pid() -> None:

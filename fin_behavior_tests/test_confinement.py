@@ -149,3 +149,17 @@ def test_confined_code_makes_no_user_namespace_and_reaches_no_risky_kernel_inter
     found = json.loads(done.stdout.splitlines()[-1])
     assert found["unshare -Ur"] != 0 and found["keyctl"] == found["bpf"] == 1  # EPERM
     assert found["threads"] == 0  # ordinary processes and threads are made as ever
+
+
+def test_the_confined_command_sees_only_the_variables_it_is_given(machine, monkeypatch):
+    """A served model runs with the supervisor's environment around it (keys, credentials): none of it passes in."""
+    monkeypatch.setenv("FIN_BEHAVIOR_SUBMISSION_KEY", "the platform's key")
+    monkeypatch.setenv("AZURE_CLIENT_SECRET", "the platform's credential")
+    given = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
+    shown = subprocess.run(
+        confined(["/usr/bin/env"], NOBODY, machine / "work", writable=[machine / "work"], environment=given),
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert shown.returncode == 0, shown.stderr
+    seen = dict(line.split("=", 1) for line in shown.stdout.splitlines())
+    assert seen.pop("PWD") == str(machine / "work") and seen == given  # PWD: bwrap's, where it started it

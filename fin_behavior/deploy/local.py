@@ -256,7 +256,14 @@ class LocalTarget:
         uid = os.geteuid() if os.geteuid() != 0 else self.run_as
         self._share_keys(uid)
         shown = [*environment_paths(Path(argv[0])), release.bundle, self.keys_file]
-        command = confined(argv, uid, cwd=writable, read_only=shown, writable=[writable])
+        # none of the platform's variables (keys, credentials): what a served model sees it can answer with
+        environment = {
+            "PATH": f"{Path(argv[0]).parent}:/usr/bin:/bin",
+            "HOME": str(writable),
+            "LANG": "C.UTF-8",
+            "PYTHONUNBUFFERED": "1",  # its log lines reach the color's log as they are written
+        }
+        command = confined(argv, uid, cwd=writable, read_only=shown, writable=[writable], environment=environment)
         if bounds.unavailable() is not None:  # the weaker mode the operator accepted (the submission said so)
             return {"argv": command, "bounds": {"writable": str(writable)}}
         return {

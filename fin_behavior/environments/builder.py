@@ -238,9 +238,12 @@ def _step(spec: EnvironmentSpec, *args: str) -> None:
 def _write_own(path: Path, text: str) -> None:
     """A file of the platform's in an environment, made new: one a package shipped under that name may be a hard
     link into uv's cache, never written through."""
-    path.unlink(missing_ok=True)
-    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644), "w") as out:
-        out.write(text)
+    try:
+        path.unlink(missing_ok=True)
+        with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644), "w") as out:
+            out.write(text)
+    except OSError as exc:  # a directory of a package's own there
+        raise EnvironmentBuildError(f"a package ships {path.name} where the platform's own file goes: {exc}") from exc
 
 
 def _interpreter_files(env: Path) -> dict[str, str]:

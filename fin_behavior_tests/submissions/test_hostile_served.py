@@ -46,6 +46,8 @@ class Hostile(mlflow.pyfunc.PythonModel):
             return [",".join(sorted(os.listdir(".")))]
         if x == 3.0:
             time.sleep(30)
+        if x == 4.0:  # what of the platform's environment it sees
+            return [",".join(sorted(os.environ))]
         return ["ok"] * len(model_input)
 
 
@@ -84,6 +86,9 @@ def test_a_served_model_cannot_make_the_platform_act_for_it(tmp_path):
     assert set(probed) == set(platform) and "written" not in probed.values(), probed
     assert probed["logs/blue.log"] == probed["canary"] == "FileNotFoundError", probed
     assert set(links) <= set(score(2.0).json()["predictions"][0].split(","))
+    seen = score(4.0).json()["predictions"][0].split(",")  # none of the platform's keys, paths or credentials
+    assert {"PATH", "HOME", "LANG"} <= set(seen), seen
+    assert not [name for name in seen if name.startswith(("FIN_BEHAVIOR", "AZURE", "DAGSTER", "MLFLOW"))], seen
     explained = httpx.post(f"{target.url}/explain", json=[{"x": 0.0}], headers={"X-API-Key": target.key()}, timeout=60)
     assert explained.status_code == 501, explained.text  # not explained, and said why, naming what it is
     assert "a custom MLflow pyfunc model (Hostile) is not explained" in explained.json()["error"]

@@ -438,7 +438,8 @@ def _package_index(directory: Path, canary: Path) -> Path:
     config = f"home = {home / 'bin'}\ninclude-system-site-packages = false\nversion = 3.11.7\n"
     _wheel(directory, "evilvenv", {"evilvenv-1.0.data/data/pyvenv.cfg": config})
     # a wheel whose scripts are the tools the sandbox is made with, first on the PATH its code is given
-    shim = "#!/bin/sh\necho {tool} ran as $(id -u) >> " + str(canary) + '\nexec /usr/bin/{tool} "$@"\n'
+    # (inside the sandbox the canary is out of sight: the shim says so on its output too, the script's log)
+    shim = "#!/bin/sh\necho {tool} ran as $(id -u) | tee -a " + str(canary) + ' >&2\nexec /usr/bin/{tool} "$@"\n'
     shims = {f"evilbin-1.0.data/scripts/{tool}": shim.format(tool=tool) for tool in ("bwrap", "setpriv")}
     _wheel(directory, "evilbin", shims)
     return directory
@@ -476,7 +477,8 @@ def test_a_requirement_s_own_code_never_runs_as_the_platform_while_its_environme
     directory = submission.directory(settings.submissions_root)
     with sandbox.workspace(settings, directory / "work", sandbox.users(settings, submission.name).train) as work:
         sandbox.run_script(tools, work, directory, submission, settings)  # confined by the system's own tools
-    assert "ran confined" in (directory / "train.log").read_text()
+    log = (directory / "train.log").read_text()
+    assert "ran confined" in log and " ran as " not in log, log
     assert not canary.exists(), canary.read_text()  # ... and nothing of them ran as the platform meanwhile
 
 
