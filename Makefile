@@ -19,8 +19,11 @@ $(STAMP): requirements.lock pyproject.toml Makefile
 	@# submitted code runs in bubblewrap's sandbox (Debian's bubblewrap); as root, installed here when missing
 	@command -v bwrap >/dev/null || { [ "$$(id -u)" = 0 ] && (apt-get update -qq && apt-get install -y -qq bubblewrap) >/dev/null; } \
 	  || echo "bubblewrap is not installed: submissions will be refused (apt-get install bubblewrap)"
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet "uv==$$(sed -n 's/^uv==//p' requirements.lock)"
+	@# without a pip of its own (ensurepip is most of a venv's 3 s, and uv pip sync removes it): uv installed by
+	@# the interpreter's pip, else by one ensurepip gives the environment
+	test -x $(BIN)/python || $(PYTHON) -m venv --without-pip $(VENV)
+	UV="uv==$$(sed -n 's/^uv==//p' requirements.lock)"; $(PYTHON) -m pip --python $(BIN)/python install --quiet "$$UV" 2>/dev/null \
+	  || { $(BIN)/python -m ensurepip --default-pip >/dev/null && $(BIN)/python -m pip install --quiet "$$UV"; }
 	$(BIN)/uv pip sync --quiet --python $(BIN)/python requirements.lock
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
 	@# .pyc now (else, with PYTHONDONTWRITEBYTECODE set, every start compiles every module), from the user's bytecode cache
