@@ -47,15 +47,15 @@ def _tool(name: str) -> str | None:
     return shutil.which(name, path=SYSTEM_PATH)
 
 
-def as_user(uid: int, setpriv: str | None = None) -> list[str]:
+def as_user(uid: int) -> list[str]:
     """The prefix that runs a command as user and group `uid`, with no supplementary groups (no account needed)."""
-    return [
-        setpriv or _tool("setpriv") or "/usr/bin/setpriv",
-        f"--reuid={uid}",
-        f"--regid={uid}",
-        "--clear-groups",
-        "--",
-    ]
+    return [_tool("setpriv") or "/usr/bin/setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--"]
+
+
+def plain_environment(bin_dir: Path, home: Path, **more: str) -> dict[str, str]:
+    """The variables a confined command is given: its environment's bin/ first on its PATH, a HOME of its own,
+    `more`; nothing of the platform's (keys, credentials)."""
+    return {"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(home), "LANG": "C.UTF-8", **more}
 
 
 def confined(
@@ -84,8 +84,7 @@ def confined(
         "network": network,
         "tmp_bytes": tmp_bytes,
         "libraries": _PYSECCOMP,  # where the launcher finds pyseccomp, whichever interpreter runs it
-        # found here, by the platform: the launcher's own PATH is the command's, which leads with its environment
-        "tools": {tool: _tool(tool) or f"/usr/bin/{tool}" for tool in ("bwrap", "setpriv")},
+        "bwrap": _tool("bwrap") or "/usr/bin/bwrap",  # the one the platform judged (`unavailable`)
         "environment": environment,
     }
     return [sys.executable, "-I", str(PROJECT_PACKAGE / "confinement.py"), json.dumps(spec), *command]
@@ -187,7 +186,7 @@ def _bwrap(spec: dict, command: list[str], status_fd: int, environment: dict[str
     # everything inside, whatever user ids they changed to (a command that is the first process itself and
     # changed its user id loses that parent-death signal)
     argv = [
-        spec["tools"]["bwrap"],
+        spec["bwrap"],
         *namespaces,
         "--die-with-parent",
         "--new-session",
@@ -215,13 +214,7 @@ def _bwrap(spec: dict, command: list[str], status_fd: int, environment: dict[str
         argv += ["--perms", "0644", "--ro-bind-data", str(fd), path]
     argv += ["--seccomp", str(_syscall_filter()), "--chdir", spec["cwd"], "--json-status-fd", str(status_fd), "--"]
     if as_root:  # no capability now or after an exec, no setuid gain
-        argv += [
-            *as_user(uid, spec["tools"]["setpriv"])[:-1],
-            "--no-new-privs",
-            "--bounding-set=-all",
-            "--inh-caps=-all",
-            "--",
-        ]
+        argv += [*as_user(uid)[:-1], "--no-new-privs", "--bounding-set=-all", "--inh-caps=-all", "--"]
     return argv + command
 
 
@@ -263,9 +256,8 @@ def main() -> None:
 
     for passed in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
         signal.signal(passed, pass_on)
-    sandbox = subprocess.Popen(
-        _bwrap(spec, command, write_status, environment), close_fds=False
-    )  # the sockets go through
+    # the sockets go through
+    sandbox = subprocess.Popen(_bwrap(spec, command, write_status, environment), close_fds=False)
     os.close(write_status)
 
     def read_child_pid() -> None:

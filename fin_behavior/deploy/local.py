@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from fin_behavior import bounds
-from fin_behavior.confinement import confined, environment_paths
+from fin_behavior.confinement import confined, environment_paths, plain_environment
 from fin_behavior.deploy.endpoint_state import EndpointState, read_state
 from fin_behavior.deploy.rollout import Release, RolloutError, Slot
 from fin_behavior.deploy.supervisor import (
@@ -257,12 +257,7 @@ class LocalTarget:
         self._share_keys(uid)
         shown = [*environment_paths(Path(argv[0])), release.bundle, self.keys_file]
         # none of the platform's variables (keys, credentials): what a served model sees it can answer with
-        environment = {
-            "PATH": f"{Path(argv[0]).parent}:/usr/bin:/bin",
-            "HOME": str(writable),
-            "LANG": "C.UTF-8",
-            "PYTHONUNBUFFERED": "1",  # its log lines reach the color's log as they are written
-        }
+        environment = plain_environment(Path(argv[0]).parent, writable, PYTHONUNBUFFERED="1")  # logs as written
         command = confined(argv, uid, cwd=writable, read_only=shown, writable=[writable], environment=environment)
         if bounds.unavailable() is not None:  # the weaker mode the operator accepted (the submission said so)
             return {"argv": command, "bounds": {"writable": str(writable)}}

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from fin_behavior.confinement import environment_paths
+from fin_behavior.confinement import environment_paths, plain_environment
 from fin_behavior.environments.builder import BuiltEnvironment, write_lock
 from fin_behavior.governance import approval, audit
 from fin_behavior.records import BundleFiles, Evidence, FeatureSpec, ModelInfo, Verdict, sha256_file, write_json
@@ -137,7 +137,6 @@ def _verify(settings: Settings, submission: Submission, env: BuiltEnvironment, m
     pickle); what it prints is the model's word, so it is read within a bound and checked as data."""
     uid = sandbox.users(settings, submission.name).train
     with sandbox.workspace(settings, submission.directory(settings.submissions_root) / "verify", uid) as scratch:
-        variables = {"PATH": f"{env.path / 'bin'}:/usr/bin:/bin", "HOME": str(scratch), "LANG": "C.UTF-8"}
         finished = sandbox.run_bounded(
             [str(env.python), "-I", "-m", "fin_behavior.submissions.verify", str(model_dir)],
             settings,
@@ -145,7 +144,7 @@ def _verify(settings: Settings, submission: Submission, env: BuiltEnvironment, m
             uid,
             scratch,
             [*environment_paths(env.python), model_dir],
-            variables | {"MLFLOW_DISABLE_TELEMETRY": "true"},
+            plain_environment(env.path / "bin", scratch, MLFLOW_DISABLE_TELEMETRY="true"),
             timeout=600,
             output_limit=_VERIFY_OUTPUT_BYTES,
         )

@@ -42,7 +42,7 @@ from pathlib import Path
 from filelock import FileLock
 
 from fin_behavior import bounds, confinement
-from fin_behavior.confinement import confined, environment_paths
+from fin_behavior.confinement import confined, environment_paths, plain_environment
 from fin_behavior.environments import builder
 from fin_behavior.environments.spec import EnvironmentSpec, get_spec
 from fin_behavior.records import read_json, write_json
@@ -197,16 +197,15 @@ def workspace(settings: Settings, path: Path, uid: int) -> Iterator[Path]:
 
 def clean_environment(env: builder.BuiltEnvironment, work: Path, experiment: str) -> dict[str, str]:
     """The only variables the script sees."""
-    return {
-        "PATH": f"{env.path / 'bin'}:/usr/bin:/bin",
-        "HOME": str(work),
-        "TMPDIR": str(work / "tmp"),
-        "LANG": "C.UTF-8",
-        "PYTHONUNBUFFERED": "1",
-        "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}",
-        "MLFLOW_EXPERIMENT_NAME": experiment,
-        "MLFLOW_DISABLE_TELEMETRY": "true",  # it has no network anyway
-    }
+    return plain_environment(
+        env.path / "bin",
+        work,
+        TMPDIR=str(work / "tmp"),
+        PYTHONUNBUFFERED="1",
+        MLFLOW_TRACKING_URI=f"sqlite:///{work / 'mlflow.db'}",
+        MLFLOW_EXPERIMENT_NAME=experiment,
+        MLFLOW_DISABLE_TELEMETRY="true",  # it has no network anyway
+    )
 
 
 @dataclass(frozen=True)
