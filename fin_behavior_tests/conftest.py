@@ -5,12 +5,20 @@ from pathlib import Path
 
 import pytest
 
-from fin_behavior.data.generate import generate_csv
 from fin_behavior.settings import get_settings
 
 # The real serving environment, bundle and service, shared by the serving, deploy and end-to-end tests; and the
 # whole platform on one state directory per end-to-end module.
-pytest_plugins = ["fin_behavior_tests.serving_fixtures", "fin_behavior_tests.e2e"]
+SHARED_FIXTURES = ("fin_behavior_tests.serving_fixtures", "fin_behavior_tests.e2e")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The shared fixtures, loaded where tests run: not in pytest-xdist's controller, which runs none and would
+    spend ~4 s importing what they import (MLflow, Dagster, scikit-learn) before starting its workers."""
+    distributing = config.getoption("dist", "no") != "no" and config.getoption("tx", None)
+    if hasattr(config, "workerinput") or not distributing or config.getoption("collectonly"):
+        for name in SHARED_FIXTURES:
+            config.pluginmanager.import_plugin(name)
 
 
 # Under parallel workers (`make test`: pytest-xdist, `-n 3 --dist loadscope`) a test module is one unit of work:
@@ -180,4 +188,6 @@ def nothing_written_to_the_working_directory():
 @pytest.fixture(scope="session")
 def banking_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """5,000 generated rows (seed 42), shared read-only by the tests."""
+    from fin_behavior.data.generate import generate_csv
+
     return generate_csv(tmp_path_factory.mktemp("data") / "transactions.csv", rows=5_000, seed=42)
