@@ -230,9 +230,10 @@ import pathlib, sys, time
 from mlflow import MlflowClient
 from fin_behavior.cli import main
 from fin_behavior.settings import get_settings
-# MLflow's imports and store set-up take seconds: done before the race, so the rollback reaches the lock
-# while the deploy still holds it.
+# MLflow's imports and store set-up take seconds: done before the deploy starts (it waits for "ready"), so the
+# rollback reaches the lock while the deploy still holds it.
 MlflowClient(tracking_uri=get_settings().tracking_uri).search_registered_models()
+print("ready", flush=True)
 holder = pathlib.Path(sys.argv[1])
 while "Dagster run" not in (holder.read_text() if holder.exists() else ""):
     time.sleep(0.02)
@@ -258,15 +259,19 @@ def test_7_concurrent_deploy_and_rollback_serialize_and_both_tell_the_truth(plat
         "deploy": [str(bin_dir / "dagster"), "job", "execute", "-m", "fin_behavior.definitions", "-j", "deploy",
                    "-c", str(run_config)],
     }  # fmt: skip
-    # The deploy's latency gate sends 3,000 requests (a few seconds): the rollback surely arrives while it runs.
-    envs = {"rollback": env, "deploy": env | {"FIN_BEHAVIOR_GATE_LATENCY_REQUESTS": "3000"}}
+    # The deploy holds the endpoint while its new color starts and passes its gates (300 latency requests here, a
+    # second or so): the rollback, started first and ready, polls for the holder and surely arrives meanwhile.
+    envs = {"rollback": env, "deploy": env | {"FIN_BEHAVIOR_GATE_LATENCY_REQUESTS": "300"}}
     # Two clients keep requests in flight throughout both rollouts. Six at full pressure sent ~33,000 requests in a
     # full run (the load clients were 31% of the test workers' CPU, py-spy; two thirds of it here).
     with Load(platform.target, platform.record(), clients=2, quiet_until_rollout=True) as load:
-        running = {
-            name: subprocess.Popen(command, env=envs[name], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-            for name, command in commands.items()
-        }
+        running = {}
+        for name, command in commands.items():
+            running[name] = subprocess.Popen(
+                command, env=envs[name], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            )
+            if name == "rollback":  # its imports and MLflow set-up done before the deploy starts
+                assert running[name].stdout.readline() == "ready\n", running[name].communicate(timeout=60)[0]
         outputs = {name: process.communicate(timeout=600)[0] for name, process in running.items()}
     assert all(process.returncode == 0 for process in running.values()), outputs
     assert load.failures == {} and load.saw_rollout, load.failures  # the URL answered throughout both
