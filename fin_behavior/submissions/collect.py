@@ -16,13 +16,14 @@ import sys
 from urllib.parse import unquote, urlparse
 
 COLLECTED = ".fin-behavior-collected.json"  # where the script's runner leaves what it found (runner.py)
+STORE_FILE = "mlflow.db"  # the script's MLflow store (the platform puts an empty one there: sandbox.py)
 
 
 def find(work: str) -> dict:
-    store = os.path.join(work, "mlflow.db")
+    store = os.path.join(work, STORE_FILE)
     if not os.path.isfile(store):
         return {"error": "no_run"}
-    from mlflow import MlflowClient  # only now: a script that never used MLflow does not wait for its import
+    from mlflow import MlflowClient
 
     client = MlflowClient(tracking_uri=f"sqlite:///{store}")
     experiments = [e.experiment_id for e in client.search_experiments()]

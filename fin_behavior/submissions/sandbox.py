@@ -48,7 +48,7 @@ from fin_behavior.environments.spec import EnvironmentSpec, get_spec
 from fin_behavior.records import read_json, write_json
 from fin_behavior.settings import Settings
 from fin_behavior.submissions import errors
-from fin_behavior.submissions.collect import COLLECTED
+from fin_behavior.submissions.collect import COLLECTED, STORE_FILE
 from fin_behavior.submissions.record import SCRIPT_FILE, Submission
 from fin_behavior.untrusted import Output, read_small
 
@@ -202,7 +202,7 @@ def clean_environment(env: builder.BuiltEnvironment, work: Path, experiment: str
         work,
         TMPDIR=str(work / "tmp"),
         PYTHONUNBUFFERED="1",
-        MLFLOW_TRACKING_URI=f"sqlite:///{work / 'mlflow.db'}",
+        MLFLOW_TRACKING_URI=f"sqlite:///{work / STORE_FILE}",
         MLFLOW_EXPERIMENT_NAME=experiment,
         MLFLOW_DISABLE_TELEMETRY="true",  # it has no network anyway
     )
@@ -276,6 +276,48 @@ def run_bounded(
             group.remove()
 
 
+def empty_store(root: Path) -> bytes | None:
+    """An empty MLflow store (tables, no experiment) of the platform's MLflow, which every script's environment
+    pins: made once beside the environments by the platform itself, and copied into each workspace, so that the
+    script's MLflow finds its tables made instead of running its schema migrations (0.85 of the CPU-seconds of
+    every run, measured). None when it cannot be made (the script's MLflow then makes its own, as before)."""
+    path = root / f".mlflow-{version('mlflow')}-empty.db"
+    with contextlib.suppress(FileNotFoundError):
+        return read_platform_file(path)
+    staging = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    try:
+        import sqlalchemy
+        from mlflow.store.db.utils import _initialize_tables  # what MLflow runs on a new store (private: pinned)
+
+        staging.unlink(missing_ok=True)
+        engine = sqlalchemy.create_engine(f"sqlite:///{staging}")
+        try:
+            _initialize_tables(engine)
+        finally:
+            engine.dispose()
+        os.replace(staging, path)
+        return read_platform_file(path)
+    except Exception as exc:  # an optimization only: never the submission's failure
+        log.warning("no empty MLflow store for the scripts (each makes its own): %s", exc)
+        staging.unlink(missing_ok=True)
+        return None
+
+
+def read_platform_file(path: Path) -> bytes:
+    """A file only the platform writes, read without following a link put in its place."""
+    with os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC), "rb") as file:
+        return file.read()
+
+
+def _write_new(path: Path, data: bytes, mode: int, owner: int | None = None) -> None:
+    """A new file in a workspace the script has not run in yet (never through a link, never over a file)."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    with os.fdopen(descriptor, "wb") as out:
+        if owner is not None:
+            os.fchown(out.fileno(), owner, owner)
+        out.write(data)
+
+
 @dataclass(frozen=True)
 class ScriptRun:
     work: Path  # its working directory, with its MLflow store
@@ -288,10 +330,10 @@ def run_script(
 ) -> ScriptRun:
     """Run train.py confined and bounded in `work` (a workspace()); a SubmissionError says how it failed (import,
     memory, timeout, exit code). Its log, `directory`/train.log, keeps at most SUBMISSION_MAX_LOG_BYTES."""
-    script = os.open(work / SCRIPT_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
-    with os.fdopen(script, "wb") as out:
-        out.write((directory / SCRIPT_FILE).read_bytes())
     uid = users(settings, submission.name).train
+    _write_new(work / SCRIPT_FILE, (directory / SCRIPT_FILE).read_bytes(), 0o644)
+    if store := empty_store(env.path.parent):  # the script's own store, writable by it alone
+        _write_new(work / STORE_FILE, store, 0o600, uid if weaker_bounds(settings) is None else None)
     log = directory / "train.log"
     started = time.monotonic()
     finished = run_bounded(

@@ -119,6 +119,9 @@ def test_the_script_finds_no_platform_file_secret_or_network(env, monkeypatch, b
         "    except OSError as exc:\n        found[name] = type(exc).__name__\n"
         f"found['state'] = os.listdir({str(settings.var_dir)!r})\n"
         "found['processes'] = sorted(int(p) for p in os.listdir('/proc') if p.isdigit())\n"
+        "import sqlite3, stat\nstore = os.stat('mlflow.db')\n"  # its MLflow store, made for it: its own to write
+        "tables = sqlite3.connect('mlflow.db').execute('SELECT name FROM sqlite_master').fetchall()\n"
+        "found['store'] = [store.st_uid == os.getuid(), oct(stat.S_IMODE(store.st_mode)), ('runs',) in tables]\n"
         "try:\n    socket.create_connection(('pypi.org', 443), timeout=3)\n    found['network'] = 'reached'\n"
         "except OSError as exc:\n    found['network'] = type(exc).__name__\n"
         "print(json.dumps(found))\n"
@@ -132,6 +135,7 @@ def test_the_script_finds_no_platform_file_secret_or_network(env, monkeypatch, b
     assert found["project"] and all(Path(p).is_relative_to(env.path) for p in found["project"])
     assert not {"root", "home", "var", "srv", "mnt", "opt"} & set(found["root"])
     assert found["processes"] == [1, 2]  # the sandbox's init and itself: no other process to see or signal
+    assert found["store"] == [True, "0o600", True]
     assert found["network"] in ("gaierror", "OSError")
     assert not [name for name in found["env"] if name.startswith(("AZURE", "FIN_BEHAVIOR", "DAGSTER"))]
     assert set(found["env"]) <= {"PATH", "HOME", "TMPDIR", "LANG", "PYTHONUNBUFFERED", "MLFLOW_TRACKING_URI",
@@ -197,6 +201,8 @@ def test_a_model_logged_as_mlflow_s_examples_do_is_verified_and_one_it_cannot_re
     assert expected["predictions"] in ([0], [1])  # scored in its own environment, as served later
     assert (bundle / "model" / "model.pkl").is_file()  # pickled (cloudpickle), not refused by skops
     assert [(v.check, v.passed) for v in evidence.verdicts] == [("loads_cleanly", True), ("scores_example", True)]
+    log = (submission.directory(settings.submissions_root) / "train.log").read_text()
+    assert "Creating initial MLflow database tables" not in log  # its store came made: no migrations of its own
 
     opaque = (  # a model of its own with neither signature nor example: nothing says what it takes
         "import mlflow, mlflow.pyfunc\n"
