@@ -164,12 +164,25 @@ class Load:
     `quiet_until_rollout`: each client asks only once every QUIET_SECONDS until a rollout takes the endpoint (the
     holder file of its rollout lock is written: deploy/lock.py), then as fast as it can until stopped. What runs
     before a rollout (training, verifying) changes nothing at the URL, and full pressure through it, on two cores
-    shared with the run itself, made a retrain take 92 s instead of 34 s; through the rollout the pressure is full."""
+    shared with the run itself, made a retrain take 92 s instead of 34 s; through the rollout the pressure is full,
+    unless `interval` (seconds) is given: each client then asks again that long after its answer. The end-to-end
+    tests use STEADY: each client's keep-alive connection stays in use through the switch and the drain, at a
+    fraction of full pressure's requests (their load sent ~11,000 in 67 s of tests, mostly to wait for other
+    processes on the same two cores); the rollout and supervision tests keep full pressure."""
 
     QUIET_SECONDS = 0.1
+    STEADY = 0.02
 
-    def __init__(self, target: LocalTarget, record: dict, clients: int = 6, quiet_until_rollout: bool = False):
+    def __init__(
+        self,
+        target: LocalTarget,
+        record: dict,
+        clients: int = 6,
+        quiet_until_rollout: bool = False,
+        interval: float = 0.0,
+    ):
         self.outcomes: collections.Counter = collections.Counter()
+        self._interval = interval
         self._stop, self._full = threading.Event(), threading.Event()
         if not quiet_until_rollout:
             self._full.set()
@@ -191,6 +204,8 @@ class Load:
                 except httpx.HTTPError as exc:
                     key = f"{type(exc).__name__}: {exc}"
                 self.outcomes[key] += 1
+                if self._interval and self._full.is_set():
+                    self._stop.wait(self._interval)
 
     def __enter__(self) -> Load:
         for thread in self._threads:

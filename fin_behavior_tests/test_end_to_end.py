@@ -162,7 +162,7 @@ def test_2_new_data_is_retrained_and_rolled_over_with_no_failed_request(platform
     request = platform.tick(data_version_sensor)
     assert isinstance(request, dg.RunRequest) and request.job_name == "retrain"
 
-    with Load(platform.target, platform.record(), quiet_until_rollout=True) as load:
+    with Load(platform.target, platform.record(), quiet_until_rollout=True, interval=Load.STEADY) as load:
         result = platform.run(request.job_name, FAST, request.tags)
     assert result.success, failure_message(result)
     assert load.failures == {} and load.saw_rollout, load.failures
@@ -216,7 +216,7 @@ def test_6_bad_raw_file_fails_clearly_and_the_endpoint_keeps_serving(platform):
     request = platform.tick(data_version_sensor)
     assert isinstance(request, dg.RunRequest)
 
-    with Load(platform.target, platform.record(), quiet_until_rollout=True) as load:
+    with Load(platform.target, platform.record(), quiet_until_rollout=True, interval=Load.STEADY) as load:
         result = platform.run(request.job_name, FAST, request.tags)
     assert not result.success
     message = failure_message(result)
@@ -264,7 +264,7 @@ def test_7_concurrent_deploy_and_rollback_serialize_and_both_tell_the_truth(plat
     envs = {"rollback": env, "deploy": env | {"FIN_BEHAVIOR_GATE_LATENCY_REQUESTS": "300"}}
     # Two clients keep requests in flight throughout both rollouts. Six at full pressure sent ~33,000 requests in a
     # full run (the load clients were 31% of the test workers' CPU, py-spy; two thirds of it here).
-    with Load(platform.target, platform.record(), clients=2, quiet_until_rollout=True) as load:
+    with Load(platform.target, platform.record(), clients=2, quiet_until_rollout=True, interval=Load.STEADY) as load:
         running = {}
         for name, command in commands.items():
             running[name] = subprocess.Popen(

@@ -204,7 +204,8 @@ def test_the_api_swaps_a_resubmitted_name_under_load_while_another_submission_ru
         target = pipeline.endpoint(get_settings(), "seed-model")[0]
         served = next(get_settings().submissions_root.glob("*/bundle/expected.json"))
         # two clients: requests in flight through the swap and through the other submission's run after it
-        with Load(target, read_json(served)["records"][0], clients=2, quiet_until_rollout=True) as load:
+        record = read_json(served)["records"][0]
+        with Load(target, record, clients=2, quiet_until_rollout=True, interval=Load.STEADY) as load:
 
             def submit(name: str, key: str) -> httpx.Response:  # seed-model keeps its inputs from v1 to v2
                 script = SEED_SCRIPT if name == "seed-model" else LOGISTIC_SCRIPT
