@@ -8,7 +8,6 @@ installed, so the environment holds exactly the packages the spec pins.
 
 from __future__ import annotations
 
-import functools
 import glob
 import hashlib
 import json
@@ -74,34 +73,48 @@ def uv_binary() -> str:
 
 
 def python_version(executable: str) -> str | None:
-    """The interpreter's version, asked once per interpreter file (it changes only when the file does)."""
+    """The interpreter's version, asked once per interpreter file while that file is unchanged (a failure to
+    answer is asked again next time)."""
     try:
         real = os.path.realpath(executable)
-        identity = os.stat(real)
+        seen = os.stat(real)
     except OSError:
         return None
-    return _version_of(real, identity.st_dev, identity.st_ino, identity.st_mtime_ns)
+    identity = (real, seen.st_dev, seen.st_ino, seen.st_size, seen.st_mtime_ns, seen.st_ctime_ns)
+    if identity not in _VERSIONS:
+        try:
+            out = subprocess.run(
+                [real, "-I", "-S", "-c", "import sys; print('%d.%d.%d' % sys.version_info[:3])"],
+                capture_output=True,
+                text=True,
+                timeout=20,
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        if out.returncode != 0 or not out.stdout.strip():
+            return None
+        _VERSIONS[identity] = out.stdout.strip()
+    return _VERSIONS[identity]
 
 
-@functools.lru_cache(maxsize=256)
-def _version_of(executable: str, *_identity: int) -> str | None:
-    try:
-        out = subprocess.run(
-            [executable, "-I", "-S", "-c", "import sys; print('%d.%d.%d' % sys.version_info[:3])"],
-            capture_output=True,
-            text=True,
-            timeout=20,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return out.stdout.strip() if out.returncode == 0 else None
+_VERSIONS: dict[tuple, str] = {}  # (file identity) -> version, for this process's life
+
+
+def _pyenv_roots() -> set[Path]:
+    """Where pyenv keeps its interpreters: PYENV_ROOT, else ~/.pyenv (none when there is no home to look in)."""
+    roots = set()
+    if os.path.isabs(configured := os.environ.get("PYENV_ROOT", "")):
+        roots.add(Path(configured))
+    if os.path.isabs(home := os.path.expanduser("~")):
+        roots.add(Path(home) / ".pyenv")
+    return roots
 
 
 def installed_pythons() -> dict[str, str]:
     """Working interpreters on this machine: version -> path. pyenv's are found in its versions directory, not
     through its shims: a shim is a shell script that starts a dozen processes to choose one of them (0.8 CPU-s
     per look at this machine's interpreters through them, measured; every resolution looks)."""
-    candidates, pyenv_roots = [], {Path("~/.pyenv").expanduser()}
+    candidates, pyenv_roots = [], _pyenv_roots()
     for minor in range(8, 15):
         found_on_path = shutil.which(f"python3.{minor}")
         if found_on_path is None:

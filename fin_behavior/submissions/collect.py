@@ -10,6 +10,7 @@ Imports only MLflow and the standard library (what the submission's environment 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -21,9 +22,9 @@ STORE_FILE = "mlflow.db"  # the script's MLflow store (the platform puts an empt
 
 def find(work: str) -> dict:
     store = os.path.join(work, STORE_FILE)
-    if not os.path.isfile(store):
+    if not os.path.isfile(store) or not _holds_a_run(store):
         return {"error": "no_run"}
-    from mlflow import MlflowClient
+    from mlflow import MlflowClient  # only now: a script that never started a run does not wait for its import
 
     client = MlflowClient(tracking_uri=f"sqlite:///{store}")
     experiments = [e.experiment_id for e in client.search_experiments()]
@@ -46,6 +47,18 @@ def find(work: str) -> dict:
     if latest.status != "FINISHED":
         return {"error": "run_failed", "run_id": latest.run_id, "status": latest.status}
     return {"error": "no_model", "run_id": latest.run_id}
+
+
+def _holds_a_run(store: str) -> bool:
+    """Whether the store has a run, read with SQLite alone (the platform puts an empty store there: sandbox.py);
+    True when that cannot tell (MLflow then reads it)."""
+    import sqlite3
+
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{store}?mode=ro", uri=True)) as db:
+            return db.execute("SELECT 1 FROM runs LIMIT 1").fetchone() is not None
+    except sqlite3.Error:
+        return True
 
 
 if __name__ == "__main__":

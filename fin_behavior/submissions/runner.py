@@ -46,8 +46,8 @@ class _PickleScikitLearnModelsByDefault(importlib.abc.MetaPathFinder):
 
 
 def _collect() -> None:
-    """What collect.py would find, found now in this process (MLflow is loaded already): written for the platform
-    to read as data. The same user and the same trust as a collector process of its own, two seconds sooner."""
+    """What collect.py would find, found now in this process (with the MLflow the script loaded): written for the
+    platform to read as data. The same user and the same trust as a collector process of its own, seconds sooner."""
     import json
 
     from fin_behavior.submissions.collect import COLLECTED, find

@@ -32,7 +32,9 @@ import os
 import re
 import resource
 import signal
+import stat
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -60,6 +62,7 @@ _LOG_TAIL = 60
 _RUN_ID = re.compile(r"[0-9a-f]{32}")  # an MLflow run id
 _MISSING = re.compile(r"ModuleNotFoundError: No module named '([\w.]+)'")
 _OUT_OF_MEMORY = ("MemoryError", "Cannot allocate memory", "std::bad_alloc", "OpenBLAS blas_thread_init")
+_OUT_OF_DISK = ("No space left on device", "Disk quota exceeded", "database or disk is full")  # the last: SQLite's
 
 
 def environment_spec(settings: Settings, requirements: list[str], explainable: bool = True) -> EnvironmentSpec:
@@ -280,41 +283,60 @@ def empty_store(root: Path) -> bytes | None:
     """An empty MLflow store (tables, no experiment) of the platform's MLflow, which every script's environment
     pins: made once beside the environments by the platform itself, and copied into each workspace, so that the
     script's MLflow finds its tables made instead of running its schema migrations (0.85 of the CPU-seconds of
-    every run, measured). None when it cannot be made (the script's MLflow then makes its own, as before)."""
+    every run, measured). None when it cannot be made or what is there is not one the platform made (the script's
+    MLflow then makes its own, as before)."""
     path = root / f".mlflow-{version('mlflow')}-empty.db"
-    with contextlib.suppress(FileNotFoundError):
-        return read_platform_file(path)
-    staging = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     try:
-        import sqlalchemy
-        from mlflow.store.db.utils import _initialize_tables  # what MLflow runs on a new store (private: pinned)
+        if not path.exists():
+            _make_empty_store(path)
+        return _platform_store(path)
+    except Exception as exc:  # an optimization only: never the submission's failure
+        log.warning("no empty MLflow store for the scripts at %s (each makes its own): %s", path, exc)
+        return None
 
-        staging.unlink(missing_ok=True)
+
+def _make_empty_store(path: Path) -> None:
+    import sqlalchemy
+    from mlflow.store.db.utils import _initialize_tables  # what MLflow runs on a new store (private: pinned)
+
+    descriptor, staging = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(descriptor)
+    try:
         engine = sqlalchemy.create_engine(f"sqlite:///{staging}")
         try:
             _initialize_tables(engine)
         finally:
             engine.dispose()
+        with open(staging, "rb+") as made:
+            os.fsync(made.fileno())
         os.replace(staging, path)
-        return read_platform_file(path)
-    except Exception as exc:  # an optimization only: never the submission's failure
-        log.warning("no empty MLflow store for the scripts (each makes its own): %s", exc)
-        staging.unlink(missing_ok=True)
-        return None
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(staging)
 
 
-def read_platform_file(path: Path) -> bytes:
-    """A file only the platform writes, read without following a link put in its place."""
-    with os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC), "rb") as file:
-        return file.read()
+def _platform_store(path: Path) -> bytes:
+    """The store's bytes, if it is what the platform made: a regular file of its own, one link, written by no one
+    else, an SQLite database (never a link followed, a pipe waited on, or another file's bytes through a link)."""
+    descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(descriptor, "rb") as store:
+        seen = os.fstat(descriptor)
+        if not stat.S_ISREG(seen.st_mode) or seen.st_nlink != 1 or seen.st_uid != os.geteuid():
+            raise ValueError("not a regular file of the platform's own with one link")
+        if seen.st_mode & 0o022 or seen.st_size > 16 << 20:
+            raise ValueError("writable by others, or larger than an empty store")
+        data = store.read()
+    if not data.startswith(b"SQLite format 3\0"):
+        raise ValueError("not an SQLite database")
+    return data
 
 
-def _write_new(path: Path, data: bytes, mode: int, owner: int | None = None) -> None:
+def _write_new(path: Path, data: bytes, mode: int, owner: os.stat_result | None = None) -> None:
     """A new file in a workspace the script has not run in yet (never through a link, never over a file)."""
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
     with os.fdopen(descriptor, "wb") as out:
         if owner is not None:
-            os.fchown(out.fileno(), owner, owner)
+            os.fchown(descriptor, owner.st_uid, owner.st_gid)
         out.write(data)
 
 
@@ -332,8 +354,8 @@ def run_script(
     memory, timeout, exit code). Its log, `directory`/train.log, keeps at most SUBMISSION_MAX_LOG_BYTES."""
     uid = users(settings, submission.name).train
     _write_new(work / SCRIPT_FILE, (directory / SCRIPT_FILE).read_bytes(), 0o644)
-    if store := empty_store(env.path.parent):  # the script's own store, writable by it alone
-        _write_new(work / STORE_FILE, store, 0o600, uid if weaker_bounds(settings) is None else None)
+    if store := empty_store(env.path.parent):  # the script's own store: the workspace's owner's alone
+        _write_new(work / STORE_FILE, store, 0o600, owner=work.stat())
     log = directory / "train.log"
     started = time.monotonic()
     finished = run_bounded(
@@ -356,7 +378,7 @@ def run_script(
             raise errors.missing_module(missing[1].split(".")[0], tail)
         if finished.out_of_memory or any(marker in tail for marker in _OUT_OF_MEMORY):
             raise errors.out_of_memory(settings.submission_memory_limit_mb, tail)
-        if "No space left on device" in tail or "Disk quota exceeded" in tail:
+        if any(marker in tail for marker in _OUT_OF_DISK):
             raise errors.out_of_disk(settings.submission_disk_limit_mb, tail)
         raise errors.script_failed(finished.code, tail)
     return ScriptRun(work, time.monotonic() - started, log)

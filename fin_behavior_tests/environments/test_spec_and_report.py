@@ -39,23 +39,29 @@ def test_missing_python_says_what_is_installed():
 
 def test_pyenv_interpreters_are_found_without_its_shims_and_asked_their_version_once(tmp_path, monkeypatch):
     """A pyenv on PATH: its interpreters come from its versions directory (the shims, shell scripts starting a
-    dozen processes each, are never run), and an interpreter is asked its version once while its file is unchanged."""
+    dozen processes each, are never run), and an interpreter is asked its version once while its file is
+    unchanged; one that failed to answer is asked again."""
     pyenv, asked = tmp_path / "pyenv", tmp_path / "asked"
     (pyenv / "shims").mkdir(parents=True)
     (pyenv / "versions" / "3.14.9" / "bin").mkdir(parents=True)
     shim = pyenv / "shims" / "python3.14"
     shim.write_text(f"#!/bin/sh\necho shim >> {asked}\nexit 1\n")
     interpreter = pyenv / "versions" / "3.14.9" / "bin" / "python3.14"
-    interpreter.write_text(f"#!/bin/sh\necho interpreter >> {asked}\necho 3.14.9\n")
+    interpreter.write_text(f"#!/bin/sh\necho interpreter >> {asked}\nexit 1\n")  # broken for now
     for script in (shim, interpreter):
         script.chmod(0o755)
     monkeypatch.setenv("PATH", f"{shim.parent}:{os.environ['PATH']}")
+    monkeypatch.delenv("PYENV_ROOT", raising=False)
 
+    assert "3.14.9" not in builder.installed_pythons()
+    interpreter.write_text(interpreter.read_text().replace("exit 1", "echo 3.14.9"))  # mended
     assert builder.installed_pythons()["3.14.9"] == str(interpreter)
     assert builder.find_python("3.14") == str(interpreter)
-    assert asked.read_text() == "interpreter\n"  # asked once, the shim never
-    interpreter.write_text(interpreter.read_text().replace("3.14.9", "3.14.10"))  # upgraded in place
-    assert builder.installed_pythons()["3.14.10"] == str(interpreter)
+    assert asked.read_text() == "interpreter\ninterpreter\n"  # once broken, once mended; the shim never
+    stamp = interpreter.stat()
+    interpreter.write_text(interpreter.read_text().replace("3.14.9", "3.14.8"))  # replaced, its time kept
+    os.utime(interpreter, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
+    assert builder.installed_pythons()["3.14.8"] == str(interpreter)
 
 
 def test_unresolvable_packages_say_so():

@@ -298,6 +298,12 @@ def test_a_disk_hog_is_stopped_at_its_quota_and_its_workspace_is_gone_after(env,
     assert "SUBMISSION_DISK_LIMIT_MB" in error["help"]
     (directory,) = get_settings().submissions_root.glob("*/train.log")  # the log stays ...
     assert not (directory.parent / "work").exists()  # ... the workspace does not
+    # a script that fills its disk and carries on: nothing of the platform's writes to the full disk (its store
+    # is read, not written, to find no run), and the disk is what it is told about
+    swallowed = _error(
+        env, "try:\n    open('checkpoint.bin', 'wb').write(b'z' * (100 * 2**20))\nexcept OSError:\n    pass\n"
+    )
+    assert swallowed["error"] == "Disk Limit" and "MlflowException" not in swallowed["details"], swallowed
 
 
 @needs_bounds
@@ -385,6 +391,26 @@ def test_nothing_of_the_host_reaches_the_bundle_whatever_the_script_leaves(env, 
     assert not (directory / "work").exists()
     assert canary.read_text() == "the platform's own records"
     assert "platform's own records" not in json.dumps(error)
+
+
+def test_the_scripts_empty_store_is_only_ever_one_the_platform_made(tmp_path):
+    made = sandbox.empty_store(tmp_path)
+    assert made is not None and made.startswith(b"SQLite format 3\0")
+    (template,) = tmp_path.glob(".mlflow-*-empty.db")
+    assert sandbox.empty_store(tmp_path) == made and oct(template.stat().st_mode & 0o777) == "0o600"
+    secret = tmp_path / "secret.db"
+    secret.write_bytes(b"SQLite format 3\0 and then the platform's own records")
+    plants = {
+        "a link to a file": lambda: template.symlink_to(secret),
+        "a hard link to a file": lambda: os.link(secret, template),
+        "a pipe": lambda: os.mkfifo(template),  # never waited on
+        "a directory": lambda: template.mkdir(),
+        "not a database": lambda: template.write_bytes(os.urandom(5000)),
+    }
+    for plant in plants.values():
+        template.rmdir() if template.is_dir() and not template.is_symlink() else template.unlink()
+        plant()
+        assert sandbox.empty_store(tmp_path) is None  # each script then makes its own, as before
 
 
 def test_a_name_s_unreadable_port_file_does_not_stop_another_name_from_getting_one():
