@@ -16,8 +16,6 @@ from unittest.mock import create_autospec
 import kubernetes_validate
 import mlflow
 import pytest
-from kubernetes.client import ApiClient, AppsV1Api, CoreV1Api
-from kubernetes.client.exceptions import ApiException
 
 from fin_behavior.cli import main
 from fin_behavior.deploy import deployer
@@ -36,8 +34,15 @@ CONFIG = k8s.KubernetesConfig("serving", "fin", 2, "LoadBalancer", "250m", "1", 
 KEYS = json.dumps({"keys": ["k" * 32], "probe_keys": ["p" * 32]})  # as deployer.make_target writes them
 
 
-def _not_found(what: str) -> ApiException:
-    return ApiException(status=404, reason=f"{what} not found")
+def _api_error(status: int, reason: str) -> Exception:
+    """The client's own ApiException (kubernetes.client imported here, not at collection: 0.5 s in every worker)."""
+    from kubernetes.client.exceptions import ApiException
+
+    return ApiException(status=status, reason=reason)
+
+
+def _not_found(what: str) -> Exception:
+    return _api_error(404, f"{what} not found")
 
 
 class FakeCluster:
@@ -51,6 +56,8 @@ class FakeCluster:
         self.applied: list[tuple[str, str]] = []
         self.scored: list[tuple[str, bool]] = []  # (service, did the endpoint Service exist then)
         self.offered: set[str] = set()  # the API keys the platform's requests carried
+        from kubernetes.client import ApiClient, AppsV1Api, CoreV1Api
+
         self.apps = create_autospec(AppsV1Api, instance=True)
         self.core = create_autospec(CoreV1Api, instance=True)
         self.core.api_client = create_autospec(ApiClient, instance=True)
@@ -73,7 +80,7 @@ class FakeCluster:
             assert body["metadata"]["name"] == name and body["kind"].lower() == kind
             if kind == "service" and name == CONFIG.app and self.fail == "switch" and (kind, name) in self.objects:
                 self.fail = None
-                raise ApiException(status=500, reason="etcdserver: request timed out")
+                raise _api_error(500, "etcdserver: request timed out")
             self.objects[(kind, name)] = body
             self.applied.append((kind, name))
             return SimpleNamespace(metadata=SimpleNamespace(name=name))
@@ -127,7 +134,7 @@ class FakeCluster:
         secret = json.loads(self.objects[("secret", f"{CONFIG.app}-keys")]["stringData"]["keys.json"])
         self.offered.add(header_params["X-API-Key"])
         if header_params["X-API-Key"] not in secret["keys"] + secret["probe_keys"]:
-            raise ApiException(status=401, reason="missing or invalid API key")
+            raise _api_error(401, "missing or invalid API key")
         service = self.objects.get(("service", service_name))
         if service is None:
             raise _not_found(f"service {service_name}")
@@ -380,6 +387,6 @@ def test_a_pod_log_the_platform_may_not_read_is_named_with_the_permission_it_nee
     cluster = FakeCluster()
     serving = SimpleNamespace(version="1", info=SimpleNamespace(digest="d"))  # what the manifest reads of a release
     cluster.objects[("deployment", "fin-blue")] = k8s.deployment_manifest(CONFIG, serving, "blue", "image")
-    cluster.core.read_namespaced_pod_log.side_effect = ApiException(status=403, reason="Forbidden")
+    cluster.core.read_namespaced_pod_log.side_effect = _api_error(403, "Forbidden")
     with pytest.raises(RolloutError, match="needs `get` on `pods/log` in namespace serving"):
         _target(cluster).prediction_logs(60)
