@@ -59,19 +59,27 @@ def instance():
 
 
 @pytest.fixture(scope="module")
-def first_run(tmp_path_factory):
-    """Three runs in one process: defaults, another seed (a new version), the defaults again (the same)."""
+def trained(tmp_path_factory):
+    """(instance, state directory) of one platform for the module: the tests that need an approved model to
+    begin with take first_run's (they run after it, in order) instead of training one each."""
     var = tmp_path_factory.mktemp("var")
     with dagster_instance() as inst:
+        yield inst, var
 
-        def latest():
-            return inst.get_latest_materialization_event(dg.AssetKey("trained_model")).asset_materialization
 
-        result = _materialize(inst, var)
-        event = latest()
-        second = _materialize(inst, var, random_state=7)
-        third = _materialize(inst, var)
-        event3 = latest()
+@pytest.fixture(scope="module")
+def first_run(trained):
+    """Three runs in one process: defaults, another seed (a new version), the defaults again (the same)."""
+    inst, var = trained
+
+    def latest():
+        return inst.get_latest_materialization_event(dg.AssetKey("trained_model")).asset_materialization
+
+    result = _materialize(inst, var)
+    event = latest()
+    second = _materialize(inst, var, random_state=7)
+    third = _materialize(inst, var)
+    event3 = latest()
     return var, result, event, second, event3, third
 
 
@@ -151,8 +159,9 @@ def test_a_run_left_active_in_the_process_is_not_reused(instance, tmp_path):
     assert len(ours) == 1 and ours[0].info.run_id != stale.info.run_id and ours[0].info.status == "FINISHED"
 
 
-def test_failure_during_training_marks_the_run_failed_and_keeps_the_old_model(instance, tmp_path, monkeypatch):
-    assert _materialize(instance, tmp_path).success
+def test_failure_during_training_marks_the_run_failed_and_keeps_the_old_model(first_run, trained, monkeypatch):
+    instance, tmp_path = trained
+    assert _materialize(instance, tmp_path).success  # the approved model of first_run, not trained again
     store = VersionStore(tmp_path / "artifacts" / "trained_model")
     before = store.current_version()
 
@@ -168,8 +177,9 @@ def test_failure_during_training_marks_the_run_failed_and_keeps_the_old_model(in
     assert store.current_version() == before
 
 
-def test_each_gate_failing_blocks_downstream_and_says_why(instance, tmp_path):
-    assert _materialize(instance, tmp_path).success
+def test_each_gate_failing_blocks_downstream_and_says_why(first_run, trained):
+    instance, tmp_path = trained
+    assert _materialize(instance, tmp_path).success  # the approved model of first_run, not trained again
     store = VersionStore(tmp_path / "artifacts" / "trained_model")
     approved = store.current_version()
     result = _materialize(instance, tmp_path, min_roc_auc=0.99, min_accuracy=0.99, max_latency_ms=0.001)
