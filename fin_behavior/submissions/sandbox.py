@@ -9,8 +9,9 @@ need, not what the script needs: requirements that cannot be installed with it (
 environment without it, and the served model's /explain says so, rather than a failed submission.
 
 The script runs as a separate process with nothing of the platform's: its own working directory holding only
-train.py, an environment of variables that names only what it needs (its MLflow store, a private one in that
-directory, and the experiment), no platform key, setting or cloud credential; an address-space limit; and a
+train.py and its MLflow store (an empty one, its own file, made by the platform's MLflow so that the script's
+does not migrate a new one each run), an environment of variables that names only what it needs (that store
+and the experiment), no platform key, setting or cloud credential; an address-space limit; and a
 timeout after which everything it started is killed. It is confined (confinement.py): of the machine's files it
 sees only the system, the project's package, its environment and its working directory (no data, artifacts,
 keys, tracking store or another name's files), only its own processes, IPC objects and host name, and no
