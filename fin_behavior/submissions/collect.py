@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pathlib
 import sys
 from urllib.parse import unquote, urlparse
 
@@ -55,7 +56,7 @@ def _holds_a_run(store: str) -> bool:
     import sqlite3
 
     try:
-        with contextlib.closing(sqlite3.connect(f"file:{store}?mode=ro", uri=True)) as db:
+        with contextlib.closing(sqlite3.connect(f"{pathlib.Path(store).absolute().as_uri()}?mode=ro", uri=True)) as db:
             return db.execute("SELECT 1 FROM runs LIMIT 1").fetchone() is not None
     except sqlite3.Error:
         return True

@@ -284,12 +284,17 @@ def empty_store(root: Path) -> bytes | None:
     """An empty MLflow store (tables, no experiment) of the platform's MLflow, which every script's environment
     pins: made once beside the environments by the platform itself, and copied into each workspace, so that the
     script's MLflow finds its tables made instead of running its schema migrations (0.85 of the CPU-seconds of
-    every run, measured). None when it cannot be made or what is there is not one the platform made (the script's
-    MLflow then makes its own, as before)."""
+    every run, measured). What is there and not the platform's own is replaced; None when none can be made (the
+    script's MLflow then makes its own, as before)."""
     path = root / f".mlflow-{version('mlflow')}-empty.db"
     try:
-        if not path.exists():
-            _make_empty_store(path)
+        try:
+            return _platform_store(path)
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError) as exc:  # replaced, never followed or written through
+            log.warning("the empty MLflow store at %s is not the platform's own (%s): made again", path, exc)
+        _make_empty_store(path)
         return _platform_store(path)
     except Exception as exc:  # an optimization only: never the submission's failure
         log.warning("no empty MLflow store for the scripts at %s (each makes its own): %s", path, exc)

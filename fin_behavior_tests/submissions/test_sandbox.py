@@ -61,6 +61,8 @@ def test_a_script_that_logs_nothing_or_fails_its_run_is_told_what_to_do(env):
     no_run = _error(env, "import sys\nprint(sorted(m for m in sys.modules if m.startswith(('mlflow', 'sklearn'))))\n")
     assert no_run["error"] == "No MLflow Run" and "mlflow.start_run()" in no_run["help"]
     assert no_run["details"].splitlines()[-1] == "[]"  # the runner imported no MLflow the script did not use
+    unimportable = _error(env, "import sys\nsys.modules['mlflow'] = None\n")  # nor does the finding of no run
+    assert unimportable["error"] == "No MLflow Run", unimportable
 
     failed = _error(
         env, "import mlflow\nwith mlflow.start_run():\n    mlflow.log_metric('a', 1)\n    raise SystemExit(0)\n"
@@ -298,8 +300,8 @@ def test_a_disk_hog_is_stopped_at_its_quota_and_its_workspace_is_gone_after(env,
     assert "SUBMISSION_DISK_LIMIT_MB" in error["help"]
     (directory,) = get_settings().submissions_root.glob("*/train.log")  # the log stays ...
     assert not (directory.parent / "work").exists()  # ... the workspace does not
-    # a script that fills its disk and carries on: nothing of the platform's writes to the full disk (its store
-    # is read, not written, to find no run), and the disk is what it is told about
+    # a script that fills its disk and carries on is told about its disk (whatever then fails to write there: the
+    # runner's answer, or MLflow's store if MLflow looked), not about a failure of MLflow's
     swallowed = _error(
         env, "try:\n    open('checkpoint.bin', 'wb').write(b'z' * (100 * 2**20))\nexcept OSError:\n    pass\n"
     )
@@ -404,13 +406,19 @@ def test_the_scripts_empty_store_is_only_ever_one_the_platform_made(tmp_path):
         "a link to a file": lambda: template.symlink_to(secret),
         "a hard link to a file": lambda: os.link(secret, template),
         "a pipe": lambda: os.mkfifo(template),  # never waited on
-        "a directory": lambda: template.mkdir(),
         "not a database": lambda: template.write_bytes(os.urandom(5000)),
     }
-    for plant in plants.values():
-        template.rmdir() if template.is_dir() and not template.is_symlink() else template.unlink()
+    for plant in plants.values():  # each replaced by a store the platform makes, never followed or written through
+        template.unlink()
         plant()
-        assert sandbox.empty_store(tmp_path) is None  # each script then makes its own, as before
+        again = sandbox.empty_store(tmp_path)
+        assert again is not None and again.startswith(b"SQLite format 3\0") and b"platform's own" not in again
+        assert template.is_file() and not template.is_symlink() and template.stat().st_nlink == 1
+    assert secret.read_bytes() == b"SQLite format 3\0 and then the platform's own records"
+    assert secret.stat().st_nlink == 1
+    template.unlink()
+    template.mkdir()  # what cannot be replaced: each script makes its own store, as before
+    assert sandbox.empty_store(tmp_path) is None
 
 
 def test_a_name_s_unreadable_port_file_does_not_stop_another_name_from_getting_one():
