@@ -4,6 +4,7 @@ platform as hostile data: never a path followed, never more than a bound, never 
 - `copy_tree`: a directory tree to a place of the platform's: every component opened relative to its parent's
   descriptor with O_NOFOLLOW (a link swapped in at any moment is refused, not followed), regular files and
   directories only, within a size, file-count and depth bound; refused whole otherwise.
+- `write_new`: a file of the platform's put where a confined process writes, created new (never through a link).
 - `Output`: a process's output through a pipe, kept within a bound (head and tail), for logs and answers.
 - `ask`: an HTTP request to a served model's color, within a wall-clock deadline and a size bound.
 """
@@ -24,6 +25,7 @@ from typing import IO
 
 _DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC  # never through a link or over a file
 _CHUNK = 1 << 20
 MAX_DEPTH = 32
 
@@ -99,7 +101,7 @@ def _copy_file(directory: int, name: str, target: Path, budget: dict[str, int], 
     try:
         if not stat.S_ISREG(os.fstat(source).st_mode):
             raise UntrustedDataError(f"{where} is not a regular file")
-        out = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        out = os.open(target, _NEW_FILE, 0o644)
         try:
             while chunk := os.read(source, _CHUNK):
                 budget["bytes"] -= len(chunk)
@@ -110,6 +112,15 @@ def _copy_file(directory: int, name: str, target: Path, budget: dict[str, int], 
             os.close(out)
     finally:
         os.close(source)
+
+
+def write_new(path: Path, data: bytes, mode: int = 0o644, owner: os.stat_result | None = None) -> None:
+    """`data` as a new file at `path`, in a directory a confined process writes (or will): created there, never
+    through a link or over a file already there (FileExistsError, or ELOOP for a link); owned as `owner` says."""
+    with os.fdopen(os.open(path, _NEW_FILE, mode), "wb") as out:
+        if owner is not None:
+            os.fchown(out.fileno(), owner.st_uid, owner.st_gid)
+        out.write(data)
 
 
 def read_small(directory: Path, name: str, limit: int) -> str | None:

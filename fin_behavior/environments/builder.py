@@ -23,6 +23,7 @@ from fin_behavior.environments import bytecode
 from fin_behavior.environments.bytecode import CACHE_DIR
 from fin_behavior.environments.spec import EnvironmentSpec
 from fin_behavior.records import write_json
+from fin_behavior.untrusted import write_new
 
 _COMPLETE = "fin_behavior_env.json"
 _PROJECT_ROOT = Path(__file__).resolve().parents[2]  # the directory holding the fin_behavior package
@@ -277,8 +278,7 @@ def _write_own(path: Path, text: str) -> None:
     link into uv's cache, never written through."""
     try:
         path.unlink(missing_ok=True)
-        with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644), "w") as out:
-            out.write(text)
+        write_new(path, text.encode())
     except OSError as exc:  # a directory of a package's own there
         raise EnvironmentBuildError(f"a package ships {path.name} where the platform's own file goes: {exc}") from exc
 

@@ -53,7 +53,7 @@ from fin_behavior.settings import Settings
 from fin_behavior.submissions import errors
 from fin_behavior.submissions.collect import COLLECTED, STORE_FILE
 from fin_behavior.submissions.record import SCRIPT_FILE, Submission
-from fin_behavior.untrusted import Output, read_small
+from fin_behavior.untrusted import Output, read_small, write_new
 
 SERVER_PACKAGES = ("uvicorn", "httptools", "uvloop", "starlette", "prometheus-client")  # of the scoring service
 EXPLANATION_PACKAGES = ("shap",)  # of the explanation worker (serving/submitted_attribution.py)
@@ -337,15 +337,6 @@ def _platform_store(path: Path) -> bytes:
     return data
 
 
-def _write_new(path: Path, data: bytes, mode: int, owner: os.stat_result | None = None) -> None:
-    """A new file in a workspace the script has not run in yet (never through a link, never over a file)."""
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
-    with os.fdopen(descriptor, "wb") as out:
-        if owner is not None:
-            os.fchown(descriptor, owner.st_uid, owner.st_gid)
-        out.write(data)
-
-
 @dataclass(frozen=True)
 class ScriptRun:
     work: Path  # its working directory, with its MLflow store
@@ -359,9 +350,9 @@ def run_script(
     """Run train.py confined and bounded in `work` (a workspace()); a SubmissionError says how it failed (import,
     memory, timeout, exit code). Its log, `directory`/train.log, keeps at most SUBMISSION_MAX_LOG_BYTES."""
     uid = users(settings, submission.name).train
-    _write_new(work / SCRIPT_FILE, (directory / SCRIPT_FILE).read_bytes(), 0o644)
+    write_new(work / SCRIPT_FILE, (directory / SCRIPT_FILE).read_bytes())
     if store := empty_store(env.path.parent):  # the script's own store: the workspace's owner's alone
-        _write_new(work / STORE_FILE, store, 0o600, owner=work.stat())
+        write_new(work / STORE_FILE, store, 0o600, owner=work.stat())
     log = directory / "train.log"
     started = time.monotonic()
     finished = run_bounded(
