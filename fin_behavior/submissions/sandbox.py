@@ -35,7 +35,6 @@ import resource
 import signal
 import stat
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -50,6 +49,7 @@ from fin_behavior.environments import builder
 from fin_behavior.environments.spec import EnvironmentSpec, get_spec
 from fin_behavior.records import read_json, write_json
 from fin_behavior.settings import Settings
+from fin_behavior.storage.atomic import write_atomic
 from fin_behavior.submissions import errors
 from fin_behavior.submissions.collect import COLLECTED, STORE_FILE
 from fin_behavior.submissions.record import SCRIPT_FILE, Submission
@@ -305,20 +305,18 @@ def _make_empty_store(path: Path) -> None:
     import sqlalchemy
     from mlflow.store.db.utils import _initialize_tables  # what MLflow runs on a new store (private: pinned)
 
-    descriptor, staging = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(descriptor)
-    try:
+    def make(staging: Path) -> None:
+        staging.unlink(missing_ok=True)  # one a crashed maker left: SQLite would open it
         engine = sqlalchemy.create_engine(f"sqlite:///{staging}")
         try:
             _initialize_tables(engine)
         finally:
             engine.dispose()
-        with open(staging, "rb+") as made:
+        staging.chmod(0o600)  # read by the platform alone, which copies it into each workspace
+        with staging.open("rb+") as made:
             os.fsync(made.fileno())
-        os.replace(staging, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(staging)
+
+    write_atomic(path, make)
 
 
 def _platform_store(path: Path) -> bytes:
