@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,6 +74,9 @@ def uv_binary() -> str:
     return find_uv_bin()
 
 
+_VERSIONS: dict[tuple, str] = {}  # (an interpreter file's identity) -> its version, for this process's life
+
+
 def python_version(executable: str) -> str | None:
     """The interpreter's version, asked once per interpreter file while that file is unchanged (a failure to
     answer is asked again next time)."""
@@ -96,9 +100,6 @@ def python_version(executable: str) -> str | None:
             return None
         _VERSIONS[identity] = out.stdout.strip()
     return _VERSIONS[identity]
-
-
-_VERSIONS: dict[tuple, str] = {}  # (file identity) -> version, for this process's life
 
 
 def _pyenv_roots() -> set[Path]:
@@ -283,15 +284,19 @@ def _write_own(path: Path, text: str) -> None:
         raise EnvironmentBuildError(f"a package ships {path.name} where the platform's own file goes: {exc}") from exc
 
 
-def _interpreter_files(env: Path) -> dict[str, str]:
+def _interpreter_files(env: Path) -> dict[str, tuple]:
     """What says which interpreter and standard library an environment runs: its pyvenv.cfg and the python links
-    in bin/ (a package's data files are installed relative to the environment and could replace them)."""
-    files = {"pyvenv.cfg": hashlib.sha256((env / "pyvenv.cfg").read_bytes()).hexdigest()}
-    for entry in (env / "bin").glob("python*"):
-        if entry.is_symlink():
-            files[f"bin/{entry.name}"] = os.readlink(entry)
-        else:
-            files[f"bin/{entry.name}"] = hashlib.sha256(entry.read_bytes()).hexdigest() if entry.is_file() else "?"
+    in bin/ (a package's data files are installed relative to the environment and could replace them), each
+    known by what lstat and readlink say of it: a package's file is never read (nor followed) to compare it."""
+    files = {}
+    for entry in [env / "pyvenv.cfg", *(env / "bin").glob("python*")]:
+        try:
+            seen = entry.lstat()
+        except FileNotFoundError:
+            continue
+        target = os.readlink(entry) if stat.S_ISLNK(seen.st_mode) else None
+        identity = (seen.st_mode, seen.st_ino, seen.st_size, seen.st_mtime_ns, seen.st_ctime_ns)
+        files[str(entry.relative_to(env))] = (*identity, target)
     return files
 
 
